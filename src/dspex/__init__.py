@@ -1,0 +1,73 @@
+"""DSPex: LM programs with a DSPy-compatible API, run natively or on real DSPy in worker pools.
+
+Importing ``dspex`` only defines names: each public object is imported from its submodule on
+first access, so ``import dspex`` stays fast and native-only users never import DSPy.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from dspex import errors
+from dspex.errors import *  # noqa: F403  (the exceptions are part of the public face)
+from dspex.settings import configure, context, current, reset_defaults
+
+if TYPE_CHECKING:
+    from dspex import telemetry, testing
+    from dspex.adapters import Adapter, ChatAdapter, History, JSONAdapter
+    from dspex.lm import LM, BaseLM
+    from dspex.modules import ChainOfThought, Predict
+    from dspex.primitives import Completions, Example, Module, Prediction
+    from dspex.signatures import InputField, OutputField, Signature
+
+__version__ = "0.1.0"
+
+# public name -> submodule that defines it (imported on first attribute access)
+_LAZY: dict[str, str] = {
+    "Adapter": "dspex.adapters",
+    "BaseLM": "dspex.lm",
+    "ChainOfThought": "dspex.modules",
+    "ChatAdapter": "dspex.adapters",
+    "Completions": "dspex.primitives",
+    "Example": "dspex.primitives",
+    "History": "dspex.adapters",
+    "InputField": "dspex.signatures",
+    "JSONAdapter": "dspex.adapters",
+    "LM": "dspex.lm",
+    "Module": "dspex.primitives",
+    "OutputField": "dspex.signatures",
+    "Predict": "dspex.modules",
+    "Prediction": "dspex.primitives",
+    "Signature": "dspex.signatures",
+}
+_SUBMODULES = frozenset({"telemetry", "testing"})
+
+__all__ = sorted(
+    [
+        *_LAZY,
+        *_SUBMODULES,
+        *errors.__all__,
+        "__version__",
+        "configure",
+        "context",
+        "current",
+        "reset_defaults",
+    ]
+)
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is not None:
+        value = getattr(importlib.import_module(module), name)
+    elif name in _SUBMODULES:
+        value = importlib.import_module(f"dspex.{name}")
+    else:
+        raise AttributeError(f"module 'dspex' has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

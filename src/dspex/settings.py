@@ -1,0 +1,135 @@
+"""Process-wide defaults and scoped overrides, as one small typed object.
+
+``configure(**changes)`` replaces the process defaults (validated, thread-safe);
+``context(**changes)`` overrides them for the current task/thread through a ContextVar and
+restores them on exit. ``current()`` is what every component reads. Settings are immutable:
+a change makes a new object, so a reader never sees a half-applied update.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import threading
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from dspex.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from dspex.adapters.base import Adapter
+    from dspex.lm.base import BaseLM
+
+__all__ = ["Settings", "configure", "context", "current", "reset_defaults"]
+
+Preference = Literal["auto", "native_first", "dspy_first"]
+RoutingStrategy = Literal["static", "performance"]
+_PREFERENCES = ("auto", "native_first", "dspy_first")
+_STRATEGIES = ("static", "performance")
+_IMPLEMENTATIONS = ("native", "dspy", "auto", "compare")
+
+
+def _default_cache_dir() -> Path:
+    env = os.environ.get("DSPEX_CACHE_DIR")
+    if env:
+        return Path(env)
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return Path(xdg) / "dspex" if xdg else Path.home() / ".cache" / "dspex"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Settings:
+    """Everything DSPex reads from configuration. Build new ones with :meth:`replace`."""
+
+    lm: BaseLM | None = None
+    """The default language model for modules that are not given one."""
+    adapter: Adapter | None = None
+    """The default adapter (``None`` means ChatAdapter with JSONAdapter fallback)."""
+    prefer_native: Preference = "auto"
+    """Global implementation preference used when nothing more specific decides."""
+    implementation_overrides: Mapping[str, str] = field(default_factory=dict)
+    """Per module kind: ``{"react": "dspy"}``; values are native, dspy, auto or compare."""
+    allow_fallback: bool = True
+    """Fall back to the other implementation when one cannot serve a request."""
+    routing_strategy: RoutingStrategy = "static"
+    """``"performance"`` lets observed latency/error statistics drive the choice."""
+    compare_sample_rate: float = 0.0
+    """Fraction of calls run in compare mode (both implementations, divergence reported)."""
+    pools: Mapping[str, Any] = field(default_factory=dict)
+    """Worker-pool specs by name; validated by :mod:`dspex.pool` when a pool starts."""
+    cache_dir: Path = field(default_factory=_default_cache_dir)
+    """Root of on-disk caches (LM responses, DSPy's own cache in workers)."""
+    track_usage: bool = True
+    """Record token usage per call and per program run."""
+
+    def __post_init__(self) -> None:
+        if self.prefer_native not in _PREFERENCES:
+            raise ConfigurationError(
+                f"prefer_native must be one of {_PREFERENCES}, got {self.prefer_native!r}"
+            )
+        if self.routing_strategy not in _STRATEGIES:
+            raise ConfigurationError(
+                f"routing_strategy must be one of {_STRATEGIES}, got {self.routing_strategy!r}"
+            )
+        if not 0.0 <= float(self.compare_sample_rate) <= 1.0:
+            raise ConfigurationError(
+                f"compare_sample_rate must be within [0, 1], got {self.compare_sample_rate!r}"
+            )
+        for kind, impl in dict(self.implementation_overrides).items():
+            if impl not in _IMPLEMENTATIONS:
+                raise ConfigurationError(
+                    f"implementation_overrides[{kind!r}] must be one of {_IMPLEMENTATIONS}, "
+                    f"got {impl!r}"
+                )
+        if not isinstance(self.cache_dir, Path):
+            object.__setattr__(self, "cache_dir", Path(self.cache_dir))
+
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with ``changes`` applied; unknown names raise :class:`ConfigurationError`."""
+        unknown = sorted(set(changes) - _FIELD_NAMES)
+        if unknown:
+            raise ConfigurationError(
+                f"unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(_FIELD_NAMES))}"
+            )
+        return dataclasses.replace(self, **changes)
+
+
+_FIELD_NAMES = frozenset(f.name for f in dataclasses.fields(Settings))
+
+_lock = threading.Lock()
+_defaults = Settings()
+_scoped: ContextVar[Settings | None] = ContextVar("dspex_settings", default=None)
+
+
+def current() -> Settings:
+    """The settings in force here: the innermost ``context()``, else the process defaults."""
+    scoped = _scoped.get()
+    return _defaults if scoped is None else scoped
+
+
+def configure(**changes: Any) -> None:
+    """Change the process-wide defaults, e.g. ``dspex.configure(lm=dspex.LM(...))``."""
+    global _defaults
+    with _lock:
+        _defaults = _defaults.replace(**changes)
+
+
+def reset_defaults() -> None:
+    """Restore the built-in defaults (tests use this)."""
+    global _defaults
+    with _lock:
+        _defaults = Settings()
+
+
+@contextmanager
+def context(**changes: Any) -> Iterator[Settings]:
+    """Override settings for the enclosed block (this thread / asyncio task only)."""
+    token = _scoped.set(current().replace(**changes))
+    try:
+        yield current()
+    finally:
+        _scoped.reset(token)
