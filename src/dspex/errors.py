@@ -7,6 +7,7 @@ The tree::
     │   ├── ConfigurationError          bad or missing settings (no LM configured, bad pool spec...)
     │   ├── SignatureError              malformed/unsupported signature (carries position, reason)
     │   ├── ImplementationUnavailable   forced an implementation that does not exist here
+    │   ├── CallError                   a module was called with arguments that do not fit it
     │   └── StateError                  save/load state that does not fit the module
     ├── SecurityError                   a sandbox or allow-list refused something
     ├── AdapterParseError               an LM completion did not fit the signature (carries raw text)
@@ -46,6 +47,7 @@ from typing import Any
 __all__ = [
     "AdapterParseError",
     "CircuitOpenError",
+    "CallError",
     "ConfigurationError",
     "ContextWindowExceeded",
     "DSPexError",
@@ -136,6 +138,10 @@ class SignatureError(UserError, ValueError):
 
 class ImplementationUnavailable(UserError, LookupError):
     """The requested implementation of a module kind does not exist (names the alternatives)."""
+
+
+class CallError(UserError, ValueError):
+    """A module was called with arguments that do not fit it (e.g. positional inputs)."""
 
 
 class StateError(UserError, ValueError):

@@ -1,0 +1,151 @@
+"""``Prediction`` (a module's output) and ``Completions`` (all choices of one call)."""
+
+from __future__ import annotations
+
+from collections.abc import ItemsView, Mapping, Sequence
+from typing import Any
+
+from dspex.primitives.example import Example
+
+__all__ = ["Completions", "Prediction"]
+
+
+class Prediction(Example):
+    """The output of a module: fields of the first completion, plus ``completions``.
+
+    As in DSPy, a prediction with a ``score`` field supports float conversion, arithmetic
+    and ordering on that score.
+    """
+
+    _completions: Completions | None
+    _lm_usage: dict[str, Any] | None
+
+    def __init__(self, base: Example | Mapping[str, Any] | None = None, **kwargs: Any) -> None:
+        super().__init__(base, **kwargs)
+        object.__setattr__(self, "_completions", None)
+        object.__setattr__(self, "_lm_usage", None)
+
+    @classmethod
+    def from_completions(
+        cls,
+        list_or_dict: Sequence[Mapping[str, Any]] | Mapping[str, list[Any]],
+        signature: Any = None,
+    ) -> Prediction:
+        obj = cls()
+        completions = Completions(list_or_dict, signature=signature)
+        object.__setattr__(obj, "_completions", completions)
+        object.__setattr__(obj, "_store", {k: v[0] for k, v in completions.items()})
+        return obj
+
+    @property
+    def completions(self) -> Completions | None:
+        return self._completions
+
+    def get_lm_usage(self) -> dict[str, Any] | None:
+        """Token usage of the call that produced this prediction, per model."""
+        return self._lm_usage
+
+    def set_lm_usage(self, value: dict[str, Any] | None) -> None:
+        object.__setattr__(self, "_lm_usage", value)
+
+    def __repr__(self) -> str:
+        store_repr = ",\n    ".join(f"{k}={v!r}" for k, v in self._store.items())
+        if self._completions is None or len(self._completions) == 1:
+            return f"Prediction(\n    {store_repr}\n)"
+        omitted = len(self._completions) - 1
+        return (
+            f"Prediction(\n    {store_repr},\n    completions=Completions(...)\n)"
+            f" ({omitted} completions omitted)"
+        )
+
+    __str__ = __repr__
+
+    # ------------------------------------------------------------------ score arithmetic
+    def __float__(self) -> float:
+        if "score" not in self._store:
+            raise ValueError("Prediction object does not have a 'score' field to convert to float.")
+        return float(self._store["score"])
+
+    @staticmethod
+    def _num(other: object, op: str) -> float:
+        if isinstance(other, Prediction):
+            return float(other)
+        if isinstance(other, int | float):
+            return float(other)
+        raise TypeError(f"Unsupported type for {op}: {type(other)}")
+
+    def __add__(self, other: object) -> float:
+        return float(self) + self._num(other, "addition")
+
+    def __radd__(self, other: object) -> float:
+        return self._num(other, "addition") + float(self)
+
+    def __truediv__(self, other: object) -> float:
+        return float(self) / self._num(other, "division")
+
+    def __rtruediv__(self, other: object) -> float:
+        return self._num(other, "division") / float(self)
+
+    def __lt__(self, other: object) -> bool:
+        return float(self) < self._num(other, "comparison")
+
+    def __le__(self, other: object) -> bool:
+        return float(self) <= self._num(other, "comparison")
+
+    def __gt__(self, other: object) -> bool:
+        return float(self) > self._num(other, "comparison")
+
+    def __ge__(self, other: object) -> bool:
+        return float(self) >= self._num(other, "comparison")
+
+    __hash__ = Example.__hash__
+
+
+class Completions:
+    """All choices of one call, by field: ``completions.answer`` is a list, one per choice."""
+
+    def __init__(
+        self,
+        list_or_dict: Sequence[Mapping[str, Any]] | Mapping[str, list[Any]],
+        signature: Any = None,
+    ) -> None:
+        self.signature = signature
+        if isinstance(list_or_dict, Mapping):
+            by_field = {k: list(v) for k, v in list_or_dict.items()}
+        else:
+            by_field = {}
+            for choice in list_or_dict:
+                for k, v in choice.items():
+                    by_field.setdefault(k, []).append(v)
+        lengths = {len(v) for v in by_field.values()}
+        if len(lengths) > 1:
+            raise ValueError("All completion fields must have the same number of values")
+        self._completions: dict[str, list[Any]] = by_field
+
+    def items(self) -> ItemsView[str, list[Any]]:
+        return self._completions.items()
+
+    def __getitem__(self, key: int | str) -> Any:
+        if isinstance(key, int):
+            if key < 0 or key >= len(self):
+                raise IndexError("Index out of range")
+            return Prediction(**{k: v[key] for k, v in self._completions.items()})
+        return self._completions[key]
+
+    def __getattr__(self, name: str) -> list[Any]:
+        completions = self.__dict__.get("_completions")
+        if completions is not None and name in completions:
+            return completions[name]  # type: ignore[no-any-return]
+        raise AttributeError(f"'{type(self).__name__}' object has no attribute '{name}'")
+
+    def __len__(self) -> int:
+        return len(next(iter(self._completions.values()))) if self._completions else 0
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._completions
+
+    def __repr__(self) -> str:
+        items_repr = ",\n    ".join(f"{k}={v!r}" for k, v in self._completions.items())
+        return f"Completions(\n    {items_repr}\n)"
+
+    __str__ = __repr__
