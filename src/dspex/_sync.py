@@ -9,6 +9,7 @@ of failing or re-entering the running loop.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import threading
 from collections.abc import Coroutine
 from concurrent.futures import ThreadPoolExecutor
@@ -23,12 +24,45 @@ _helper: ThreadPoolExecutor | None = None
 _helper_lock = threading.Lock()
 
 
+class _LoopHolder:
+    """Owns a thread's loop; closes it when the thread (and so its thread-local) goes away."""
+
+    __slots__ = ("loop",)
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+
+    def close(self) -> None:
+        loop = self.loop
+        if loop.is_closed() or loop.is_running():
+            return
+        try:
+            loop.run_until_complete(loop.shutdown_asyncgens())
+        finally:
+            loop.close()
+
+    def __del__(self) -> None:
+        self.close()
+
+
+_holders: list[_LoopHolder] = []
+
+
 def _thread_loop() -> asyncio.AbstractEventLoop:
-    loop: asyncio.AbstractEventLoop | None = getattr(_local, "loop", None)
-    if loop is None or loop.is_closed():
-        loop = asyncio.new_event_loop()
-        _local.loop = loop
-    return loop
+    holder: _LoopHolder | None = getattr(_local, "holder", None)
+    if holder is None or holder.loop.is_closed():
+        holder = _LoopHolder()
+        _local.holder = holder
+        if threading.current_thread() is threading.main_thread():
+            _holders.append(holder)  # closed at interpreter exit
+    return holder.loop
+
+
+@atexit.register
+def _close_main_loops() -> None:
+    for holder in _holders:
+        holder.close()
+    _holders.clear()
 
 
 def _run_here(coro: Coroutine[Any, Any, T]) -> T:

@@ -46,8 +46,8 @@ from typing import Any
 
 __all__ = [
     "AdapterParseError",
-    "CircuitOpenError",
     "CallError",
+    "CircuitOpenError",
     "ConfigurationError",
     "ContextWindowExceeded",
     "DSPexError",

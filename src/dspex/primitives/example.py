@@ -97,9 +97,7 @@ class Example:
         return [v for k, v in self._store.items() if include_dspy or not k.startswith("dspy_")]
 
     def items(self, include_dspy: bool = False) -> list[tuple[str, Any]]:
-        return [
-            (k, v) for k, v in self._store.items() if include_dspy or not k.startswith("dspy_")
-        ]
+        return [(k, v) for k, v in self._store.items() if include_dspy or not k.startswith("dspy_")]
 
     def get(self, key: str, default: Any = None) -> Any:
         return self._store.get(key, default)
@@ -137,7 +135,7 @@ class Example:
             del copied[key]
         return copied
 
-    def toDict(self) -> dict[str, Any]:  # noqa: N802  (DSPy's name)
+    def toDict(self) -> dict[str, Any]:
         return {k: _to_serializable(v) for k, v in self._store.items()}
 
     to_dict = toDict

@@ -196,7 +196,9 @@ class Module(metaclass=_ModuleMeta):
 
     # ------------------------------------------------------------------ state
     def dump_state(self, json_mode: bool = True) -> dict[str, Any]:
-        return {name: param.dump_state(json_mode=json_mode) for name, param in self.named_parameters()}
+        return {
+            name: param.dump_state(json_mode=json_mode) for name, param in self.named_parameters()
+        }
 
     def load_state(self: M, state: dict[str, Any]) -> M:
         """Load DSPy-format state; validated on a copy first, so a bad state changes nothing."""

@@ -1,0 +1,51 @@
+"""Native ``ChainOfThought``: Predict with a ``reasoning`` output field prepended."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from dspex.modules.predict import Predict
+from dspex.primitives.module import Module
+from dspex.primitives.prediction import Prediction
+
+__all__ = ["ChainOfThought"]
+
+
+class ChainOfThought(Module):
+    """Reason step by step, then answer: the signature gains ``reasoning`` as first output."""
+
+    _dspex_kind: ClassVar[str] = "chain_of_thought"
+    implementation: str = "native"
+
+    def __init__(
+        self,
+        signature: Any,
+        rationale_field: Any = None,
+        rationale_field_type: Any = str,
+        **config: Any,
+    ) -> None:
+        from dspex.signatures import OutputField, ensure_signature
+
+        super().__init__()
+        config.pop("implementation", None)
+        signature = ensure_signature(signature)
+        field_type = rationale_field.annotation if rationale_field else rationale_field_type
+        field = rationale_field if rationale_field else OutputField(desc="${reasoning}")
+        self.predict = Predict(
+            signature.prepend(name="reasoning", field=field, type_=field_type), **config
+        )
+
+    async def aforward(self, **kwargs: Any) -> Prediction:
+        return await self.predict.acall(**kwargs)
+
+    @property
+    def signature(self) -> Any:
+        return self.predict.signature
+
+    @property
+    def demos(self) -> list[Any]:
+        return self.predict.demos
+
+    @demos.setter
+    def demos(self, value: list[Any]) -> None:
+        self.predict.demos = value

@@ -1,0 +1,218 @@
+"""Native ``Predict``: format with the adapter, call the LM, parse into a ``Prediction``."""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from dspex import settings
+from dspex.errors import CallError, ConfigurationError, StateError
+from dspex.primitives.example import Example
+from dspex.primitives.module import Module, Parameter
+from dspex.primitives.prediction import Prediction
+from dspex.telemetry import events
+
+if TYPE_CHECKING:
+    from dspex.adapters.base import Adapter
+    from dspex.lm.base import BaseLM
+
+__all__ = ["Predict"]
+
+logger = logging.getLogger(__name__)
+
+_DEFAULT_ADAPTER: Adapter | None = None
+
+
+def _default_adapter() -> Adapter:
+    global _DEFAULT_ADAPTER
+    if _DEFAULT_ADAPTER is None:
+        from dspex.adapters import ChatAdapter
+
+        _DEFAULT_ADAPTER = ChatAdapter()
+    return _DEFAULT_ADAPTER
+
+
+def _serialize(value: Any) -> Any:
+    """DSPy's ``serialize_object``: pydantic models to JSON-able dicts, containers recursively."""
+    if hasattr(value, "model_dump") and callable(value.model_dump):
+        return value.model_dump(mode="json")
+    if isinstance(value, list):
+        return [_serialize(v) for v in value]
+    if isinstance(value, tuple):
+        return tuple(_serialize(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _serialize(v) for k, v in value.items()}
+    return value
+
+
+class Predict(Module, Parameter):
+    """Map a signature's inputs to its outputs with one LM call.
+
+    ``config`` holds default LM request options (``temperature``, ``n``...); a call may pass
+    ``config={...}``, ``lm=...``, ``demos=[...]`` or ``signature=...`` to override them.
+    """
+
+    _dspex_kind: ClassVar[str] = "predict"
+    implementation: str = "native"
+
+    def __init__(
+        self,
+        signature: Any,
+        callbacks: list[Any] | None = None,
+        **config: Any,
+    ) -> None:
+        from dspex.signatures import ensure_signature
+
+        super().__init__(callbacks=callbacks)
+        config.pop("implementation", None)  # consumed by the router at construction
+        self.signature = ensure_signature(signature)
+        self.config: dict[str, Any] = config
+        self.reset()
+
+    def reset(self) -> None:
+        self.lm: BaseLM | None = None
+        self.traces: list[Any] = []
+        self.train: list[Any] = []
+        self.demos: list[Any] = []
+
+    # ------------------------------------------------------------------ calling
+    def __call__(self, *args: Any, **kwargs: Any) -> Prediction:
+        if args:
+            raise CallError(self._positional_error())
+        result: Prediction = super().__call__(**kwargs)
+        return result
+
+    async def acall(self, *args: Any, **kwargs: Any) -> Prediction:
+        if args:
+            raise CallError(self._positional_error())
+        result: Prediction = await super().acall(**kwargs)
+        return result
+
+    async def aforward(self, **kwargs: Any) -> Prediction:
+        lm, config, signature, demos, inputs = self._prepare(kwargs)
+        adapter = settings.current().adapter or _default_adapter()
+        with events.span(
+            "dspex.native.execute",
+            {"module": "predict", "signature": signature.signature}
+            if events.has_handlers()
+            else None,
+        ):
+            completions = await adapter.acall(
+                lm, lm_kwargs=config, signature=signature, demos=demos, inputs=inputs
+            )
+        return Prediction.from_completions(completions, signature=signature)
+
+    def _prepare(
+        self, kwargs: dict[str, Any]
+    ) -> tuple[BaseLM, dict[str, Any], Any, list[Any], dict[str, Any]]:
+        from dspex.lm.base import BaseLM
+        from dspex.signatures import ensure_signature
+
+        signature = ensure_signature(kwargs.pop("signature", self.signature))
+        demos = kwargs.pop("demos", self.demos)
+        call_config = kwargs.pop("config", None) or {}
+        if not isinstance(call_config, Mapping):
+            raise CallError(
+                f"config must be a dict of LM options, got {type(call_config).__name__}"
+            )
+        config = {**self.config, **call_config}
+        lm = kwargs.pop("lm", None) or self.lm or settings.current().lm
+        if lm is None:
+            raise ConfigurationError(
+                "No LM is configured. Use dspex.configure(lm=dspex.LM('openai/gpt-4o-mini')) "
+                "or pass lm= to the module or the call."
+            )
+        if not isinstance(lm, BaseLM):
+            raise ConfigurationError(
+                f"lm must be a dspex.BaseLM instance (e.g. dspex.LM({lm!r})), got {type(lm).__name__}"
+            )
+        # DSPy's rule: sampling several choices at (near) zero temperature is pointless.
+        defaults = lm.kwargs
+        temperature = config.get("temperature") or defaults.get("temperature")
+        n = config.get("n") or defaults.get("n") or defaults.get("num_generations") or 1
+        if (temperature is None or temperature <= 0.15) and n > 1:
+            config["temperature"] = 0.7
+        for name, field in signature.input_fields.items():
+            if name not in kwargs and not _is_undefined(field.default):
+                kwargs[name] = field.default
+        extra = [k for k in kwargs if k not in signature.input_fields]
+        if extra:
+            logger.warning(
+                "Input contains fields not in signature. These fields will be ignored: %s. "
+                "Expected fields: %s.",
+                extra,
+                list(signature.input_fields),
+            )
+        return lm, config, signature, demos, kwargs
+
+    def _positional_error(self) -> str:
+        names = list(self.signature.input_fields)
+        example = f"`predict({names[0]}=input_value, ...)`" if names else "`predict()`"
+        return (
+            "Positional arguments are not allowed when calling Predict; use keyword arguments "
+            f"that match the signature's input fields: '{', '.join(names)}'. For example: "
+            f"{example}."
+        )
+
+    # ------------------------------------------------------------------ state (DSPy format)
+    def dump_state(self, json_mode: bool = True) -> dict[str, Any]:
+        state: dict[str, Any] = {"traces": self.traces, "train": self.train, "demos": []}
+        for demo in self.demos:
+            demo = demo.copy()
+            for field in demo:
+                demo[field] = _serialize(demo[field])
+            if isinstance(demo, dict) or not json_mode:
+                state["demos"].append(demo)
+            else:
+                state["demos"].append(demo.toDict())
+        state["signature"] = self.signature.dump_state()
+        state["lm"] = (
+            self.lm.dump_state() if self.lm is not None and hasattr(self.lm, "dump_state") else None
+        )
+        return state
+
+    def load_state(self, state: dict[str, Any]) -> Predict:
+        if not isinstance(state, dict) or "signature" not in state:
+            raise StateError("Predict state must be an object with a 'signature' entry")
+        if "extended_signature" in state:
+            raise StateError("legacy 'extended_signature' state (DSPy <= 2.5) is not supported")
+        self.signature = self.signature.load_state(state["signature"])
+        for name, value in state.items():
+            if name in ("signature", "extended_signature", "lm", "fields"):
+                continue
+            if name == "demos":
+                value = [Example(**d) if isinstance(d, dict) else d for d in value]
+            setattr(self, name, copy.deepcopy(value))
+        lm_state = state.get("lm")
+        if lm_state:
+            self.lm = _lm_from_state(lm_state)
+        return self
+
+    def update_config(self, **kwargs: Any) -> None:
+        self.config = {**self.config, **kwargs}
+
+    def get_config(self) -> dict[str, Any]:
+        return self.config
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.signature})"
+
+
+def _is_undefined(default: Any) -> bool:
+    from dspex.signatures import is_undefined
+
+    return is_undefined(default)
+
+
+def _lm_from_state(lm_state: dict[str, Any]) -> BaseLM:
+    """Rebuild a saved LM; endpoint keys are dropped as in DSPy (untrusted files)."""
+    from dspex.lm import LM
+
+    safe = {k: v for k, v in lm_state.items() if k not in ("api_base", "base_url", "model_list")}
+    model = safe.pop("model", None)
+    if not isinstance(model, str):
+        raise StateError("saved LM state has no model name")
+    safe.pop("model_type", None)
+    return LM(model, **safe)
