@@ -1,0 +1,202 @@
+"""The adapter interface: format a signature + demos + inputs into messages, parse replies."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from dspex.adapters.types import History
+from dspex.adapters.values import apply_output_field_defaults
+from dspex.errors import AdapterParseError
+
+if TYPE_CHECKING:
+    from dspex.lm.base import BaseLM
+
+__all__ = ["Adapter"]
+
+Demo = Mapping[str, Any]
+
+
+class Adapter(ABC):
+    """Turns a signature call into chat messages and the LM's reply back into field values.
+
+    Subclasses implement the message-building hooks; ``format`` assembles them exactly as
+    DSPy 3.4.1 does: system message, demos (incomplete ones first), conversation history,
+    then the user request.
+    """
+
+    #: request options this adapter adds to every LM call (e.g. JSON mode)
+    def prepare_lm_kwargs(self, lm_kwargs: dict[str, Any], signature: Any) -> dict[str, Any]:
+        return lm_kwargs
+
+    # ------------------------------------------------------------------ the call
+    async def acall(
+        self,
+        lm: BaseLM,
+        lm_kwargs: dict[str, Any],
+        signature: Any,
+        demos: Sequence[Demo],
+        inputs: Mapping[str, Any],
+    ) -> list[dict[str, Any]]:
+        """Format, call ``lm``, parse every choice. Raises :class:`AdapterParseError`."""
+        messages = self.format(signature, demos, inputs)
+        for key in ("tools", "tool_choice", "parallel_tool_calls"):
+            lm_kwargs.pop(key, None)
+        outputs = await lm.acall(
+            messages=messages, **self.prepare_lm_kwargs(dict(lm_kwargs), signature)
+        )
+        return [self._postprocess(signature, output) for output in outputs]
+
+    def _postprocess(self, signature: Any, output: Any) -> dict[str, Any]:
+        text = output.get("text") if isinstance(output, dict) else output
+        if not text:
+            raise AdapterParseError(
+                f"{type(self).__name__}: the LM returned an empty or null response",
+                adapter=type(self).__name__,
+                raw=str(output),
+                parsed={},
+                missing=list(signature.output_fields),
+            )
+        value = apply_output_field_defaults(signature._output_fields, self.parse(signature, text))
+        for name in signature._output_fields:
+            value.setdefault(name, None)
+        return value
+
+    # ------------------------------------------------------------------ formatting
+    def format(
+        self, signature: Any, demos: Sequence[Demo], inputs: Mapping[str, Any]
+    ) -> list[dict[str, Any]]:
+        """The full message list for one call (byte-identical to DSPy 3.4.1)."""
+        inputs = dict(inputs)
+        history_name = self._history_field_name(signature)
+        messages: list[dict[str, Any]] = [
+            {"role": "system", "content": self.system_message(signature)}
+        ]
+        if history_name:
+            request_sig = signature.delete(history_name)
+            history = self.format_conversation_history(request_sig, history_name, inputs)
+            messages.extend(self.format_demos(signature, demos))
+            messages.extend(history)
+        else:
+            request_sig = signature
+            messages.extend(self.format_demos(signature, demos))
+        content = self.format_user_message_content(request_sig, inputs, main_request=True)
+        if content:
+            messages.append({"role": "user", "content": content})
+        return messages
+
+    def system_message(self, signature: Any) -> str:
+        """Cached per (signature class, adapter class): it never changes between calls."""
+        key = type(self).__name__ + ".system"
+        cached = signature._cache.get(key)
+        if cached is None:
+            cached = (
+                f"{self.format_field_description(signature)}\n"
+                f"{self.format_field_structure(signature)}\n"
+                f"{self.format_task_description(signature)}"
+            )
+            signature._cache[key] = cached
+        return cached
+
+    def format_demos(self, signature: Any, demos: Sequence[Demo]) -> list[dict[str, Any]]:
+        complete, incomplete = [], []
+        for demo in demos:
+            if all(k in demo and demo[k] is not None for k in signature._fields):
+                complete.append(demo)
+            elif any(k in demo for k in signature._input_fields) and any(
+                k in demo for k in signature._output_fields
+            ):
+                incomplete.append(demo)
+        messages: list[dict[str, Any]] = []
+        prefix = (
+            "This is an example of the task, though some input or output fields are not supplied."
+        )
+        for demo in incomplete:
+            messages.append(
+                {
+                    "role": "user",
+                    "content": self.format_user_message_content(signature, demo, prefix=prefix),
+                }
+            )
+            messages.append(
+                {
+                    "role": "assistant",
+                    "content": self.format_assistant_message_content(
+                        signature,
+                        demo,
+                        missing_field_message="Not supplied for this particular example. ",
+                    ),
+                }
+            )
+        for demo in complete:
+            messages.append(
+                {"role": "user", "content": self.format_user_message_content(signature, demo)}
+            )
+            messages.append(
+                {
+                    "role": "assistant",
+                    "content": self.format_assistant_message_content(
+                        signature,
+                        demo,
+                        missing_field_message="Not supplied for this conversation history message. ",
+                    ),
+                }
+            )
+        return messages
+
+    def format_conversation_history(
+        self, signature: Any, history_name: str, inputs: dict[str, Any]
+    ) -> list[dict[str, Any]]:
+        history = inputs.pop(history_name, None)
+        if history is None:
+            return []
+        messages: list[dict[str, Any]] = []
+        for message in getattr(history, "messages", history):
+            user = self.format_user_message_content(
+                signature, message, main_request=any(n in message for n in signature._input_fields)
+            )
+            if user:
+                messages.append({"role": "user", "content": user})
+            assistant = self.format_assistant_message_content(signature, message)
+            if assistant:
+                messages.append({"role": "assistant", "content": assistant})
+        return messages
+
+    @staticmethod
+    def _history_field_name(signature: Any) -> str | None:
+        for name, field in signature._input_fields.items():
+            if (
+                field.annotation is History
+                or getattr(field.annotation, "__name__", None) == "History"
+            ):
+                return name
+        return None
+
+    # ------------------------------------------------------------------ hooks
+    @abstractmethod
+    def format_field_description(self, signature: Any) -> str: ...
+
+    @abstractmethod
+    def format_field_structure(self, signature: Any) -> str: ...
+
+    @abstractmethod
+    def format_task_description(self, signature: Any) -> str: ...
+
+    @abstractmethod
+    def format_user_message_content(
+        self,
+        signature: Any,
+        inputs: Mapping[str, Any],
+        prefix: str = "",
+        suffix: str = "",
+        main_request: bool = False,
+    ) -> str: ...
+
+    @abstractmethod
+    def format_assistant_message_content(
+        self, signature: Any, outputs: Mapping[str, Any], missing_field_message: str | None = None
+    ) -> str: ...
+
+    @abstractmethod
+    def parse(self, signature: Any, completion: str) -> dict[str, Any]: ...

@@ -1,0 +1,168 @@
+"""``ChatAdapter``: DSPy's ``[[ ## field ## ]]`` sectioned chat format."""
+
+from __future__ import annotations
+
+import re
+import textwrap
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from dspex.adapters.base import Adapter, Demo
+from dspex.adapters.values import (
+    format_field_value,
+    get_annotation_name,
+    get_field_description_string,
+    parse_value,
+    translate_field_type,
+)
+from dspex.errors import AdapterParseError
+from dspex.signatures.field import FieldInfo
+
+if TYPE_CHECKING:
+    from dspex.lm.base import BaseLM
+
+__all__ = ["ChatAdapter"]
+
+_HEADER = re.compile(r"\[\[ ## (\w+) ## \]\]")
+
+
+class ChatAdapter(Adapter):
+    """Sections marked ``[[ ## name ## ]]``; falls back once to JSONAdapter on a parse error.
+
+    Unlike DSPy, the fallback happens only for :class:`AdapterParseError`, never for LM
+    errors (a failed LM call is not retried under another format).
+    """
+
+    def __init__(self, use_json_adapter_fallback: bool = True) -> None:
+        self.use_json_adapter_fallback = use_json_adapter_fallback
+
+    async def acall(
+        self,
+        lm: BaseLM,
+        lm_kwargs: dict[str, Any],
+        signature: Any,
+        demos: Sequence[Demo],
+        inputs: Mapping[str, Any],
+    ) -> list[dict[str, Any]]:
+        try:
+            return await super().acall(lm, lm_kwargs, signature, demos, inputs)
+        except AdapterParseError:
+            from dspex.adapters.json import JSONAdapter
+
+            if isinstance(self, JSONAdapter) or not self.use_json_adapter_fallback:
+                raise
+            return await JSONAdapter().acall(lm, lm_kwargs, signature, demos, inputs)
+
+    # ------------------------------------------------------------------ system message
+    def format_field_description(self, signature: Any) -> str:
+        return (
+            f"Your input fields are:\n{get_field_description_string(signature._input_fields)}\n"
+            f"Your output fields are:\n{get_field_description_string(signature._output_fields)}"
+        )
+
+    def format_field_structure(self, signature: Any) -> str:
+        parts = [
+            "All interactions will be structured in the following way, with the appropriate values filled in.",
+            self._structure(signature._input_fields),
+            self._structure(signature._output_fields),
+            "[[ ## completed ## ]]\n",
+        ]
+        return "\n\n".join(parts).strip()
+
+    def _structure(self, fields: Mapping[str, FieldInfo]) -> str:
+        return "\n\n".join(
+            f"[[ ## {name} ## ]]\n{translate_field_type(name, info)}"
+            for name, info in fields.items()
+        ).strip()
+
+    def format_task_description(self, signature: Any) -> str:
+        instructions = textwrap.dedent(signature.instructions)
+        objective = ("\n" + " " * 8).join(["", *instructions.splitlines()])
+        return f"In adhering to this structure, your objective is: {objective}"
+
+    # ------------------------------------------------------------------ messages
+    def format_user_message_content(
+        self,
+        signature: Any,
+        inputs: Mapping[str, Any],
+        prefix: str = "",
+        suffix: str = "",
+        main_request: bool = False,
+    ) -> str:
+        messages = [prefix]
+        for name, info in signature._input_fields.items():
+            if name in inputs:
+                messages.append(f"[[ ## {name} ## ]]\n{format_field_value(info, inputs.get(name))}")
+        if main_request:
+            messages.append(self.user_message_output_requirements(signature))
+        messages.append(suffix)
+        return "\n\n".join(messages).strip()
+
+    def user_message_output_requirements(self, signature: Any) -> str:
+        key = "chat.requirements"
+        cached: str | None = signature._cache.get(key)
+        if cached is None:
+            parts = ", then ".join(
+                f"`[[ ## {f} ## ]]`{_type_info(v)}" for f, v in signature._output_fields.items()
+            )
+            cached = (
+                "Respond with the corresponding output fields, starting with the field "
+                f"{parts}, and then ending with the marker for `[[ ## completed ## ]]`."
+            )
+            signature._cache[key] = cached
+        return cached
+
+    def format_assistant_message_content(
+        self, signature: Any, outputs: Mapping[str, Any], missing_field_message: str | None = None
+    ) -> str:
+        body = "\n\n".join(
+            f"[[ ## {name} ## ]]\n{format_field_value(info, outputs.get(name, missing_field_message))}"
+            for name, info in signature._output_fields.items()
+        ).strip()
+        return body + "\n\n[[ ## completed ## ]]\n"
+
+    # ------------------------------------------------------------------ parsing
+    def parse(self, signature: Any, completion: str) -> dict[str, Any]:
+        sections: list[tuple[str | None, list[str]]] = [(None, [])]
+        for line in completion.splitlines():
+            match = _HEADER.match(line.strip())
+            if match:
+                rest = line.strip()[match.end() :].strip()
+                sections.append((match.group(1), [rest] if rest else []))
+            else:
+                sections[-1][1].append(line)
+        outputs = signature._output_fields
+        fields: dict[str, Any] = {}
+        for name, lines in sections:
+            if name is not None and name not in fields and name in outputs:
+                text = "\n".join(lines).strip()
+                try:
+                    fields[name] = parse_value(text, outputs[name].annotation)
+                except (ValueError, TypeError) as exc:
+                    raise AdapterParseError(
+                        f"ChatAdapter: failed to parse field {name!r} with value {text!r} from the LM "
+                        f"response: {exc}",
+                        adapter="ChatAdapter",
+                        raw=completion,
+                        parsed=fields,
+                        missing=[n for n in outputs if n not in fields],
+                    ) from None
+        from dspex.adapters.values import apply_output_field_defaults
+
+        fields = apply_output_field_defaults(outputs, fields)
+        if fields.keys() != outputs.keys():
+            missing = [n for n in outputs if n not in fields]
+            raise AdapterParseError(
+                f"ChatAdapter: the LM response is missing output field(s) {missing}",
+                adapter="ChatAdapter",
+                raw=completion,
+                parsed=fields,
+                missing=missing,
+            )
+        return fields
+
+
+def _type_info(field: FieldInfo) -> str:
+    if field.annotation is not str:
+        return f" (must be formatted as a valid Python {get_annotation_name(field.annotation)})"
+    return ""

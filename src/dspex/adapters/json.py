@@ -1,0 +1,134 @@
+"""``JSONAdapter``: the LM answers with one JSON object holding the output fields."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from dspex.adapters.chat import ChatAdapter, _type_info
+from dspex.adapters.values import (
+    _json_repair_loads,
+    apply_output_field_defaults,
+    parse_value,
+    serialize_for_json,
+    translate_field_type,
+)
+from dspex.errors import AdapterParseError
+
+__all__ = ["JSONAdapter"]
+
+
+class JSONAdapter(ChatAdapter):
+    """Inputs in ``[[ ## field ## ]]`` sections, outputs as a JSON object (JSON mode requested).
+
+    DSPy asks litellm whether the model supports structured outputs and may send a JSON
+    schema as ``response_format``; DSPex sends ``{"type": "json_object"}`` (what DSPy sends for
+    models litellm does not know, e.g. any OpenAI-compatible server). Messages are identical.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(use_json_adapter_fallback=False)
+
+    def prepare_lm_kwargs(self, lm_kwargs: dict[str, Any], signature: Any) -> dict[str, Any]:
+        lm_kwargs.setdefault("response_format", {"type": "json_object"})
+        return lm_kwargs
+
+    def format_field_structure(self, signature: Any) -> str:
+        parts = [
+            "All interactions will be structured in the following way, with the appropriate values filled in.",
+            "Inputs will have the following structure:",
+            self._structure(signature._input_fields),
+            "Outputs will be a JSON object with the following fields.",
+            json.dumps(
+                {n: translate_field_type(n, f) for n, f in signature._output_fields.items()},
+                indent=2,
+                ensure_ascii=False,
+            ),
+        ]
+        return "\n\n".join(parts).strip()
+
+    def user_message_output_requirements(self, signature: Any) -> str:
+        key = "json.requirements"
+        cached: str | None = signature._cache.get(key)
+        if cached is None:
+            order = ", then ".join(
+                f"`{f}`{_type_info(v)}" for f, v in signature._output_fields.items()
+            )
+            cached = f"Respond with a JSON object in the following order of fields: {order}."
+            signature._cache[key] = cached
+        return cached
+
+    def format_assistant_message_content(
+        self, signature: Any, outputs: Mapping[str, Any], missing_field_message: str | None = None
+    ) -> str:
+        values = {n: outputs.get(n, missing_field_message) for n in signature._output_fields}
+        return json.dumps(serialize_for_json(values), indent=2, ensure_ascii=False)
+
+    def parse(self, signature: Any, completion: str) -> dict[str, Any]:
+        fields = _json_repair_loads(completion)
+        if not isinstance(fields, dict):
+            found = _first_json_object(completion)
+            if found is not None:
+                completion = found
+                fields = _json_repair_loads(completion)
+        outputs = signature._output_fields
+        if not isinstance(fields, dict):
+            raise AdapterParseError(
+                "JSONAdapter: the LM response cannot be read as a JSON object",
+                adapter="JSONAdapter",
+                raw=completion,
+                parsed={},
+                missing=list(outputs),
+            )
+        fields = {k: v for k, v in fields.items() if k in outputs}
+        for name, value in fields.items():
+            try:
+                fields[name] = parse_value(value, outputs[name].annotation)
+            except (ValueError, TypeError) as exc:
+                raise AdapterParseError(
+                    f"JSONAdapter: failed to parse field {name!r}: {exc}",
+                    adapter="JSONAdapter",
+                    raw=completion,
+                    parsed=fields,
+                    missing=[n for n in outputs if n not in fields],
+                ) from None
+        fields = apply_output_field_defaults(outputs, fields)
+        if fields.keys() != outputs.keys():
+            missing = [n for n in outputs if n not in fields]
+            raise AdapterParseError(
+                f"JSONAdapter: the LM response is missing output field(s) {missing}",
+                adapter="JSONAdapter",
+                raw=completion,
+                parsed=fields,
+                missing=missing,
+            )
+        return fields
+
+
+def _first_json_object(text: str) -> str | None:
+    """The first balanced ``{...}`` in ``text`` (DSPy uses a recursive regex for this)."""
+    start = text.find("{")
+    while start != -1:
+        depth = 0
+        in_string = False
+        escaped = False
+        for i in range(start, len(text)):
+            ch = text[i]
+            if in_string:
+                if escaped:
+                    escaped = False
+                elif ch == "\\":
+                    escaped = True
+                elif ch == '"':
+                    in_string = False
+            elif ch == '"':
+                in_string = True
+            elif ch == "{":
+                depth += 1
+            elif ch == "}":
+                depth -= 1
+                if depth == 0:
+                    return text[start : i + 1]
+        start = text.find("{", start + 1)
+    return None

@@ -1,0 +1,287 @@
+"""Rendering values into prompts and parsing them back (DSPy 3.4.1's rules, byte for byte).
+
+Plain JSON values (str, int, finite float, bool, None, lists and str-keyed dicts of them) are
+rendered without pydantic; anything else goes through pydantic exactly as DSPy does.
+"""
+
+from __future__ import annotations
+
+import ast
+import enum
+import inspect
+import json
+import math
+import re
+import types
+from collections.abc import Mapping
+from functools import lru_cache
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
+
+from dspex.signatures.field import FieldInfo
+
+__all__ = [
+    "annotation_allows_none",
+    "apply_output_field_defaults",
+    "format_field_value",
+    "get_annotation_name",
+    "get_field_description_string",
+    "neutralize_markers",
+    "parse_value",
+    "serialize_for_json",
+    "translate_field_type",
+]
+
+_MARKER = re.compile(r"\[\[ ## (\w+) ## \]\]")
+
+
+def neutralize_markers(text: str) -> str:
+    """Escape field markers inside a value so it cannot forge prompt/response structure.
+
+    ``[[ ## answer ## ]]`` becomes ``[[ \\## answer \\## ]]``. This is DSPex's one deliberate
+    byte divergence from DSPy, and it only happens when a value contains a marker.
+    """
+    if "[[ ## " not in text:
+        return text
+    return _MARKER.sub(lambda m: f"[[ \\## {m.group(1)} \\## ]]", text)
+
+
+def annotation_allows_none(annotation: Any) -> bool:
+    if annotation is None or annotation is type(None):
+        return True
+    origin = get_origin(annotation)
+    args = get_args(annotation)
+    if origin is Annotated:
+        return bool(args) and annotation_allows_none(args[0])
+    if origin is Union or origin is types.UnionType:
+        return any(annotation_allows_none(a) for a in args)
+    return False
+
+
+def apply_output_field_defaults(
+    output_fields: Mapping[str, FieldInfo], fields: dict[str, Any]
+) -> dict[str, Any]:
+    completed: dict[str, Any] = {}
+    for name, info in output_fields.items():
+        if name in fields:
+            completed[name] = fields[name]
+        elif not info.is_required():
+            completed[name] = info.get_default(call_default_factory=True)
+        elif annotation_allows_none(info.annotation):
+            completed[name] = None
+    return completed
+
+
+def _is_plain(value: Any) -> bool:
+    t = type(value)
+    if t is str or t is int or t is bool or value is None:
+        return True
+    if t is float:
+        return math.isfinite(value)
+    if t is list:
+        return all(_is_plain(v) for v in value)
+    if t is dict:
+        return all(type(k) is str and _is_plain(v) for k, v in value.items())
+    return False
+
+
+@lru_cache(maxsize=512)
+def _type_adapter(annotation: Any) -> Any:
+    from pydantic import TypeAdapter
+
+    return TypeAdapter(annotation)
+
+
+def serialize_for_json(value: Any) -> Any:
+    if _is_plain(value):
+        return value
+    from dspex.adapters.types import History
+
+    if isinstance(value, History):
+        return {"messages": serialize_for_json(value.messages)}
+    try:
+        return _type_adapter(type(value)).dump_python(value, mode="json", fallback=str)
+    except Exception:
+        return str(value)
+
+
+def _format_blob(blob: str) -> str:
+    if "\n" not in blob and "«" not in blob and "»" not in blob:
+        return f"«{blob}»"
+    modified = blob.replace("\n", "\n    ")
+    return f"«««\n    {modified}\n»»»"
+
+
+def _format_input_list(value: list[Any]) -> str:
+    if len(value) == 0:
+        return "N/A"
+    if len(value) == 1:
+        return _format_blob(value[0])
+    return "\n".join(f"[{i + 1}] {_format_blob(txt)}" for i, txt in enumerate(value))
+
+
+def format_field_value(field_info: FieldInfo, value: Any) -> str:
+    """How DSPy renders one value into a message (lists of text for ``str`` fields, JSON...)."""
+    if isinstance(value, list) and field_info.annotation is str:
+        text = _format_input_list(value)
+    elif type(value) is str:
+        text = value
+    else:
+        jsonable = serialize_for_json(value)
+        if isinstance(jsonable, dict | list):
+            text = json.dumps(jsonable, ensure_ascii=False)
+        else:
+            text = str(jsonable)
+    return neutralize_markers(text)
+
+
+def _move_type_to_front(d: Any) -> Any:
+    if isinstance(d, Mapping):
+        return {
+            k: _move_type_to_front(v)
+            for k, v in sorted(d.items(), key=lambda item: (item[0] != "type", item[0]))
+        }
+    if isinstance(d, list):
+        return [_move_type_to_front(v) for v in d]
+    return d
+
+
+def _json_schema(annotation: Any) -> Any:
+    return _move_type_to_front(_type_adapter(annotation).json_schema())
+
+
+def _is_subclass(annotation: Any, base: type) -> bool:
+    try:
+        return inspect.isclass(annotation) and issubclass(annotation, base)
+    except TypeError:
+        return False
+
+
+def translate_field_type(field_name: str, field_info: FieldInfo) -> str:
+    """The ``{name}  # note: ...`` placeholder DSPy puts in the field-structure section."""
+    field_type = field_info.annotation
+    if field_info.json_schema_extra.get("__dspy_field_type") == "input" or field_type is str:
+        desc = ""
+    elif field_type is bool:
+        desc = "must be True or False"
+    elif field_type in (int, float):
+        desc = f"must be a single {field_type.__name__} value"
+    elif _is_subclass(field_type, enum.Enum):
+        desc = "must be one of: " + "; ".join(str(m.value) for m in field_type)
+    elif hasattr(field_type, "__origin__") and field_type.__origin__ is Literal:
+        desc = "must exactly match (no extra characters) one of: " + "; ".join(
+            str(x) for x in field_type.__args__
+        )
+    else:
+        desc = f"must adhere to the JSON schema: {json.dumps(_json_schema(field_type), ensure_ascii=False)}"
+    desc = (" " * 8) + f"# note: the value you produce {desc}" if desc else ""
+    return f"{{{field_name}}}{desc}"
+
+
+def _quoted_literal(s: str) -> str:
+    has_single, has_double = "'" in s, '"' in s
+    if has_single and not has_double:
+        return f'"{s}"'
+    if has_double and not has_single:
+        return f"'{s}'"
+    if has_single and has_double:
+        escaped = s.replace("'", "\\'")
+        return f"'{escaped}'"
+    return f"'{s}'"
+
+
+def get_annotation_name(annotation: Any) -> str:
+    origin = get_origin(annotation)
+    args = get_args(annotation)
+    if origin is types.UnionType:
+        origin = Union
+    if origin is None:
+        if hasattr(annotation, "__name__"):
+            return str(annotation.__name__)
+        return str(annotation)
+    if origin is Literal:
+        inner = ", ".join(
+            _quoted_literal(a) if isinstance(a, str) else get_annotation_name(a) for a in args
+        )
+        return f"{get_annotation_name(origin)}[{inner}]"
+    inner = ", ".join(get_annotation_name(a) for a in args)
+    return f"{get_annotation_name(origin)}[{inner}]"
+
+
+def get_field_description_string(fields: Mapping[str, FieldInfo]) -> str:
+    lines = []
+    for idx, (name, info) in enumerate(fields.items()):
+        line = f"{idx + 1}. `{name}` ({get_annotation_name(info.annotation)})"
+        desc = info.json_schema_extra["desc"]
+        line += f": {desc if desc != f'${{{name}}}' else ''}"
+        constraints = info.json_schema_extra.get("constraints")
+        if constraints:
+            line += f"\nConstraints: {constraints}"
+        lines.append(line)
+    return "\n".join(lines).strip()
+
+
+def _find_enum_member(enum_cls: Any, identifier: Any) -> Any:
+    for member in enum_cls:
+        if member.value == identifier:
+            return member
+    if identifier in enum_cls.__members__:
+        return enum_cls[identifier]
+    raise ValueError(f"{identifier} is not a valid name or value for the enum {enum_cls.__name__}")
+
+
+def _json_repair_loads(text: str) -> Any:
+    import json_repair
+
+    try:
+        return json_repair.loads(text)
+    except Exception:
+        return ""
+
+
+def parse_value(value: Any, annotation: Any) -> Any:
+    """DSPy's ``parse_value``: turn the text for one field into a value of its type.
+
+    Raises ``ValueError`` (pydantic's ``ValidationError`` is one) when it does not fit.
+    """
+    if annotation is str:
+        return str(value)
+    if isinstance(annotation, enum.EnumMeta):
+        return _find_enum_member(annotation, value)
+    origin = get_origin(annotation)
+    if origin is Literal:
+        allowed = get_args(annotation)
+        if value in allowed:
+            return value
+        if isinstance(value, str):
+            v = value.strip()
+            if v.startswith(("Literal[", "str[")) and v.endswith("]"):
+                v = v[v.find("[") + 1 : -1]
+            if len(v) > 1 and v[0] == v[-1] and v[0] in "\"'":
+                v = v[1:-1]
+            if v in allowed:
+                return v
+            value = v
+    if not isinstance(value, str):
+        return _type_adapter(annotation).validate_python(value)
+    if (
+        origin in (Union, types.UnionType)
+        and type(None) in get_args(annotation)
+        and str in get_args(annotation)
+    ):
+        return _type_adapter(annotation).validate_python(value)
+    # fast paths with the same results as json_repair + pydantic (lax mode) for plain text
+    if annotation is int and _INT.fullmatch(value):
+        return int(value)
+    if annotation is float and _FLOAT.fullmatch(value):
+        return float(value)
+    candidate = _json_repair_loads(value)
+    if candidate == "" and value != "":
+        try:
+            candidate = ast.literal_eval(value)
+        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+            candidate = value
+    return _type_adapter(annotation).validate_python(candidate)
+
+
+_INT = re.compile(r"-?(?:0|[1-9][0-9]{0,17})")
+_FLOAT = re.compile(r"-?(?:0|[1-9][0-9]{0,15})\.[0-9]{1,15}")

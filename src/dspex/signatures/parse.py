@@ -1,0 +1,220 @@
+"""Safe parsing of string signatures: ``"context: list[str], question -> answer: int"``.
+
+The text is parsed with :mod:`ast` and type expressions are resolved against a fixed table
+(builtins, ``typing`` names, DSPex types) plus names the caller passes explicitly
+(``custom_types``) or defines in its own scope. Nothing in the string is ever imported or
+evaluated. Every problem raises :class:`~dspex.errors.SignatureError` with the position.
+"""
+
+from __future__ import annotations
+
+import ast
+import typing
+from collections.abc import Mapping
+from typing import Any, NamedTuple
+
+from dspex.errors import SignatureError
+
+__all__ = ["ParsedField", "parse_signature_string", "referenced_names"]
+
+_PREFIX = "def f("
+_BUILTIN_TYPES: dict[str, Any] = {
+    t.__name__: t
+    for t in (int, str, float, bool, list, tuple, dict, set, frozenset, complex, bytes, bytearray)
+}
+_BUILTIN_TYPES["NoneType"] = type(None)
+_BUILTIN_TYPES["None"] = None
+_TYPING_NAMES = {
+    name: getattr(typing, name)
+    for name in (
+        "Any", "Dict", "List", "Tuple", "Set", "FrozenSet", "Optional", "Union", "Literal",
+        "Annotated", "Sequence", "Mapping", "Iterable",
+    )
+}  # fmt: skip
+
+
+class ParsedField(NamedTuple):
+    name: str
+    annotation: Any
+    type_undefined: bool
+    is_input: bool
+
+
+def referenced_names(text: str) -> set[str]:
+    """Type names written after a colon that the fixed table does not know (for scope lookup)."""
+    import re
+
+    found = set()
+    for match in re.finditer(r":\s*([A-Za-z_][A-Za-z0-9_]*)", text):
+        name = match.group(1)
+        if name not in _BUILTIN_TYPES and name not in _TYPING_NAMES and name not in _DSPEX_TYPES():
+            found.add(name)
+    # names inside brackets, e.g. list[MyModel]
+    for match in re.finditer(r"[\[,|]\s*([A-Za-z_][A-Za-z0-9_]*)", text):
+        name = match.group(1)
+        if name not in _BUILTIN_TYPES and name not in _TYPING_NAMES and name not in _DSPEX_TYPES():
+            found.add(name)
+    return found
+
+
+def _DSPEX_TYPES() -> dict[str, Any]:
+    from dspex.adapters.types import History
+
+    return {"History": History}
+
+
+def _error(source: str, position: int | None, reason: str) -> SignatureError:
+    where = f" at position {position}" if position is not None else ""
+    return SignatureError(
+        f"invalid signature {source!r}{where}: {reason}",
+        source=source,
+        position=position,
+        reason=reason,
+    )
+
+
+def parse_signature_string(
+    text: str, custom_types: Mapping[str, Any] | None = None
+) -> list[ParsedField]:
+    """Parse ``"a, b: int -> c: list[str]"`` into fields, inputs first."""
+    if not isinstance(text, str):
+        raise _error(repr(text), None, "a string signature must be a str")
+    if text.count("->") != 1:
+        pos = text.find("->", text.find("->") + 2) if text.count("->") > 1 else None
+        raise _error(text, pos, "a signature needs exactly one '->' between inputs and outputs")
+    arrow = text.index("->")
+    inputs = _parse_side(text, text[:arrow], 0, custom_types, is_input=True)
+    outputs = _parse_side(text, text[arrow + 2 :], arrow + 2, custom_types, is_input=False)
+    dupes = sorted({f.name for f in inputs} & {f.name for f in outputs})
+    if dupes:
+        raise _error(
+            text,
+            None,
+            f"input and output fields must have distinct names, but found duplicates: {', '.join(dupes)}",
+        )
+    return inputs + outputs
+
+
+def _parse_side(
+    source: str, part: str, offset: int, custom_types: Mapping[str, Any] | None, *, is_input: bool
+) -> list[ParsedField]:
+    if "\n" in part or "\r" in part:
+        part = part.replace("\r", " ").replace("\n", " ")
+    try:
+        tree = ast.parse(f"{_PREFIX}{part}): pass")
+    except SyntaxError as exc:
+        col = (exc.offset or 1) - 1 - len(_PREFIX)
+        pos = offset + max(0, min(col, len(part)))
+        raise _error(source, pos, f"cannot parse field list ({exc.msg})") from None
+    except (ValueError, RecursionError, MemoryError) as exc:
+        raise _error(source, offset, f"cannot parse field list ({type(exc).__name__})") from None
+    func = tree.body[0]
+    assert isinstance(func, ast.FunctionDef)
+    args = func.args
+    extra = args.posonlyargs or args.kwonlyargs or args.vararg or args.kwarg or args.defaults
+    if extra:
+        raise _error(source, offset, "fields are plain names with optional types: 'name: type'")
+    fields = []
+    seen: set[str] = set()
+    for arg in args.args:
+        pos = offset + arg.col_offset - len(_PREFIX)
+        if arg.arg in seen:
+            raise _error(source, pos, f"field {arg.arg!r} is declared twice")
+        seen.add(arg.arg)
+        if arg.annotation is None:
+            fields.append(ParsedField(arg.arg, str, True, is_input))
+        else:
+            annotation = _resolve(source, arg.annotation, offset, custom_types)
+            fields.append(ParsedField(arg.arg, annotation, False, is_input))
+    return fields
+
+
+def _resolve(source: str, node: ast.expr, offset: int, custom: Mapping[str, Any] | None) -> Any:
+    pos = offset + getattr(node, "col_offset", 0) - len(_PREFIX)
+
+    def fail(reason: str) -> SignatureError:
+        return _error(source, pos, reason)
+
+    if isinstance(node, ast.Name):
+        name = node.id
+        if custom and name in custom:
+            return custom[name]
+        if name in _BUILTIN_TYPES:
+            return _BUILTIN_TYPES[name]
+        if name in _TYPING_NAMES:
+            return _TYPING_NAMES[name]
+        dspex_types = _DSPEX_TYPES()
+        if name in dspex_types:
+            return dspex_types[name]
+        raise fail(f"unknown type name {name!r} (pass it with custom_types={{{name!r}: ...}})")
+    if isinstance(node, ast.Attribute):
+        dotted = _dotted(node)
+        if dotted and custom and dotted in custom:
+            return custom[dotted]
+        if dotted and custom:
+            head, _, rest = dotted.partition(".")
+            if head in custom:
+                value: Any = custom[head]
+                for part in rest.split("."):
+                    if part.startswith("_") or not hasattr(value, part):
+                        raise fail(f"unknown attribute {part!r} in {dotted!r}")
+                    value = getattr(value, part)
+                return value
+        raise fail(f"unknown type {dotted or ast.dump(node)!r}")
+    if isinstance(node, ast.Subscript):
+        base = _resolve(source, node.value, offset, custom)
+        elts = node.slice.elts if isinstance(node.slice, ast.Tuple) else [node.slice]
+        if base is typing.Literal:
+            values = tuple(_literal_value(source, e, offset) for e in elts)
+            return typing.Literal[values]
+        args = tuple(_resolve(source, e, offset, custom) for e in elts)
+        if base is typing.Optional:
+            if len(args) != 1:
+                raise fail("Optional takes exactly one type argument")
+            return typing.Optional[args[0]]  # noqa: UP045
+        if base is typing.Union:
+            return typing.Union[args]  # noqa: UP007
+        try:
+            return base[args if len(args) > 1 else args[0]]
+        except Exception as exc:  # e.g. int[str]
+            raise fail(
+                f"{getattr(base, '__name__', base)!s} cannot be parameterized ({exc})"
+            ) from None
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.BitOr):
+        left = _resolve(source, node.left, offset, custom)
+        right = _resolve(source, node.right, offset, custom)
+        if right is type(None) or right is None:
+            return typing.Optional[left]  # noqa: UP045
+        if left is type(None) or left is None:
+            return typing.Optional[right]  # noqa: UP045
+        return typing.Union[left, right]  # noqa: UP007
+    if isinstance(node, ast.Constant) and node.value is None:
+        return type(None)
+    if isinstance(node, ast.Constant) and node.value is Ellipsis:
+        return Ellipsis
+    raise fail(f"unsupported type expression {ast.unparse(node)!r}")
+
+
+def _literal_value(source: str, node: ast.expr, offset: int) -> Any:
+    if isinstance(node, ast.Constant) and isinstance(
+        node.value, str | int | float | bool | type(None)
+    ):
+        return node.value
+    if (
+        isinstance(node, ast.UnaryOp)
+        and isinstance(node.op, ast.USub)
+        and isinstance(node.operand, ast.Constant)
+        and isinstance(node.operand.value, int | float)
+    ):
+        return -node.operand.value
+    pos = offset + getattr(node, "col_offset", 0) - len(_PREFIX)
+    raise _error(source, pos, "Literal values must be constants (strings, numbers, booleans, None)")
+
+
+def _dotted(node: ast.expr) -> str | None:
+    if isinstance(node, ast.Name):
+        return node.id
+    if isinstance(node, ast.Attribute):
+        base = _dotted(node.value)
+        return f"{base}.{node.attr}" if base else None
+    return None

@@ -1,0 +1,426 @@
+"""``Signature``: the typed inputs/outputs and instructions of an LM task (DSPy-compatible).
+
+As in DSPy, a signature is a *class*: ``Signature("question -> answer")`` returns a new
+subclass, and the class form declares fields with ``InputField``/``OutputField``. Unlike
+DSPy, it is not a pydantic model (construction is ~100x cheaper); pydantic is imported only
+when a field's type needs it (JSON schemas, validation of complex types).
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+import sys
+import typing
+from collections.abc import Mapping
+from functools import lru_cache
+from typing import Any, ClassVar
+
+from dspex.errors import SignatureError
+from dspex.signatures.field import IS_TYPE_UNDEFINED, FieldInfo, InputField, OutputField
+from dspex.signatures.parse import ParsedField, parse_signature_string, referenced_names
+
+__all__ = ["Signature", "SignatureMeta", "ensure_signature", "infer_prefix", "make_signature"]
+
+
+def infer_prefix(attribute_name: str) -> str:
+    """DSPy's prefix inference: ``"camelCase2x"`` -> ``"Camel Case 2 X"``."""
+    s1 = re.sub("(.)([A-Z][a-z]+)", r"\1_\2", attribute_name)
+    s2 = re.sub("([a-z0-9])([A-Z])", r"\1_\2", s1)
+    s3 = re.sub(r"([a-zA-Z])(\d)", r"\1_\2", s2)
+    s4 = re.sub(r"(\d)([a-zA-Z])", r"\1_\2", s3)
+    return " ".join(w if w.isupper() else w.capitalize() for w in s4.split("_"))
+
+
+def _default_instructions(inputs: Mapping[str, Any], outputs: Mapping[str, Any]) -> str:
+    ins = ", ".join(f"`{f}`" for f in inputs)
+    outs = ", ".join(f"`{f}`" for f in outputs)
+    return f"Given the fields {ins}, produce the fields {outs}."
+
+
+def _resolve_annotation(
+    cls_name: str, name: str, raw: Any, module: str | None, local_ns: Mapping[str, Any]
+) -> Any:
+    """String annotations (``from __future__ import annotations``) resolved safely."""
+    if not isinstance(raw, str):
+        return raw
+    scope: dict[str, Any] = {}
+    mod = sys.modules.get(module or "")
+    if mod is not None:
+        scope.update(vars(mod))
+    scope.update(local_ns)
+    import ast
+
+    from dspex.signatures.parse import _resolve  # same safe resolver as string signatures
+
+    try:
+        node = ast.parse(raw, mode="eval").body
+    except SyntaxError:
+        raise SignatureError(
+            f"field {name!r} of {cls_name} has an unparsable annotation {raw!r}",
+            source=raw,
+            position=None,
+            reason="unparsable annotation",
+        ) from None
+    return _resolve(raw, node, len("def f("), scope)
+
+
+class SignatureMeta(type):
+    """Metaclass: collects fields at class creation; ``Signature(...)`` builds new classes."""
+
+    _fields: dict[str, FieldInfo]
+    _input_fields: dict[str, FieldInfo]
+    _output_fields: dict[str, FieldInfo]
+    _cache: dict[str, Any]
+
+    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
+        if cls is Signature:
+            custom_types = kwargs.pop("custom_types", None)
+            if custom_types is None and args and isinstance(args[0], str):
+                custom_types = _caller_types(args[0])
+            return make_signature(*args, custom_types=custom_types, **kwargs)
+        return super().__call__(*args, **kwargs)
+
+    def __new__(
+        mcs, name: str, bases: tuple[type, ...], namespace: dict[str, Any], **kwargs: Any
+    ) -> SignatureMeta:
+        raw_annotations: dict[str, Any] = dict(namespace.get("__annotations__", {}))
+        local_ns: Mapping[str, Any] = kwargs.pop("_local_ns", None) or _caller_locals()
+        own: dict[str, FieldInfo] = {}
+        for key, value in list(namespace.items()):
+            if isinstance(value, FieldInfo):
+                field = value.copy()
+                if key not in raw_annotations:
+                    field.annotation = str
+                    field.json_schema_extra[IS_TYPE_UNDEFINED] = True
+                else:
+                    field.annotation = _resolve_annotation(
+                        name, key, raw_annotations[key], namespace.get("__module__"), local_ns
+                    )
+                own[key] = field
+                del namespace[key]
+        for key, raw in raw_annotations.items():
+            if (
+                key not in own
+                and not key.startswith("_")
+                and typing.get_origin(raw) is not ClassVar
+            ):
+                if isinstance(raw, str) and raw.startswith(("ClassVar", "typing.ClassVar")):
+                    continue
+                raise SignatureError(
+                    f"Field `{key}` in `{name}` must be declared with InputField or OutputField",
+                    source=None,
+                    position=None,
+                    reason="annotation without InputField/OutputField",
+                )
+        cls = super().__new__(mcs, name, bases, namespace)
+        inherited: dict[str, FieldInfo] = {}
+        for base in reversed(cls.__mro__[1:]):
+            if isinstance(base, SignatureMeta) and hasattr(base, "_fields"):
+                inherited.update({k: v.copy() for k, v in base._fields.items()})
+        fields = {**inherited, **own}
+        for key, field in fields.items():
+            kind = field.json_schema_extra.get("__dspy_field_type")
+            if kind not in ("input", "output"):
+                raise SignatureError(
+                    f"Field `{key}` in `{name}` must be declared with InputField or OutputField",
+                    reason="not an InputField/OutputField",
+                )
+            field.json_schema_extra.setdefault("prefix", infer_prefix(key) + ":")
+            field.json_schema_extra.setdefault("desc", f"${{{key}}}")
+        cls._set_fields(fields)
+        if namespace.get("__doc__") is None:
+            doc = None
+            for base in bases:
+                if isinstance(base, SignatureMeta) and base is not Signature:
+                    base_doc = getattr(base, "__doc__", "")
+                    if base_doc:
+                        doc = base_doc
+            cls.__doc__ = doc or _default_instructions(cls._input_fields, cls._output_fields)
+        return cls
+
+    def _set_fields(cls, fields: dict[str, FieldInfo]) -> None:
+        cls._fields = fields
+        cls._input_fields = {
+            k: v for k, v in fields.items() if v.json_schema_extra["__dspy_field_type"] == "input"
+        }
+        cls._output_fields = {
+            k: v for k, v in fields.items() if v.json_schema_extra["__dspy_field_type"] == "output"
+        }
+        cls._cache = {}
+
+    # ------------------------------------------------------------------ DSPy's class API
+    @property
+    def instructions(cls) -> str:
+        return inspect.cleandoc(getattr(cls, "__doc__", "") or "")
+
+    @instructions.setter
+    def instructions(cls, instructions: str) -> None:
+        cls.__doc__ = instructions
+        cls._cache = {}
+
+    @property
+    def input_fields(cls) -> dict[str, FieldInfo]:
+        return dict(cls._input_fields)
+
+    @property
+    def output_fields(cls) -> dict[str, FieldInfo]:
+        return dict(cls._output_fields)
+
+    @property
+    def fields(cls) -> dict[str, FieldInfo]:
+        return {**cls._input_fields, **cls._output_fields}
+
+    @property
+    def model_fields(cls) -> dict[str, FieldInfo]:
+        """DSPy/pydantic name for all fields in declaration order."""
+        return dict(cls._fields)
+
+    @property
+    def signature(cls) -> str:
+        return f"{', '.join(cls._input_fields)} -> {', '.join(cls._output_fields)}"
+
+    def __repr__(cls) -> str:
+        field_repr = "\n    ".join(f"{n} = Field({f})" for n, f in cls.fields.items())
+        return f"{cls.__name__}({cls.signature}\n    instructions={cls.instructions!r}\n    {field_repr}\n)"
+
+    def __eq__(cls, other: object) -> bool:
+        if cls is other:
+            return True
+        if not isinstance(other, SignatureMeta):
+            return NotImplemented
+        return (
+            cls.instructions == other.instructions
+            and {k: (v.annotation, v.json_schema_extra) for k, v in cls.fields.items()}
+            == {k: (v.annotation, v.json_schema_extra) for k, v in other.fields.items()}
+            and list(cls.fields) == list(other.fields)
+        )
+
+    def __hash__(cls) -> int:
+        return hash((cls.signature, cls.instructions))
+
+
+def _caller_locals() -> Mapping[str, Any]:
+    """Locals of the frame that defines a class-form signature (for local types)."""
+    frame = sys._getframe(2)
+    while frame is not None and frame.f_globals.get("__name__", "").startswith("dspex.signatures"):
+        frame = frame.f_back  # type: ignore[assignment]
+    return dict(frame.f_locals) if frame is not None else {}
+
+
+def _caller_types(text: str) -> dict[str, Any] | None:
+    """DSPy's behaviour: names in a string signature resolve from the caller's scopes."""
+    needed = referenced_names(text)
+    if not needed:
+        return None
+    found: dict[str, Any] = {}
+    frame = sys._getframe(2)
+    depth = 0
+    while frame is not None and needed and depth < 100:
+        depth += 1
+        for name in list(needed):
+            if name in frame.f_locals:
+                found[name] = frame.f_locals[name]
+                needed.discard(name)
+            elif name in frame.f_globals:
+                found[name] = frame.f_globals[name]
+                needed.discard(name)
+        frame = frame.f_back  # type: ignore[assignment]
+    return found or None
+
+
+class Signature(metaclass=SignatureMeta):
+    """Base of all signatures. See the module docstring."""
+
+    @classmethod
+    def with_instructions(cls, instructions: str) -> type[Signature]:
+        return make_signature(cls.fields, instructions)
+
+    @classmethod
+    def append_instructions(cls, instructions: str) -> type[Signature]:
+        return make_signature(cls.fields, f"{cls.instructions}\n\n{instructions}")
+
+    @classmethod
+    def with_updated_fields(cls, name: str, type_: Any = None, **kwargs: Any) -> type[Signature]:
+        fields = {k: v.copy() for k, v in cls.fields.items()}
+        if name not in fields:
+            raise SignatureError(f"{cls.__name__} has no field {name!r}", reason="unknown field")
+        fields[name].json_schema_extra = {**fields[name].json_schema_extra, **kwargs}
+        if type_ is not None:
+            fields[name].annotation = type_
+        return make_signature(fields, cls.instructions)
+
+    @classmethod
+    def prepend(cls, name: str, field: FieldInfo, type_: Any = None) -> type[Signature]:
+        return cls.insert(0, name, field, type_)
+
+    @classmethod
+    def append(cls, name: str, field: FieldInfo, type_: Any = None) -> type[Signature]:
+        return cls.insert(-1, name, field, type_)
+
+    @classmethod
+    def delete(cls, name: str) -> type[Signature]:
+        fields = dict(cls.fields)
+        fields.pop(name, None)
+        return make_signature(fields, cls.instructions)
+
+    @classmethod
+    def insert(cls, index: int, name: str, field: FieldInfo, type_: Any = None) -> type[Signature]:
+        if not isinstance(field, FieldInfo):
+            raise SignatureError(
+                f"insert() needs an InputField()/OutputField(), got {type(field).__name__}",
+                reason="not a field",
+            )
+        if type_ is None:
+            type_ = field.annotation
+        if type_ is None:
+            type_ = str
+        inputs = list(cls._input_fields.items())
+        outputs = list(cls._output_fields.items())
+        kind = field.json_schema_extra["__dspy_field_type"]
+        target = inputs if kind == "input" else outputs
+        if index < 0:
+            index += len(target) + 1
+        if index < 0 or index > len(target):
+            raise SignatureError(
+                f"Invalid index to insert: {index}, index must be in the range of "
+                f"[{len(target) - 1}, {len(target)}] for {kind} fields, but received: {index}.",
+                reason="index out of range",
+            )
+        new = field.copy()
+        new.annotation = type_
+        target.insert(index, (name, new))
+        return make_signature(dict(inputs + outputs), cls.instructions)
+
+    @classmethod
+    def equals(cls, other: Any) -> bool:
+        """DSPy's structural equality: same instructions and same field metadata."""
+        if not isinstance(other, type) or not hasattr(other, "fields"):
+            return False
+        if cls.instructions != other.instructions:
+            return False
+        for name in cls.fields.keys() | other.fields.keys():
+            if name not in other.fields or name not in cls.fields:
+                return False
+            if cls.fields[name].json_schema_extra != other.fields[name].json_schema_extra:
+                return False
+        return True
+
+    @classmethod
+    def dump_state(cls) -> dict[str, Any]:
+        return {
+            "instructions": cls.instructions,
+            "fields": [
+                {
+                    "prefix": f.json_schema_extra["prefix"],
+                    "description": f.json_schema_extra["desc"],
+                }
+                for f in cls.fields.values()
+            ],
+        }
+
+    @classmethod
+    def load_state(cls, state: Mapping[str, Any]) -> type[Signature]:
+        try:
+            instructions = state["instructions"]
+            saved_fields = list(state["fields"])
+        except (KeyError, TypeError) as exc:
+            from dspex.errors import StateError
+
+            raise StateError(f"signature state needs 'instructions' and 'fields': {exc}") from None
+        fields = {k: v.copy() for k, v in cls.fields.items()}
+        for field, saved in zip(fields.values(), saved_fields, strict=False):
+            field.json_schema_extra["prefix"] = saved["prefix"]
+            field.json_schema_extra["desc"] = saved["description"]
+        return make_signature(fields, instructions)
+
+
+# ---------------------------------------------------------------------------- construction
+
+
+@lru_cache(maxsize=1024)
+def _parse_cached(text: str) -> tuple[ParsedField, ...]:
+    return tuple(parse_signature_string(text))
+
+
+def _fields_from_parsed(
+    parsed: tuple[ParsedField, ...] | list[ParsedField],
+) -> dict[str, FieldInfo]:
+    fields: dict[str, FieldInfo] = {}
+    for p in parsed:
+        field: FieldInfo = InputField() if p.is_input else OutputField()
+        if p.is_input:
+            field.json_schema_extra[IS_TYPE_UNDEFINED] = p.type_undefined
+        field.annotation = p.annotation
+        fields[p.name] = field
+    return fields
+
+
+def make_signature(
+    signature: str | Mapping[str, Any],
+    instructions: str | None = None,
+    signature_name: str = "StringSignature",
+    custom_types: Mapping[str, Any] | None = None,
+) -> type[Signature]:
+    """Build a signature class from a string or a ``{name: field | (type, field)}`` mapping."""
+    if isinstance(signature, str):
+        if custom_types:
+            fields = _fields_from_parsed(parse_signature_string(signature, custom_types))
+        else:
+            fields = _fields_from_parsed(_parse_cached(signature))
+    elif isinstance(signature, Mapping):
+        fields = {}
+        for name, spec in signature.items():
+            if not isinstance(name, str) or not name.isidentifier():
+                raise SignatureError(
+                    f"Field names must be identifiers, got {name!r}", reason="bad name"
+                )
+            if isinstance(spec, FieldInfo):
+                type_, field = spec.annotation, spec
+            elif isinstance(spec, tuple) and len(spec) == 2 and isinstance(spec[1], FieldInfo):
+                type_, field = spec
+            else:
+                raise SignatureError(
+                    f"Field {name!r} must be an InputField()/OutputField() or a (type, field) tuple, "
+                    f"got {spec!r}",
+                    reason="bad field spec",
+                )
+            new = field.copy()
+            new.annotation = str if type_ is None else type_
+            fields[name] = new
+    else:
+        raise SignatureError(
+            f"a signature is a string, a dict of fields or a Signature class, got {type(signature).__name__}",
+            reason="bad signature type",
+        )
+    if instructions is None:
+        ins = {
+            k: v for k, v in fields.items() if v.json_schema_extra["__dspy_field_type"] == "input"
+        }
+        outs = {
+            k: v for k, v in fields.items() if v.json_schema_extra["__dspy_field_type"] == "output"
+        }
+        instructions = _default_instructions(ins, outs)
+    namespace: dict[str, Any] = {"__doc__": instructions, "__module__": __name__}
+    namespace["__annotations__"] = {k: v.annotation for k, v in fields.items()}
+    namespace.update(fields)
+    return SignatureMeta(signature_name, (Signature,), namespace, _local_ns={})  # type: ignore[return-value]
+
+
+def ensure_signature(signature: Any, instructions: str | None = None) -> Any:
+    """A signature class from a string, dict or class (``None`` stays ``None``)."""
+    if signature is None:
+        return None
+    if isinstance(signature, str | Mapping):
+        return make_signature(signature, instructions)
+    if isinstance(signature, SignatureMeta):
+        if instructions is not None:
+            raise SignatureError(
+                "Don't specify instructions when initializing with a Signature",
+                reason="instructions",
+            )
+        return signature
+    raise SignatureError(
+        f"expected a signature string, dict or Signature class, got {type(signature).__name__}",
+        reason="bad signature type",
+    )
