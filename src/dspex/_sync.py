@@ -11,11 +11,12 @@ from __future__ import annotations
 import asyncio
 import atexit
 import threading
-from collections.abc import Coroutine
+import weakref
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-__all__ = ["run_sync"]
+__all__ = ["on_loop_shutdown", "run_sync"]
 
 T = TypeVar("T")
 
@@ -80,3 +81,29 @@ def run_sync(coro: Coroutine[Any, Any, T]) -> T:
         if _helper is None:
             _helper = ThreadPoolExecutor(max_workers=8, thread_name_prefix="dspex-sync")
     return _helper.submit(_run_here, coro).result()
+
+
+async def _shutdown_guard(callback: Callable[[], Awaitable[None]]) -> AsyncIterator[None]:
+    try:
+        yield
+    finally:
+        await callback()
+
+
+_guards: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, list[AsyncIterator[None]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+async def on_loop_shutdown(callback: Callable[[], Awaitable[None]]) -> None:
+    """Run ``callback`` on the current loop when it shuts down.
+
+    Every well-behaved loop owner (``asyncio.run``, pytest-asyncio, ``run_sync``'s loops)
+    calls ``loop.shutdown_asyncgens()`` before closing the loop; a suspended async generator
+    registered here is finalized then, on that loop, so connection pools bound to the loop
+    close cleanly instead of leaking sockets.
+    """
+    loop = asyncio.get_running_loop()
+    guard = _shutdown_guard(callback)
+    await guard.__anext__()
+    _guards.setdefault(loop, []).append(guard)  # strong ref while the loop lives

@@ -65,9 +65,7 @@ def read_prompt(system: str, last_user: str) -> PromptSpec | None:
         except ValueError:
             pass
     else:
-        for name, note in _NOTE.findall(system):
-            if name in fields:
-                notes[name] = note
+        notes.update({name: note for name, note in _NOTE.findall(system) if name in fields})
     return PromptSpec(fields, notes, json_mode)
 
 

@@ -1,0 +1,148 @@
+"""Model ids -> provider endpoints, and each provider's request/response shapes.
+
+``openai/<model>`` and the OpenAI-compatible aliases share one wire format; ``anthropic/<model>``
+speaks the Messages API. Nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from dspex.errors import ConfigurationError
+
+__all__ = ["PROVIDERS", "Endpoint", "ParsedResponse", "resolve"]
+
+
+@dataclass(frozen=True)
+class Provider:
+    name: str
+    wire: str  # "openai" | "anthropic"
+    default_base: str
+    key_env: tuple[str, ...]
+    base_env: tuple[str, ...]
+    needs_key: bool = True
+
+
+PROVIDERS: dict[str, Provider] = {
+    "openai": Provider("openai", "openai", "https://api.openai.com/v1", ("OPENAI_API_KEY",), ("OPENAI_API_BASE", "OPENAI_BASE_URL")),
+    "anthropic": Provider("anthropic", "anthropic", "https://api.anthropic.com/v1", ("ANTHROPIC_API_KEY",), ("ANTHROPIC_API_BASE", "ANTHROPIC_BASE_URL")),
+    "ollama_chat": Provider("ollama_chat", "openai", "http://localhost:11434/v1", ("OLLAMA_API_KEY",), ("OLLAMA_API_BASE",), needs_key=False),
+    "ollama": Provider("ollama", "openai", "http://localhost:11434/v1", ("OLLAMA_API_KEY",), ("OLLAMA_API_BASE",), needs_key=False),
+    "hosted_vllm": Provider("hosted_vllm", "openai", "http://localhost:8000/v1", ("HOSTED_VLLM_API_KEY",), ("HOSTED_VLLM_API_BASE",), needs_key=False),
+    "lm_studio": Provider("lm_studio", "openai", "http://localhost:1234/v1", ("LM_STUDIO_API_KEY",), ("LM_STUDIO_API_BASE",), needs_key=False),
+    "openai_compatible": Provider("openai_compatible", "openai", "", ("OPENAI_API_KEY",), ("OPENAI_API_BASE",), needs_key=False),
+    "litellm_proxy": Provider("litellm_proxy", "openai", "http://localhost:4000", ("LITELLM_PROXY_API_KEY",), ("LITELLM_PROXY_API_BASE",), needs_key=False),
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    provider: str
+    wire: str
+    model: str
+    api_base: str
+    api_key: str | None
+
+    @property
+    def url(self) -> str:
+        path = "/messages" if self.wire == "anthropic" else "/chat/completions"
+        return self.api_base.rstrip("/") + path
+
+    def headers(self) -> dict[str, str]:
+        headers = {"content-type": "application/json"}
+        if self.wire == "anthropic":
+            headers["anthropic-version"] = "2023-06-01"
+            if self.api_key:
+                headers["x-api-key"] = self.api_key
+        elif self.api_key:
+            headers["authorization"] = f"Bearer {self.api_key}"
+        return headers
+
+
+def resolve(model: str, api_base: str | None, api_key: str | None) -> Endpoint:
+    """``"openai/gpt-4o-mini"`` -> where to send it and how (keys from args or env)."""
+    if not isinstance(model, str) or "/" not in model:
+        raise ConfigurationError(
+            f"model must look like 'provider/model' (e.g. 'openai/gpt-4o-mini'), got {model!r}; "
+            f"providers: {', '.join(PROVIDERS)}"
+        )
+    name, _, model_name = model.partition("/")
+    provider = PROVIDERS.get(name)
+    if provider is None or not model_name:
+        raise ConfigurationError(
+            f"unknown LM provider {name!r} in {model!r}; supported: {', '.join(PROVIDERS)} "
+            "(any OpenAI-compatible server works as 'openai/<model>' with api_base=...)"
+        )
+    base = api_base or next((os.environ[e] for e in provider.base_env if os.environ.get(e)), None)
+    base = base or provider.default_base
+    if not base:
+        raise ConfigurationError(
+            f"{name}/ models need api_base=... (the server's OpenAI-compatible /v1 URL)"
+        )
+    key = api_key or next((os.environ[e] for e in provider.key_env if os.environ.get(e)), None)
+    return Endpoint(name, provider.wire, model_name, base, key)
+
+
+@dataclass
+class ParsedResponse:
+    texts: list[str]
+    usage: dict[str, int]
+
+
+def build_body(
+    endpoint: Endpoint, messages: list[dict[str, Any]], options: dict[str, Any]
+) -> dict[str, Any]:
+    if endpoint.wire == "openai":
+        return {"model": endpoint.model, "messages": messages, **options}
+    system = "\n\n".join(str(m.get("content", "")) for m in messages if m.get("role") == "system")
+    rest = [m for m in messages if m.get("role") != "system"]
+    body: dict[str, Any] = {"model": endpoint.model, "messages": rest}
+    if system:
+        body["system"] = system
+    options = dict(options)
+    options.pop("n", None)  # the Messages API has one choice per request
+    options.pop("response_format", None)
+    if "stop" in options:
+        stop = options.pop("stop")
+        options["stop_sequences"] = [stop] if isinstance(stop, str) else stop
+    body["max_tokens"] = options.pop("max_tokens", None) or 4096
+    body.update(options)
+    return body
+
+
+def parse_response(endpoint: Endpoint, data: Any) -> ParsedResponse:
+    if endpoint.wire == "openai":
+        choices = data["choices"]
+        texts = [
+            str((c.get("message") or {}).get("content") or "")
+            for c in sorted(choices, key=lambda c: c.get("index", 0))
+        ]
+        usage = data.get("usage") or {}
+        return ParsedResponse(texts, {
+            "prompt_tokens": int(usage.get("prompt_tokens") or 0),
+            "completion_tokens": int(usage.get("completion_tokens") or 0),
+            "total_tokens": int(usage.get("total_tokens") or 0),
+        })  # fmt: skip
+    text = "".join(b.get("text", "") for b in data.get("content", []) if b.get("type") == "text")
+    usage = data.get("usage") or {}
+    prompt, completion = int(usage.get("input_tokens") or 0), int(usage.get("output_tokens") or 0)
+    return ParsedResponse(
+        [text],
+        {
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "total_tokens": prompt + completion,
+        },
+    )
+
+
+def error_message(data: Any, fallback: str) -> str:
+    if isinstance(data, dict):
+        err = data.get("error")
+        if isinstance(err, dict) and err.get("message"):
+            return str(err["message"])
+        if isinstance(err, str):
+            return err
+    return fallback
