@@ -89,7 +89,7 @@ class Adapter(ABC):
     def system_message(self, signature: Any) -> str:
         """Cached per (signature class, adapter class): it never changes between calls."""
         key = type(self).__name__ + ".system"
-        cached = signature._cache.get(key)
+        cached: str | None = signature._cache.get(key)
         if cached is None:
             cached = (
                 f"{self.format_field_description(signature)}\n"
@@ -170,7 +170,7 @@ class Adapter(ABC):
                 field.annotation is History
                 or getattr(field.annotation, "__name__", None) == "History"
             ):
-                return name
+                return str(name)
         return None
 
     # ------------------------------------------------------------------ hooks

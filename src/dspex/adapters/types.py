@@ -15,6 +15,7 @@ class History:
     """
 
     __slots__ = ("_messages",)
+    _messages: list[dict[str, Any]]
 
     def __init__(self, messages: Iterable[Mapping[str, Any]]) -> None:
         msgs = list(messages)

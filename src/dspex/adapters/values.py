@@ -99,7 +99,9 @@ def serialize_for_json(value: Any) -> Any:
     if isinstance(value, History):
         return {"messages": serialize_for_json(value.messages)}
     try:
-        return _type_adapter(type(value)).dump_python(value, mode="json", fallback=str)
+        value_type: Any = type(value)
+        dumped: Any = _type_adapter(value_type).dump_python(value, mode="json", fallback=str)
+        return dumped
     except Exception:
         return str(value)
 

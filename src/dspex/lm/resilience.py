@@ -38,7 +38,7 @@ class RetryPolicy:
     max_retry_after: float = 30.0
 
     def backoff(self, attempt: int, rng: random.Random | None = None) -> float:
-        raw = min(self.cap, self.base * (2**attempt))
+        raw = min(self.cap, self.base * float(2**attempt))
         return raw * (0.5 + 0.5 * (rng or random).random())
 
 

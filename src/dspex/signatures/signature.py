@@ -78,7 +78,8 @@ class SignatureMeta(type):
             custom_types = kwargs.pop("custom_types", None)
             if custom_types is None and args and isinstance(args[0], str):
                 custom_types = _caller_types(args[0])
-            return make_signature(*args, custom_types=custom_types, **kwargs)
+            kwargs["custom_types"] = custom_types
+            return make_signature(*args, **kwargs)
         return super().__call__(*args, **kwargs)
 
     def __new__(
@@ -295,7 +296,7 @@ class Signature(metaclass=SignatureMeta):
     @classmethod
     def equals(cls, other: Any) -> bool:
         """DSPy's structural equality: same instructions and same field metadata."""
-        if not isinstance(other, type) or not hasattr(other, "fields"):
+        if not isinstance(other, SignatureMeta):
             return False
         if cls.instructions != other.instructions:
             return False
