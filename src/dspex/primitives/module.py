@@ -272,9 +272,38 @@ def _metadata() -> dict[str, Any]:
     }
 
 
+def _needs_tracker() -> bool:
+    from dspex import settings
+    from dspex.lm.usage import current_tracker
+
+    return settings.current().track_usage and current_tracker() is None
+
+
+def _attach_usage(output: Any, usage: dict[str, Any]) -> None:
+    from dspex.primitives.prediction import Prediction
+
+    if isinstance(output, Prediction):
+        output.set_lm_usage(usage)
+
+
 def _tracked_sync(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    return fn(*args, **kwargs)
+    """The outermost module call records the token usage of everything beneath it."""
+    if not _needs_tracker():
+        return fn(*args, **kwargs)
+    from dspex.lm.usage import track_usage
+
+    with track_usage() as tracker:
+        output = fn(*args, **kwargs)
+    _attach_usage(output, tracker.get_lm_usage())
+    return output
 
 
 async def _tracked_async(coro: Any) -> Any:
-    return await coro
+    if not _needs_tracker():
+        return await coro
+    from dspex.lm.usage import track_usage
+
+    with track_usage() as tracker:
+        output = await coro
+    _attach_usage(output, tracker.get_lm_usage())
+    return output
