@@ -138,7 +138,7 @@ def _resolve(source: str, node: ast.expr, offset: int, custom: Mapping[str, Any]
     if isinstance(node, ast.Name):
         name = node.id
         if custom and name in custom:
-            return custom[name]
+            return _type_like(custom[name], name, fail)
         if name in _BUILTIN_TYPES:
             return _BUILTIN_TYPES[name]
         if name in _TYPING_NAMES:
@@ -150,7 +150,7 @@ def _resolve(source: str, node: ast.expr, offset: int, custom: Mapping[str, Any]
     if isinstance(node, ast.Attribute):
         dotted = _dotted(node)
         if dotted and custom and dotted in custom:
-            return custom[dotted]
+            return _type_like(custom[dotted], dotted, fail)
         if dotted and custom:
             head, _, rest = dotted.partition(".")
             if head in custom:
@@ -159,7 +159,7 @@ def _resolve(source: str, node: ast.expr, offset: int, custom: Mapping[str, Any]
                     if part.startswith("_") or not hasattr(value, part):
                         raise fail(f"unknown attribute {part!r} in {dotted!r}")
                     value = getattr(value, part)
-                return value
+                return _type_like(value, dotted, fail)
         raise fail(f"unknown type {dotted or ast.dump(node)!r}")
     if isinstance(node, ast.Subscript):
         base = _resolve(source, node.value, offset, custom)
@@ -193,6 +193,18 @@ def _resolve(source: str, node: ast.expr, offset: int, custom: Mapping[str, Any]
     if isinstance(node, ast.Constant) and node.value is Ellipsis:
         return Ellipsis
     raise fail(f"unsupported type expression {ast.unparse(node)!r}")
+
+
+def _type_like(value: Any, name: str, fail: Any) -> Any:
+    import types as _types
+
+    if (
+        isinstance(value, type | _types.GenericAlias | _types.UnionType)
+        or typing.get_origin(value) is not None
+        or getattr(value, "__module__", None) in ("typing", "typing_extensions")
+    ):
+        return value
+    raise fail(f"{name!r} is not a type (got {type(value).__name__})")
 
 
 def _literal_value(source: str, node: ast.expr, offset: int) -> Any:

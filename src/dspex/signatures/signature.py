@@ -130,7 +130,7 @@ class SignatureMeta(type):
             field.json_schema_extra.setdefault("prefix", infer_prefix(key) + ":")
             field.json_schema_extra.setdefault("desc", f"${{{key}}}")
         cls._set_fields(fields)
-        if namespace.get("__doc__") is None:
+        if not namespace.get("__doc__"):
             doc = None
             for base in bases:
                 if isinstance(base, SignatureMeta) and base is not Signature:
