@@ -1,0 +1,162 @@
+"""LMServer: protocols, scripting, faults and real DSPy talking to it."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from typing import Literal
+
+import httpx
+import pytest
+
+import dspex
+from dspex.errors import ConfigurationError
+from dspex.testing import DummyLM, Fault, LMServer
+
+
+@pytest.fixture
+def server() -> Iterator[LMServer]:
+    with LMServer() as srv:
+        yield srv
+
+
+def chat(server: LMServer, messages: list[dict[str, str]], **body: object) -> httpx.Response:
+    return httpx.post(
+        server.url + "/chat/completions",
+        json={"model": "m", "messages": messages, **body},
+        timeout=5,
+    )
+
+
+def test_auto_answers_are_typed_and_deterministic(server: LMServer) -> None:
+    sig = dspex.Signature(
+        "q -> n: int, f: float, ok: bool, tags: list[str], mode: Literal['x', 'y'], d: dict[str, int]"
+    )
+    for adapter in (dspex.ChatAdapter(), dspex.JSONAdapter()):
+        messages = adapter.format(sig, [], {"q": "hi"})
+        first = chat(server, messages).json()["choices"][0]["message"]["content"]
+        again = chat(server, messages).json()["choices"][0]["message"]["content"]
+        assert first == again
+        out = adapter.parse(sig, first)
+        assert (
+            isinstance(out["n"], int)
+            and isinstance(out["f"], float)
+            and isinstance(out["ok"], bool)
+        )
+        assert out["mode"] in ("x", "y") and isinstance(out["d"], dict)
+
+
+def test_scripted_replies_rules_and_recording(server: LMServer) -> None:
+    sig = dspex.Signature("q -> a")
+    messages = dspex.ChatAdapter().format(sig, [], {"q": "special"})
+    server.reply("raw text", {"a": "from dict"})
+    server.add_rule("never-matches", "nope")
+    assert chat(server, messages).json()["choices"][0]["message"]["content"] == "raw text"
+    second = chat(server, messages).json()["choices"][0]["message"]["content"]
+    assert dspex.ChatAdapter().parse(sig, second) == {"a": "from dict"}
+    server.add_rule("special", lambda req: "by rule")
+    assert chat(server, messages).json()["choices"][0]["message"]["content"] == "by rule"
+    assert len(server.requests) == 3 and server.requests[0].json["model"] == "m"
+    server.clear()
+    assert server.requests == []
+
+
+def test_n_choices_and_usage(server: LMServer) -> None:
+    data = chat(server, [{"role": "user", "content": "x"}], n=3).json()
+    assert len(data["choices"]) == 3 and data["usage"]["total_tokens"] > 0
+
+
+def test_bad_requests_get_provider_shaped_400s(server: LMServer) -> None:
+    r = httpx.post(server.url + "/chat/completions", content=b"not json", timeout=5)
+    assert r.status_code == 400 and "error" in r.json()
+    r = httpx.post(server.url + "/messages", json={"model": "m"}, timeout=5)
+    assert r.status_code == 400 and r.json()["type"] == "error"
+    assert httpx.get(server.base_url + "/nowhere", timeout=5).status_code == 404
+
+
+def test_faults_apply_in_order_and_expire(server: LMServer) -> None:
+    server.fault(Fault(status=503, headers={"Retry-After": "1"}, times=2))
+    msgs = [{"role": "user", "content": "x"}]
+    assert [chat(server, msgs).status_code for _ in range(3)] == [503, 503, 200]
+    server.fault(Fault(status=500, match="only-this"))
+    assert chat(server, msgs).status_code == 200
+    assert chat(server, [{"role": "user", "content": "only-this"}]).status_code == 500
+
+
+def test_drop_and_hang_do_not_block_other_connections(server: LMServer) -> None:
+    server.fault(Fault(hang=True, match="hang"))
+    hung: list[str] = []
+
+    def hang() -> None:
+        try:
+            chat(server, [{"role": "user", "content": "hang"}])
+        except httpx.HTTPError as exc:
+            hung.append(type(exc).__name__)
+
+    t = threading.Thread(target=hang)
+    t.start()
+    time.sleep(0.1)
+    assert chat(server, [{"role": "user", "content": "fine"}]).status_code == 200
+    server.fault(Fault(drop=True))
+    with pytest.raises(httpx.HTTPError):
+        chat(server, [{"role": "user", "content": "x"}])
+    start = time.monotonic()
+    server.stop()
+    assert time.monotonic() - start < 1.0
+    t.join(5)
+    assert hung  # the hung client got an error when the server stopped
+
+
+def test_stop_leaves_no_threads_behind() -> None:
+    before = threading.active_count()
+    for _ in range(3):
+        with LMServer() as srv:
+            chat(srv, [{"role": "user", "content": "x"}])
+    assert threading.active_count() == before
+
+
+def test_only_loopback() -> None:
+    with pytest.raises(ConfigurationError):
+        LMServer(host="0.0.0.0")
+
+
+def test_streaming_sse_openai(server: LMServer) -> None:
+    with httpx.stream("POST", server.url + "/chat/completions", json={"model": "m", "stream": True,
+                      "messages": [{"role": "user", "content": "x"}]}, timeout=5) as r:  # fmt: skip
+        lines = [line for line in r.iter_lines() if line.startswith("data: ")]
+    assert lines[-1] == "data: [DONE]" and len(lines) > 3
+
+
+def test_dummy_lm_scripts_and_auto_answers() -> None:
+    lm = DummyLM([{"answer": "scripted"}])
+    qa = dspex.Predict("question -> answer")
+    assert qa(question="q", lm=lm).answer == "scripted"
+    assert isinstance(dspex.Predict("question -> n: int")(question="q", lm=lm).n, int)
+    assert len(lm.calls) == 2
+
+
+dspy = pytest.importorskip("dspy")
+
+
+@pytest.mark.dspy
+def test_real_dspy_gets_typed_predictions(server: LMServer) -> None:
+    lm = dspy.LM("openai/test-model", api_base=server.url, api_key="test", cache=False)
+
+    class Task(dspy.Signature):
+        """Do the task."""
+
+        question: str = dspy.InputField()
+        n: int = dspy.OutputField()
+        score: float = dspy.OutputField()
+        tags: list[str] = dspy.OutputField()
+        mode: Literal["fast", "slow"] = dspy.OutputField()
+        ok: bool = dspy.OutputField()
+
+    for adapter in (dspy.ChatAdapter(), dspy.JSONAdapter()):
+        with dspy.context(lm=lm, adapter=adapter):
+            for module in (dspy.Predict(Task), dspy.ChainOfThought(Task)):
+                pred = module(question="q")
+                assert isinstance(pred.n, int) and isinstance(pred.score, float)
+                assert isinstance(pred.tags, list) and pred.mode in ("fast", "slow")
+                assert isinstance(pred.ok, bool)
