@@ -64,3 +64,46 @@ def test_format_then_parse_round_trips(outputs: dict[str, object]) -> None:
     for adapter in (dspex.ChatAdapter(), dspex.JSONAdapter()):
         text = adapter.format_assistant_message_content(SIG, outputs)
         assert adapter.parse(SIG, text) == outputs
+
+
+def _reference_sections(completion: str) -> list[tuple[str | None, str]]:
+    """DSPy's original line-by-line algorithm."""
+    import re
+
+    header = re.compile(r"\[\[ ## (\w+) ## \]\]")
+    sections: list[tuple[str | None, list[str]]] = [(None, [])]
+    for line in completion.splitlines():
+        match = header.match(line.strip())
+        if match:
+            rest = line.strip()[match.end() :].strip()
+            sections.append((match.group(1), [rest] if rest else []))
+        else:
+            sections[-1][1].append(line)
+    return [(k, "\n".join(v).strip()) for k, v in sections]
+
+
+PIECES = st.sampled_from(
+    [
+        "[[ ## a ## ]]",
+        "[[ ## b_2 ## ]]",
+        "[[ ## completed ## ]]",
+        "\n",
+        "  ",
+        "\t",
+        "x",
+        "text",
+        "[[",
+        "## ]]",
+        "\r",
+        "é",
+        "\x0b",
+    ]
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(PIECES, max_size=25).map("".join))
+def test_fast_section_split_equals_dspy_algorithm(text: str) -> None:
+    from dspex.adapters.chat import split_sections
+
+    assert split_sections(text) == _reference_sections(text)

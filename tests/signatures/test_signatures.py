@@ -121,3 +121,11 @@ def test_annotation_without_field_is_an_error() -> None:
         dspex.Signature(42)  # type: ignore[arg-type]
     with pytest.raises(SignatureError):
         dspex.Signature({"a": "not a field"})
+
+
+@pytest.mark.parametrize("text", ["a: Optional | int -> b", "a: Union[Literal] -> b"])
+def test_bare_typing_forms_are_signature_errors(text: str) -> None:
+    with pytest.raises(
+        SignatureError, match="invalid type expression|cannot be parameterized|Optional"
+    ):
+        dspex.Signature(text)

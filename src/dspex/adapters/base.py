@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Generator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 from dspex.adapters.types import History
 from dspex.adapters.values import apply_output_field_defaults
@@ -13,9 +13,39 @@ from dspex.errors import AdapterParseError
 if TYPE_CHECKING:
     from dspex.lm.base import BaseLM
 
-__all__ = ["Adapter"]
+__all__ = ["Adapter", "LMRequest", "drive_async", "drive_sync"]
 
 Demo = Mapping[str, Any]
+T = TypeVar("T")
+
+
+class LMRequest(NamedTuple):
+    """What a flow asks of the LM: messages and request options."""
+
+    messages: list[dict[str, Any]]
+    options: dict[str, Any]
+
+
+def drive_sync(flow: Generator[LMRequest, list[Any], T], lm: BaseLM) -> T:
+    """Run a flow, answering its LM requests with the LM's sync call."""
+    request = next(flow)
+    while True:
+        outputs = lm(messages=request.messages, **request.options)
+        try:
+            request = flow.send(outputs)
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
+
+
+async def drive_async(flow: Generator[LMRequest, list[Any], T], lm: BaseLM) -> T:
+    """Run a flow, awaiting the LM for each request."""
+    request = next(flow)
+    while True:
+        outputs = await lm.acall(messages=request.messages, **request.options)
+        try:
+            request = flow.send(outputs)
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
 
 
 class Adapter(ABC):
@@ -31,6 +61,35 @@ class Adapter(ABC):
         return lm_kwargs
 
     # ------------------------------------------------------------------ the call
+    def flow(
+        self,
+        lm_kwargs: dict[str, Any],
+        signature: Any,
+        demos: Sequence[Demo],
+        inputs: Mapping[str, Any],
+    ) -> Generator[LMRequest, list[Any], list[dict[str, Any]]]:
+        """The call without I/O: yields the LM request, receives the completions, returns values.
+
+        ``__call__`` (sync) and ``acall`` (async) only drive this generator, so every decision
+        is shared and an in-process LM runs without an event loop.
+        """
+        messages = self.format(signature, demos, inputs)
+        options = dict(lm_kwargs)
+        for key in ("tools", "tool_choice", "parallel_tool_calls"):
+            options.pop(key, None)
+        outputs = yield LMRequest(messages, self.prepare_lm_kwargs(options, signature))
+        return [self._postprocess(signature, output) for output in outputs]
+
+    def __call__(
+        self,
+        lm: BaseLM,
+        lm_kwargs: dict[str, Any],
+        signature: Any,
+        demos: Sequence[Demo],
+        inputs: Mapping[str, Any],
+    ) -> list[dict[str, Any]]:
+        return drive_sync(self.flow(lm_kwargs, signature, demos, inputs), lm)
+
     async def acall(
         self,
         lm: BaseLM,
@@ -40,13 +99,7 @@ class Adapter(ABC):
         inputs: Mapping[str, Any],
     ) -> list[dict[str, Any]]:
         """Format, call ``lm``, parse every choice. Raises :class:`AdapterParseError`."""
-        messages = self.format(signature, demos, inputs)
-        for key in ("tools", "tool_choice", "parallel_tool_calls"):
-            lm_kwargs.pop(key, None)
-        outputs = await lm.acall(
-            messages=messages, **self.prepare_lm_kwargs(dict(lm_kwargs), signature)
-        )
-        return [self._postprocess(signature, output) for output in outputs]
+        return await drive_async(self.flow(lm_kwargs, signature, demos, inputs), lm)
 
     def _postprocess(self, signature: Any, output: Any) -> dict[str, Any]:
         text = output.get("text") if isinstance(output, dict) else output

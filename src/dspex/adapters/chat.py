@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import re
 import textwrap
-from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Generator, Mapping, Sequence
+from typing import Any
 
-from dspex.adapters.base import Adapter, Demo
+from dspex.adapters.base import Adapter, Demo, LMRequest
 from dspex.adapters.values import (
     format_field_value,
     get_annotation_name,
@@ -18,12 +18,41 @@ from dspex.adapters.values import (
 from dspex.errors import AdapterParseError
 from dspex.signatures.field import FieldInfo
 
-if TYPE_CHECKING:
-    from dspex.lm.base import BaseLM
-
 __all__ = ["ChatAdapter"]
 
 _HEADER = re.compile(r"\[\[ ## (\w+) ## \]\]")
+_FAST_HEADER = re.compile(r"^[ \t]*\[\[ ## (\w+) ## \]\]([^\n]*)", re.M)
+_ODD_BREAKS = re.compile(r"[\r\x0b\x0c\x1c-\x1f]")
+
+
+def split_sections(completion: str) -> list[tuple[str | None, str]]:
+    """``(header, text)`` pairs in order, with DSPy's rules (``str.splitlines`` + ``strip``).
+
+    Plain ASCII text without unusual line breaks takes a regex fast path; it gives the same
+    result because there ``splitlines`` is ``split("\\n")`` and ``strip`` removes only spaces
+    and tabs at the edges of a header line.
+    """
+    if completion.isascii() and not _ODD_BREAKS.search(completion):
+        out: list[tuple[str | None, str]] = []
+        name: str | None = None
+        first = ""
+        start = 0
+        for match in _FAST_HEADER.finditer(completion):
+            body = completion[start : match.start()]
+            out.append((name, (first + body).strip() if first else body.strip()))
+            name, first, start = match.group(1), match.group(2).strip(), match.end()
+        body = completion[start:]
+        out.append((name, (first + body).strip() if first else body.strip()))
+        return out
+    sections: list[tuple[str | None, list[str]]] = [(None, [])]
+    for line in completion.splitlines():
+        found = _HEADER.match(line.strip())
+        if found:
+            rest = line.strip()[found.end() :].strip()
+            sections.append((found.group(1), [rest] if rest else []))
+        else:
+            sections[-1][1].append(line)
+    return [(k, "\n".join(v).strip()) for k, v in sections]
 
 
 class ChatAdapter(Adapter):
@@ -36,22 +65,21 @@ class ChatAdapter(Adapter):
     def __init__(self, use_json_adapter_fallback: bool = True) -> None:
         self.use_json_adapter_fallback = use_json_adapter_fallback
 
-    async def acall(
+    def flow(
         self,
-        lm: BaseLM,
         lm_kwargs: dict[str, Any],
         signature: Any,
         demos: Sequence[Demo],
         inputs: Mapping[str, Any],
-    ) -> list[dict[str, Any]]:
+    ) -> Generator[LMRequest, list[Any], list[dict[str, Any]]]:
         try:
-            return await super().acall(lm, lm_kwargs, signature, demos, inputs)
+            return (yield from super().flow(lm_kwargs, signature, demos, inputs))
         except AdapterParseError:
             from dspex.adapters.json import JSONAdapter
 
             if isinstance(self, JSONAdapter) or not self.use_json_adapter_fallback:
                 raise
-            return await JSONAdapter().acall(lm, lm_kwargs, signature, demos, inputs)
+            return (yield from JSONAdapter().flow(lm_kwargs, signature, demos, inputs))
 
     # ------------------------------------------------------------------ system message
     def format_field_description(self, signature: Any) -> str:
@@ -123,19 +151,11 @@ class ChatAdapter(Adapter):
 
     # ------------------------------------------------------------------ parsing
     def parse(self, signature: Any, completion: str) -> dict[str, Any]:
-        sections: list[tuple[str | None, list[str]]] = [(None, [])]
-        for line in completion.splitlines():
-            match = _HEADER.match(line.strip())
-            if match:
-                rest = line.strip()[match.end() :].strip()
-                sections.append((match.group(1), [rest] if rest else []))
-            else:
-                sections[-1][1].append(line)
+        sections = split_sections(completion)
         outputs = signature._output_fields
         fields: dict[str, Any] = {}
-        for name, lines in sections:
+        for name, text in sections:
             if name is not None and name not in fields and name in outputs:
-                text = "\n".join(lines).strip()
                 try:
                     fields[name] = parse_value(text, outputs[name].annotation)
                 except (ValueError, TypeError) as exc:

@@ -1,9 +1,19 @@
-"""Language-model clients: OpenAI-compatible and Anthropic over HTTP."""
+"""Language-model clients: OpenAI-compatible and Anthropic over HTTP.
+
+``LM`` (and httpx with it) is imported on first access, so light parts such as
+``dspex.lm.usage`` can be used without loading the HTTP stack.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
 
 from dspex.lm.base import BaseLM, Message
-from dspex.lm.client import LM
-from dspex.lm.resilience import CircuitBreaker, RetryPolicy
 from dspex.lm.usage import UsageTracker, track_usage
+
+if TYPE_CHECKING:
+    from dspex.lm.client import LM
+    from dspex.lm.resilience import CircuitBreaker, RetryPolicy
 
 __all__ = [
     "LM",
@@ -14,3 +24,19 @@ __all__ = [
     "UsageTracker",
     "track_usage",
 ]
+
+_LAZY = {
+    "LM": "dspex.lm.client",
+    "CircuitBreaker": "dspex.lm.resilience",
+    "RetryPolicy": "dspex.lm.resilience",
+}
+
+
+def __getattr__(name: str) -> Any:
+    import importlib
+
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'dspex.lm' has no attribute {name!r}")

@@ -35,6 +35,9 @@ class ChainOfThought(Module):
             signature.prepend(name="reasoning", field=field, type_=field_type), **config
         )
 
+    def forward(self, **kwargs: Any) -> Prediction:
+        return self.predict(**kwargs)
+
     async def aforward(self, **kwargs: Any) -> Prediction:
         return await self.predict.acall(**kwargs)
 

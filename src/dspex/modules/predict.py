@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import copy
 import logging
-from collections.abc import Mapping
+from collections.abc import Generator, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from dspex import settings
+from dspex.adapters.base import LMRequest, drive_async, drive_sync
 from dspex.errors import CallError, ConfigurationError, StateError
 from dspex.primitives.example import Example
 from dspex.primitives.module import Module, Parameter
@@ -90,18 +91,35 @@ class Predict(Module, Parameter):
         result: Prediction = await super().acall(**kwargs)
         return result
 
+    def forward(self, **kwargs: Any) -> Prediction:
+        lm, flow = self._flow(kwargs)
+        return drive_sync(flow, lm)
+
     async def aforward(self, **kwargs: Any) -> Prediction:
+        lm, flow = self._flow(kwargs)
+        return await drive_async(flow, lm)
+
+    def _flow(
+        self, kwargs: dict[str, Any]
+    ) -> tuple[BaseLM, Generator[LMRequest, list[Any], Prediction]]:
         lm, config, signature, demos, inputs = self._prepare(kwargs)
         adapter = settings.current().adapter or _default_adapter()
-        with events.span(
-            "dspex.native.execute",
-            {"module": "predict", "signature": signature.signature}
-            if events.has_handlers()
-            else None,
-        ):
-            completions = await adapter.acall(
-                lm, lm_kwargs=config, signature=signature, demos=demos, inputs=inputs
-            )
+        return lm, self._run(adapter, config, signature, demos, inputs)
+
+    def _run(
+        self,
+        adapter: Adapter,
+        config: dict[str, Any],
+        signature: Any,
+        demos: list[Any],
+        inputs: dict[str, Any],
+    ) -> Generator[LMRequest, list[Any], Prediction]:
+        if events.has_handlers():
+            meta = {"module": "predict", "signature": signature.signature}
+            with events.span("dspex.native.execute", meta):
+                completions = yield from adapter.flow(config, signature, demos, inputs)
+        else:
+            completions = yield from adapter.flow(config, signature, demos, inputs)
         return Prediction.from_completions(completions, signature=signature)
 
     def _prepare(

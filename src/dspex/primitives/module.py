@@ -19,8 +19,11 @@ from typing import Any, TypeVar
 
 import orjson
 
+from dspex import settings
 from dspex._sync import run_sync
 from dspex.errors import StateError, UserError
+from dspex.lm.usage import UsageTracker, _tracker
+from dspex.primitives.prediction import Prediction
 
 __all__ = ["DSPY_STATE_VERSION", "Module", "Parameter"]
 
@@ -272,38 +275,41 @@ def _metadata() -> dict[str, Any]:
     }
 
 
-def _needs_tracker() -> bool:
-    from dspex import settings
-    from dspex.lm.usage import current_tracker
+def _start_tracking() -> tuple[Any, Any] | None:
+    """Open a usage tracker if this is the outermost tracked call (``None`` otherwise)."""
+    if _tracker.get() is not None or not settings.current().track_usage:
+        return None
+    tracker = UsageTracker()
+    return tracker, _tracker.set(tracker)
 
-    return settings.current().track_usage and current_tracker() is None
 
-
-def _attach_usage(output: Any, usage: dict[str, Any]) -> None:
-    from dspex.primitives.prediction import Prediction
-
+def _finish_tracking(state: tuple[Any, Any], output: Any) -> None:
+    tracker, token = state
+    _tracker.reset(token)
     if isinstance(output, Prediction):
-        output.set_lm_usage(usage)
+        output.set_lm_usage(tracker.get_lm_usage())
 
 
 def _tracked_sync(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     """The outermost module call records the token usage of everything beneath it."""
-    if not _needs_tracker():
+    state = _start_tracking()
+    if state is None:
         return fn(*args, **kwargs)
-    from dspex.lm.usage import track_usage
-
-    with track_usage() as tracker:
+    output = None
+    try:
         output = fn(*args, **kwargs)
-    _attach_usage(output, tracker.get_lm_usage())
+    finally:
+        _finish_tracking(state, output)
     return output
 
 
 async def _tracked_async(coro: Any) -> Any:
-    if not _needs_tracker():
+    state = _start_tracking()
+    if state is None:
         return await coro
-    from dspex.lm.usage import track_usage
-
-    with track_usage() as tracker:
+    output = None
+    try:
         output = await coro
-    _attach_usage(output, tracker.get_lm_usage())
+    finally:
+        _finish_tracking(state, output)
     return output

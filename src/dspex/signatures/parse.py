@@ -124,7 +124,13 @@ def _parse_side(
         if arg.annotation is None:
             fields.append(ParsedField(arg.arg, str, True, is_input))
         else:
-            annotation = _resolve(source, arg.annotation, offset, custom_types)
+            try:
+                annotation = _resolve(source, arg.annotation, offset, custom_types)
+            except (TypeError, ValueError) as exc:  # typing rejects e.g. list[Optional]
+                if isinstance(exc, SignatureError):
+                    raise
+                apos = offset + arg.annotation.col_offset - len(_PREFIX)
+                raise _error(source, apos, f"invalid type expression ({exc})") from None
             fields.append(ParsedField(arg.arg, annotation, False, is_input))
     return fields
 

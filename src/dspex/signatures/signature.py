@@ -340,8 +340,23 @@ class Signature(metaclass=SignatureMeta):
 
 
 @lru_cache(maxsize=1024)
-def _parse_cached(text: str) -> tuple[ParsedField, ...]:
-    return tuple(parse_signature_string(text))
+def _template(text: str, instructions: str | None) -> type[Signature]:
+    """The class built once per (string, instructions); callers get clones of it."""
+    return _build(
+        _fields_from_parsed(parse_signature_string(text)), instructions, "StringSignature"
+    )
+
+
+def _clone(template: type[Signature]) -> type[Signature]:
+    """A fresh, independent copy of a built signature class, without re-validating it."""
+    namespace = {
+        "__doc__": template.__doc__,
+        "__module__": template.__module__,
+        "__annotations__": dict(template.__annotations__),
+    }
+    cls = type.__new__(SignatureMeta, template.__name__, (Signature,), namespace)
+    cls._set_fields({k: v.copy() for k, v in template._fields.items()})
+    return cls  # type: ignore[return-value]
 
 
 def _fields_from_parsed(
@@ -365,10 +380,9 @@ def make_signature(
 ) -> type[Signature]:
     """Build a signature class from a string or a ``{name: field | (type, field)}`` mapping."""
     if isinstance(signature, str):
-        if custom_types:
-            fields = _fields_from_parsed(parse_signature_string(signature, custom_types))
-        else:
-            fields = _fields_from_parsed(_parse_cached(signature))
+        if not custom_types:
+            return _clone(_template(signature, instructions))
+        fields = _fields_from_parsed(parse_signature_string(signature, custom_types))
     elif isinstance(signature, Mapping):
         fields = {}
         for name, spec in signature.items():
@@ -394,6 +408,12 @@ def make_signature(
             f"a signature is a string, a dict of fields or a Signature class, got {type(signature).__name__}",
             reason="bad signature type",
         )
+    return _build(fields, instructions, signature_name)
+
+
+def _build(
+    fields: dict[str, FieldInfo], instructions: str | None, signature_name: str
+) -> type[Signature]:
     if instructions is None:
         ins = {
             k: v for k, v in fields.items() if v.json_schema_extra["__dspy_field_type"] == "input"

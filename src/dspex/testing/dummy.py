@@ -35,6 +35,12 @@ class DummyLM(BaseLM):
     async def acall(
         self, prompt: str | None = None, messages: list[Message] | None = None, **kwargs: Any
     ) -> list[str]:
+        return self.__call__(prompt, messages, **kwargs)
+
+    def __call__(
+        self, prompt: str | None = None, messages: list[Message] | None = None, **kwargs: Any
+    ) -> list[str]:
+        """In process and synchronous: no event loop needed."""
         if messages is None:
             messages = [{"role": "user", "content": prompt or ""}]
         self.calls.append({"messages": messages, "kwargs": kwargs})
