@@ -126,6 +126,6 @@ def test_annotation_without_field_is_an_error() -> None:
 @pytest.mark.parametrize("text", ["a: Optional | int -> b", "a: Union[Literal] -> b"])
 def test_bare_typing_forms_are_signature_errors(text: str) -> None:
     with pytest.raises(
-        SignatureError, match="invalid type expression|cannot be parameterized|Optional"
+        SignatureError, match=r"invalid type expression|cannot be parameterized|Optional"
     ):
         dspex.Signature(text)
