@@ -15,6 +15,7 @@ import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 __all__ = ["PromptSpec", "answer_messages", "read_prompt", "render_reply"]
@@ -34,7 +35,7 @@ class PromptSpec:
     """What a prompt asks for: output field names, their type notes, and the reply format."""
 
     fields: tuple[str, ...]
-    notes: Mapping[str, str]
+    notes: Mapping[str, str]  # read-only by convention (cached specs are shared)
     json_mode: bool
 
 
@@ -48,11 +49,16 @@ def _text(content: Any) -> str:
 
 def read_prompt(system: str, last_user: str) -> PromptSpec | None:
     """Parse the adapter's system message; ``None`` for a prompt that is not adapter-formatted."""
+    return _read_prompt(system, "Respond with a JSON object" in last_user)
+
+
+@lru_cache(maxsize=256)
+def _read_prompt(system: str, json_hint: bool) -> PromptSpec | None:
     match = _OUTPUTS.search(system)
     if not match:
         return None
     fields = tuple(_FIELD_LINE.findall(match.group(1)))
-    json_mode = _JSON_OUTPUTS in system or "Respond with a JSON object" in last_user
+    json_mode = _JSON_OUTPUTS in system or json_hint
     notes: dict[str, str] = {}
     if json_mode and _JSON_OUTPUTS in system:
         blob = system.split(_JSON_OUTPUTS, 1)[1]
