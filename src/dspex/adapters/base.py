@@ -162,40 +162,19 @@ class Adapter(ABC):
             ):
                 incomplete.append(demo)
         messages: list[dict[str, Any]] = []
-        prefix = (
-            "This is an example of the task, though some input or output fields are not supplied."
-        )
-        for demo in incomplete:
-            messages.append(
-                {
-                    "role": "user",
-                    "content": self.format_user_message_content(signature, demo, prefix=prefix),
-                }
-            )
-            messages.append(
-                {
-                    "role": "assistant",
-                    "content": self.format_assistant_message_content(
-                        signature,
-                        demo,
-                        missing_field_message="Not supplied for this particular example. ",
-                    ),
-                }
-            )
-        for demo in complete:
-            messages.append(
-                {"role": "user", "content": self.format_user_message_content(signature, demo)}
-            )
-            messages.append(
-                {
-                    "role": "assistant",
-                    "content": self.format_assistant_message_content(
-                        signature,
-                        demo,
-                        missing_field_message="Not supplied for this conversation history message. ",
-                    ),
-                }
-            )
+        groups = (
+            (incomplete, "This is an example of the task, though some input or output fields are not supplied.",
+             "Not supplied for this particular example. "),
+            (complete, "", "Not supplied for this conversation history message. "),
+        )  # fmt: skip
+        for group, prefix, missing in groups:
+            for demo in group:
+                user = self.format_user_message_content(signature, demo, prefix=prefix)
+                assistant = self.format_assistant_message_content(
+                    signature, demo, missing_field_message=missing
+                )
+                messages.append({"role": "user", "content": user})
+                messages.append({"role": "assistant", "content": assistant})
         return messages
 
     def format_conversation_history(

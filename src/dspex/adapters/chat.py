@@ -12,7 +12,7 @@ from dspex.adapters.values import (
     format_field_value,
     get_annotation_name,
     get_field_description_string,
-    parse_value,
+    parse_fields,
     translate_field_type,
 )
 from dspex.errors import AdapterParseError
@@ -151,35 +151,9 @@ class ChatAdapter(Adapter):
 
     # ------------------------------------------------------------------ parsing
     def parse(self, signature: Any, completion: str) -> dict[str, Any]:
-        sections = split_sections(completion)
-        outputs = signature._output_fields
-        fields: dict[str, Any] = {}
-        for name, text in sections:
-            if name is not None and name not in fields and name in outputs:
-                try:
-                    fields[name] = parse_value(text, outputs[name].annotation)
-                except (ValueError, TypeError) as exc:
-                    raise AdapterParseError(
-                        f"ChatAdapter: failed to parse field {name!r} with value {text!r} from the LM "
-                        f"response: {exc}",
-                        adapter="ChatAdapter",
-                        raw=completion,
-                        parsed=fields,
-                        missing=[n for n in outputs if n not in fields],
-                    ) from None
-        from dspex.adapters.values import apply_output_field_defaults
-
-        fields = apply_output_field_defaults(outputs, fields)
-        if fields.keys() != outputs.keys():
-            missing = [n for n in outputs if n not in fields]
-            raise AdapterParseError(
-                f"ChatAdapter: the LM response is missing output field(s) {missing}",
-                adapter="ChatAdapter",
-                raw=completion,
-                parsed=fields,
-                missing=missing,
-            )
-        return fields
+        return parse_fields(
+            "ChatAdapter", signature._output_fields, split_sections(completion), completion
+        )
 
 
 def _type_info(field: FieldInfo) -> str:

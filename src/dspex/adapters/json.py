@@ -9,8 +9,7 @@ from typing import Any
 from dspex.adapters.chat import ChatAdapter, _type_info
 from dspex.adapters.values import (
     _json_repair_loads,
-    apply_output_field_defaults,
-    parse_value,
+    parse_fields,
     serialize_for_json,
     translate_field_type,
 )
@@ -81,29 +80,7 @@ class JSONAdapter(ChatAdapter):
                 parsed={},
                 missing=list(outputs),
             )
-        fields = {k: v for k, v in fields.items() if k in outputs}
-        for name, value in fields.items():
-            try:
-                fields[name] = parse_value(value, outputs[name].annotation)
-            except (ValueError, TypeError) as exc:
-                raise AdapterParseError(
-                    f"JSONAdapter: failed to parse field {name!r}: {exc}",
-                    adapter="JSONAdapter",
-                    raw=completion,
-                    parsed=fields,
-                    missing=[n for n in outputs if n not in fields],
-                ) from None
-        fields = apply_output_field_defaults(outputs, fields)
-        if fields.keys() != outputs.keys():
-            missing = [n for n in outputs if n not in fields]
-            raise AdapterParseError(
-                f"JSONAdapter: the LM response is missing output field(s) {missing}",
-                adapter="JSONAdapter",
-                raw=completion,
-                parsed=fields,
-                missing=missing,
-            )
-        return fields
+        return parse_fields("JSONAdapter", outputs, fields.items(), completion)
 
 
 def _first_json_object(text: str) -> str | None:

@@ -26,6 +26,7 @@ __all__ = [
     "get_annotation_name",
     "get_field_description_string",
     "neutralize_markers",
+    "parse_fields",
     "parse_value",
     "serialize_for_json",
     "translate_field_type",
@@ -69,6 +70,43 @@ def apply_output_field_defaults(
         elif annotation_allows_none(info.annotation):
             completed[name] = None
     return completed
+
+
+def parse_fields(
+    adapter: str, outputs: Mapping[str, FieldInfo], raw_fields: Any, completion: str
+) -> dict[str, Any]:
+    """Typed values for the output fields found (first occurrence wins), defaults applied.
+
+    ``raw_fields`` is an iterable of ``(name, raw value)``; raises :class:`AdapterParseError`
+    for a value that does not fit its type or for missing required fields.
+    """
+    from dspex.errors import AdapterParseError
+
+    fields: dict[str, Any] = {}
+    for name, raw in raw_fields:
+        if name is None or name in fields or name not in outputs:
+            continue
+        try:
+            fields[name] = parse_value(raw, outputs[name].annotation)
+        except (ValueError, TypeError) as exc:
+            raise AdapterParseError(
+                f"{adapter}: failed to parse field {name!r} with value {raw!r} from the LM response: {exc}",
+                adapter=adapter,
+                raw=completion,
+                parsed=fields,
+                missing=[n for n in outputs if n not in fields],
+            ) from None
+    fields = apply_output_field_defaults(outputs, fields)
+    if fields.keys() != outputs.keys():
+        missing = [n for n in outputs if n not in fields]
+        raise AdapterParseError(
+            f"{adapter}: the LM response is missing output field(s) {missing}",
+            adapter=adapter,
+            raw=completion,
+            parsed=fields,
+            missing=missing,
+        )
+    return fields
 
 
 def _is_plain(value: Any) -> bool:

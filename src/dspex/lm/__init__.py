@@ -6,8 +6,9 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from dspex._lazy import lazy_getattr
 from dspex.lm.base import BaseLM, Message
 from dspex.lm.usage import UsageTracker, track_usage
 
@@ -32,11 +33,4 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    import importlib
-
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'dspex.lm' has no attribute {name!r}")
+__getattr__ = lazy_getattr("dspex.lm", _LAZY, globals())

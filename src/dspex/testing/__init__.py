@@ -9,7 +9,9 @@ Use them in your own tests::
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from dspex._lazy import lazy_getattr
 
 if TYPE_CHECKING:
     from dspex.testing.dummy import DummyLM
@@ -25,11 +27,4 @@ _WHERE = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    import importlib
-
-    if name in _WHERE:
-        value = getattr(importlib.import_module(_WHERE[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'dspex.testing' has no attribute {name!r}")
+__getattr__ = lazy_getattr("dspex.testing", _WHERE, globals())
