@@ -1,0 +1,249 @@
+"""The wire protocol between a pool and its workers: one serializer, tagged unions, frames.
+
+A frame is a 4-byte big-endian length followed by that many bytes of msgpack. Every message
+is a tuple whose first element is a literal ``kind``; :func:`decode` turns it back into the
+matching ``NamedTuple``. Bytes travel as msgpack ``bin`` (no base64); other values need a
+codec (``PoolConfig.codec``) whose ``default``/``ext_hook`` map them to msgpack ext types.
+
+This module (like :mod:`dspex.pool.worker`) needs only the standard library and ``msgpack``,
+so workers run in a virtualenv with nothing else installed.
+"""
+
+from __future__ import annotations
+
+import importlib
+import struct
+from collections.abc import Callable
+from typing import Any, Literal, NamedTuple
+
+import msgpack
+
+from dspex.errors import ProtocolError
+
+__all__ = [
+    "MAX_FRAME",
+    "Call",
+    "Cancel",
+    "Codec",
+    "Credit",
+    "DropSession",
+    "End",
+    "Error",
+    "FrameBuffer",
+    "InitFailed",
+    "Item",
+    "Message",
+    "ParentCall",
+    "ParentReply",
+    "Ready",
+    "Result",
+    "Shutdown",
+    "decode",
+    "load_codec",
+]
+
+MAX_FRAME = 1 << 30
+_HEADER = struct.Struct(">I")
+
+# ------------------------------------------------------------------ parent -> worker
+
+
+class Call(NamedTuple):
+    kind: Literal["call"]
+    id: int
+    method: str
+    args: list[Any]
+    kwargs: dict[str, Any]
+    timeout: float | None  # seconds left until the call's deadline
+    session: str | None
+    stream: int  # 0: plain call; > 0: a stream with this initial credit window
+
+
+class Cancel(NamedTuple):
+    kind: Literal["cancel"]
+    id: int
+
+
+class Credit(NamedTuple):
+    kind: Literal["credit"]
+    id: int
+    n: int
+
+
+class ParentReply(NamedTuple):
+    kind: Literal["parent_reply"]
+    id: int  # the callback request id
+    ok: bool
+    value: Any  # the result, or [type, message] when not ok
+
+
+class DropSession(NamedTuple):
+    kind: Literal["drop_session"]
+    session: str
+
+
+class Shutdown(NamedTuple):
+    kind: Literal["shutdown"]
+
+
+# ------------------------------------------------------------------ worker -> parent
+
+
+class Ready(NamedTuple):
+    kind: Literal["ready"]
+    pid: int
+    info: dict[str, Any]
+
+
+class InitFailed(NamedTuple):
+    kind: Literal["init_failed"]
+    type: str
+    message: str
+    traceback: str
+
+
+class Result(NamedTuple):
+    kind: Literal["result"]
+    id: int
+    value: Any
+
+
+class Error(NamedTuple):
+    kind: Literal["error"]
+    id: int
+    type: str
+    message: str
+    traceback: str
+    limit: str | None  # "memory" / "files" when a resource limit caused it
+    cancelled: bool
+
+
+class Item(NamedTuple):
+    kind: Literal["item"]
+    id: int
+    value: Any
+
+
+class End(NamedTuple):
+    kind: Literal["end"]
+    id: int
+
+
+class ParentCall(NamedTuple):
+    kind: Literal["parent_call"]
+    id: int  # the running call
+    cbid: int
+    name: str
+    args: list[Any]
+    kwargs: dict[str, Any]
+
+
+Message = (
+    Call
+    | Cancel
+    | Credit
+    | ParentReply
+    | DropSession
+    | Shutdown
+    | Ready
+    | InitFailed
+    | Result
+    | Error
+    | Item
+    | End
+    | ParentCall
+)
+
+_KINDS: dict[str, Any] = {
+    "call": Call,
+    "cancel": Cancel,
+    "credit": Credit,
+    "parent_reply": ParentReply,
+    "drop_session": DropSession,
+    "shutdown": Shutdown,
+    "ready": Ready,
+    "init_failed": InitFailed,
+    "result": Result,
+    "error": Error,
+    "item": Item,
+    "end": End,
+    "parent_call": ParentCall,
+}
+
+
+def decode(raw: Any) -> Message:
+    """The typed message for a decoded msgpack array (``ProtocolError`` if it is not one)."""
+    try:
+        cls = _KINDS[raw[0]]
+        message: Message = cls._make(raw)
+    except (KeyError, IndexError, TypeError) as exc:
+        raise ProtocolError(f"malformed message {raw!r:.200}") from exc
+    return message
+
+
+class Codec:
+    """msgpack packing/unpacking with optional extension hooks (one per connection end)."""
+
+    def __init__(
+        self,
+        default: Callable[[Any], Any] | None = None,
+        ext_hook: Callable[[int, bytes], Any] | None = None,
+    ) -> None:
+        self._packer = msgpack.Packer(use_bin_type=True, default=default, autoreset=True)
+        self.default = default
+        self.ext_hook = ext_hook
+
+    def frame(self, message: tuple[Any, ...]) -> bytes:
+        """One length-prefixed frame."""
+        body: bytes = self._packer.pack(message)
+        return _HEADER.pack(len(body)) + body
+
+    def unpack(self, body: bytes | memoryview) -> Message:
+        try:
+            if self.ext_hook is None:
+                raw = msgpack.unpackb(body, raw=False, strict_map_key=False)
+            else:
+                raw = msgpack.unpackb(body, raw=False, strict_map_key=False, ext_hook=self.ext_hook)
+        except Exception as exc:
+            raise ProtocolError(f"undecodable frame: {exc}") from exc
+        return decode(raw)
+
+
+def load_codec(spec: str | None) -> Codec:
+    """The codec named by ``"module:object"`` (an object with ``default`` and ``ext_hook``)."""
+    if spec is None:
+        return Codec()
+    module, _, attr = spec.partition(":")
+    obj = getattr(importlib.import_module(module), attr)
+    return Codec(getattr(obj, "default", None), getattr(obj, "ext_hook", None))
+
+
+class FrameBuffer:
+    """Accumulates bytes and yields complete frame bodies."""
+
+    __slots__ = ("_buf",)
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+
+    def feed(self, data: bytes) -> list[bytes]:
+        """Append ``data``; return the bodies of the frames now complete."""
+        buf = self._buf
+        buf += data
+        out: list[bytes] = []
+        pos = 0
+        end = len(buf)
+        while end - pos >= 4:
+            (size,) = _HEADER.unpack_from(buf, pos)
+            if size > MAX_FRAME:
+                raise ProtocolError(f"frame of {size} bytes exceeds the {MAX_FRAME} byte limit")
+            if end - pos - 4 < size:
+                break
+            out.append(bytes(buf[pos + 4 : pos + 4 + size]))
+            pos += 4 + size
+        if pos:
+            del buf[:pos]
+        return out
+
+    def __len__(self) -> int:
+        return len(self._buf)

@@ -1,0 +1,359 @@
+"""Sessions (stateful work pinned to one worker) and streams (generator results with backpressure).
+
+Affinity modes, as in Snakepit:
+
+- ``"hint"``: prefer the session's worker; if it is busy, run on any idle worker.
+- ``"strict_queue"``: always the session's worker; wait for it in the queue.
+- ``"strict_fail_fast"``: always the session's worker; if it is busy, fail at once
+  with ``PoolSaturated``.
+
+When the session's worker is lost (crash, kill, recycle, timeout), the next call raises
+``SessionLost`` — it never silently runs on a fresh worker's empty state — unless a
+*recipe* was given: then ``await recipe(session)`` rebuilds the state on another worker and the
+call proceeds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Literal
+
+from dspex import telemetry
+from dspex.errors import ConfigurationError, SessionLost
+from dspex.pool.pool import DEFAULT
+
+if TYPE_CHECKING:
+    from dspex.pool.pool import Pool, _Req, _Worker
+
+__all__ = ["PoolStream", "Session", "SessionMode"]
+
+SessionMode = Literal["hint", "strict_queue", "strict_fail_fast"]
+_MODES = ("hint", "strict_queue", "strict_fail_fast")
+Recipe = Callable[["Session"], Awaitable[None]]
+
+
+class _SessionState:
+    """What the pool thread knows about a session."""
+
+    __slots__ = (
+        "busy",
+        "callbacks",
+        "closed",
+        "expired",
+        "id",
+        "last_used",
+        "lost",
+        "mode",
+        "recipe",
+        "ttl",
+        "worker",
+    )
+
+    def __init__(self, mode: SessionMode, ttl: float | None, recipe: Recipe | None) -> None:
+        self.id = uuid.uuid4().hex[:16]
+        self.mode = mode
+        self.ttl = ttl
+        self.recipe = recipe
+        self.callbacks: dict[str, Callable[..., Any]] = {}
+        self.worker: _Worker | None = None
+        self.lost = False
+        self.closed = False
+        self.expired = False
+        self.busy = 0
+        self.last_used = time.monotonic()
+
+    def lost_error(self, pool: str) -> SessionLost:
+        if self.expired:
+            reason, text = "expired", f"expired after {self.ttl}s idle"
+        elif self.closed:
+            reason, text = "closed", "is closed"
+        else:
+            reason, text = "worker_lost", "lost its worker"
+        return SessionLost(
+            f"session {self.id} of pool {pool!r} {text}", pool=pool, session=self.id, reason=reason
+        )
+
+
+class Session:
+    """Calls pinned to one worker. ``async with pool.session(...) as s: await s.call(...)``."""
+
+    def __init__(
+        self,
+        pool: Pool,
+        *,
+        mode: SessionMode = "hint",
+        ttl: float | None = None,
+        recipe: Recipe | None = None,
+    ) -> None:
+        if mode not in _MODES:
+            raise ConfigurationError(
+                f"session mode must be one of {_MODES}, got {mode!r}", field="mode"
+            )
+        if ttl is not None and (not isinstance(ttl, int | float) or ttl <= 0):
+            raise ConfigurationError(f"session ttl must be > 0 or None, got {ttl!r}", field="ttl")
+        if recipe is not None and not callable(recipe):
+            raise ConfigurationError("session recipe must be an async callable", field="recipe")
+        self._pool = pool
+        self._state = _SessionState(mode, ttl, recipe)
+        self._opened = False
+        self._locks: dict[asyncio.AbstractEventLoop, asyncio.Lock] = {}
+
+    def __repr__(self) -> str:
+        return f"<Session {self.id} {self.mode} pool={self._pool.name!r}>"
+
+    @property
+    def id(self) -> str:
+        return self._state.id
+
+    @property
+    def mode(self) -> SessionMode:
+        return self._state.mode
+
+    @property
+    def pool(self) -> Pool:
+        return self._pool
+
+    @property
+    def worker_pid(self) -> int | None:
+        """The pid of the worker holding this session's state (None until the first call)."""
+        w = self._state.worker
+        return None if w is None else w.pid
+
+    def register_callback(self, name: str, fn: Callable[..., Any]) -> None:
+        """Let calls of this session invoke ``fn`` via ``current_call().call_parent(name, ...)``."""
+        if not callable(fn):
+            raise ConfigurationError(f"callback {name!r} must be callable")
+        self._state.callbacks[name] = fn
+
+    def open(self) -> Session:
+        """Register with the pool (done by ``async with``/``with`` or the first call)."""
+        if not self._opened:
+            self._pool._ensure_loop()
+            self._pool._open_session(self._state)
+            self._opened = True
+        return self
+
+    async def __aenter__(self) -> Session:
+        return self.open()
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.close()
+
+    def __enter__(self) -> Session:
+        return self.open()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """End the session: the worker is told to drop its state (``handler.drop_session``)."""
+        if self._opened and not self._state.closed:
+            loop = self._pool._loop
+            if loop is not None and not loop.is_closed():
+                loop.call_soon_threadsafe(self._pool._close_session, self._state)
+            else:
+                self._state.closed = True
+        self._state.closed = True
+
+    async def call(
+        self,
+        method: str,
+        /,
+        *args: Any,
+        timeout: Any = DEFAULT,  # noqa: ASYNC109
+        idempotent: bool = False,
+        **kwargs: Any,
+    ) -> Any:
+        """``pool.call`` pinned to this session's worker (rehydrating it first if needed)."""
+        self.open()
+        st = self._state
+        for attempt in (0, 1):
+            if st.lost or st.expired:
+                await self._rehydrate()
+            st.busy += 1
+            try:
+                return await self._pool._acall(method, args, kwargs, st, timeout, idempotent)
+            except SessionLost:
+                if st.recipe is None or attempt == 1 or (st.closed and not st.expired):
+                    raise
+            finally:
+                st.busy -= 1
+                st.last_used = time.monotonic()
+        raise AssertionError("unreachable")
+
+    def call_sync(
+        self,
+        method: str,
+        /,
+        *args: Any,
+        timeout: Any = DEFAULT,
+        idempotent: bool = False,
+        **kwargs: Any,
+    ) -> Any:
+        """:meth:`call` for sync code."""
+        from dspex._sync import run_sync
+
+        st = self._state
+        if st.recipe is not None or st.lost or st.expired:
+            return run_sync(
+                self.call(method, *args, timeout=timeout, idempotent=idempotent, **kwargs)
+            )
+        self.open()
+        st.busy += 1
+        try:
+            return self._pool._call_sync(method, args, kwargs, st, timeout, idempotent)
+        finally:
+            st.busy -= 1
+            st.last_used = time.monotonic()
+
+    def stream(
+        self,
+        method: str,
+        /,
+        *args: Any,
+        timeout: Any = DEFAULT,
+        window: int | None = None,
+        **kwargs: Any,
+    ) -> PoolStream:
+        """``pool.stream`` pinned to this session's worker."""
+        self.open()
+        return self._pool.stream(
+            method, *args, session=self, timeout=timeout, window=window, **kwargs
+        )
+
+    async def _rehydrate(self) -> None:
+        st = self._state
+        if st.recipe is None:
+            raise st.lost_error(self._pool.name)
+        loop = asyncio.get_running_loop()
+        lock = self._locks.setdefault(loop, asyncio.Lock())
+        async with lock:
+            if not (st.lost or st.expired):
+                return  # another task rebuilt it meanwhile
+            if st.expired:
+                st.closed = False
+                self._pool._open_session(st)
+            st.lost = st.expired = False
+            st.worker = None
+            started = time.perf_counter()
+            try:
+                await st.recipe(self)
+            except BaseException as exc:
+                st.lost = True
+                raise SessionLost(
+                    f"session {st.id}: rehydration recipe failed: {type(exc).__name__}: {exc}",
+                    pool=self._pool.name,
+                    session=st.id,
+                    reason="recipe_failed",
+                ) from exc
+            telemetry.emit(
+                "dspex.pool.session.rehydrate",
+                {"duration": time.perf_counter() - started},
+                {"pool": self._pool.name, "session": st.id},
+            )
+
+
+class PoolStream:
+    """Async iterator over a worker generator's items, with a credit window (backpressure)."""
+
+    def __init__(
+        self,
+        pool: Pool,
+        method: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        session: _SessionState | None,
+        timeout: Any,
+        window: int,
+    ) -> None:
+        if not isinstance(window, int) or window < 1:
+            raise ConfigurationError(
+                f"stream window must be an integer >= 1, got {window!r}", field="window"
+            )
+        self._pool = pool
+        self._window = window
+        self._req: _Req = pool._new_req(
+            method, args, kwargs, session, timeout, False, stream=window
+        )
+        self._items: collections.deque[Any] = collections.deque()
+        self._wake: asyncio.Future[None] | None = None
+        self._started = False
+        self._finished = False
+        self._consumed = 0
+
+    def __aiter__(self) -> PoolStream:
+        return self
+
+    async def __aenter__(self) -> PoolStream:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    def _start(self) -> None:
+        loop = asyncio.get_running_loop()
+        req = self._req
+        req.caller_loop = loop
+        req.fut = loop.create_future()
+        req.fut.add_done_callback(lambda _: self._poke())
+
+        def on_item(value: Any) -> None:  # on the pool thread
+            loop.call_soon_threadsafe(self._push, value)
+
+        req.on_item = on_item
+        self._started = True
+        pool_loop = self._pool._loop or self._pool._ensure_loop()
+        pool_loop.call_soon_threadsafe(self._pool._submit, req)
+
+    def _push(self, value: Any) -> None:
+        self._items.append(value)
+        self._poke()
+
+    def _poke(self) -> None:
+        wake = self._wake
+        if wake is not None and not wake.done():
+            wake.set_result(None)
+
+    async def __anext__(self) -> Any:
+        if self._finished:
+            raise StopAsyncIteration
+        if not self._started:
+            self._start()
+        req = self._req
+        fut = req.fut
+        assert fut is not None
+        while True:
+            if self._items:
+                value = self._items.popleft()
+                self._consumed += 1
+                if self._consumed >= max(1, self._window // 2) and not fut.done():
+                    loop = self._pool._loop
+                    if loop is not None:
+                        loop.call_soon_threadsafe(self._pool._credit, req, self._consumed)
+                    self._consumed = 0
+                return value
+            if fut.done():
+                self._finished = True
+                exc = fut.exception()
+                if exc is not None:
+                    raise exc
+                raise StopAsyncIteration
+            self._wake = asyncio.get_running_loop().create_future()
+            try:
+                await self._wake
+            except asyncio.CancelledError:
+                await self.aclose()
+                raise
+
+    async def aclose(self) -> None:
+        """Stop early: the worker's generator is cancelled (and the worker freed)."""
+        if self._started and not self._finished:
+            self._finished = True
+            loop = self._pool._loop
+            if loop is not None and not self._req.done:
+                loop.call_soon_threadsafe(self._pool._cancel, self._req)
+        self._finished = True

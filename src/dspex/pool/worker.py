@@ -1,0 +1,593 @@
+"""The worker side of a pool: serve one handler object over a frame channel.
+
+A worker imports ``PoolConfig.target`` (``"module:factory"``), calls ``factory()`` and answers
+``Call`` messages by running ``handler.<method>(*args, **kwargs)`` one at a time. Async methods
+run on the worker's own event loop; generator methods stream items under the parent's credit
+window. Code running inside a call reaches its context through :func:`current_call`::
+
+    from dspex.pool.worker import current_call
+
+    class Handler:
+        def work(self, n):
+            call = current_call()
+            for i in range(n):
+                if call.cancelled:           # the caller went away
+                    break
+                score = call.call_parent("metric", i)   # a callback registered by the parent
+            return call.session               # the session id (None outside sessions)
+
+In template mode (the fork server) the process imports ``preload`` modules and the target
+module once, then forks a ready-to-initialize worker for each request of the parent; it reaps
+its children (and, as a child subreaper, their orphans) and reports every exit status.
+
+Only the standard library and ``msgpack`` are needed here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import ctypes
+import errno
+import importlib
+import inspect
+import json
+import os
+import resource
+import select
+import signal
+import socket
+import sys
+import time
+import traceback
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from dspex.errors import RemoteError
+from dspex.pool.protocol import (
+    Call,
+    Cancel,
+    Codec,
+    Credit,
+    DropSession,
+    End,
+    Error,
+    FrameBuffer,
+    InitFailed,
+    Item,
+    Message,
+    ParentCall,
+    ParentReply,
+    Ready,
+    Result,
+    Shutdown,
+    load_codec,
+)
+
+__all__ = ["CallCancelled", "CallContext", "current_call", "main"]
+
+_PR_SET_PDEATHSIG = 1
+_PR_SET_CHILD_SUBREAPER = 36
+_RECV = 1 << 18
+
+
+class CallCancelled(Exception):
+    """Raised inside a worker call whose caller cancelled it (see :meth:`CallContext.check`)."""
+
+
+class _ParentGone(Exception):
+    pass
+
+
+def _prctl(option: int, arg: int) -> None:
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(option, arg, 0, 0, 0)
+    except (OSError, AttributeError):  # not Linux: parent-death is then caught by pipe EOF
+        pass
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent_pid:  # the parent died before the signal was armed
+        os._exit(70)
+
+
+class CallContext:
+    """What code inside a worker call can know and do about that call."""
+
+    __slots__ = (
+        "_cancelled",
+        "_channel",
+        "_event",
+        "_next_cb",
+        "_replies",
+        "_task",
+        "credits",
+        "deadline",
+        "id",
+        "method",
+        "session",
+    )
+
+    def __init__(self, channel: _Channel, msg: Call) -> None:
+        self._channel = channel
+        self.id = msg.id
+        self.method = msg.method
+        self.session: str | None = msg.session
+        self.deadline: float | None = (
+            None if msg.timeout is None else time.monotonic() + msg.timeout
+        )
+        self.credits = msg.stream
+        self._cancelled = False
+        self._replies: dict[int, ParentReply] = {}
+        self._next_cb = 0
+        self._task: asyncio.Task[Any] | None = None
+        self._event: asyncio.Event | None = None
+
+    def remaining(self) -> float | None:
+        """Seconds left before the parent kills this call (None: no deadline)."""
+        return None if self.deadline is None else max(0.0, self.deadline - time.monotonic())
+
+    @property
+    def cancelled(self) -> bool:
+        """Whether the caller cancelled this call (checks the channel without blocking)."""
+        if not self._cancelled:
+            self._channel.poll()
+        return self._cancelled
+
+    def check(self) -> None:
+        """Raise :class:`CallCancelled` if the caller cancelled this call."""
+        if self.cancelled:
+            raise CallCancelled(f"call {self.id} ({self.method}) was cancelled by its caller")
+
+    def _ask(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> int:
+        self._next_cb += 1
+        self._channel.send(
+            ParentCall("parent_call", self.id, self._next_cb, name, list(args), kwargs)
+        )
+        return self._next_cb
+
+    def _answer(self, cbid: int) -> Any:
+        reply = self._replies.pop(cbid)
+        if reply.ok:
+            return reply.value
+        remote_type, message = reply.value
+        raise RemoteError(
+            f"parent callback {remote_type}: {message}",
+            remote_type=remote_type,
+            remote_traceback="",
+        )
+
+    def call_parent(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        """Call the function the parent registered as ``name`` (for this session) and wait."""
+        cbid = self._ask(name, args, kwargs)
+        while cbid not in self._replies:
+            if self._cancelled:
+                raise CallCancelled(f"call {self.id} was cancelled while waiting for {name!r}")
+            self._channel.fill()
+        return self._answer(cbid)
+
+    async def acall_parent(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        """:meth:`call_parent` for async handler methods (does not block the worker's loop)."""
+        cbid = self._ask(name, args, kwargs)
+        event = self._event
+        assert event is not None, "acall_parent is only available inside async handler methods"
+        while cbid not in self._replies:
+            event.clear()
+            await event.wait()
+        return self._answer(cbid)
+
+    def _wait_credit(self) -> None:
+        while self.credits <= 0 and not self._cancelled:
+            self._channel.fill()
+
+    async def _await_credit(self) -> None:
+        event = self._event
+        assert event is not None
+        while self.credits <= 0 and not self._cancelled:
+            event.clear()
+            await event.wait()
+
+    def _on_control(self, msg: Message) -> None:
+        if isinstance(msg, Cancel):
+            self._cancelled = True
+            if self._task is not None:
+                self._task.cancel()
+        elif isinstance(msg, Credit):
+            self.credits += msg.n
+        elif isinstance(msg, ParentReply):
+            self._replies[msg.id] = msg
+        if self._event is not None:
+            self._event.set()
+
+
+_current: contextvars.ContextVar[CallContext | None] = contextvars.ContextVar(
+    "dspex_pool_call", default=None
+)
+
+
+def current_call() -> CallContext:
+    """The context of the call running in this worker (``RuntimeError`` outside a call)."""
+    ctx = _current.get()
+    if ctx is None:
+        raise RuntimeError("current_call() is only available inside a pool worker call")
+    return ctx
+
+
+class _Channel:
+    """Blocking frame I/O on the worker's end of the socket pair."""
+
+    def __init__(self, sock: socket.socket, codec: Codec) -> None:
+        self.sock = sock
+        self.codec = codec
+        self.buf = FrameBuffer()
+        self.inbox: deque[Message] = deque()
+        self.active: CallContext | None = None
+
+    def send(self, msg: tuple[Any, ...]) -> None:
+        try:
+            self.sock.sendall(self.codec.frame(msg))
+        except OSError as exc:
+            raise _ParentGone from exc
+
+    def _route(self, data: bytes) -> None:
+        for body in self.buf.feed(data):
+            msg = self.codec.unpack(body)
+            if isinstance(msg, Cancel | Credit | ParentReply):
+                active = self.active
+                if active is not None and (
+                    msg.id == active.id if not isinstance(msg, ParentReply) else True
+                ):
+                    active._on_control(msg)
+            else:
+                self.inbox.append(msg)
+
+    def fill(self) -> None:
+        """Block until some bytes arrive and route them."""
+        try:
+            data = self.sock.recv(_RECV)
+        except OSError as exc:
+            raise _ParentGone from exc
+        if not data:
+            raise _ParentGone
+        self._route(data)
+
+    def poll(self) -> None:
+        """Route whatever has arrived, without blocking."""
+        while True:
+            try:
+                data = self.sock.recv(_RECV, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                return
+            except OSError as exc:
+                raise _ParentGone from exc
+            if not data:
+                raise _ParentGone
+            self._route(data)
+
+    def next_message(self) -> Message:
+        while not self.inbox:
+            self.fill()
+        return self.inbox.popleft()
+
+
+def _qualname(exc: BaseException) -> str:
+    cls = type(exc)
+    return (
+        cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
+    )
+
+
+def _limit_of(exc: BaseException) -> str | None:
+    if isinstance(exc, MemoryError):
+        return "memory"
+    if isinstance(exc, OSError) and exc.errno in (errno.EMFILE, errno.ENFILE):
+        return "files"
+    return None
+
+
+class _Server:
+    def __init__(self, channel: _Channel, handler: Any) -> None:
+        self.channel = channel
+        self.handler = handler
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        if self._loop is None:
+            self._loop = asyncio.new_event_loop()
+        return self._loop
+
+    def serve(self) -> None:
+        channel = self.channel
+        while True:
+            msg = channel.next_message()
+            if isinstance(msg, Call):
+                self.run_call(msg)
+            elif isinstance(msg, DropSession):
+                drop = getattr(self.handler, "drop_session", None)
+                if drop is not None:
+                    try:
+                        drop(msg.session)
+                    except Exception:
+                        traceback.print_exc()
+            elif isinstance(msg, Shutdown):
+                close = getattr(self.handler, "close", None)
+                if close is not None:
+                    close()
+                return
+
+    def run_call(self, msg: Call) -> None:
+        ctx = CallContext(self.channel, msg)
+        self.channel.active = ctx
+        token = _current.set(ctx)
+        try:
+            if msg.method.startswith("_"):
+                raise AttributeError(f"method {msg.method!r} is private")
+            fn = getattr(self.handler, msg.method)
+            result = fn(*msg.args, **msg.kwargs)
+            if msg.stream:
+                self._stream(ctx, result)
+                return
+            if inspect.isawaitable(result):
+                result = self._run_async(ctx, result)
+            if inspect.isgenerator(result) or inspect.isasyncgen(result):
+                raise TypeError(f"{msg.method} returns a generator: call it with pool.stream()")
+            self.channel.send(Result("result", msg.id, result))
+        except _ParentGone:
+            raise
+        except BaseException as exc:
+            if isinstance(exc, KeyboardInterrupt | SystemExit):
+                raise
+            self._send_error(ctx, exc)
+        finally:
+            _current.reset(token)
+            self.channel.active = None
+
+    def _send_error(self, ctx: CallContext, exc: BaseException) -> None:
+        limit = _limit_of(exc)
+        cancelled = ctx._cancelled or isinstance(exc, CallCancelled | asyncio.CancelledError)
+        text = "".join(traceback.format_exception(exc))
+        try:
+            frame = Error("error", ctx.id, _qualname(exc), str(exc), text, limit, cancelled)
+            self.channel.send(frame)
+        except _ParentGone:
+            raise
+        except Exception:  # e.g. the codec cannot encode something in the message
+            self.channel.send(
+                Error("error", ctx.id, _qualname(exc), repr(exc), text, limit, cancelled)
+            )
+        if limit is not None:  # the process state is suspect: let the parent replace us
+            sys.stdout.flush()
+            os._exit(3)
+
+    def _run_async(self, ctx: CallContext, awaitable: Any) -> Any:
+        loop = self.loop
+
+        async def runner() -> Any:
+            ctx._event = asyncio.Event()
+            return await awaitable
+
+        task = loop.create_task(runner())
+        ctx._task = task
+        fd = self.channel.sock.fileno()
+
+        def readable() -> None:
+            try:
+                self.channel.poll()
+            except _ParentGone:
+                os.killpg(os.getpgrp(), signal.SIGKILL)
+
+        loop.add_reader(fd, readable)
+        try:
+            return loop.run_until_complete(task)
+        finally:
+            loop.remove_reader(fd)
+            ctx._task = None
+
+    def _stream(self, ctx: CallContext, result: Any) -> None:
+        send = self.channel.send
+        if inspect.isgenerator(result):
+            gen = result
+            try:
+                for item in gen:
+                    send(Item("item", ctx.id, item))
+                    ctx.credits -= 1
+                    ctx._wait_credit()
+                    if ctx.cancelled:
+                        raise CallCancelled(f"stream {ctx.id} was cancelled by its consumer")
+            finally:
+                gen.close()
+        elif inspect.isasyncgen(result):
+            agen = result
+
+            async def pump() -> None:
+                try:
+                    async for item in agen:
+                        send(Item("item", ctx.id, item))
+                        ctx.credits -= 1
+                        await ctx._await_credit()
+                        if ctx._cancelled:
+                            raise CallCancelled(f"stream {ctx.id} was cancelled by its consumer")
+                finally:
+                    await agen.aclose()
+
+            self._run_async(ctx, pump())
+        else:
+            raise TypeError(f"{ctx.method} is not a generator; call it with pool.call()")
+        send(End("end", ctx.id))
+
+
+# ------------------------------------------------------------------ process setup
+
+
+def _import_target(target: str) -> Callable[[], Any]:
+    module, _, attr = target.partition(":")
+    factory: Callable[[], Any] = getattr(importlib.import_module(module), attr)
+    return factory
+
+
+def _apply_limits(spec: dict[str, Any]) -> None:
+    mem = spec.get("memory_limit_mb")
+    if mem and spec.get("memory_limit_kind") == "address_space":
+        n = int(mem * 1024 * 1024)
+        resource.setrlimit(resource.RLIMIT_AS, (n, n))
+    cpu = spec.get("cpu_limit_s")
+    if cpu:
+        resource.setrlimit(resource.RLIMIT_CPU, (int(cpu), int(cpu) + 1))
+    files = spec.get("open_files_limit")
+    if files:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (int(files), int(files)))
+
+
+def _preload(spec: dict[str, Any]) -> Callable[[], Any]:
+    for name in spec.get("preload", ()):
+        importlib.import_module(name)
+    return _import_target(spec["target"])
+
+
+def _init_failed(sock: socket.socket, codec: Codec, exc: BaseException) -> None:
+    text = "".join(traceback.format_exception(exc))
+    try:
+        sock.sendall(codec.frame(InitFailed("init_failed", _qualname(exc), str(exc), text)))
+    except OSError:
+        pass
+
+
+def _run_worker(fd: int, spec: dict[str, Any], factory: Callable[[], Any] | None) -> None:
+    sock = socket.socket(fileno=fd)
+    sock.setblocking(True)
+    codec = Codec()
+    try:
+        codec = load_codec(spec.get("codec"))
+        if factory is None:
+            factory = _preload(spec)
+        _apply_limits(spec)
+        handler = factory()
+    except BaseException as exc:
+        _init_failed(sock, codec, exc)
+        os._exit(1)
+    channel = _Channel(sock, codec)
+    info = {"executable": sys.executable, "version": sys.version.split()[0]}
+    try:
+        channel.send(Ready("ready", os.getpid(), info))
+        _Server(channel, handler).serve()
+    except _ParentGone:  # the parent is gone: take our process group (grandchildren) with us
+        os.killpg(os.getpgrp(), signal.SIGKILL)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
+def _template(ctl_fd: int, spec: dict[str, Any]) -> None:
+    """The fork server: pre-import once, fork workers on request, reap and report exits."""
+    ctl = socket.socket(fileno=ctl_fd)
+    codec = Codec()
+    _prctl(_PR_SET_CHILD_SUBREAPER, 1)
+    try:
+        factory = _preload(spec)
+    except BaseException as exc:
+        text = "".join(traceback.format_exception(exc))
+        ctl.send(codec.frame(("init_failed", _qualname(exc), str(exc), text))[4:])
+        os._exit(1)
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_w, False)
+    os.set_blocking(wake_r, False)
+    signal.set_wakeup_fd(wake_w)
+    signal.signal(signal.SIGCHLD, lambda *_: None)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    workers: set[int] = set()
+
+    def send(msg: tuple[Any, ...]) -> None:
+        ctl.send(codec.frame(msg)[4:])
+
+    def stop_all() -> None:
+        for pid in workers:
+            _killpg(pid)
+        os._exit(0)
+
+    send(("ready", os.getpid()))
+    while True:
+        try:
+            readable, _, _ = select.select([ctl.fileno(), wake_r], [], [])
+        except InterruptedError:
+            continue
+        if wake_r in readable:
+            try:
+                os.read(wake_r, 4096)
+            except BlockingIOError:
+                pass
+            while True:
+                try:
+                    pid, status = os.waitpid(-1, os.WNOHANG)
+                except ChildProcessError:
+                    break
+                if pid == 0:
+                    break
+                if pid in workers:
+                    workers.discard(pid)
+                    _killpg(pid)  # grandchildren left in the worker's group
+                    send(("exited", pid, status))
+        if ctl.fileno() in readable:
+            try:
+                data, fds, _flags, _addr = socket.recv_fds(ctl, 1 << 16, 1)
+            except OSError:
+                stop_all()
+            if not data:
+                stop_all()
+            msg = _unpack_plain(data)
+            if msg[0] == "fork" and fds:
+                pid = os.fork()
+                if pid == 0:
+                    try:
+                        ctl.close()
+                        signal.set_wakeup_fd(-1)
+                        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                        os.close(wake_r)
+                        os.close(wake_w)
+                        os.setpgid(0, 0)
+                        _die_with_parent(spec["template_pid"])
+                        _run_worker(fds[0], spec, factory)
+                    finally:
+                        os._exit(1)
+                try:
+                    os.setpgid(pid, pid)
+                except OSError:
+                    pass
+                os.close(fds[0])
+                workers.add(pid)
+                send(("forked", msg[1], pid))
+            else:
+                for fd in fds:
+                    os.close(fd)
+                if msg[0] == "stop":
+                    stop_all()
+
+
+def _unpack_plain(data: bytes) -> Any:
+    import msgpack
+
+    return msgpack.unpackb(data, raw=False)
+
+
+def _killpg(pid: int) -> None:
+    for kill in (os.killpg, os.kill):
+        try:
+            kill(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def main() -> None:
+    """Entry point of a worker or template process (``python -m dspex.pool._boot``)."""
+    spec: dict[str, Any] = json.loads(os.environ.pop("DSPEX_POOL_SPEC"))
+    fd = int(os.environ.pop("DSPEX_POOL_FD"))
+    _die_with_parent(spec["parent_pid"])
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C goes to the parent, which stops us
+    if spec.get("role") == "template":
+        spec["template_pid"] = os.getpid()
+        _template(fd, spec)
+    else:
+        _run_worker(fd, spec, None)

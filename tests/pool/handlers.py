@@ -1,0 +1,151 @@
+"""Handler targets the pool tests run in real worker processes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+from dspex.pool.worker import current_call
+
+
+class Handler:
+    def __init__(self) -> None:
+        self.state: dict[str, Any] = {}
+        self.calls = 0
+
+    def ping(self) -> str:
+        return "pong"
+
+    def echo(self, value: Any) -> Any:
+        return value
+
+    def add(self, a: int, b: int) -> int:
+        return a + b
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def count(self) -> int:
+        self.calls += 1
+        return self.calls
+
+    def sleep(self, seconds: float) -> float:
+        time.sleep(seconds)
+        return seconds
+
+    def spin(self) -> None:
+        while True:
+            pass
+
+    def blocking_c_call(self) -> None:
+        signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGALRM])
+        signal.sigwait([signal.SIGALRM])  # blocks in C forever
+
+    async def asleep(self, seconds: float) -> str:
+        await asyncio.sleep(seconds)
+        return "slept"
+
+    async def aadd(self, a: int, b: int) -> int:
+        await asyncio.sleep(0)
+        return a + b
+
+    def fail(self, message: str) -> None:
+        raise ValueError(message)
+
+    def die(self, sig: int = signal.SIGKILL) -> None:
+        os.kill(os.getpid(), sig)
+
+    def exit(self, code: int) -> None:
+        os._exit(code)
+
+    def allocate(self, mb: int) -> int:
+        block = bytearray(mb * 1024 * 1024)
+        for i in range(0, len(block), 4096):
+            block[i] = 1
+        return len(block)
+
+    def open_files(self, n: int) -> int:
+        files = [open(os.devnull) for _ in range(n)]  # noqa: SIM115
+        return len(files)
+
+    def burn_cpu(self) -> None:
+        while True:
+            pass
+
+    def context(self) -> dict[str, Any]:
+        call = current_call()
+        return {"session": call.session, "remaining": call.remaining(), "method": call.method}
+
+    def cooperative(self, seconds: float) -> str:
+        call = current_call()
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            if call.cancelled:
+                return "cancelled"
+            time.sleep(0.01)
+        return "done"
+
+    def set(self, key: str, value: Any) -> None:
+        self.state[f"{current_call().session}:{key}"] = value
+
+    def get(self, key: str) -> Any:
+        return self.state.get(f"{current_call().session}:{key}")
+
+    def drop_session(self, session: str) -> None:
+        for key in [k for k in self.state if k.startswith(session + ":")]:
+            del self.state[key]
+
+    def size_of(self, data: bytes) -> int:
+        return len(data)
+
+    def blob(self, n: int) -> bytes:
+        return b"\x00" * n
+
+    def ask_parent(self, name: str, *args: Any) -> Any:
+        return current_call().call_parent(name, *args)
+
+    async def aask_parent(self, name: str, *args: Any) -> Any:
+        return await current_call().acall_parent(name, *args)
+
+    def numbers(self, n: int) -> Iterator[int]:
+        yield from range(n)
+
+    def endless(self) -> Iterator[int]:
+        i = 0
+        while True:
+            yield i
+            i += 1
+
+    async def anumbers(self, n: int) -> AsyncIterator[int]:
+        for i in range(n):
+            await asyncio.sleep(0)
+            yield i
+
+    def grandchild(self) -> int:
+        """Double-fork a grandchild that sleeps forever; return its pid."""
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            if os.fork() == 0:
+                os.write(w, str(os.getpid()).encode())
+                time.sleep(3600)
+            os._exit(0)
+        os.waitpid(pid, 0)
+        return int(os.read(r, 64))
+
+
+def make() -> Handler:
+    return Handler()
+
+
+def broken() -> Handler:
+    raise RuntimeError("factory exploded")
+
+
+def slow_init() -> Handler:
+    time.sleep(30)
+    return Handler()
