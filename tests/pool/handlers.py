@@ -149,3 +149,17 @@ def broken() -> Handler:
 def slow_init() -> Handler:
     time.sleep(30)
     return Handler()
+
+
+_retained: list[bytearray] = []
+
+
+def _retain(self: Handler, mb: int) -> int:
+    block = bytearray(mb * 1024 * 1024)
+    for i in range(0, len(block), 4096):
+        block[i] = 1
+    _retained.append(block)
+    return mb
+
+
+Handler.retain = _retain  # type: ignore[attr-defined]

@@ -453,10 +453,20 @@ class Pool:
 
     # ------------------------------------------------------------------ caller side
 
+    def _schedule(self, fn: Callable[..., None], *args: Any) -> None:
+        """Run ``fn(*args)`` on the pool thread (``PoolClosed`` once the pool is gone)."""
+        loop = self._loop or self._ensure_loop()
+        try:
+            loop.call_soon_threadsafe(fn, *args)
+        except RuntimeError:  # the loop is closed
+            raise PoolClosed(f"pool {self.name!r} is closed", pool=self.name) from None
+
     def _ensure_loop(self) -> asyncio.AbstractEventLoop:
         loop = self._loop
-        if loop is not None:
+        if loop is not None and not loop.is_closed():
             return loop
+        if loop is not None:
+            raise PoolClosed(f"pool {self.name!r} is closed", pool=self.name)
         with self._lock:
             if self._loop is None:
                 if self._state in ("closing", "closed"):
@@ -534,13 +544,12 @@ class Pool:
         caller = asyncio.get_running_loop()
         req.caller_loop = caller
         fut = req.fut = caller.create_future()
-        loop = self._loop or self._ensure_loop()
-        loop.call_soon_threadsafe(self._submit, req)
+        self._schedule(self._submit, req)
         try:
             return await fut
         except asyncio.CancelledError:
             if not req.done:
-                loop.call_soon_threadsafe(self._cancel, req)
+                self._schedule(self._cancel, req)
             raise
 
     def _call_sync(
@@ -556,13 +565,12 @@ class Pool:
             raise UserError("call_sync() cannot run on the pool's own thread")
         req = self._new_req(method, args, kwargs, session, timeout, idempotent)
         cfut = req.cfut = concurrent.futures.Future()
-        loop = self._loop or self._ensure_loop()
-        loop.call_soon_threadsafe(self._submit, req)
+        self._schedule(self._submit, req)
         try:
             return cfut.result()
         except BaseException:
             if not req.done:
-                loop.call_soon_threadsafe(self._cancel, req)
+                self._schedule(self._cancel, req)
             raise
 
     # ------------------------------------------------------------------ pool thread: requests

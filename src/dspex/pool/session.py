@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Literal
 
 from dspex import telemetry
-from dspex.errors import ConfigurationError, SessionLost
+from dspex.errors import ConfigurationError, PoolClosed, SessionLost
 from dspex.pool.pool import DEFAULT
 
 if TYPE_CHECKING:
@@ -152,11 +152,10 @@ class Session:
     def close(self) -> None:
         """End the session: the worker is told to drop its state (``handler.drop_session``)."""
         if self._opened and not self._state.closed:
-            loop = self._pool._loop
-            if loop is not None and not loop.is_closed():
-                loop.call_soon_threadsafe(self._pool._close_session, self._state)
-            else:
-                self._state.closed = True
+            try:
+                self._pool._schedule(self._pool._close_session, self._state)
+            except PoolClosed:
+                pass
         self._state.closed = True
 
     async def call(
@@ -305,9 +304,8 @@ class PoolStream:
             loop.call_soon_threadsafe(self._push, value)
 
         req.on_item = on_item
+        self._pool._schedule(self._pool._submit, req)
         self._started = True
-        pool_loop = self._pool._loop or self._pool._ensure_loop()
-        pool_loop.call_soon_threadsafe(self._pool._submit, req)
 
     def _push(self, value: Any) -> None:
         self._items.append(value)
@@ -331,9 +329,7 @@ class PoolStream:
                 value = self._items.popleft()
                 self._consumed += 1
                 if self._consumed >= max(1, self._window // 2) and not fut.done():
-                    loop = self._pool._loop
-                    if loop is not None:
-                        loop.call_soon_threadsafe(self._pool._credit, req, self._consumed)
+                    self._pool._schedule(self._pool._credit, req, self._consumed)
                     self._consumed = 0
                 return value
             if fut.done():
@@ -353,7 +349,9 @@ class PoolStream:
         """Stop early: the worker's generator is cancelled (and the worker freed)."""
         if self._started and not self._finished:
             self._finished = True
-            loop = self._pool._loop
-            if loop is not None and not self._req.done:
-                loop.call_soon_threadsafe(self._pool._cancel, self._req)
+            if not self._req.done:
+                try:
+                    self._pool._schedule(self._pool._cancel, self._req)
+                except PoolClosed:
+                    pass
         self._finished = True
