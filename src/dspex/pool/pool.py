@@ -189,7 +189,9 @@ class _Req:
         self.done = True
         if self.cfut is not None:
             if not self.cfut.done():
-                if ok:
+                if isinstance(value, asyncio.CancelledError):
+                    self.cfut.cancel()
+                elif ok:
                     self.cfut.set_result(value)
                 else:
                     self.cfut.set_exception(value)
@@ -206,6 +208,8 @@ def _deliver(fut: asyncio.Future[Any], ok: bool, value: Any) -> None:
         return
     if ok:
         fut.set_result(value)
+    elif isinstance(value, asyncio.CancelledError):
+        fut.cancel()
     else:
         fut.set_exception(value)
 
@@ -460,6 +464,21 @@ class Pool:
             loop.call_soon_threadsafe(fn, *args)
         except RuntimeError:  # the loop is closed
             raise PoolClosed(f"pool {self.name!r} is closed", pool=self.name) from None
+
+    def _run_on_loop(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run ``fn(*args)`` on the pool thread and wait for it (it must be quick)."""
+        if threading.current_thread() is self._thread:
+            return fn(*args)
+        cf: concurrent.futures.Future[Any] = concurrent.futures.Future()
+
+        def run() -> None:
+            try:
+                cf.set_result(fn(*args))
+            except BaseException as exc:
+                cf.set_exception(exc)
+
+        self._schedule(run)
+        return cf.result()
 
     def _ensure_loop(self) -> asyncio.AbstractEventLoop:
         loop = self._loop

@@ -19,6 +19,7 @@ import asyncio
 import collections
 import time
 import uuid
+import weakref
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -132,8 +133,7 @@ class Session:
     def open(self) -> Session:
         """Register with the pool (done by ``async with``/``with`` or the first call)."""
         if not self._opened:
-            self._pool._ensure_loop()
-            self._pool._open_session(self._state)
+            self._pool._run_on_loop(self._pool._open_session, self._state)
             self._opened = True
         return self
 
@@ -153,7 +153,7 @@ class Session:
         """End the session: the worker is told to drop its state (``handler.drop_session``)."""
         if self._opened and not self._state.closed:
             try:
-                self._pool._schedule(self._pool._close_session, self._state)
+                self._pool._run_on_loop(self._pool._close_session, self._state)
             except PoolClosed:
                 pass
         self._state.closed = True
@@ -235,7 +235,7 @@ class Session:
                 return  # another task rebuilt it meanwhile
             if st.expired:
                 st.closed = False
-                self._pool._open_session(st)
+                self._pool._run_on_loop(self._pool._open_session, st)
             st.lost = st.expired = False
             st.worker = None
             started = time.perf_counter()
@@ -298,10 +298,22 @@ class PoolStream:
         req = self._req
         req.caller_loop = loop
         req.fut = loop.create_future()
-        req.fut.add_done_callback(lambda _: self._poke())
+        ref = weakref.ref(self)  # no cycle: an abandoned stream is freed (and cancelled) at once
+
+        def poke(_: object) -> None:
+            stream = ref()
+            if stream is not None:
+                stream._poke()
+
+        def push(value: Any) -> None:
+            stream = ref()
+            if stream is not None:
+                stream._push(value)
 
         def on_item(value: Any) -> None:  # on the pool thread
-            loop.call_soon_threadsafe(self._push, value)
+            loop.call_soon_threadsafe(push, value)
+
+        req.fut.add_done_callback(poke)
 
         req.on_item = on_item
         self._pool._schedule(self._pool._submit, req)
@@ -334,6 +346,8 @@ class PoolStream:
                 return value
             if fut.done():
                 self._finished = True
+                if fut.cancelled():
+                    raise StopAsyncIteration
                 exc = fut.exception()
                 if exc is not None:
                     raise exc
@@ -344,6 +358,15 @@ class PoolStream:
             except asyncio.CancelledError:
                 await self.aclose()
                 raise
+
+    def __del__(self) -> None:
+        # Abandoned mid-way (e.g. the consuming task was cancelled inside its loop body):
+        # cancel the generator in the worker instead of leaving it waiting for credit.
+        if self._started and not self._finished and not self._req.done:
+            try:
+                self._pool._schedule(self._pool._cancel, self._req)
+            except (PoolClosed, RuntimeError):
+                pass
 
     async def aclose(self) -> None:
         """Stop early: the worker's generator is cancelled (and the worker freed)."""
