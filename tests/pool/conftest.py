@@ -65,6 +65,11 @@ def make_pool() -> Iterator[Callable[..., Pool]]:
     yield make
     for pool in pools:
         pool.close_sync(cancel=True)
+
+
+@pytest.fixture(autouse=True)
+def _no_processes_left_behind() -> Iterator[None]:
+    yield
     left = leftover_processes()
     assert not left, f"processes left behind: {[(p.pid, p.name()) for p in left]}"
 

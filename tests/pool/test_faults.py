@@ -283,10 +283,11 @@ async def test_recycle_by_the_workers_own_rss(make_pool: Callable[..., Pool]) ->
     assert await pool.call("pid", timeout=10) != pid
 
 
+@pytest.mark.parametrize("fork_server", [True, False])
 async def test_double_forked_grandchild_dies_with_its_worker(
-    make_pool: Callable[..., Pool],
+    make_pool: Callable[..., Pool], fork_server: bool
 ) -> None:
-    pool = make_pool(size=1)
+    pool = make_pool(size=1, fork_server=fork_server)
     await pool.start()
     grandchild = await pool.call("grandchild")
     assert psutil.pid_exists(grandchild)

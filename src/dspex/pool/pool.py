@@ -17,6 +17,7 @@ import asyncio
 import collections
 import concurrent.futures
 import itertools
+import os
 import signal
 import socket
 import statistics
@@ -46,7 +47,7 @@ from dspex.errors import (
     WorkerCrashed,
 )
 from dspex.pool import _procs
-from dspex.pool._procs import ExitInfo, SpawnError, kill_group, read_rss
+from dspex.pool._procs import ExitInfo, kill_group, read_rss
 from dspex.pool.config import PoolConfig
 from dspex.pool.protocol import (
     Cancel,
@@ -95,6 +96,7 @@ class _Worker:
         "init_error",
         "limit_hit",
         "pid",
+        "pidfd",
         "recycle_due",
         "req",
         "requests_done",
@@ -109,6 +111,7 @@ class _Worker:
     def __init__(self, wid: int, now: float) -> None:
         self.wid = wid
         self.pid = 0
+        self.pidfd = -1
         self.state: WorkerState = "starting"
         self.transport: asyncio.Transport | None = None
         self.req: _Req | None = None
@@ -1026,6 +1029,9 @@ class Pool:
         prev = w.state
         w.state = "dead"
         self._idle.pop(w, None)
+        self._close_pidfd(w)
+        if w.transport is not None:
+            w.transport.close()
         if w.pid:
             kill_group(
                 w.pid
@@ -1336,7 +1342,8 @@ class Pool:
             if telemetry.has_handlers():
                 telemetry.emit("dspex.pool.worker.start", {}, {"pool": self.name, "pid": w.pid})
             await self._loop.create_unix_connection(lambda: _WorkerProtocol(self, w), sock=ours)
-        except (SpawnError, OSError) as exc:
+            self._watch_exit(w)
+        except Exception as exc:  # SpawnError, OSError... the worker never came up
             ours.close()
             self._workers.pop(w.wid, None)
             w.state = "dead"
@@ -1356,6 +1363,36 @@ class Pool:
             )
         if self._state in ("closing", "closed"):
             self._kill(w, "shutdown")
+
+    def _watch_exit(self, w: _Worker) -> None:
+        """Notice the worker's death itself, not only its pipe's EOF (a forked grandchild
+        may hold the worker's end of the socket open)."""
+        assert self._loop is not None
+        try:
+            w.pidfd = os.pidfd_open(w.pid)
+        except ProcessLookupError:
+            self._on_worker_lost(w)
+            return
+        except OSError:  # no pidfd support: rely on EOF and the template's reports
+            return
+        self._loop.add_reader(w.pidfd, self._on_exit_seen, w)
+
+    def _on_exit_seen(self, w: _Worker) -> None:
+        """The worker process ended. Frames it wrote last are still in the socket: let EOF
+        deliver them first; kill its group so no grandchild keeps the socket open, and give
+        EOF a moment before declaring the worker lost anyway."""
+        self._close_pidfd(w)
+        if w.pid:
+            kill_group(w.pid)
+        assert self._loop is not None
+        self._loop.call_later(0.5, self._on_worker_lost, w)
+
+    def _close_pidfd(self, w: _Worker) -> None:
+        if w.pidfd >= 0:
+            assert self._loop is not None
+            self._loop.remove_reader(w.pidfd)
+            os.close(w.pidfd)
+            w.pidfd = -1
 
     def _startup_expired(self, w: _Worker) -> None:
         w.start_timer = None

@@ -457,6 +457,7 @@ def _init_failed(sock: socket.socket, codec: Codec, exc: BaseException) -> None:
 
 
 def _run_worker(fd: int, spec: dict[str, Any], factory: Callable[[], Any] | None) -> None:
+    os.set_inheritable(fd, False)  # programs the handler runs must not hold our channel
     sock = socket.socket(fileno=fd)
     sock.setblocking(True)
     codec = Codec()
