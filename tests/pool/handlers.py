@@ -163,3 +163,20 @@ def _retain(self: Handler, mb: int) -> int:
 
 
 Handler.retain = _retain  # type: ignore[attr-defined]
+
+
+def _environment(self: Handler) -> dict[str, Any]:
+    import importlib.util
+    import sys
+
+    return {
+        "executable": sys.executable,
+        "prefix": sys.prefix,
+        "has": {
+            m: importlib.util.find_spec(m) is not None
+            for m in ("msgpack", "psutil", "pydantic", "dspy")
+        },
+    }
+
+
+Handler.environment = _environment  # type: ignore[attr-defined]
