@@ -182,3 +182,24 @@ async def test_sync_pool_context_manager(make_pool: Callable[..., Pool]) -> None
             return int(pool.call_sync("add", 20, 22))
 
     assert await asyncio.to_thread(run) == 42
+
+
+def test_pool_implements_the_backend_protocol() -> None:
+    from dspex.pool import PoolBackend, SessionBackend
+
+    pool = Pool(target="handlers:make")
+    assert isinstance(pool, PoolBackend)
+    assert isinstance(pool.session(), SessionBackend)
+    pool.close_sync()
+
+
+def test_import_is_light() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, dspex.pool, dspex.pool.worker; "
+        "print(sorted(m for m in ('psutil', 'pydantic', 'dspy', 'dspex.pool.pool') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

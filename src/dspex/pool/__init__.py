@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 from dspex._lazy import lazy_getattr
 
 if TYPE_CHECKING:
+    from dspex.pool.base import PoolBackend, SessionBackend
     from dspex.pool.config import PoolConfig
     from dspex.pool.pool import DEFAULT, Pool
     from dspex.pool.registry import configured_pools, get_pool, running_pools, shutdown_pools
@@ -33,9 +34,11 @@ __all__ = [
     "CallCancelled",
     "CallContext",
     "Pool",
+    "PoolBackend",
     "PoolConfig",
     "PoolStream",
     "Session",
+    "SessionBackend",
     "configured_pools",
     "current_call",
     "get_pool",
@@ -50,9 +53,11 @@ __getattr__ = lazy_getattr(
         "CallCancelled": "dspex.pool.worker",
         "CallContext": "dspex.pool.worker",
         "Pool": "dspex.pool.pool",
+        "PoolBackend": "dspex.pool.base",
         "PoolConfig": "dspex.pool.config",
         "PoolStream": "dspex.pool.session",
         "Session": "dspex.pool.session",
+        "SessionBackend": "dspex.pool.base",
         "configured_pools": "dspex.pool.registry",
         "current_call": "dspex.pool.worker",
         "get_pool": "dspex.pool.registry",
