@@ -217,7 +217,9 @@ def _deliver(fut: asyncio.Future[Any], ok: bool, value: Any) -> None:
         fut.set_exception(value)
 
 
-_ARRAY8 = b"\x98"  # msgpack fixarray of 8 elements: a Call message
+# A Call frame is assembled from pre-packed parts: fixarray(8) + "call" + id + method + the
+# caller-packed args/kwargs + the last three fields (a packed 3-tuple minus its array header).
+_CALL_PREFIX = b"\x98" + msgpack.packb("call")
 
 
 def _pack_args(args: tuple[Any, ...], kwargs: dict[str, Any], codec: Codec) -> bytes:
@@ -778,17 +780,14 @@ class Pool:
         if sess is not None and sess.worker is None:
             sess.worker = w
             w.sessions.add(sess.id)
-        codec_pack = self._codec._packer.pack
+        pack = self._codec._packer.pack
         frame = b"".join(
             (
-                _ARRAY8,
-                codec_pack("call"),
-                codec_pack(req.id),
-                codec_pack(req.method),
+                _CALL_PREFIX,
+                pack(req.id),
+                pack(req.method),
                 req.args_bytes,
-                codec_pack(remaining),
-                codec_pack(None if sess is None else sess.id),
-                codec_pack(req.stream),
+                pack((remaining, None if sess is None else sess.id, req.stream))[1:],
             )
         )
         w.send(len(frame).to_bytes(4, "big") + frame)
@@ -853,7 +852,9 @@ class Pool:
     # ------------------------------------------------------------------ pool thread: workers
 
     def _on_message(self, w: _Worker, msg: Message) -> None:
-        if isinstance(msg, Result | Error | End):
+        kind = msg[0]
+        if kind == "result" or kind == "error" or kind == "end":
+            assert isinstance(msg, Result | Error | End)
             req = w.req
             if req is None or req.id != msg.id:
                 return

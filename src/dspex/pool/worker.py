@@ -235,11 +235,11 @@ class _Channel:
     def _route(self, data: bytes) -> None:
         for body in self.buf.feed(data):
             msg = self.codec.unpack(body)
-            if isinstance(msg, Cancel | Credit | ParentReply):
+            kind = msg[0]
+            if kind == "cancel" or kind == "credit" or kind == "parent_reply":
+                assert isinstance(msg, Cancel | Credit | ParentReply)
                 active = self.active
-                if active is not None and (
-                    msg.id == active.id if not isinstance(msg, ParentReply) else True
-                ):
+                if active is not None and (kind == "parent_reply" or msg.id == active.id):
                     active._on_control(msg)
             else:
                 self.inbox.append(msg)
