@@ -50,9 +50,10 @@ from dspex.settings import configure, context, current, reset_defaults
 if TYPE_CHECKING:
     from dspex import telemetry, testing
     from dspex.adapters import Adapter, ChatAdapter, History, JSONAdapter
+    from dspex.bridge import DSPySession, dspy
     from dspex.lm import LM, BaseLM
     from dspex.modules import ChainOfThought, Predict
-    from dspex.primitives import Completions, Example, Module, Prediction
+    from dspex.primitives import Completions, Example, Module, Prediction, StreamChunk
     from dspex.signatures import InputField, OutputField, Signature
 
 __version__ = "0.1.0"
@@ -64,6 +65,7 @@ _LAZY: dict[str, str] = {
     "ChainOfThought": "dspex.modules",
     "ChatAdapter": "dspex.adapters",
     "Completions": "dspex.primitives",
+    "DSPySession": "dspex.bridge",
     "Example": "dspex.primitives",
     "History": "dspex.adapters",
     "InputField": "dspex.signatures",
@@ -74,6 +76,8 @@ _LAZY: dict[str, str] = {
     "Predict": "dspex.modules",
     "Prediction": "dspex.primitives",
     "Signature": "dspex.signatures",
+    "StreamChunk": "dspex.primitives",
+    "dspy": "dspex.bridge",
 }
 _SUBMODULES = frozenset({"telemetry", "testing"})
 
@@ -90,6 +94,7 @@ __all__ = [
     "ConfigurationError",
     "ContextWindowExceeded",
     "DSPexError",
+    "DSPySession",
     "Example",
     "ExecutionTimeout",
     "History",
@@ -123,12 +128,14 @@ __all__ = [
     "StateError",
     "StepInputMissing",
     "StepTimeout",
+    "StreamChunk",
     "UserError",
     "WorkerCrashed",
     "__version__",
     "configure",
     "context",
     "current",
+    "dspy",
     "errors",
     "is_retryable",
     "reset_defaults",

@@ -61,6 +61,9 @@ class Settings:
     """Fraction of calls run in compare mode (both implementations, divergence reported)."""
     pools: Mapping[str, Any] = field(default_factory=dict)
     """Worker-pool specs by name; validated by :mod:`dspex.pool` when a pool starts."""
+    dspy_import_roots: tuple[str, ...] = ()
+    """Extra top-level packages DSPy workers may import by path (your tools, pydantic types),
+    besides ``dspy`` and ``dspex``; nothing else can be imported through the pool protocol."""
     cache_dir: Path = field(default_factory=_default_cache_dir)
     """Root of on-disk caches (LM responses, DSPy's own cache in workers)."""
     track_usage: bool = True
@@ -85,6 +88,14 @@ class Settings:
                     f"implementation_overrides[{kind!r}] must be one of {_IMPLEMENTATIONS}, "
                     f"got {impl!r}"
                 )
+        roots = self.dspy_import_roots
+        if isinstance(roots, str) or not all(
+            isinstance(r, str) and r.isidentifier() for r in roots
+        ):
+            raise ConfigurationError(
+                f"dspy_import_roots must be a sequence of top-level package names, got {roots!r}"
+            )
+        object.__setattr__(self, "dspy_import_roots", tuple(roots))
         if not isinstance(self.cache_dir, Path):
             object.__setattr__(self, "cache_dir", Path(self.cache_dir))
 

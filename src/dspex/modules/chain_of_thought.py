@@ -15,6 +15,7 @@ class ChainOfThought(Module):
     """Reason step by step, then answer: the signature gains ``reasoning`` as first output."""
 
     _dspex_kind: ClassVar[str] = "chain_of_thought"
+    _dspy_target: ClassVar[str] = "dspy.ChainOfThought"
     implementation: str = "native"
 
     def __init__(
@@ -27,7 +28,6 @@ class ChainOfThought(Module):
         from dspex.signatures import OutputField, ensure_signature
 
         super().__init__()
-        config.pop("implementation", None)
         signature = ensure_signature(signature)
         field_type = rationale_field.annotation if rationale_field else rationale_field_type
         field = rationale_field if rationale_field else OutputField(desc="${reasoning}")

@@ -56,6 +56,7 @@ class Predict(Module, Parameter):
     """
 
     _dspex_kind: ClassVar[str] = "predict"
+    _dspy_target: ClassVar[str] = "dspy.Predict"
     implementation: str = "native"
 
     def __init__(
@@ -67,7 +68,6 @@ class Predict(Module, Parameter):
         from dspex.signatures import ensure_signature
 
         super().__init__(callbacks=callbacks)
-        config.pop("implementation", None)  # consumed by the router at construction
         self.signature = ensure_signature(signature)
         self.config: dict[str, Any] = config
         self.reset()

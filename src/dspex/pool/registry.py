@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import atexit
 import threading
+from collections.abc import Mapping
+from typing import Any
 
 from dspex.errors import ConfigurationError
 from dspex.pool.config import PoolConfig
@@ -27,8 +29,13 @@ def configured_pools() -> dict[str, PoolConfig]:
     return {name: PoolConfig.from_mapping(spec) for name, spec in settings.current().pools.items()}
 
 
-def get_pool(name: str = "default") -> Pool:
-    """The pool called ``name``, created from the settings on first use (thread-safe)."""
+def get_pool(name: str = "default", *, default: Mapping[str, Any] | None = None) -> Pool:
+    """The pool called ``name``, created from the settings on first use (thread-safe).
+
+    ``default`` is the spec of a built-in pool (the DSPy backend's ``"dspy"`` pool): used
+    when the settings do not declare ``name``, and under the declared options when they do
+    (``env`` mappings are merged).
+    """
     with _lock:
         pool = _pools.get(name)
         if pool is not None and pool.state not in ("closing", "closed"):
@@ -36,14 +43,23 @@ def get_pool(name: str = "default") -> Pool:
         from dspex import settings
 
         specs = settings.current().pools
-        if name not in specs:
+        if name not in specs and default is None:
             known = ", ".join(sorted(specs)) or "none"
             raise ConfigurationError(
                 f"no pool named {name!r} is configured (configured: {known}); "
                 "declare it with dspex.configure(pools={...})",
                 field="pools",
             )
-        pool = Pool(PoolConfig.from_mapping(specs[name]), name=name)
+        declared = specs.get(name)
+        if isinstance(declared, PoolConfig):
+            config = declared
+        elif default is None:
+            config = PoolConfig.from_mapping(specs[name])
+        else:
+            spec = {**default, **dict(declared or {})}
+            spec["env"] = {**dict(default.get("env") or {}), **dict(spec.get("env") or {})}
+            config = PoolConfig.from_mapping(spec)
+        pool = Pool(config, name=name)
         _pools[name] = pool
         return pool
 

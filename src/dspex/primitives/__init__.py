@@ -3,5 +3,6 @@
 from dspex.primitives.example import Example
 from dspex.primitives.module import Module, Parameter
 from dspex.primitives.prediction import Completions, Prediction
+from dspex.primitives.streaming import StreamChunk
 
-__all__ = ["Completions", "Example", "Module", "Parameter", "Prediction"]
+__all__ = ["Completions", "Example", "Module", "Parameter", "Prediction", "StreamChunk"]

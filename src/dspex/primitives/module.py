@@ -49,9 +49,23 @@ class Parameter:
 
 
 class _ModuleMeta(type):
-    """Guarantees base attributes even when a subclass forgets ``super().__init__()``."""
+    """Guarantees base attributes even when a subclass forgets ``super().__init__()``.
+
+    A class that declares ``_dspy_target`` (``Predict`` -> ``"dspy.Predict"``) is routed at
+    construction: ``implementation=`` and the settings decide whether a native object or a
+    :class:`~dspex.bridge.remote.RemoteModule` running the DSPy class is built.
+    """
 
     def __call__(cls, *args: Any, **kwargs: Any) -> Any:
+        target = cls.__dict__.get("_dspy_target")
+        if target is not None:
+            from dspex.router import choose
+
+            requested = kwargs.pop("implementation", None)
+            if choose(cls.__dict__["_dspex_kind"], requested) == "dspy":
+                from dspex.bridge.remote import RemoteModule
+
+                return RemoteModule(target, *args, **kwargs)
         obj: Any = cls.__new__(cls)  # type: ignore[call-overload]
         if isinstance(obj, cls):
             Module._base_init(obj)

@@ -1,0 +1,415 @@
+"""The worker side of the DSPy backend: a pool handler that hosts real DSPy objects.
+
+Each pool worker of the ``dspy`` pool runs one :class:`DSPyHost`. The parent asks it to
+create objects by import path (``create``), call their methods (``call``), read and write
+attributes (``get``/``set``), move their state (``dump_state``/``load_state``), stream a
+module's output (``stream``) and forget them (``release``). Objects live per pool session:
+a session's objects are dropped when the session ends.
+
+Security: only import roots on the allow-list can be reached through the protocol —
+``dspy``, ``dspex`` and the modules the parent configured (``dspy_import_roots``). A few
+side-effect-free standard modules may additionally be named *as types* (``datetime:date``
+in a signature), never as functions to call.
+
+Every method answers ``[True, value]`` or ``[False, error]``; the error is the wire form of
+a DSPex error (:mod:`dspex.bridge.errors`) with the DSPy exception type and traceback, and
+API keys scrubbed. Values cross in the tagged form of :mod:`dspex.bridge.convert`.
+"""
+
+from __future__ import annotations
+
+import collections
+import functools
+import inspect
+import itertools
+import os
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from dspex.bridge.convert import TAG, Decoder, Encoder, decode_type, import_path
+from dspex.bridge.errors import error_payload
+from dspex.errors import SecurityError, SessionLost, UserError
+
+__all__ = ["ALWAYS_ALLOWED", "IMPORT_ROOTS_ENV", "DSPyHost", "make_host"]
+
+ALWAYS_ALLOWED = ("dspy", "dspex")
+IMPORT_ROOTS_ENV = "DSPEX_DSPY_IMPORT_ROOTS"
+"""Comma-separated extra import roots, set by the parent from ``dspy_import_roots``."""
+_TYPE_ONLY_ROOTS = frozenset(
+    {"datetime", "decimal", "uuid", "typing", "pydantic", "enum", "pathlib", "collections"}
+)
+_LM_CACHE_SIZE = 32
+
+Envelope = list[Any]
+
+
+def make_host() -> DSPyHost:
+    """Pool factory (``target="dspex.bridge.host:make_host"``)."""
+    extra = [r.strip() for r in os.environ.get(IMPORT_ROOTS_ENV, "").split(",") if r.strip()]
+    return DSPyHost(extra)
+
+
+def _root(path: str) -> str:
+    module = path.partition(":")[0] if ":" in path else path.rpartition(".")[0]
+    return module.split(".")[0]
+
+
+def _enveloped(fn: Callable[..., Any]) -> Callable[..., Envelope]:
+    """Answer ``[True, result]`` or ``[False, wire error]`` instead of raising."""
+
+    @functools.wraps(fn)
+    def wrapper(self: DSPyHost, *args: Any, **kwargs: Any) -> Envelope:
+        try:
+            return [True, fn(self, *args, **kwargs)]
+        except Exception as exc:
+            return [False, error_payload(exc, self._secrets)]
+
+    return wrapper
+
+
+class DSPyHost:
+    """Hosts DSPy objects for the parent process (one per worker)."""
+
+    def __init__(self, import_roots: list[str] | tuple[str, ...] = ()) -> None:
+        import dspy
+
+        self._dspy = dspy
+        self.roots = frozenset((*ALWAYS_ALLOWED, *import_roots))
+        self._sessions: dict[str | None, dict[str, Any]] = {}
+        self._lms: collections.OrderedDict[tuple[Any, ...], Any] = collections.OrderedDict()
+        self._secrets: set[str] = set()
+        self._ids = itertools.count(1)
+        self._active: dict[str | None, Any] = {}
+        self._parent_lock = threading.Lock()
+        self._encoder = Encoder(on_module=self._hold_module, on_other=self._hold_object)
+        self._decoder = Decoder("dspy", resolve=self.resolve, on_tag=self._decode_tag)
+
+    # ------------------------------------------------------------------ import policy
+    def resolve(self, path: str) -> Any:
+        """Import ``path`` if its root is allowed (types may also come from safe stdlib roots)."""
+        if not isinstance(path, str):
+            raise SecurityError(f"import path must be a string, got {type(path).__name__}")
+        root = _root(path)
+        if root not in self.roots and root not in _TYPE_ONLY_ROOTS:
+            raise SecurityError(
+                f"import of {path!r} refused: {root!r} is not an allowed import root "
+                f"(allowed: {', '.join(sorted(self.roots))}); allow it in the parent with "
+                f"dspex.configure(dspy_import_roots=[{root!r}])",
+                path=path,
+            )
+        try:
+            obj = import_path(path)
+        except (ImportError, AttributeError) as exc:
+            raise UserError(f"cannot import {path!r} in the DSPy worker: {exc}") from exc
+        if root not in self.roots and not isinstance(obj, type):
+            raise SecurityError(
+                f"{path!r} may only be named as a type, not used as a callable", path=path
+            )
+        return obj
+
+    # ------------------------------------------------------------------ objects
+    def _objects(self, create: bool = False) -> dict[str, Any]:
+        session = self._session()
+        objects = self._sessions.get(session)
+        if objects is None:
+            objects = {}
+            if create:
+                self._sessions[session] = objects
+        return objects
+
+    def _session(self) -> str | None:
+        from dspex.pool.worker import current_call
+
+        try:
+            return current_call().session
+        except RuntimeError:
+            return None
+
+    def _get(self, oid: str) -> Any:
+        objects = self._objects()
+        if oid not in objects:
+            raise SessionLost(
+                f"object {oid} is not in this worker (its session was lost or released)",
+                reason="object_lost",
+                object=oid,
+            )
+        return objects[oid]
+
+    def _hold(self, obj: Any) -> str:
+        oid = f"w{next(self._ids)}"
+        self._objects(create=True)[oid] = obj
+        return oid
+
+    def _hold_module(self, value: Any) -> dict[str, Any] | None:
+        if isinstance(value, self._dspy.Module):
+            return {TAG: "object", "id": self._hold(value), **_describe(value, self._dspy)}
+        return None
+
+    def _hold_object(self, value: Any) -> dict[str, Any] | None:
+        if inspect.ismodule(value) or inspect.isclass(value):
+            return None
+        return {TAG: "object", "id": self._hold(value), **_describe(value, self._dspy)}
+
+    def _decode_tag(self, tag: str, data: dict[str, Any]) -> Any:
+        if tag == "object":
+            return self._get(data["id"])
+        if tag == "callback":
+            return self._callback_proxy(data)
+        if tag == "module":
+            return self._rebuild_native(data)
+        if tag == "remote_copy":
+            return self._create(
+                f"copy{next(self._ids)}", data["path"], data["args"], data["kwargs"], data["state"]
+            )
+        return NotImplemented
+
+    def _rebuild_native(self, data: dict[str, Any]) -> Any:
+        """A native DSPex Predict/ChainOfThought sent by value becomes the DSPy module."""
+        dspy = self._dspy
+        kinds = {"predict": dspy.Predict, "chain_of_thought": dspy.ChainOfThought}
+        cls = kinds.get(data.get("kind", ""))
+        if cls is None:
+            raise UserError(
+                f"a native {data.get('kind')!r} module cannot be sent to DSPy; "
+                "pass a Predict, a ChainOfThought or a module created with dspex.dspy(...)"
+            )
+        signature = self._decoder.decode(data["signature"])
+        if data.get("kind") == "chain_of_thought":
+            # the native signature already carries the reasoning field
+            signature = signature.delete("reasoning")
+        module = cls(signature, **self._decoder.decode(data.get("config") or {}))
+        state = data.get("state")
+        if state:
+            module.load_state(state)
+        return module
+
+    def _callback_proxy(self, data: dict[str, Any]) -> Callable[..., Any]:
+        """A function that calls the parent's callback ``data["name"]`` (same signature)."""
+        host = self
+        name = data["name"]
+        session = self._session()
+
+        def proxy(*args: Any, **kwargs: Any) -> Any:
+            from dspex.pool.worker import _current
+
+            call = _current.get() or host._active.get(session)
+            if call is None:
+                raise UserError(f"parent callback {data.get('fn_name')!r} called outside a call")
+            wire_args = host._encoder.encode(list(args))
+            wire_kwargs = host._encoder.encode(kwargs)
+            with host._parent_lock:  # DSPy may call tools from its own threads
+                answer = call.call_parent(name, wire_args, wire_kwargs)
+            ok, value = answer
+            if not ok:
+                from dspex.bridge.errors import raise_payload
+
+                raise_payload(value)
+            return host._decoder.decode(value)
+
+        proxy.__name__ = proxy.__qualname__ = str(data.get("fn_name") or name)
+        proxy.__doc__ = data.get("doc")
+        params = []
+        annotations: dict[str, Any] = {}
+        for spec in data.get("params") or []:
+            kind = getattr(inspect.Parameter, spec["kind"])
+            default = (
+                self._decoder.decode(spec["default"])
+                if "default" in spec
+                else inspect.Parameter.empty
+            )
+            annotation: Any = inspect.Parameter.empty
+            if "type" in spec:
+                annotation = decode_type(spec["type"], "dspy", self.resolve)
+                annotations[spec["name"]] = annotation
+            params.append(
+                inspect.Parameter(spec["name"], kind, default=default, annotation=annotation)
+            )
+        returns: Any = inspect.Signature.empty
+        if "returns" in data:
+            returns = decode_type(data["returns"], "dspy", self.resolve)
+            annotations["return"] = returns
+        proxy.__signature__ = inspect.Signature(params, return_annotation=returns)  # type: ignore[attr-defined]
+        proxy.__annotations__ = annotations
+        return proxy
+
+    # ------------------------------------------------------------------ LMs and settings
+    def _lm(self, spec: dict[str, Any]) -> Any:
+        key = (
+            spec["model"],
+            spec.get("api_base"),
+            spec.get("api_key"),
+            spec.get("cache", True),
+            spec.get("num_retries", 3),
+            spec.get("timeout"),
+            tuple(sorted((k, repr(v)) for k, v in (spec.get("kwargs") or {}).items())),
+        )
+        lm = self._lms.get(key)
+        if lm is not None:
+            self._lms.move_to_end(key)
+            return lm
+        if spec.get("api_key"):
+            self._secrets.add(spec["api_key"])
+        kwargs = dict(spec.get("kwargs") or {})
+        for name in ("api_base", "api_key", "timeout"):
+            if spec.get(name) is not None:
+                kwargs[name] = spec[name]
+        lm = self._dspy.LM(
+            spec["model"],
+            cache=spec.get("cache", True),
+            num_retries=spec.get("num_retries", 3),
+            **kwargs,
+        )
+        self._lms[key] = lm
+        if len(self._lms) > _LM_CACHE_SIZE:
+            self._lms.popitem(last=False)
+        return lm
+
+    @contextmanager
+    def _context(self, ctx: dict[str, Any] | None) -> Iterator[None]:
+        """Run under the parent's LM and adapter; remember the call for callback proxies."""
+        from dspex.pool.worker import _current
+
+        session = self._session()
+        self._active[session] = _current.get()
+        overrides: dict[str, Any] = {"track_usage": True}
+        ctx = ctx or {}
+        if ctx.get("lm"):
+            overrides["lm"] = self._lm(ctx["lm"])
+        adapter = ctx.get("adapter")
+        if adapter:
+            overrides["adapter"] = getattr(self._dspy, adapter)()
+        try:
+            with self._dspy.context(**overrides):
+                yield
+        finally:
+            self._active.pop(session, None)
+
+    # ------------------------------------------------------------------ protocol methods
+    # Every object method takes ``make``: the creation recipe ``[path, args, kwargs, state]``
+    # the parent sends until it knows the worker has the object (creation costs no round trip).
+
+    def ping(self) -> str:
+        return self._dspy.__version__  # type: ignore[no-any-return]
+
+    def _create(self, oid: str, path: str, args: Any, kwargs: Any, state: Any) -> Any:
+        factory = self.resolve(path)
+        if not callable(factory):
+            raise UserError(f"{path!r} is not a class or function")
+        with self._context(None):
+            obj = factory(*self._decoder.decode(args), **self._decoder.decode(kwargs))
+        if state is not None:
+            obj.load_state(state)
+        self._objects(create=True)[oid] = obj
+        return obj
+
+    def _obj(self, oid: str, make: list[Any] | None) -> Any:
+        if make is not None and oid not in self._objects():
+            return self._create(oid, *make)
+        return self._get(oid)
+
+    @_enveloped
+    def create(self, oid: str, path: str, args: Any, kwargs: Any, state: Any = None) -> Any:
+        """Instantiate ``path(*args, **kwargs)`` as object ``oid`` of this session."""
+        return _describe(self._create(oid, path, args, kwargs, state), self._dspy)
+
+    @_enveloped
+    def call(
+        self,
+        oid: str,
+        method: str,
+        args: Any,
+        kwargs: Any,
+        ctx: dict[str, Any] | None = None,
+        make: list[Any] | None = None,
+    ) -> Any:
+        """``obj.method(*args, **kwargs)`` under the parent's settings; the encoded result."""
+        obj = self._obj(oid, make)
+        if method.startswith("_") and method != "__call__":
+            raise SecurityError(f"method {method!r} is private", method=method)
+        fn = getattr(obj, method)
+        with self._context(ctx):
+            result = fn(*self._decoder.decode(args), **self._decoder.decode(kwargs))
+        return self._encoder.encode(result)
+
+    def _walk(self, obj: Any, name: str) -> tuple[Any, str]:
+        """``(owner, last)`` for a dotted attribute path; private names are refused."""
+        parts = name.split(".")
+        if any(not p or p.startswith("_") for p in parts):
+            raise SecurityError(f"attribute {name!r} is private or malformed", attribute=name)
+        for part in parts[:-1]:
+            obj = getattr(obj, part)
+        return obj, parts[-1]
+
+    @_enveloped
+    def get(self, oid: str, name: str, make: list[Any] | None = None) -> Any:
+        owner, last = self._walk(self._obj(oid, make), name)
+        return self._encoder.encode(getattr(owner, last))
+
+    @_enveloped
+    def set(self, oid: str, name: str, value: Any, make: list[Any] | None = None) -> None:
+        owner, last = self._walk(self._obj(oid, make), name)
+        setattr(owner, last, self._decoder.decode(value))
+
+    @_enveloped
+    def dump_state(self, oid: str, make: list[Any] | None = None) -> Any:
+        return self._obj(oid, make).dump_state()
+
+    @_enveloped
+    def load_state(self, oid: str, state: dict[str, Any], make: list[Any] | None = None) -> None:
+        self._obj(oid, make).load_state(state)
+
+    @_enveloped
+    def release(self, oid: str, make: list[Any] | None = None) -> None:
+        self._objects().pop(oid, None)
+
+    async def stream(
+        self,
+        oid: str,
+        kwargs: Any,
+        ctx: dict[str, Any] | None = None,
+        make: list[Any] | None = None,
+    ) -> AsyncIterator[Envelope]:
+        """Field-level chunks of a module's outputs (``dspy.streamify``), then the prediction."""
+        try:
+            program = self._obj(oid, make)
+            dspy = self._dspy
+            from dspy.streaming import StreamListener, StreamResponse
+
+            listeners = [
+                StreamListener(signature_field_name=name, predict=predictor, predict_name=pname)
+                for pname, predictor in program.named_predictors()
+                for name in predictor.signature.output_fields
+            ]
+            streamed = dspy.streamify(program, stream_listeners=listeners)
+            with self._context(ctx):
+                async for item in streamed(**self._decoder.decode(kwargs)):
+                    if isinstance(item, StreamResponse):
+                        yield [
+                            True,
+                            {
+                                "kind": "chunk",
+                                "field": item.signature_field_name,
+                                "chunk": item.chunk,
+                                "predictor": item.predict_name,
+                                "last": item.is_last_chunk,
+                            },
+                        ]
+                    elif isinstance(item, dspy.Prediction):
+                        yield [True, {"kind": "prediction", "value": self._encoder.encode(item)}]
+        except Exception as exc:
+            yield [False, error_payload(exc, self._secrets)]
+
+    def drop_session(self, session_id: str) -> None:
+        self._sessions.pop(session_id, None)
+        self._active.pop(session_id, None)
+
+
+def _describe(obj: Any, dspy: Any) -> dict[str, Any]:
+    cls = type(obj)
+    return {
+        "type": f"{cls.__module__}.{cls.__qualname__}",
+        "is_module": isinstance(obj, dspy.Module),
+        "callable": callable(obj),
+    }

@@ -1,0 +1,333 @@
+"""The parent side of the DSPy backend: a session of objects hosted in one DSPy worker.
+
+A :class:`DSPySession` wraps one ``strict_queue`` session of the ``dspy`` pool. Every remote
+object created through it is registered with its *recipe* (import path, encoded constructor
+arguments, last known state); when the worker dies the pool runs :meth:`DSPySession._rebuild`
+on another worker, which recreates every recipe object, so the next call succeeds. With
+``rehydrate=False`` a lost worker surfaces as ``SessionLost`` instead.
+
+Python callables in arguments cross as import paths when the worker may import them, and
+otherwise as *parent callbacks*: the worker gets a function with the same name, docstring and
+signature that calls back into this process (ReAct tools, metrics, reward functions).
+"""
+
+from __future__ import annotations
+
+import inspect
+import itertools
+import os
+import sys
+import typing
+import uuid
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from dspex import settings
+from dspex.bridge.convert import TAG, Decoder, Encoder, encode_type, is_importable
+from dspex.bridge.errors import error_payload, raise_payload
+from dspex.errors import ConfigurationError, SignatureError, UserError
+
+if TYPE_CHECKING:
+    from dspex.bridge.remote import RemoteObject
+    from dspex.pool.pool import Pool
+    from dspex.pool.session import Session
+
+__all__ = ["DSPY_POOL", "DSPySession", "dspy_pool", "lm_spec"]
+
+DSPY_POOL = "dspy"
+"""Name of the pool that runs DSPy (declare it in ``dspex.configure(pools=...)`` to tune it)."""
+
+
+def _pool_defaults() -> dict[str, Any]:
+    from dspex.bridge.host import IMPORT_ROOTS_ENV
+
+    current = settings.current()
+    cache_dir = current.cache_dir / "dspy"
+    return {
+        "target": "dspex.bridge.host:make_host",
+        "size": 2,
+        "preload": ("dspy",),
+        "request_timeout": 600.0,
+        "queue_timeout": 120.0,
+        "startup_timeout": 60.0,
+        # the parent's import path, so user modules on the allow-list import the same way
+        "pythonpath": tuple(p for p in sys.path if p and os.path.isdir(p)),
+        "env": {
+            "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+            "DSPY_CACHEDIR": str(cache_dir),
+            IMPORT_ROOTS_ENV: ",".join(current.dspy_import_roots),
+        },
+    }
+
+
+def dspy_pool() -> Pool:
+    """The pool of DSPy workers (built from the settings on first use)."""
+    from dspex.pool.registry import get_pool
+
+    return get_pool(DSPY_POOL, default=_pool_defaults())
+
+
+def lm_spec(lm: Any) -> dict[str, Any]:
+    """What a worker needs to build the same LM in DSPy (the key travels, is never logged)."""
+    from dspex.lm import LM
+
+    if not isinstance(lm, LM):
+        raise ConfigurationError(
+            f"implementation='dspy' needs an HTTP LM (dspex.LM) to hand to DSPy, got "
+            f"{type(lm).__name__}; in-process LMs such as DummyLM only run natively"
+        )
+    endpoint = lm.endpoint
+    return {
+        "model": lm.model,
+        "api_base": endpoint.api_base or None,
+        "api_key": endpoint.api_key,
+        "cache": lm.cache,
+        "num_retries": lm.num_retries,
+        "timeout": lm.timeout,
+        "kwargs": dict(lm.kwargs),
+    }
+
+
+def call_context(lm: Any = None) -> dict[str, Any]:
+    """The parent's settings a worker call runs under: the LM and the adapter."""
+    current = settings.current()
+    lm = lm if lm is not None else current.lm
+    adapter = current.adapter
+    return {
+        "lm": None if lm is None else lm_spec(lm),
+        "adapter": None if adapter is None else type(adapter).__name__,
+    }
+
+
+@dataclass
+class _Recipe:
+    path: str
+    args: Any
+    kwargs: Any
+    state: Any = None
+
+
+class DSPySession:
+    """Objects hosted in one DSPy worker, pinned there, rebuilt elsewhere if it dies."""
+
+    _numbers = itertools.count(1)
+
+    def __init__(self, *, rehydrate: bool = True, pool: Pool | None = None) -> None:
+        self._pool = pool
+        self._rehydrate = rehydrate
+        self._tag = f"s{next(self._numbers)}{uuid.uuid4().hex[:6]}"
+        self._oids = itertools.count(1)
+        self._recipes: dict[str, _Recipe] = {}
+        self._created: set[str] = set()
+        self._callbacks: dict[int, tuple[str, Any]] = {}
+        self._session: Session | None = None
+        self.encoder = Encoder(on_callable=self._export_callable, on_module=self._encode_module)
+        self.decoder = Decoder("dspex", on_tag=self._decode_tag)
+
+    def __repr__(self) -> str:
+        return f"<DSPySession {self._tag} objects={len(self._recipes)}>"
+
+    # ------------------------------------------------------------------ pool session
+    @property
+    def pool_session(self) -> Session:
+        if self._session is None:
+            pool = self._pool or dspy_pool()
+            self._session = pool.session(
+                mode="strict_queue", recipe=self._rebuild if self._rehydrate else None
+            )
+            for name, wrapper in self._callbacks.values():
+                self._session.register_callback(name, wrapper)
+        return self._session
+
+    @property
+    def worker_pid(self) -> int | None:
+        return None if self._session is None else self._session.worker_pid
+
+    async def _rebuild(self, session: Session) -> None:
+        """Recreate every recipe object on the new worker (the pool calls this after a loss)."""
+        self._created.clear()
+        for oid, recipe in list(self._recipes.items()):
+            ok, value = await session.call(
+                "create", oid, recipe.path, recipe.args, recipe.kwargs, recipe.state
+            )
+            if not ok:
+                raise_payload(value)
+            self._created.add(oid)
+
+    def close(self) -> None:
+        """Drop every object of this session in the worker."""
+        if self._session is not None:
+            self._session.close()
+            self._session = None
+        self._created.clear()
+
+    # ------------------------------------------------------------------ objects
+    def new_object(self, path: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+        """Register a recipe object (created in the worker on first use); its id."""
+        if not isinstance(path, str) or not path:
+            raise UserError(f"a DSPy class must be named by import path, got {path!r}")
+        if not path.startswith(("dspy.", "dspy:")) and ":" not in path and "." not in path:
+            raise UserError(f"{path!r} is not an import path such as 'dspy.ReAct'")
+        oid = f"{self._tag}.{next(self._oids)}"
+        self._recipes[oid] = _Recipe(
+            path, self.encoder.encode(list(args)), self.encoder.encode(kwargs)
+        )
+        return oid
+
+    def recipe(self, oid: str) -> _Recipe | None:
+        return self._recipes.get(oid)
+
+    def remember_state(self, oid: str, state: Any) -> None:
+        recipe = self._recipes.get(oid)
+        if recipe is not None:
+            recipe.state = state
+
+    def _make(self, oid: str) -> list[Any] | None:
+        """The creation recipe to send along with a request, until the worker has the object."""
+        if oid in self._created:
+            return None
+        recipe = self._recipes.get(oid)
+        if recipe is None:
+            return None
+        return [recipe.path, recipe.args, recipe.kwargs, recipe.state]
+
+    def _unwrap(self, oid: str | None, answer: Any) -> Any:
+        ok, value = answer
+        if not ok:
+            raise_payload(value)
+        if oid is not None:
+            self._created.add(oid)
+        return value
+
+    async def request(self, method: str, oid: str | None, *args: Any) -> Any:
+        """Run host ``method`` for object ``oid`` in the worker; the (wire) result."""
+        extra = [] if oid is None else [oid, *args, self._make(oid)]
+        answer = await self.pool_session.call(method, *extra)
+        return self._unwrap(oid, answer)
+
+    def request_sync(self, method: str, oid: str | None, *args: Any) -> Any:
+        extra = [] if oid is None else [oid, *args, self._make(oid)]
+        answer = self.pool_session.call_sync(method, *extra)
+        return self._unwrap(oid, answer)
+
+    def stream(self, oid: str, kwargs: Any, ctx: dict[str, Any]) -> Any:
+        return self.pool_session.stream("stream", oid, kwargs, ctx, self._make(oid))
+
+    # ------------------------------------------------------------------ encoding hooks
+    def _export_callable(self, fn: Any) -> dict[str, Any]:
+        path = is_importable(fn)
+        roots = {"dspy", "dspex", *settings.current().dspy_import_roots}
+        if path is not None and path.split(".")[0].split(":")[0] in roots:
+            return {TAG: "callable", "path": path}
+        known = self._callbacks.get(id(fn))
+        if known is None:
+            name = f"{self._tag}.cb{len(self._callbacks) + 1}"
+            known = (name, self._callback_wrapper(fn))
+            self._callbacks[id(fn)] = known
+            if self._session is not None:
+                self._session.register_callback(name, known[1])
+        return {TAG: "callback", "name": known[0], **_describe_callable(fn, self.encoder)}
+
+    def _callback_wrapper(self, fn: Any) -> Any:
+        decode, encode = self.decoder.decode, self.encoder.encode
+        if inspect.iscoroutinefunction(fn):
+
+            async def acallback(wire_args: Any, wire_kwargs: Any) -> list[Any]:
+                try:
+                    result = await fn(*decode(wire_args), **decode(wire_kwargs))
+                    return [True, encode(result)]
+                except Exception as exc:
+                    return [False, error_payload(exc)]
+
+            return acallback
+
+        def callback(wire_args: Any, wire_kwargs: Any) -> list[Any]:
+            try:
+                return [True, encode(fn(*decode(wire_args), **decode(wire_kwargs)))]
+            except Exception as exc:
+                return [False, error_payload(exc)]
+
+        return callback
+
+    def _encode_module(self, value: Any) -> dict[str, Any] | None:
+        from dspex.bridge.remote import RemoteObject
+        from dspex.primitives.module import Module
+
+        if isinstance(value, RemoteObject):
+            return self._encode_remote(value)
+        if isinstance(value, Module):
+            kind = getattr(value, "_dspex_kind", None)
+            predictor = getattr(value, "predict", value)
+            return {
+                TAG: "module",
+                "kind": kind,
+                "signature": self.encoder.encode(value.signature),  # type: ignore[attr-defined]
+                "config": self.encoder.encode(dict(getattr(predictor, "config", {}) or {})),
+                "state": value.dump_state(),
+            }
+        return None
+
+    def _encode_remote(self, value: RemoteObject) -> dict[str, Any]:
+        other = value._dspy_session
+        if other is self:
+            return {TAG: "object", "id": value._oid}
+        recipe = other.recipe(value._oid)
+        if recipe is None:
+            raise UserError(
+                f"{value!r} lives in another DSPy session and has no recipe to copy it from; "
+                "create related objects in one session (dspex.bridge.DSPySession) and pass "
+                "session= to each"
+            )
+        # copy by value: same constructor, current state; its callbacks answer here too
+        for name, wrapper in other._callbacks.values():
+            self._callbacks.setdefault(id(wrapper), (name, wrapper))
+            if self._session is not None:
+                self._session.register_callback(name, wrapper)
+        state = value.dump_state() if value._is_module else None
+        return {
+            TAG: "remote_copy",
+            "path": recipe.path,
+            "args": recipe.args,
+            "kwargs": recipe.kwargs,
+            "state": state,
+        }
+
+    def _decode_tag(self, tag: str, data: dict[str, Any]) -> Any:
+        if tag == "object":
+            from dspex.bridge.remote import handle_for
+
+            return handle_for(self, data)
+        return NotImplemented
+
+
+def _describe_callable(fn: Any, encoder: Encoder) -> dict[str, Any]:
+    """Name, docstring and typed signature of ``fn`` for the worker-side proxy."""
+    name = getattr(fn, "__name__", None) or type(fn).__name__
+    out: dict[str, Any] = {"fn_name": name, "doc": inspect.getdoc(fn)}
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return out
+    target = fn if inspect.isfunction(fn) or inspect.ismethod(fn) else type(fn).__call__
+    try:
+        hints = typing.get_type_hints(target)
+    except Exception:
+        hints = {}
+    params = []
+    for param in sig.parameters.values():
+        spec: dict[str, Any] = {"name": param.name, "kind": param.kind.name}
+        if param.name in hints:
+            try:
+                spec["type"] = encode_type(hints[param.name])
+            except SignatureError:
+                pass
+        if param.default is not inspect.Parameter.empty:
+            spec["default"] = encoder.encode(param.default)
+        params.append(spec)
+    out["params"] = params
+    if "return" in hints:
+        try:
+            out["returns"] = encode_type(hints["return"])
+        except SignatureError:
+            pass
+    return out
