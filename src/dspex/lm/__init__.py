@@ -1,6 +1,6 @@
 """Language-model clients: OpenAI-compatible and Anthropic over HTTP.
 
-``LM`` (and httpx with it) is imported on first access, so light parts such as
+``LM`` (and its HTTP transport) is imported on first access, so light parts such as
 ``dspex.lm.usage`` can be used without loading the HTTP stack.
 """
 

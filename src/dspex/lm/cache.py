@@ -1,8 +1,12 @@
 """LM response caches: an in-memory LRU in front of an on-disk SQLite store.
 
-Keys hash the request minus credentials. Values are lists of completion texts plus usage;
-callers always get fresh copies, so mutating a result never changes the cache. The SQLite
-file is opened lazily on first use (never at import).
+A request is identified by its canonical JSON (sorted keys, credentials never included):
+:func:`request_blob`. The memory tier is keyed by that blob itself (exact match, no digest
+on the hit path); the SQLite tier by its SHA-256 (:func:`cache_key`), computed only when the
+memory tier misses or a response is stored. The memory tier holds immutable values (tuples of
+strings) and every hit gets a fresh list, so mutating a result never changes the cache. The
+memory tier is bounded by entries and by bytes (prompts can be large). The SQLite file is
+opened lazily on first use (never at import).
 """
 
 from __future__ import annotations
@@ -16,19 +20,32 @@ from typing import Any
 
 import orjson
 
-__all__ = ["ResponseCache", "cache_key", "shared_cache"]
+__all__ = ["CachedResponse", "ResponseCache", "cache_key", "request_blob", "shared_cache"]
+
+#: texts of every choice, and token usage as ``(name, count)`` pairs; immutable
+CachedResponse = tuple[tuple[str, ...], tuple[tuple[str, int], ...]]
 
 
-def cache_key(request: dict[str, Any]) -> str:
-    blob = orjson.dumps(request, option=orjson.OPT_SORT_KEYS, default=str)
+def request_blob(request: dict[str, Any]) -> bytes:
+    """The canonical bytes of a request (what the cache is keyed on)."""
+    return orjson.dumps(request, option=orjson.OPT_SORT_KEYS, default=str)
+
+
+def cache_key(request: dict[str, Any] | bytes) -> str:
+    """The on-disk key: SHA-256 of the canonical request."""
+    blob = request if isinstance(request, bytes) else request_blob(request)
     return hashlib.sha256(blob).hexdigest()
 
 
 class ResponseCache:
-    def __init__(self, directory: Path, memory_size: int = 10_000) -> None:
+    def __init__(
+        self, directory: Path, memory_size: int = 10_000, memory_bytes: int = 64 << 20
+    ) -> None:
         self.directory = directory
         self.memory_size = memory_size
-        self._memory: OrderedDict[str, bytes] = OrderedDict()
+        self.memory_bytes = memory_bytes
+        self._memory: OrderedDict[bytes, tuple[CachedResponse, int]] = OrderedDict()
+        self._bytes = 0
         self._lock = threading.Lock()
         self._db: sqlite3.Connection | None = None
 
@@ -46,41 +63,50 @@ class ResponseCache:
             self._db = db
         return self._db
 
-    def get(self, key: str) -> dict[str, Any] | None:
+    def get(self, blob: bytes) -> CachedResponse | None:
+        """The cached response for a request blob (see :func:`request_blob`), or ``None``."""
         with self._lock:
-            blob = self._memory.get(key)
-            if blob is not None:
-                self._memory.move_to_end(key)
-            else:
-                row = (
-                    self._conn()
-                    .execute("SELECT value FROM responses WHERE key = ?", (key,))
-                    .fetchone()
-                )
-                if row is None:
-                    return None
-                blob = bytes(row[0])
-                self._remember(key, blob)
-        value: dict[str, Any] = orjson.loads(blob)  # a fresh copy for every hit
-        return value
+            entry = self._memory.get(blob)
+            if entry is not None:
+                self._memory.move_to_end(blob)
+                return entry[0]
+            row = (
+                self._conn()
+                .execute("SELECT value FROM responses WHERE key = ?", (cache_key(blob),))
+                .fetchone()
+            )
+            if row is None:
+                return None
+            value = _freeze(orjson.loads(bytes(row[0])))
+            self._remember(blob, value)
+            return value
 
-    def put(self, key: str, value: dict[str, Any]) -> None:
-        blob = orjson.dumps(value)
+    def put(self, blob: bytes, texts: list[str], usage: dict[str, int]) -> None:
+        value: CachedResponse = (tuple(texts), tuple(usage.items()))
+        stored = orjson.dumps({"texts": texts, "usage": usage})
         with self._lock:
-            self._remember(key, blob)
+            self._remember(blob, value)
             self._conn().execute(
-                "INSERT OR REPLACE INTO responses (key, value) VALUES (?, ?)", (key, blob)
+                "INSERT OR REPLACE INTO responses (key, value) VALUES (?, ?)",
+                (cache_key(blob), stored),
             )
 
-    def _remember(self, key: str, blob: bytes) -> None:
-        self._memory[key] = blob
-        self._memory.move_to_end(key)
-        while len(self._memory) > self.memory_size:
-            self._memory.popitem(last=False)
+    def _remember(self, blob: bytes, value: CachedResponse) -> None:
+        size = len(blob) + sum(len(t) for t in value[0]) + 200
+        old = self._memory.pop(blob, None)
+        if old is not None:
+            self._bytes -= old[1]
+        self._memory[blob] = (value, size)
+        self._bytes += size
+        while len(self._memory) > self.memory_size or (
+            self._bytes > self.memory_bytes and len(self._memory) > 1
+        ):
+            self._bytes -= self._memory.popitem(last=False)[1][1]
 
     def clear_memory(self) -> None:
         with self._lock:
             self._memory.clear()
+            self._bytes = 0
 
     def close(self) -> None:
         with self._lock:
@@ -89,12 +115,23 @@ class ResponseCache:
                 self._db = None
 
 
+def _freeze(stored: dict[str, Any]) -> CachedResponse:
+    usage = stored.get("usage") or {}
+    return (
+        tuple(str(t) for t in stored["texts"]),
+        tuple((str(k), int(v)) for k, v in usage.items()),
+    )
+
+
 _caches: dict[Path, ResponseCache] = {}
 _caches_lock = threading.Lock()
 
 
 def shared_cache(directory: Path) -> ResponseCache:
     """One cache per directory per process (LM instances share it, as in DSPy)."""
+    cache = _caches.get(directory)  # lock-free fast path: entries are never removed
+    if cache is not None:
+        return cache
     with _caches_lock:
         cache = _caches.get(directory)
         if cache is None:

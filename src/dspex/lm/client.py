@@ -1,9 +1,11 @@
 """``dspex.LM``: an async-first HTTP client for OpenAI-compatible and Anthropic chat models.
 
 One logical call = cache lookup, then at most ``num_retries + 1`` HTTP requests within one
-overall deadline (``timeout``), through the endpoint's circuit breaker. Sync callers go
-through :func:`dspex._sync.run_sync` (one reused loop per thread); each event loop gets its
-own pooled ``httpx.AsyncClient`` (keep-alive connections are bound to a loop).
+overall deadline (``timeout``), through the endpoint's circuit breaker. Every decision that
+does no I/O (options, cache key, cache hit) is made before any event loop is involved, so a
+sync cache hit returns without one; the rest runs async. Sync callers go through
+:func:`dspex._sync.run_sync` (one reused loop per thread); each event loop gets its own
+keep-alive :class:`~dspex.lm.transport.ConnectionPool` (connections are bound to a loop).
 """
 
 from __future__ import annotations
@@ -15,12 +17,12 @@ from collections import deque
 from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
 import orjson
 
 from dspex import settings
-from dspex._sync import on_loop_shutdown
+from dspex._sync import on_loop_shutdown, run_sync
 from dspex.errors import (
+    ConfigurationError,
     ContextWindowExceeded,
     LMAuthError,
     LMBadRequestError,
@@ -32,9 +34,10 @@ from dspex.errors import (
     is_retryable,
 )
 from dspex.lm.base import BaseLM, Message
-from dspex.lm.cache import cache_key, shared_cache
+from dspex.lm.cache import request_blob, shared_cache
 from dspex.lm.providers import Endpoint, build_body, error_message, parse_response, resolve
-from dspex.lm.resilience import RetryPolicy, breaker_for, parse_retry_after
+from dspex.lm.resilience import CircuitBreaker, RetryPolicy, breaker_for, parse_retry_after
+from dspex.lm.transport import ConnectionPool, HTTPError, Target
 from dspex.lm.usage import current_tracker
 from dspex.telemetry import events
 
@@ -46,6 +49,24 @@ _CONTEXT_MARKERS = (
     "prompt is too long",
     "context window",
 )
+
+
+class _Call:
+    """One prepared call: the request, its cache key, and the cached answer if there is one."""
+
+    __slots__ = ("blob", "hit", "messages", "options")
+
+    def __init__(
+        self,
+        messages: list[Message],
+        options: dict[str, Any],
+        blob: bytes | None,
+        hit: list[str] | None,
+    ) -> None:
+        self.messages = messages
+        self.options = options
+        self.blob = blob
+        self.hit = hit
 
 
 class LM(BaseLM):
@@ -77,15 +98,17 @@ class LM(BaseLM):
         self.endpoint: Endpoint = resolve(model, api_base, api_key)
         self.cache = cache
         if num_retries < 0 or timeout <= 0:
-            from dspex.errors import ConfigurationError
-
             raise ConfigurationError("num_retries must be >= 0 and timeout > 0")
+        try:
+            self._target = Target(self.endpoint.url, self.endpoint.headers())
+        except ValueError as exc:
+            raise ConfigurationError(f"api_base must be an http(s) URL: {exc}") from None
         self.num_retries = num_retries
         self.timeout = timeout
         self.retry_policy = retry_policy or RetryPolicy()
         self._circuit = (circuit_threshold, circuit_cooldown)
         self.history: deque[dict[str, Any]] = deque(maxlen=history_size)
-        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = (
+        self._pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, ConnectionPool] = (
             weakref.WeakKeyDictionary()
         )
 
@@ -95,7 +118,7 @@ class LM(BaseLM):
         return self.endpoint.provider
 
     @property
-    def breaker(self) -> Any:
+    def breaker(self) -> CircuitBreaker:
         return breaker_for(self.endpoint.url, *self._circuit)
 
     def copy(self, **overrides: Any) -> LM:
@@ -125,73 +148,54 @@ class LM(BaseLM):
 
     async def aclose(self) -> None:
         """Close the connection pool of the current event loop."""
-        client = self._clients.pop(asyncio.get_running_loop(), None)
-        if client is not None:
-            await client.aclose()
+        pool = self._pools.pop(asyncio.get_running_loop(), None)
+        if pool is not None:
+            await pool.aclose()
+
+    def __call__(
+        self, prompt: str | None = None, messages: list[Message] | None = None, **kwargs: Any
+    ) -> list[str]:
+        call = self._prepare(prompt, messages, kwargs)
+        if call.hit is not None:  # answered from the cache: no event loop needed
+            return call.hit
+        return run_sync(self._complete(call))
 
     async def acall(
         self, prompt: str | None = None, messages: list[Message] | None = None, **kwargs: Any
     ) -> list[str]:
-        if messages is None:
-            messages = [{"role": "user", "content": prompt or ""}]
-        options = {**self.kwargs, **kwargs}
-        rollout_id = options.pop("rollout_id", None)
-        use_cache = self.cache and options.pop("cache", True)
-        key = None
-        if use_cache:
-            key = cache_key({
-                "model": self.model, "api_base": self.endpoint.api_base, "messages": messages,
-                "options": options, "rollout_id": rollout_id,
-            })  # fmt: skip
-            hit = shared_cache(settings.current().cache_dir).get(key)
-            if hit is not None:
-                events.emit("dspex.cache.hit", None, {"model": self.model})
-                self._remember(messages, options, hit["texts"], hit["usage"], cached=True)
-                texts: list[str] = hit["texts"]
-                return texts
-            events.emit("dspex.cache.miss", None, {"model": self.model})
-        parsed_texts, usage = await self._request(messages, options)
-        if key is not None:
-            shared_cache(settings.current().cache_dir).put(
-                key, {"texts": parsed_texts, "usage": usage}
-            )
-        tracker = current_tracker()
-        if tracker is not None and settings.current().track_usage:
-            tracker.add(self.model, usage)
-        self._remember(messages, options, parsed_texts, usage, cached=False)
-        return list(parsed_texts)
+        call = self._prepare(prompt, messages, kwargs)
+        if call.hit is not None:
+            return call.hit
+        return await self._complete(call)
 
     async def astream(self, messages: list[Message], **kwargs: Any) -> AsyncIterator[str]:
         """Text deltas as the model produces them (no cache; retried only before the first byte)."""
         options = {**self.kwargs, **kwargs, "stream": True}
         options.pop("rollout_id", None)
+        options.pop("cache", None)
         body = build_body(self.endpoint, messages, options)
         if self.endpoint.wire == "openai":
             body["stream_options"] = {"include_usage": True}
+        message = self._target.post(orjson.dumps(body))
         deadline = time.monotonic() + self.timeout
-        client = await self._client()
+        pool = await self._pool()
         for attempt in range(self.num_retries + 1):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise self._timeout_error()
             try:
-                async with asyncio.timeout(remaining):
-                    request = client.build_request("POST", self.endpoint.url, content=orjson.dumps(body),
-                                                   headers=self.endpoint.headers(),
-                                                   timeout=httpx.Timeout(remaining))  # fmt: skip
-                    response = await client.send(request, stream=True)
-                    try:
-                        if response.status_code >= 400:
-                            await response.aread()
-                            raise self._status_error(response)
-                        async for delta in _sse_deltas(response, self.endpoint.wire):
-                            yield delta
-                        return
-                    finally:
-                        await response.aclose()
+                async with asyncio.timeout(remaining), pool.stream(message) as response:
+                    if response.status >= 400:
+                        raise self._status_error(
+                            response.status, response.reason, response.headers,
+                            await response.aread(),
+                        )  # fmt: skip
+                    async for delta in _sse_deltas(response.aiter_bytes(), self.endpoint.wire):
+                        yield delta
+                    return
             except TimeoutError:
                 raise self._timeout_error() from None
-            except httpx.TransportError as exc:
+            except HTTPError as exc:
                 error: LMError = self._transport_error(exc)
                 if attempt >= self.num_retries:
                     raise error from exc
@@ -203,18 +207,51 @@ class LM(BaseLM):
             )
 
     # ------------------------------------------------------------------ internals
-    async def _client(self) -> httpx.AsyncClient:
+    def _prepare(
+        self, prompt: str | None, messages: list[Message] | None, kwargs: dict[str, Any]
+    ) -> _Call:
+        """Options and cache key; the cached answer (a fresh list) on a hit. No I/O but SQLite."""
+        if messages is None:
+            messages = [{"role": "user", "content": prompt or ""}]
+        options = {**self.kwargs, **kwargs}
+        rollout_id = options.pop("rollout_id", None)
+        use_cache = options.pop("cache", True) and self.cache
+        if not use_cache:
+            return _Call(messages, options, None, None)
+        blob = request_blob({
+            "model": self.model, "api_base": self.endpoint.api_base, "messages": messages,
+            "options": options, "rollout_id": rollout_id,
+        })  # fmt: skip
+        hit = shared_cache(settings.current().cache_dir).get(blob)
+        observed = events.has_handlers()
+        if hit is None:
+            if observed:
+                events.emit("dspex.cache.miss", None, {"model": self.model})
+            return _Call(messages, options, blob, None)
+        if observed:
+            events.emit("dspex.cache.hit", None, {"model": self.model})
+        self._remember(messages, options, list(hit[0]), {}, cached=True)
+        return _Call(messages, options, blob, list(hit[0]))
+
+    async def _complete(self, call: _Call) -> list[str]:
+        """The HTTP part of a call that the cache did not answer."""
+        texts, usage = await self._request(call.messages, call.options)
+        if call.blob is not None:
+            shared_cache(settings.current().cache_dir).put(call.blob, texts, usage)
+        tracker = current_tracker()
+        if tracker is not None and settings.current().track_usage:
+            tracker.add(self.model, usage)
+        self._remember(call.messages, call.options, texts, usage, cached=False)
+        return list(texts)
+
+    async def _pool(self) -> ConnectionPool:
         loop = asyncio.get_running_loop()
-        client = self._clients.get(loop)
-        if client is None:
-            client = httpx.AsyncClient(
-                timeout=None,
-                limits=httpx.Limits(max_connections=256, max_keepalive_connections=128),
-                trust_env=False,
-            )
-            self._clients[loop] = client  # one loop runs one task at a time: no race here
+        pool = self._pools.get(loop)
+        if pool is None:
+            pool = ConnectionPool(*self._target.origin, max_connections=256)
+            self._pools[loop] = pool  # one loop runs one task at a time: no race here
             await on_loop_shutdown(self.aclose)
-        return client
+        return pool
 
     def _remember(
         self,
@@ -236,63 +273,62 @@ class LM(BaseLM):
     async def _request(
         self, messages: list[Message], options: dict[str, Any]
     ) -> tuple[list[str], dict[str, int]]:
-        body = orjson.dumps(build_body(self.endpoint, messages, options))
+        message = self._target.post(orjson.dumps(build_body(self.endpoint, messages, options)))
         deadline = time.monotonic() + self.timeout
-        breaker = self.breaker
-        client = await self._client()
-        meta: dict[str, Any] | None = (
-            {"model": self.model, "provider": self.provider} if events.has_handlers() else None
-        )
+        pool = await self._pool()
+        if not events.has_handlers():
+            return await self._attempts(pool, message, deadline, None)
+        meta: dict[str, Any] = {"model": self.model, "provider": self.provider}
         with events.span("dspex.lm.request", meta):
-            for attempt in range(self.num_retries + 1):
-                breaker.before_request(self.endpoint.url)
+            return await self._attempts(pool, message, deadline, meta)
+
+    async def _attempts(
+        self, pool: ConnectionPool, message: bytes, deadline: float, meta: dict[str, Any] | None
+    ) -> tuple[list[str], dict[str, int]]:
+        breaker = self.breaker
+        for attempt in range(self.num_retries + 1):
+            breaker.before_request(self.endpoint.url)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise self._timeout_error()
+            try:
+                async with asyncio.timeout(remaining):
+                    response = await pool.request(message)
+                if response.status < 400:
+                    parsed = parse_response(self.endpoint, orjson.loads(response.body))
+                    breaker.record(True)
+                    if meta is not None:
+                        meta.update(status=response.status, attempts=attempt + 1, **parsed.usage)
+                    return parsed.texts, parsed.usage
+                error: LMError = self._status_error(
+                    response.status, response.reason, response.headers, response.body
+                )
+            except TimeoutError:
+                error = self._timeout_error()
+            except HTTPError as exc:
+                error = self._transport_error(exc)
+            except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
+                error = LMServerError(
+                    f"{self.provider} returned a malformed response for {self.model}: {exc!r}",
+                    provider=self.provider, model=self.model, status=None,
+                )  # fmt: skip
+            if not is_retryable(error):
+                raise error
+            breaker.record(False)
+            if isinstance(error, LMTimeoutError) and deadline - time.monotonic() <= 0:
+                raise error
+            if attempt >= self.num_retries:
+                raise error
+            wait = self.retry_policy.backoff(attempt)
+            retry_after = getattr(error, "retry_after", None)
+            if retry_after is not None:
                 remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise self._timeout_error()
-                try:
-                    async with asyncio.timeout(remaining):
-                        response = await client.post(
-                            self.endpoint.url, content=body, headers=self.endpoint.headers(),
-                            timeout=httpx.Timeout(remaining),
-                        )  # fmt: skip
-                    if response.status_code < 400:
-                        data = orjson.loads(response.content)
-                        parsed = parse_response(self.endpoint, data)
-                        breaker.record(True)
-                        if meta is not None:
-                            meta.update(
-                                status=response.status_code, attempts=attempt + 1, **parsed.usage
-                            )
-                        return parsed.texts, parsed.usage
-                    error: LMError = self._status_error(response)
-                except TimeoutError:
-                    error = self._timeout_error()
-                except httpx.TimeoutException:
-                    error = self._timeout_error()
-                except httpx.TransportError as exc:
-                    error = self._transport_error(exc)
-                except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
-                    error = LMServerError(
-                        f"{self.provider} returned a malformed response for {self.model}: {exc!r}",
-                        provider=self.provider, model=self.model, status=None,
-                    )  # fmt: skip
-                if not is_retryable(error):
+                if retry_after > self.retry_policy.max_retry_after or retry_after > remaining:
                     raise error
-                breaker.record(False)
-                if isinstance(error, LMTimeoutError) and deadline - time.monotonic() <= 0:
-                    raise error
-                if attempt >= self.num_retries:
-                    raise error
-                wait = self.retry_policy.backoff(attempt)
-                retry_after = getattr(error, "retry_after", None)
-                if retry_after is not None:
-                    remaining = deadline - time.monotonic()
-                    if retry_after > self.retry_policy.max_retry_after or retry_after > remaining:
-                        raise error
-                    wait = retry_after
-                if wait >= deadline - time.monotonic():
-                    raise self._timeout_error()
-                await asyncio.sleep(wait)
+                wait = retry_after
+            if wait >= deadline - time.monotonic():
+                raise self._timeout_error()
+            await asyncio.sleep(wait)
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _timeout_error(self) -> LMTimeoutError:
@@ -301,34 +337,33 @@ class LM(BaseLM):
             provider=self.provider, model=self.model, status=None, timeout=self.timeout,
         )  # fmt: skip
 
-    def _transport_error(self, exc: httpx.TransportError) -> LMTransportError:
+    def _transport_error(self, exc: HTTPError) -> LMTransportError:
         return LMTransportError(
             f"cannot reach {self.provider} at {self.endpoint.api_base}: {type(exc).__name__}: {exc}",
             provider=self.provider, model=self.model, status=None,
         )  # fmt: skip
 
-    def _status_error(self, response: httpx.Response) -> LMError:
-        status = response.status_code
+    def _status_error(
+        self, status: int, reason: str, headers: dict[str, str], body: bytes
+    ) -> LMError:
         try:
-            data = orjson.loads(response.content) if response.content else None
+            data = orjson.loads(body) if body else None
         except orjson.JSONDecodeError:
             data = None
-        detail = error_message(
-            data, response.text[:300] if response.content else response.reason_phrase
-        )
+        detail = error_message(data, body.decode("utf-8", "replace")[:300] if body else reason)
         message = f"{self.provider} returned HTTP {status} for {self.model}: {detail}"
         fields: dict[str, Any] = {"provider": self.provider, "model": self.model, "status": status}
         if status in (401, 403):
             return LMAuthError(message, **fields)
         if status == 429:
-            retry_after = parse_retry_after(response.headers.get("retry-after"))
+            retry_after = parse_retry_after(headers.get("retry-after"))
             if retry_after is not None and retry_after > self.retry_policy.max_retry_after:
                 message += f" (server asks to retry after {retry_after:g}s)"
             return LMRateLimitError(message, retry_after=retry_after, **fields)
         if status in (408, 409) or status >= 500:
             return LMServerError(
                 message,
-                retry_after=parse_retry_after(response.headers.get("retry-after")),
+                retry_after=parse_retry_after(headers.get("retry-after")),
                 **fields,
             )
         if any(marker in detail.lower() for marker in _CONTEXT_MARKERS):
@@ -336,24 +371,42 @@ class LM(BaseLM):
         return LMBadRequestError(message, **fields)
 
 
-async def _sse_deltas(response: httpx.Response, wire: str) -> AsyncIterator[str]:
-    async for line in response.aiter_lines():
-        if not line.startswith("data:"):
-            continue
-        payload = line[5:].strip()
-        if payload == "[DONE]":
-            return
-        try:
-            event = orjson.loads(payload)
-        except orjson.JSONDecodeError:
-            continue
-        if wire == "openai":
-            for choice in event.get("choices") or []:
-                if choice.get("index", 0) == 0:
-                    text = (choice.get("delta") or {}).get("content")
-                    if text:
-                        yield text
-        elif event.get("type") == "content_block_delta":
-            text = (event.get("delta") or {}).get("text")
+async def _sse_deltas(chunks: AsyncIterator[bytes], wire: str) -> AsyncIterator[str]:
+    """Text deltas from a server-sent-events body (OpenAI or Anthropic event shapes)."""
+    pending = b""
+    async for chunk in chunks:
+        *lines, pending = (pending + chunk).split(b"\n")
+        for line in lines:
+            text = _sse_text(line, wire)
+            if text is None:
+                return
             if text:
                 yield text
+    text = _sse_text(pending, wire)
+    if text:
+        yield text
+
+
+def _sse_text(raw: bytes, wire: str) -> str | None:
+    """The text carried by one SSE line; ``""`` for none, ``None`` at ``[DONE]``."""
+    line = raw.decode("utf-8", "replace").rstrip("\r")
+    if not line.startswith("data:"):
+        return ""
+    payload = line[5:].strip()
+    if payload == "[DONE]":
+        return None
+    try:
+        event = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return ""
+    if not isinstance(event, dict):
+        return ""
+    if wire == "openai":
+        return "".join(
+            str((choice.get("delta") or {}).get("content") or "")
+            for choice in event.get("choices") or []
+            if choice.get("index", 0) == 0
+        )
+    if event.get("type") == "content_block_delta":
+        return str((event.get("delta") or {}).get("text") or "")
+    return ""

@@ -7,7 +7,7 @@ speaks the Messages API. Nothing here does I/O.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from dspex.errors import ConfigurationError
@@ -43,7 +43,7 @@ class Endpoint:
     wire: str
     model: str
     api_base: str
-    api_key: str | None
+    api_key: str | None = field(repr=False)
 
     @property
     def url(self) -> str:
