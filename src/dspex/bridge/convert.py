@@ -262,18 +262,22 @@ def encode_signature(sig: Any, enc: Encoder) -> dict[str, Any]:
 
 
 def _make_field(side: Side, kind: str, extra: dict[str, Any], entry: Mapping[str, Any]) -> Any:
-    kwargs = dict(extra)
+    """The field as ``side``'s ``InputField``/``OutputField`` would build it (no warnings for
+    the ``prefix``/``desc`` keys an existing field already carries)."""
+    extra = {k: v for k, v in extra.items() if k != "__dspy_field_type"}
+    kwargs: dict[str, Any] = {}
     if "default" in entry:
         kwargs["default"] = entry["default"]
+    if entry.get("description") is not None:
+        kwargs["description"] = entry["description"]
     if side == "dspy":
-        import dspy
+        import pydantic
 
-        maker = dspy.InputField if kind == "input" else dspy.OutputField
-    else:
-        from dspex.signatures import InputField, OutputField
+        return pydantic.Field(**kwargs, json_schema_extra={**extra, "__dspy_field_type": kind})
+    from dspex.signatures import InputField, OutputField
 
-        maker = InputField if kind == "input" else OutputField
-    return maker(**kwargs)
+    maker = InputField if kind == "input" else OutputField
+    return maker(**kwargs, json_schema_extra=extra)
 
 
 def decode_signature(data: Mapping[str, Any], dec: Decoder) -> Any:
@@ -281,7 +285,9 @@ def decode_signature(data: Mapping[str, Any], dec: Decoder) -> Any:
     for entry in data["fields"]:
         extra = dec.decode(entry.get("extra") or {})
         tp = decode_type(entry["type"], dec.side, dec.resolve)
-        values = {"default": dec.decode(entry["default"])} if "default" in entry else {}
+        values: dict[str, Any] = {"description": entry.get("description")}
+        if "default" in entry:
+            values["default"] = dec.decode(entry["default"])
         spec[entry["name"]] = (tp, _make_field(dec.side, entry["kind"], extra, values))
     if dec.side == "dspy":
         import dspy

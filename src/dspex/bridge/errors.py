@@ -70,7 +70,7 @@ def error_payload(exc: BaseException, secrets: Iterable[str | None] = ()) -> dic
     message = scrub(str(exc) or type(exc).__name__, secrets)
     fields: dict[str, Any] = {}
     if isinstance(exc, errors.DSPexError):
-        fields = {k: v for k, v in exc.fields.items() if isinstance(v, _SIMPLE | list | dict)}
+        fields = {k: v for k, v in exc.fields.items() if isinstance(v, (*_SIMPLE, list, dict))}
         message = scrub(exc.message, secrets)
     else:
         for name in ("status", "provider", "model", "retry_after", "code"):

@@ -154,7 +154,7 @@ class DSPyHost:
 
     def _decode_tag(self, tag: str, data: dict[str, Any]) -> Any:
         if tag == "object":
-            return self._get(data["id"])
+            return self._obj(data["id"], data.get("make"))
         if tag == "callback":
             return self._callback_proxy(data)
         if tag == "module":
@@ -272,7 +272,8 @@ class DSPyHost:
         from dspex.pool.worker import _current
 
         session = self._session()
-        self._active[session] = _current.get()
+        outer = self._active.get(session)
+        self._active[session] = _current.get() or outer
         overrides: dict[str, Any] = {"track_usage": True}
         ctx = ctx or {}
         if ctx.get("lm"):
@@ -284,7 +285,10 @@ class DSPyHost:
             with self._dspy.context(**overrides):
                 yield
         finally:
-            self._active.pop(session, None)
+            if outer is None:
+                self._active.pop(session, None)
+            else:
+                self._active[session] = outer
 
     # ------------------------------------------------------------------ protocol methods
     # Every object method takes ``make``: the creation recipe ``[path, args, kwargs, state]``

@@ -119,6 +119,7 @@ class DSPySession:
         self._oids = itertools.count(1)
         self._recipes: dict[str, _Recipe] = {}
         self._created: set[str] = set()
+        self._pending: set[str] = set()
         self._callbacks: dict[int, tuple[str, Any]] = {}
         self._session: Session | None = None
         self.encoder = Encoder(on_callable=self._export_callable, on_module=self._encode_module)
@@ -197,6 +198,9 @@ class DSPySession:
             raise_payload(value)
         if oid is not None:
             self._created.add(oid)
+        if self._pending:
+            self._created.update(self._pending)
+            self._pending.clear()
         return value
 
     async def request(self, method: str, oid: str | None, *args: Any) -> Any:
@@ -270,7 +274,10 @@ class DSPySession:
     def _encode_remote(self, value: RemoteObject) -> dict[str, Any]:
         other = value._dspy_session
         if other is self:
-            return {TAG: "object", "id": value._oid}
+            make = self._make(value._oid)
+            if make is not None:  # not in the worker yet: it is created on the way
+                self._pending.add(value._oid)
+            return {TAG: "object", "id": value._oid, "make": make}
         recipe = other.recipe(value._oid)
         if recipe is None:
             raise UserError(

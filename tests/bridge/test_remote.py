@@ -1,0 +1,323 @@
+"""The DSPy backend end to end: real DSPy 3.4.1 in real pool workers, against a real LMServer."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import dspex
+from dspex.pool import shutdown_pools
+from dspex.testing import Fault, LMServer
+
+pytestmark = pytest.mark.dspy
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[LMServer]:
+    with LMServer() as srv:
+        yield srv
+    shutdown_pools(cancel=True)
+
+
+@pytest.fixture
+def lm(server: LMServer) -> dspex.LM:
+    server.clear()
+    lm = dspex.LM("openai/test", api_base=server.url, api_key="sk-secret-key", cache=False)
+    dspex.configure(lm=lm)
+    return lm
+
+
+def _wait_replaced(old_pid: int) -> None:
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        try:
+            os.kill(old_pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.02)
+
+
+# ---------------------------------------------------------------- Predict / ChainOfThought
+
+
+def test_predict_dspy_matches_native_request_and_prediction(server: LMServer, lm: dspex.LM) -> None:
+    remote = dspex.Predict("question -> answer: int", implementation="dspy")
+    assert remote.implementation == "dspy"
+    assert isinstance(remote, dspex.Module)
+    got = remote(question="2+2?")
+    dspy_messages = server.requests[-1].json["messages"]
+    native = dspex.Predict("question -> answer: int")
+    assert native.implementation == "native"
+    expected = native(question="2+2?")
+    assert server.requests[-1].json["messages"] == dspy_messages
+    assert isinstance(got, dspex.Prediction)
+    assert got.answer == expected.answer and isinstance(got.answer, int)
+    usage = got.get_lm_usage()
+    assert usage is not None and usage["openai/test"]["prompt_tokens"] > 0
+
+
+async def test_acall_and_concurrent_calls(lm: dspex.LM) -> None:
+    remote = dspex.ChainOfThought("question -> answer", implementation="dspy")
+    preds = await asyncio.gather(*(remote.acall(question=f"q{i}") for i in range(6)))
+    assert all(p.reasoning and p.answer for p in preds)
+
+
+def test_per_call_lm_override(server: LMServer, lm: dspex.LM) -> None:
+    with LMServer() as other:
+        other_lm = dspex.LM("openai/other", api_base=other.url, api_key="k", cache=False)
+        remote = dspex.Predict("question -> answer", implementation="dspy")
+        remote(question="q", lm=other_lm)
+        assert len(other.requests) == 1 and other.requests[0].json["model"] == "other"
+        with dspex.context(lm=other_lm):
+            remote(question="q")
+        assert len(other.requests) == 2
+    assert server.requests == []
+
+
+def test_demos_attribute_and_chain_of_thought_aliases(server: LMServer, lm: dspex.LM) -> None:
+    demo = dspex.Example(question="1+1?", reasoning="one and one", answer="2")
+    remote = dspex.ChainOfThought("question -> answer", implementation="dspy")
+    remote.demos = [demo]
+    native = dspex.ChainOfThought("question -> answer")
+    native.demos = [demo]
+    remote(question="3+3?")
+    native(question="3+3?")
+    assert server.requests[-1].json["messages"] == server.requests[-2].json["messages"]
+    assert "one and one" in json.dumps(server.requests[-1].json["messages"])
+    assert list(remote.signature.output_fields) == ["reasoning", "answer"]
+
+
+def test_state_round_trips_between_implementations(tmp_path: Path, lm: dspex.LM) -> None:
+    remote = dspex.Predict("question -> answer", implementation="dspy")
+    remote.demos = [dspex.Example(question="dq", answer="da")]
+    remote.save(tmp_path / "remote.json")
+    native = dspex.Predict("question -> answer").load(tmp_path / "remote.json")
+    assert [d["answer"] for d in native.demos] == ["da"]
+    pulled = remote.to_native()
+    assert isinstance(pulled, dspex.Predict) and pulled.implementation == "native"
+    assert pulled.dump_state()["demos"] == native.dump_state()["demos"]
+
+    native.demos = [dspex.Example(question="nq", answer="na")]
+    native.save(tmp_path / "native.json")
+    back = dspex.Predict("question -> answer", implementation="dspy").load(tmp_path / "native.json")
+    assert back.dump_state()["demos"] == [{"question": "nq", "answer": "na"}]
+    back.push_native(pulled)
+    assert back.dump_state()["demos"] == [{"question": "dq", "answer": "da"}]
+
+
+async def test_streaming_yields_field_chunks_then_prediction(lm: dspex.LM) -> None:
+    remote = dspex.Predict("question -> answer", implementation="dspy")
+    items = [item async for item in remote.astream(question="q")]
+    chunks = [i for i in items if isinstance(i, dspex.StreamChunk)]
+    assert chunks and {c.field for c in chunks} == {"answer"}
+    assert isinstance(items[-1], dspex.Prediction)
+    assert "".join(c.chunk for c in chunks).strip() == items[-1].answer
+
+
+# ---------------------------------------------------------------- any DSPy class
+
+
+def test_react_with_parent_defined_tool(server: LMServer, lm: dspex.LM) -> None:
+    seen: list[str] = []
+
+    def search(query: str) -> str:
+        """Search the encyclopedia."""
+        seen.append(query)
+        return f"{query} is in Europe"
+
+    react = dspex.dspy("dspy.ReAct", "question -> answer", tools=[search], max_iters=3)
+    server.reply(
+        {"next_thought": "look", "next_tool_name": "search", "next_tool_args": {"query": "paris"}},
+        {"next_thought": "done", "next_tool_name": "finish", "next_tool_args": {}},
+        {"reasoning": "found it", "answer": "Paris"},
+    )
+    pred = react(question="Where is Paris?")
+    assert seen == ["paris"]
+    assert pred.answer == "Paris"
+    assert pred.trajectory["observation_0"] == "paris is in Europe"
+    # the tool's name, docstring and typed argument reached DSPy's prompt
+    system = server.requests[0].json["messages"][0]["content"]
+    assert "search" in system and "Search the encyclopedia." in system
+
+
+def test_parent_tool_error_reaches_dspy_as_an_observation(server: LMServer, lm: dspex.LM) -> None:
+    def broken(query: str) -> str:
+        raise ValueError("index offline")
+
+    react = dspex.dspy("dspy.ReAct", "question -> answer", tools=[broken], max_iters=2)
+    server.reply(
+        {"next_thought": "t", "next_tool_name": "broken", "next_tool_args": {"query": "x"}},
+        {"next_thought": "t", "next_tool_name": "finish", "next_tool_args": {}},
+        {"reasoning": "r", "answer": "a"},
+    )
+    pred = react(question="q")
+    assert "index offline" in str(pred.trajectory["observation_0"])
+
+
+def test_best_of_n_with_parent_reward(lm: dspex.LM) -> None:
+    scores: list[str] = []
+
+    def reward(args: dict[str, Any], pred: dspex.Prediction) -> float:
+        assert isinstance(pred, dspex.Prediction)
+        scores.append(pred.answer)
+        return 1.0
+
+    module = dspex.ChainOfThought("question -> answer")  # a native module, sent by value
+    best = dspex.dspy("dspy.BestOfN", module=module, N=3, reward_fn=reward, threshold=1.0)
+    pred = best(question="q")
+    assert scores and pred.answer == scores[-1]
+
+
+def test_multi_chain_comparison(lm: dspex.LM) -> None:
+    mcc = dspex.dspy("dspy.MultiChainComparison", "question -> answer", M=2)
+    completions = [
+        dspex.Prediction(reasoning="r1", answer="a1"),
+        dspex.Prediction(reasoning="r2", answer="a2"),
+    ]
+    pred = mcc(completions, question="q")
+    assert pred.answer and pred.rationale
+
+
+def test_evaluate_with_parent_metric_over_threads(lm: dspex.LM) -> None:
+    seen: list[str] = []
+
+    def metric(example: dspex.Example, pred: dspex.Prediction, trace: Any = None) -> float:
+        seen.append(example.question)
+        return 1.0 if pred.answer else 0.0
+
+    devset = [dspex.Example(question=f"q{i}", answer="a").with_inputs("question") for i in range(6)]
+    session = dspex.DSPySession()
+    evaluate = dspex.dspy(
+        "dspy.Evaluate", devset=devset, metric=metric, num_threads=3, session=session
+    )
+    program = dspex.dspy("dspy.Predict", "question -> answer", session=session)
+    result = evaluate(program)
+    assert result.score == 100.0
+    assert sorted(seen) == [f"q{i}" for i in range(6)]
+    # a program from another session is copied by value
+    assert evaluate(dspex.Predict("question -> answer", implementation="dspy")).score == 100.0
+
+
+def test_optimizer_returns_a_usable_remote_program(lm: dspex.LM) -> None:
+    trainset = [
+        dspex.Example(question=f"q{i}", answer="x").with_inputs("question") for i in range(3)
+    ]
+    session = dspex.DSPySession()
+    optimizer = dspex.dspy("dspy.LabeledFewShot", k=2, session=session)
+    student = dspex.dspy("dspy.Predict", "question -> answer", session=session)
+    compiled = optimizer.compile(student, trainset=trainset)
+    assert isinstance(compiled, dspex.bridge.RemoteModule)
+    assert len(compiled.dump_state()["demos"]) == 2
+    assert compiled(question="q").answer
+
+
+# ---------------------------------------------------------------- failures
+
+
+def test_worker_killed_mid_session_rehydrates(lm: dspex.LM) -> None:
+    remote = dspex.Predict("question -> answer", implementation="dspy")
+    remote.demos = [dspex.Example(question="dq", answer="da")]
+    remote(question="a")
+    pid = remote._dspy_session.worker_pid
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    _wait_replaced(pid)
+    assert remote(question="b").answer
+    assert remote._dspy_session.worker_pid != pid
+    assert remote.dump_state()["demos"] == [{"question": "dq", "answer": "da"}]
+
+
+def test_worker_killed_without_recipe_raises_session_lost(lm: dspex.LM) -> None:
+    remote = dspex.dspy("dspy.Predict", "question -> answer", rehydrate=False)
+    remote(question="a")
+    pid = remote._dspy_session.worker_pid
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    _wait_replaced(pid)
+    with pytest.raises(dspex.SessionLost):
+        remote(question="b")
+
+
+def test_lm_errors_are_typed_and_secrets_scrubbed(server: LMServer, lm: dspex.LM) -> None:
+    server.fault(Fault(status=401, times=5))
+    remote = dspex.Predict("question -> answer", implementation="dspy")
+    with pytest.raises(dspex.LMError) as info:
+        remote(question="q")
+    assert isinstance(info.value, dspex.LMAuthError)
+    text = str(info.value) + json.dumps(info.value.fields, default=str)
+    assert "sk-secret-key" not in text
+    assert "remote_type" in info.value.fields
+
+
+def test_no_lm_configured_is_a_configuration_error(server: LMServer) -> None:
+    remote = dspex.Predict("question -> answer", implementation="dspy")
+    with pytest.raises(dspex.ConfigurationError):
+        remote(question="q")
+
+
+def test_in_process_lm_is_refused_clearly(lm: dspex.LM) -> None:
+    from dspex.testing import DummyLM
+
+    remote = dspex.Predict("question -> answer", implementation="dspy")
+    with pytest.raises(dspex.ConfigurationError, match="HTTP LM"):
+        remote(question="q", lm=DummyLM())
+
+
+def test_imports_outside_the_allow_list_are_refused(lm: dspex.LM) -> None:
+    with pytest.raises(dspex.SecurityError, match="not an allowed import root"):
+        dspex.dspy("os.system", "echo pwned")()
+    with pytest.raises(dspex.SecurityError):
+        dspex.dspy("subprocess:run", ["true"])()
+
+
+def test_private_attributes_and_methods_are_refused(lm: dspex.LM) -> None:
+    remote = dspex.dspy("dspy.Predict", "question -> answer")
+    with pytest.raises(dspex.SecurityError):
+        remote.call_method("__class__")
+    with pytest.raises(AttributeError):
+        remote.get("no_such_attribute")
+    with pytest.raises(dspex.SecurityError):
+        remote.get("signature.__class__")
+
+
+def test_bad_constructor_arguments_are_typed_errors(lm: dspex.LM) -> None:
+    remote = dspex.dspy("dspy.Predict", "question -> -> answer")
+    with pytest.raises(dspex.DSPexError) as info:
+        remote(question="q")
+    assert "dspy" in info.value.fields.get("remote_traceback", "")
+    with pytest.raises(dspex.UserError):
+        dspex.dspy("dspy.NoSuchModule")()
+
+
+# ---------------------------------------------------------------- routing
+
+
+def test_routing_rules(lm: dspex.LM) -> None:
+    assert dspex.Predict("q -> a").implementation == "native"
+    assert dspex.Predict("q -> a", implementation="auto").implementation == "native"
+    with dspex.context(implementation_overrides={"predict": "dspy"}):
+        assert dspex.Predict("q -> a").implementation == "dspy"
+        assert dspex.ChainOfThought("q -> a").implementation == "native"
+        assert dspex.Predict("q -> a", implementation="native").implementation == "native"
+    with dspex.context(prefer_native="dspy_first"):
+        assert dspex.ChainOfThought("q -> a").implementation == "dspy"
+    with pytest.raises(dspex.ConfigurationError):
+        dspex.Predict("q -> a", implementation="fastest")
+    with pytest.raises(dspex.ImplementationUnavailable):
+        dspex.Predict("q -> a", implementation="compare")
+
+
+def test_route_events(lm: dspex.LM) -> None:
+    with dspex.telemetry.capture("dspex.router") as seen:
+        dspex.Predict("q -> a", implementation="dspy")
+    event, _, meta = seen.events[0]
+    assert event == "dspex.router.route"
+    assert meta["implementation"] == "dspy" and meta["source"] == "explicit"
