@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any, ClassVar
 
 from dspex.modules.predict import Predict
 from dspex.primitives.module import Module
 from dspex.primitives.prediction import Prediction
+from dspex.primitives.streaming import StreamChunk
 
 __all__ = ["ChainOfThought"]
 
@@ -40,6 +43,12 @@ class ChainOfThought(Module):
 
     async def aforward(self, **kwargs: Any) -> Prediction:
         return await self.predict.acall(**kwargs)
+
+    async def astream(self, **kwargs: Any) -> AsyncIterator[StreamChunk | Prediction]:
+        """Field-level chunks (``reasoning`` first), then the ``Prediction``."""
+        async for item in self.predict.astream(**kwargs):
+            # named as DSPy names the inner predictor
+            yield replace(item, predictor="predict") if isinstance(item, StreamChunk) else item
 
     @property
     def signature(self) -> Any:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import logging
-from collections.abc import Generator, Mapping
+from collections.abc import AsyncIterator, Generator, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from dspex import settings
@@ -18,6 +18,7 @@ from dspex.telemetry import events
 if TYPE_CHECKING:
     from dspex.adapters.base import Adapter
     from dspex.lm.base import BaseLM
+    from dspex.primitives.streaming import StreamChunk
 
 __all__ = ["Predict"]
 
@@ -98,6 +99,17 @@ class Predict(Module, Parameter):
     async def aforward(self, **kwargs: Any) -> Prediction:
         lm, flow = self._flow(kwargs)
         return await drive_async(flow, lm)
+
+    async def astream(self, **kwargs: Any) -> AsyncIterator[StreamChunk | Prediction]:
+        """Output text as it streams, as field-level :class:`StreamChunk` items, then the
+        parsed ``Prediction`` (the shape ``dspy.streamify`` gives, for ChatAdapter markers)."""
+        from dspex.modules.streaming import astream
+        from dspex.signatures import ensure_signature
+
+        fields = ensure_signature(kwargs.get("signature", self.signature)).output_fields
+        lm, flow = self._flow(kwargs)
+        async for item in astream(lm, flow, fields, predictor="self"):
+            yield item
 
     def _flow(
         self, kwargs: dict[str, Any]
