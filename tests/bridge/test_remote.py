@@ -35,6 +35,10 @@ def lm(server: LMServer) -> dspex.LM:
     return lm
 
 
+def _one(args: Any, pred: Any) -> float:
+    return 1.0
+
+
 def _wait_replaced(old_pid: int) -> None:
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
@@ -79,6 +83,20 @@ def test_per_call_lm_override(server: LMServer, lm: dspex.LM) -> None:
         with dspex.context(lm=other_lm):
             remote(question="q")
         assert len(other.requests) == 2
+        pinned = dspex.Predict("question -> answer", implementation="dspy")
+        pinned.set_lm(other_lm)
+        assert pinned.get_lm() is other_lm
+        pinned(question="q")
+        assert len(other.requests) == 3
+        # a module copied into another session keeps its own LM
+        best = dspex.dspy("dspy.Refine", module=pinned, N=1, reward_fn=_one, threshold=1.0)
+        best(question="q")
+        assert len(other.requests) == 4
+        # an LM passed as an argument crosses as its spec (DSPy's own set_lm)
+        inner = dspex.dspy("dspy.Predict", "question -> answer")
+        inner.call_method("set_lm", other_lm)
+        inner(question="q")
+        assert len(other.requests) == 5
     assert server.requests == []
 
 

@@ -155,14 +155,19 @@ class DSPyHost:
     def _decode_tag(self, tag: str, data: dict[str, Any]) -> Any:
         if tag == "object":
             return self._obj(data["id"], data.get("make"))
+        if tag == "lm":
+            return self._lm(data["spec"])
         if tag == "callback":
             return self._callback_proxy(data)
         if tag == "module":
             return self._rebuild_native(data)
         if tag == "remote_copy":
-            return self._create(
+            copy = self._create(
                 f"copy{next(self._ids)}", data["path"], data["args"], data["kwargs"], data["state"]
             )
+            if data.get("lm"):  # the module's own LM, set in the parent with set_lm()
+                copy.set_lm(self._lm(data["lm"]))
+            return copy
         return NotImplemented
 
     def _rebuild_native(self, data: dict[str, Any]) -> Any:

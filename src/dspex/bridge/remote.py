@@ -169,6 +169,21 @@ class RemoteModule(RemoteObject, Module):
     def __repr__(self) -> str:
         return f"RemoteModule({self._type!r}, implementation='dspy')"
 
+    def set_lm(self, lm: Any) -> None:
+        """Use ``lm`` for this module's calls (a per-call ``lm=`` still wins)."""
+        object.__setattr__(self, "_lm", lm)
+
+    def get_lm(self) -> Any:
+        return self.__dict__.get("_lm")
+
+    def call_method(self, method: str, /, *args: Any, **kwargs: Any) -> Any:
+        kwargs.setdefault("lm", self.__dict__.get("_lm"))
+        return super().call_method(method, *args, **kwargs)
+
+    async def acall_method(self, method: str, /, *args: Any, **kwargs: Any) -> Any:
+        kwargs.setdefault("lm", self.__dict__.get("_lm"))
+        return await super().acall_method(method, *args, **kwargs)
+
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         return self.call_method("__call__", *args, **kwargs)
 
@@ -184,7 +199,7 @@ class RemoteModule(RemoteObject, Module):
         from dspex.primitives.streaming import StreamChunk
 
         s = self._dspy_session
-        ctx = call_context(kwargs.pop("lm", None))
+        ctx = call_context(kwargs.pop("lm", None) or self.__dict__.get("_lm"))
         async with s.stream(self._oid, s.encoder.encode(kwargs), ctx) as items:
             async for ok, item in items:
                 if not ok:

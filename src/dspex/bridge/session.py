@@ -219,6 +219,10 @@ class DSPySession:
 
     # ------------------------------------------------------------------ encoding hooks
     def _export_callable(self, fn: Any) -> dict[str, Any]:
+        from dspex.lm.base import BaseLM
+
+        if isinstance(fn, BaseLM):  # an LM crosses as its spec: the worker builds dspy.LM
+            return {TAG: "lm", "spec": lm_spec(fn)}
         path = is_importable(fn)
         roots = {"dspy", "dspex", *settings.current().dspy_import_roots}
         if path is not None and path.split(".")[0].split(":")[0] in roots:
@@ -291,12 +295,14 @@ class DSPySession:
             if self._session is not None:
                 self._session.register_callback(name, wrapper)
         state = value.dump_state() if value._is_module else None
+        lm = value.__dict__.get("_lm")
         return {
             TAG: "remote_copy",
             "path": recipe.path,
             "args": recipe.args,
             "kwargs": recipe.kwargs,
             "state": state,
+            "lm": None if lm is None else lm_spec(lm),
         }
 
     def _decode_tag(self, tag: str, data: dict[str, Any]) -> Any:
