@@ -27,6 +27,8 @@ divergence itself is tested in ``tests/adapters/test_parity.py``.
 
 from __future__ import annotations
 
+import asyncio
+import enum
 import itertools
 import json
 import re
@@ -40,6 +42,7 @@ import pydantic
 import pytest
 
 import dspex
+from dspex.errors import RemoteError
 from dspex.testing import LMServer
 from tests.adapters.corpus import CASES, Case
 
@@ -61,6 +64,7 @@ class Run:
     messages: list[list[dict[str, Any]]]  # decoded, one list per request in order
     raw: list[str]  # the raw JSON text of each request's "messages"
     prediction: dict[str, Any]
+    agents: frozenset[str]  # the User-Agent headers: which HTTP client sent the requests
 
 
 _MESSAGES_KEY = re.compile(r'"messages"\s*:\s*')
@@ -115,6 +119,7 @@ class Recorder:
             [r.json["messages"] for r in requests],
             [raw_messages(r.body) for r in requests],
             dict(prediction.items()),
+            frozenset(r.headers.get("user-agent", "") for r in requests),
         )
 
 
@@ -139,6 +144,8 @@ def _first_difference(a: str, b: str) -> str:
 def check_parity(case: Case, kind: str, native: Run, other: Run, side: str) -> None:
     """Assert byte-identical request messages and equal predictions, with a precise report."""
     where = f"seed {case.seed} ({kind}, native vs {side})"
+    # a different HTTP client sent the other side's requests: DSPy really ran there
+    assert not native.agents & other.agents, f"{where}: same client {native.agents}"
     assert len(native.messages) == len(other.messages), (
         f"{where}: {len(native.messages)} vs {len(other.messages)} requests"
     )
@@ -320,3 +327,187 @@ def test_native_saved_program_loads_in_dspy_and_predicts_the_same(
 
 def _without_metadata(state: dict[str, Any]) -> dict[str, Any]:
     return json.loads(json.dumps({k: v for k, v in state.items() if k != "metadata"}))
+
+
+# ---------------------------------------------------------------------------- the pool path
+#
+# ``implementation="dspy"`` modules: real DSPy 3.4.1 in a DSPex worker pool, driven with the
+# native call interface. One pool (and one DSPy session, i.e. one worker) for the module.
+
+
+def _has_enum_demo_value(case: Case) -> bool:
+    return any(isinstance(v, enum.Enum) for demo in case.demos for v in demo.values())
+
+
+# Known bridge bug (reported): setting demos that hold an Enum value (corpus ``Color``) fails
+# in the worker's state checkpoint with ``RemoteError: TypeError: can not serialize 'Color'
+# object`` (DSPy's ``dump_state`` keeps Enum members; the worker sends them unencoded).
+# These cases are split off into a strict xfail so they start failing loudly once fixed.
+ENUM_DEMO_CASES = [c for c in CASES if _has_enum_demo_value(c)]
+POOL_CASES = [c for c in CASES if not _has_enum_demo_value(c)]
+
+
+@pytest.fixture(scope="module")
+def dspy_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    from dspex.bridge.session import _pool_defaults
+    from dspex.pool import get_pool, shutdown_pools
+
+    # The corpus's pydantic/Enum types live in ``tests``: the workers may import them.
+    # A dedicated pool name, so a "dspy" pool left by another module cannot lack the root.
+    with dspex.context(
+        dspy_import_roots=("tests",), cache_dir=tmp_path_factory.mktemp("dspy-pool")
+    ):
+        pool = get_pool("dspy-parity", default=_pool_defaults())
+    session = dspex.DSPySession(pool=pool)
+    try:
+        yield session
+    finally:
+        session.close()
+        shutdown_pools()
+
+
+def pool_module(session: Any, case: Case, kind: str, demos: bool = True) -> Any:
+    sig = case.build(dspex)
+    cls = dspex.Predict if kind == "predict" else dspex.ChainOfThought
+    module = cls(sig, implementation="dspy", session=session)
+    assert module.implementation == "dspy"
+    if demos and case.demos:
+        module.demos = [dspex.Example(**d) for d in case.demos]
+    return module
+
+
+def run_pool(rec: Recorder, case: Case, kind: str, module: Any) -> Run:
+    since = rec.mark()
+    with dspex.context(lm=rec.native_lm):  # the worker builds a dspy.LM from this one
+        prediction = module(**case.inputs)
+    assert isinstance(prediction, dspex.Prediction)
+    return rec.collect(rec.native_base, prediction, since)
+
+
+POOL_CHUNKS = 4
+
+
+@pytest.mark.parametrize("chunk", range(POOL_CHUNKS))
+@pytest.mark.parametrize("kind", KINDS)
+def test_native_matches_dspy_in_the_pool(
+    recorder: Recorder, dspy_session: Any, kind: str, chunk: int
+) -> None:
+    for case in POOL_CASES[chunk::POOL_CHUNKS]:
+        other = run_pool(recorder, case, kind, pool_module(dspy_session, case, kind))
+        check_parity(case, kind, run_native(recorder, case, kind), other, "pool dspy")
+    recorder.server.clear()
+
+
+@pytest.mark.xfail(
+    strict=True, raises=RemoteError, reason="bridge: Enum values in demos cannot cross back"
+)
+def test_pool_accepts_enum_demo_values(recorder: Recorder, dspy_session: Any) -> None:
+    for case in ENUM_DEMO_CASES:
+        for kind in KINDS:
+            other = run_pool(recorder, case, kind, pool_module(dspy_session, case, kind))
+            check_parity(case, kind, run_native(recorder, case, kind), other, "pool dspy")
+    recorder.server.clear()
+
+
+def test_pool_corpus_is_large() -> None:
+    assert len(POOL_CASES) >= 300
+
+
+async def test_pool_acall_concurrently_matches_native(
+    recorder: Recorder, dspy_session: Any
+) -> None:
+    """``acall`` with 8 calls in flight: one endpoint per call attributes the requests."""
+    cases = [(c, kind) for c in POOL_CASES[:60] for kind in KINDS]
+    modules = [pool_module(dspy_session, c, kind) for c, kind in cases]
+    endpoints = [recorder.endpoint("pool", unique=True) for _ in cases]
+    gate = asyncio.Semaphore(8)
+
+    async def one(module: Any, case: Case, endpoint: str) -> Any:
+        lm = dspex.LM("openai/test", api_base=endpoint, api_key="test", cache=False)
+        async with gate:
+            with dspex.context(lm=lm):
+                return await module.acall(**case.inputs)
+
+    predictions = await asyncio.gather(
+        *(one(m, c, e) for m, (c, _), e in zip(modules, cases, endpoints, strict=True))
+    )
+    for (case, kind), endpoint, prediction in zip(cases, endpoints, predictions, strict=True):
+        other = recorder.collect(endpoint, prediction)
+        check_parity(case, kind, run_native(recorder, case, kind), other, "pool dspy (acall)")
+    recorder.server.clear()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_native_saved_program_loads_in_the_pool_and_back(
+    recorder: Recorder, dspy_session: Any, kind: str, tmp_path: Path
+) -> None:
+    """native save -> pool load predicts the same; pool save -> native load, too."""
+    for case in SAVE_CASES:
+        if _has_enum_demo_value(case):
+            continue  # the known bridge bug above
+        instructions, demos = _customize(case)
+        saver = native_module(case, kind)
+        pred = _predictor(saver, kind)
+        pred.signature = pred.signature.with_instructions(instructions)
+        saver.demos = [dspex.Example(**d) for d in demos]
+        path = tmp_path / f"native-{kind}-{case.seed}.json"
+        saver.save(path)
+
+        remote = pool_module(dspy_session, case, kind, demos=False)
+        remote.load(path)
+        assert remote.signature.instructions == instructions, case.seed
+        native = native_module(case, kind)
+        native.load(path)
+        check_parity(
+            case,
+            kind,
+            run_native(recorder, case, kind, native),
+            run_pool(recorder, case, kind, remote),
+            "pool dspy (both loaded from a native save)",
+        )
+
+        back = tmp_path / f"pool-{kind}-{case.seed}.json"
+        remote.save(back)
+        assert _without_metadata(json.loads(back.read_text())) == _without_metadata(
+            json.loads(path.read_text())
+        ), case.seed
+        reloaded = native_module(case, kind)
+        reloaded.load(back)
+        check_parity(
+            case,
+            kind,
+            run_native(recorder, case, kind, reloaded),
+            run_pool(recorder, case, kind, remote),
+            "pool dspy (native loaded from a pool save)",
+        )
+    recorder.server.clear()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_dspy_saved_program_loads_in_the_pool(
+    recorder: Recorder, dspy_session: Any, kind: str, tmp_path: Path
+) -> None:
+    """A file saved by in-process DSPy loads into a pool module and predicts like native."""
+    for case in SAVE_CASES:
+        if _has_enum_demo_value(case):
+            continue  # the known bridge bug above
+        instructions, demos = _customize(case)
+        saver = dspy_module(case, kind)
+        pred = _predictor(saver, kind)
+        pred.signature = pred.signature.with_instructions(instructions)
+        pred.demos = [dspy.Example(**d) for d in demos]
+        path = tmp_path / f"dspy-{kind}-{case.seed}.json"
+        saver.save(str(path))
+
+        remote = pool_module(dspy_session, case, kind, demos=False)
+        remote.load(path)
+        native = native_module(case, kind)
+        native.load(path)
+        check_parity(
+            case,
+            kind,
+            run_native(recorder, case, kind, native),
+            run_pool(recorder, case, kind, remote),
+            "pool dspy (both loaded from a dspy save)",
+        )
+    recorder.server.clear()
