@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import socket
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -45,3 +48,18 @@ def write(name: str, text: str) -> None:
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"{name}.md").write_text(text.strip() + "\n")
     print(text)
+
+
+def start_lmserver() -> tuple[subprocess.Popen[bytes], str]:
+    """An LMServer in its own process (so it does not share our GIL); ``(process, url)``."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dspex.testing.lmserver", "--port", str(port)],
+        stdout=subprocess.PIPE,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    assert proc.stdout is not None
+    proc.stdout.readline()
+    return proc, f"http://127.0.0.1:{port}/v1"
