@@ -166,6 +166,21 @@ def test_react_with_parent_defined_tool(server: LMServer, lm: dspex.LM) -> None:
     assert "search" in system and "Search the encyclopedia." in system
 
 
+def test_async_parent_tool(server: LMServer, lm: dspex.LM) -> None:
+    async def lookup(key: str) -> str:
+        """Look a key up."""
+        await asyncio.sleep(0)
+        return key.upper()
+
+    react = dspex.dspy("dspy.ReAct", "question -> answer", tools=[lookup], max_iters=2)
+    server.reply(
+        {"next_thought": "t", "next_tool_name": "lookup", "next_tool_args": {"key": "abc"}},
+        {"next_thought": "t", "next_tool_name": "finish", "next_tool_args": {}},
+        {"reasoning": "r", "answer": "ABC"},
+    )
+    assert react(question="q").trajectory["observation_0"] == "ABC"
+
+
 def test_parent_tool_error_reaches_dspy_as_an_observation(server: LMServer, lm: dspex.LM) -> None:
     def broken(query: str) -> str:
         raise ValueError("index offline")
