@@ -2,25 +2,28 @@
 
 One logical call = cache lookup, then at most ``num_retries + 1`` HTTP requests within one
 overall deadline (``timeout``), through the endpoint's circuit breaker. Every decision that
-does no I/O (options, cache key, cache hit) is made before any event loop is involved, so a
-sync cache hit returns without one; the rest runs async. Sync callers go through
-:func:`dspex._sync.run_sync` (one reused loop per thread); each event loop gets its own
-keep-alive :class:`~dspex.lm.transport.ConnectionPool` (connections are bound to a loop).
+does no I/O is shared by the sync and async paths, which repeat only the I/O (as httpx's
+``Client``/``AsyncClient``): options, cache key and cache hit (:meth:`LM._prepare`), the
+retry/deadline/breaker rules (:meth:`LM._attempt_flow`, a generator both drivers run), and
+usage/history/cache writes (:meth:`LM._finish`). Sync calls use blocking keep-alive sockets
+(:class:`~dspex.lm.transport.SyncConnectionPool`, no event loop per call); each event loop
+gets its own :class:`~dspex.lm.transport.ConnectionPool` (connections are bound to a loop).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import weakref
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Generator
 from typing import Any
 
 import orjson
 
 from dspex import settings
-from dspex._sync import on_loop_shutdown, run_sync
+from dspex._sync import on_loop_shutdown
 from dspex.errors import (
     ConfigurationError,
     ContextWindowExceeded,
@@ -37,7 +40,7 @@ from dspex.lm.base import BaseLM, Message
 from dspex.lm.cache import request_blob, shared_cache
 from dspex.lm.providers import Endpoint, build_body, error_message, parse_response, resolve
 from dspex.lm.resilience import CircuitBreaker, RetryPolicy, breaker_for, parse_retry_after
-from dspex.lm.transport import ConnectionPool, HTTPError, Target
+from dspex.lm.transport import ConnectionPool, HTTPError, Response, SyncConnectionPool, Target
 from dspex.lm.usage import current_tracker
 from dspex.telemetry import events
 
@@ -111,6 +114,8 @@ class LM(BaseLM):
         self._pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, ConnectionPool] = (
             weakref.WeakKeyDictionary()
         )
+        self._sync_pool = SyncConnectionPool(*self._target.origin)
+        weakref.finalize(self, self._sync_pool.close)  # no socket outlives its LM
 
     # ------------------------------------------------------------------ public
     @property
@@ -152,13 +157,20 @@ class LM(BaseLM):
         if pool is not None:
             await pool.aclose()
 
+    def close(self) -> None:
+        """Close the idle connections of sync calls (they also close with the LM)."""
+        self._sync_pool.close()
+        self._sync_pool = SyncConnectionPool(*self._target.origin)
+        weakref.finalize(self, self._sync_pool.close)
+
     def __call__(
         self, prompt: str | None = None, messages: list[Message] | None = None, **kwargs: Any
     ) -> list[str]:
         call = self._prepare(prompt, messages, kwargs)
-        if call.hit is not None:  # answered from the cache: no event loop needed
+        if call.hit is not None:
             return call.hit
-        return run_sync(self._complete(call))
+        texts, usage = self._request_sync(call.messages, call.options)
+        return self._finish(call, texts, usage)
 
     async def acall(
         self, prompt: str | None = None, messages: list[Message] | None = None, **kwargs: Any
@@ -166,7 +178,8 @@ class LM(BaseLM):
         call = self._prepare(prompt, messages, kwargs)
         if call.hit is not None:
             return call.hit
-        return await self._complete(call)
+        texts, usage = await self._request(call.messages, call.options)
+        return self._finish(call, texts, usage)
 
     async def astream(self, messages: list[Message], **kwargs: Any) -> AsyncIterator[str]:
         """Text deltas as the model produces them (no cache; retried only before the first byte)."""
@@ -233,9 +246,8 @@ class LM(BaseLM):
         self._remember(messages, options, list(hit[0]), {}, cached=True)
         return _Call(messages, options, blob, list(hit[0]))
 
-    async def _complete(self, call: _Call) -> list[str]:
-        """The HTTP part of a call that the cache did not answer."""
-        texts, usage = await self._request(call.messages, call.options)
+    def _finish(self, call: _Call, texts: list[str], usage: dict[str, int]) -> list[str]:
+        """Store, bill and remember a fresh answer; the caller gets its own list."""
         if call.blob is not None:
             shared_cache(settings.current().cache_dir).put(call.blob, texts, usage)
         tracker = current_tracker()
@@ -270,48 +282,107 @@ class LM(BaseLM):
     def inspect_history(self, n: int = 1) -> list[dict[str, Any]]:
         return list(self.history)[-n:]
 
+    def _request_sync(
+        self, messages: list[Message], options: dict[str, Any]
+    ) -> tuple[list[str], dict[str, int]]:
+        """Run the attempt flow with blocking I/O (sync callers)."""
+        message = self._target.post(orjson.dumps(build_body(self.endpoint, messages, options)))
+        deadline = time.monotonic() + self.timeout
+        pool = self._sync_pool
+        meta = self._meta()
+        with self._span(meta):
+            flow = self._attempt_flow(deadline, meta)
+            step = next(flow)
+            while True:
+                outcome: Response | LMError | None = None
+                if step is None:
+                    try:
+                        outcome = pool.request(message, deadline)
+                    except TimeoutError:
+                        outcome = self._timeout_error()
+                    except HTTPError as exc:
+                        outcome = self._transport_error(exc)
+                    except OSError as exc:
+                        outcome = self._transport_error(HTTPError(f"{type(exc).__name__}: {exc}"))
+                else:
+                    time.sleep(step)
+                try:
+                    step = flow.send(outcome)
+                except StopIteration as done:
+                    return done.value  # type: ignore[no-any-return]
+
     async def _request(
         self, messages: list[Message], options: dict[str, Any]
     ) -> tuple[list[str], dict[str, int]]:
+        """Run the attempt flow on the running event loop."""
         message = self._target.post(orjson.dumps(build_body(self.endpoint, messages, options)))
         deadline = time.monotonic() + self.timeout
         pool = await self._pool()
-        if not events.has_handlers():
-            return await self._attempts(pool, message, deadline, None)
-        meta: dict[str, Any] = {"model": self.model, "provider": self.provider}
-        with events.span("dspex.lm.request", meta):
-            return await self._attempts(pool, message, deadline, meta)
+        meta = self._meta()
+        with self._span(meta):
+            flow = self._attempt_flow(deadline, meta)
+            step = next(flow)
+            while True:
+                outcome: Response | LMError | None = None
+                if step is None:
+                    try:
+                        async with asyncio.timeout(deadline - time.monotonic()):
+                            outcome = await pool.request(message)
+                    except TimeoutError:
+                        outcome = self._timeout_error()
+                    except HTTPError as exc:
+                        outcome = self._transport_error(exc)
+                else:
+                    await asyncio.sleep(step)
+                try:
+                    step = flow.send(outcome)
+                except StopIteration as done:
+                    return done.value  # type: ignore[no-any-return]
 
-    async def _attempts(
-        self, pool: ConnectionPool, message: bytes, deadline: float, meta: dict[str, Any] | None
-    ) -> tuple[list[str], dict[str, int]]:
+    def _meta(self) -> dict[str, Any] | None:
+        if not events.has_handlers():
+            return None
+        return {"model": self.model, "provider": self.provider}
+
+    def _span(self, meta: dict[str, Any] | None) -> contextlib.AbstractContextManager[Any]:
+        return contextlib.nullcontext() if meta is None else events.span("dspex.lm.request", meta)
+
+    def _attempt_flow(
+        self, deadline: float, meta: dict[str, Any] | None
+    ) -> Generator[float | None, Response | LMError | None, tuple[list[str], dict[str, int]]]:
+        """The retry, deadline and circuit-breaker rules of one call, with no I/O.
+
+        Yields ``None`` to ask the driver for one HTTP request (it sends back the
+        :class:`Response`, or the ``LMError`` its failure maps to) or a number of seconds to
+        pause. Returns the texts and usage, or raises the call's final error.
+        """
         breaker = self.breaker
         for attempt in range(self.num_retries + 1):
             breaker.before_request(self.endpoint.url)
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
+            if deadline - time.monotonic() <= 0:
                 raise self._timeout_error()
-            try:
-                async with asyncio.timeout(remaining):
-                    response = await pool.request(message)
-                if response.status < 400:
-                    parsed = parse_response(self.endpoint, orjson.loads(response.body))
-                    breaker.record(True)
-                    if meta is not None:
-                        meta.update(status=response.status, attempts=attempt + 1, **parsed.usage)
-                    return parsed.texts, parsed.usage
-                error: LMError = self._status_error(
-                    response.status, response.reason, response.headers, response.body
-                )
-            except TimeoutError:
-                error = self._timeout_error()
-            except HTTPError as exc:
-                error = self._transport_error(exc)
-            except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
-                error = LMServerError(
-                    f"{self.provider} returned a malformed response for {self.model}: {exc!r}",
-                    provider=self.provider, model=self.model, status=None,
-                )  # fmt: skip
+            outcome = yield None
+            if isinstance(outcome, Response):
+                if outcome.status < 400:
+                    try:
+                        parsed = parse_response(self.endpoint, orjson.loads(outcome.body))
+                    except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
+                        error: LMError = LMServerError(
+                            f"{self.provider} returned a malformed response for {self.model}: {exc!r}",
+                            provider=self.provider, model=self.model, status=None,
+                        )  # fmt: skip
+                    else:
+                        breaker.record(True)
+                        if meta is not None:
+                            meta.update(status=outcome.status, attempts=attempt + 1, **parsed.usage)
+                        return parsed.texts, parsed.usage
+                else:
+                    error = self._status_error(
+                        outcome.status, outcome.reason, outcome.headers, outcome.body
+                    )
+            else:
+                assert outcome is not None
+                error = outcome
             if not is_retryable(error):
                 raise error
             breaker.record(False)
@@ -328,7 +399,7 @@ class LM(BaseLM):
                 wait = retry_after
             if wait >= deadline - time.monotonic():
                 raise self._timeout_error()
-            await asyncio.sleep(wait)
+            yield wait
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _timeout_error(self) -> LMTimeoutError:

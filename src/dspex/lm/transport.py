@@ -18,17 +18,23 @@ does only that:
 - no timeouts of its own: callers wrap calls in ``asyncio.timeout`` (the LM's deadline), and
   a request cancelled half-way closes its connection instead of returning it to the pool.
 
+:class:`SyncConnectionPool` is the same over blocking sockets for sync callers (shared
+across threads, one request per connection at a time), bounded by an explicit deadline: it
+saves sync calls the event loop's per-call machinery (~40% of the client's time per call).
+
 Failures raise :class:`HTTPError` subclasses; :mod:`dspex.lm.client` maps them to LM errors.
 """
 
 from __future__ import annotations
 
 import asyncio
+import socket
+import threading
 import time
 import zlib
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urlsplit
 
 import httptools
@@ -43,6 +49,7 @@ __all__ = [
     "RemoteProtocolError",
     "Response",
     "StreamResponse",
+    "SyncConnectionPool",
     "Target",
 ]
 
@@ -388,21 +395,151 @@ class ConnectionPool:
         loop = asyncio.get_running_loop()
         kwargs: dict[str, Any] = {}
         if self.scheme == "https":
-            kwargs = {"ssl": self._ssl_context(), "server_hostname": self.host}
+            kwargs = {"ssl": _ssl_context(self), "server_hostname": self.host}
         try:
             _, conn = await loop.create_connection(_Connection, self.host, self.port, **kwargs)
         except OSError as exc:  # refused, unreachable, DNS (gaierror), TLS (SSLError)
             raise ConnectError(f"{type(exc).__name__}: {exc}") from exc
         return conn
 
-    def _ssl_context(self) -> ssl.SSLContext:
-        if self._ssl is None:
-            import ssl
 
+class _SocketTransport:
+    """What :class:`_Connection` needs of a transport, over a blocking socket."""
+
+    __slots__ = ("sock",)
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+
+    def write(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def abort(self) -> None:
+        self.sock.close()
+
+
+class SyncConnectionPool:
+    """Blocking keep-alive connections to one origin, for sync callers (any thread).
+
+    Same parsing and reuse rules as :class:`ConnectionPool`, without an event loop: sync
+    calls skip the loop's per-call machinery. ``deadline`` (``time.monotonic()``) bounds the
+    connect and every read, so hung servers, slow drips and blackholed connects raise
+    :class:`TimeoutError` in time.
+    """
+
+    def __init__(
+        self, scheme: str, host: str, port: int, *, keepalive_expiry: float = 15.0
+    ) -> None:
+        self.scheme, self.host, self.port = scheme, host, port
+        self.keepalive_expiry = keepalive_expiry
+        self._idle: list[_Connection] = []
+        self._lock = threading.Lock()
+        self._closed = False
+        self._ssl: ssl.SSLContext | None = None
+
+    def request(self, message: bytes, deadline: float) -> Response:
+        for attempt in (0, 1):
+            conn = self._take_idle()
+            reused = conn is not None
+            if conn is None:
+                conn = self._connect(deadline)
             try:
-                import certifi
+                conn.start(message, False)
+                sock = cast(_SocketTransport, conn.transport).sock
+                while not conn.done:
+                    if conn.error is not None:
+                        raise conn.error
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        raise TimeoutError("deadline exceeded")
+                    sock.settimeout(remaining)
+                    try:
+                        data = sock.recv(262144)
+                    except (ConnectionResetError, BrokenPipeError):
+                        data = b""
+                    if data:
+                        conn.data_received(data)
+                    else:
+                        conn.connection_lost(None)
+                        if conn.error is not None:
+                            raise conn.error
+                response = conn.response()
+            except RemoteProtocolError:
+                conn.abort()
+                if reused and not conn.got_bytes and attempt == 0:
+                    continue  # a stale keep-alive connection: resend on a fresh one
+                raise
+            except (ConnectionResetError, BrokenPipeError) as exc:  # while sending
+                conn.abort()
+                if reused and attempt == 0:
+                    continue
+                raise RemoteProtocolError(f"{type(exc).__name__}: {exc}") from exc
+            except BaseException:
+                conn.abort()
+                raise
+            self._release(conn)
+            return response
+        raise AssertionError("unreachable")  # pragma: no cover
 
-                self._ssl = ssl.create_default_context(cafile=certifi.where())
-            except ImportError:  # pragma: no cover - certifi comes with httpx
-                self._ssl = ssl.create_default_context()
-        return self._ssl
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.abort()
+
+    def _take_idle(self) -> _Connection | None:
+        now = time.monotonic()
+        with self._lock:
+            while self._idle:
+                conn = self._idle.pop()
+                if not conn.closed and now - conn.idle_since < self.keepalive_expiry:
+                    return conn
+                conn.abort()
+        return None
+
+    def _release(self, conn: _Connection) -> None:
+        conn.active = False
+        with self._lock:
+            if conn.done and not conn.closed and not self._closed:
+                conn.idle_since = time.monotonic()
+                self._idle.append(conn)
+                return
+        conn.abort()
+
+    def _connect(self, deadline: float) -> _Connection:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError("deadline exceeded")
+        try:
+            sock = socket.create_connection((self.host, self.port), timeout=remaining)
+        except TimeoutError:
+            raise
+        except OSError as exc:  # refused, unreachable, DNS (gaierror)
+            raise ConnectError(f"{type(exc).__name__}: {exc}") from exc
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self.scheme == "https":
+            try:
+                sock = _ssl_context(self).wrap_socket(sock, server_hostname=self.host)
+            except TimeoutError:
+                sock.close()
+                raise
+            except OSError as exc:
+                sock.close()
+                raise ConnectError(f"{type(exc).__name__}: {exc}") from exc
+        conn = _Connection()
+        conn.transport = cast(asyncio.Transport, _SocketTransport(sock))
+        return conn
+
+
+def _ssl_context(pool: ConnectionPool | SyncConnectionPool) -> ssl.SSLContext:
+    if pool._ssl is None:
+        import ssl
+
+        try:
+            import certifi
+
+            pool._ssl = ssl.create_default_context(cafile=certifi.where())
+        except ImportError:  # pragma: no cover - certifi comes with httpx
+            pool._ssl = ssl.create_default_context()
+    return pool._ssl
