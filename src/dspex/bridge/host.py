@@ -187,7 +187,7 @@ class DSPyHost:
         module = cls(signature, **self._decoder.decode(data.get("config") or {}))
         state = data.get("state")
         if state:
-            module.load_state(state)
+            module.load_state(self._decoder.decode(state))
         return module
 
     def _callback_proxy(self, data: dict[str, Any]) -> Callable[..., Any]:
@@ -309,7 +309,7 @@ class DSPyHost:
         with self._context(None):
             obj = factory(*self._decoder.decode(args), **self._decoder.decode(kwargs))
         if state is not None:
-            obj.load_state(state)
+            obj.load_state(self._decoder.decode(state))
         self._objects(create=True)[oid] = obj
         return obj
 
@@ -363,11 +363,12 @@ class DSPyHost:
 
     @_enveloped
     def dump_state(self, oid: str, make: list[Any] | None = None) -> Any:
-        return self._obj(oid, make).dump_state()
+        # tagged, so values JSON cannot carry (enum members in demos...) survive the trip
+        return self._encoder.encode(self._obj(oid, make).dump_state())
 
     @_enveloped
-    def load_state(self, oid: str, state: dict[str, Any], make: list[Any] | None = None) -> None:
-        self._obj(oid, make).load_state(state)
+    def load_state(self, oid: str, state: Any, make: list[Any] | None = None) -> None:
+        self._obj(oid, make).load_state(self._decoder.decode(state))
 
     @_enveloped
     def release(self, oid: str, make: list[Any] | None = None) -> None:

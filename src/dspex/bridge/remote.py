@@ -122,14 +122,17 @@ class RemoteObject:
 
     # ------------------------------------------------------------------ state
     def dump_state(self, json_mode: bool = True) -> dict[str, Any]:
-        state: dict[str, Any] = self._dspy_session.request_sync("dump_state", self._oid)
+        s = self._dspy_session
+        state: dict[str, Any] = s.decoder.decode(s.request_sync("dump_state", self._oid))
         return state
 
     def load_state(self, state: dict[str, Any]) -> Any:
         if not isinstance(state, dict):
             raise StateError(f"module state must be a JSON object, got {type(state).__name__}")
-        self._dspy_session.request_sync("load_state", self._oid, state)
-        self._dspy_session.remember_state(self._oid, state)
+        s = self._dspy_session
+        wire = s.encoder.encode(state)
+        s.request_sync("load_state", self._oid, wire)
+        s.remember_state(self._oid, wire)
         return self
 
     def checkpoint(self) -> None:
@@ -139,7 +142,8 @@ class RemoteObject:
         recorded automatically; call this after changing the object in the worker by other
         means (e.g. an optimizer that compiled it in place).
         """
-        self._dspy_session.remember_state(self._oid, self.dump_state())
+        s = self._dspy_session
+        s.remember_state(self._oid, s.request_sync("dump_state", self._oid))
 
     def release(self) -> None:
         """Forget the hosted object in the worker."""

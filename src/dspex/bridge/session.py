@@ -179,6 +179,7 @@ class DSPySession:
         return self._recipes.get(oid)
 
     def remember_state(self, oid: str, state: Any) -> None:
+        """Keep ``state`` (wire form) as the object's state in its rebuild recipe."""
         recipe = self._recipes.get(oid)
         if recipe is not None:
             recipe.state = state
@@ -271,7 +272,7 @@ class DSPySession:
                 "kind": kind,
                 "signature": self.encoder.encode(value.signature),  # type: ignore[attr-defined]
                 "config": self.encoder.encode(dict(getattr(predictor, "config", {}) or {})),
-                "state": value.dump_state(),
+                "state": self.encoder.encode(value.dump_state()),
             }
         return None
 
@@ -294,7 +295,7 @@ class DSPySession:
             self._callbacks.setdefault(id(wrapper), (name, wrapper))
             if self._session is not None:
                 self._session.register_callback(name, wrapper)
-        state = value.dump_state() if value._is_module else None
+        state = self.encoder.encode(value.dump_state()) if value._is_module else None
         lm = value.__dict__.get("_lm")
         return {
             TAG: "remote_copy",
