@@ -20,7 +20,8 @@ does only that:
 
 :class:`SyncConnectionPool` is the same over blocking sockets for sync callers (shared
 across threads, one request per connection at a time), bounded by an explicit deadline: it
-saves sync calls the event loop's per-call machinery (~40% of the client's time per call).
+saves sync calls the event loop's per-call machinery (a sync ``LM`` call against the local
+server went from 0.31 to 0.21 ms).
 
 Failures raise :class:`HTTPError` subclasses; :mod:`dspex.lm.client` maps them to LM errors.
 """
