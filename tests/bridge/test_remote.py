@@ -296,12 +296,24 @@ def test_no_lm_configured_is_a_configuration_error(server: LMServer) -> None:
         remote(question="q")
 
 
-def test_in_process_lm_is_refused_clearly(lm: dspex.LM) -> None:
+def test_in_process_lm_answers_dspy_from_the_parent(lm: dspex.LM) -> None:
     from dspex.testing import DummyLM
 
+    seen: list[Any] = []
+
+    def answer(messages: list[dict[str, Any]]) -> dict[str, Any]:
+        seen.append(messages)
+        return {"answer": "from the parent"}
+
+    dummy = DummyLM(answer)
     remote = dspex.Predict("question -> answer", implementation="dspy")
-    with pytest.raises(dspex.ConfigurationError, match="HTTP LM"):
-        remote(question="q", lm=DummyLM())
+    assert remote(question="q", lm=dummy).answer == "from the parent"
+    native = dspex.Predict("question -> answer")
+    native(question="q", lm=dummy)
+    # DSPy's adapter messages reached the parent LM unchanged: same as the native prompt
+    assert len(seen) == 2 and seen[0] == seen[1]
+    with pytest.raises(dspex.ConfigurationError, match="BaseLM"):
+        remote(question="q", lm="openai/gpt-4o")
 
 
 def test_imports_outside_the_allow_list_are_refused(lm: dspex.LM) -> None:

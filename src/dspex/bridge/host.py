@@ -241,6 +241,8 @@ class DSPyHost:
 
     # ------------------------------------------------------------------ LMs and settings
     def _lm(self, spec: dict[str, Any]) -> Any:
+        if "callback" in spec:
+            return self._parent_lm(spec)
         key = (
             spec["model"],
             spec.get("api_base"),
@@ -269,6 +271,18 @@ class DSPyHost:
         self._lms[key] = lm
         if len(self._lms) > _LM_CACHE_SIZE:
             self._lms.popitem(last=False)
+        return lm
+
+    def _parent_lm(self, spec: dict[str, Any]) -> Any:
+        """A DSPy LM answered by the parent's LM (callback ``spec["callback"]``)."""
+        key = ("callback", spec["callback"])
+        lm = self._lms.get(key)
+        if lm is None:
+            from dspex.bridge.parent_lm import ParentLM
+
+            proxy = self._callback_proxy({"name": spec["callback"], "fn_name": "lm"})
+            lm = ParentLM(spec.get("model") or "parent", proxy)
+            self._lms[key] = lm
         return lm
 
     @contextmanager

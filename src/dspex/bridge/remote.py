@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from dspex.bridge.session import DSPySession, call_context
+from dspex.bridge.session import DSPySession
 from dspex.errors import RemoteError, StateError, UserError
 from dspex.primitives.module import Module
 from dspex.primitives.prediction import Prediction
@@ -103,7 +103,7 @@ class RemoteObject:
     def call_method(self, method: str, /, *args: Any, **kwargs: Any) -> Any:
         """``obj.method(*args, **kwargs)`` in the worker (``lm=`` selects the LM for it)."""
         s = self._dspy_session
-        ctx = call_context(kwargs.pop("lm", None))
+        ctx = s.call_context(kwargs.pop("lm", None))
         wire = s.request_sync(
             "call", self._oid, method, s.encoder.encode(list(args)), s.encoder.encode(kwargs), ctx
         )
@@ -111,7 +111,7 @@ class RemoteObject:
 
     async def acall_method(self, method: str, /, *args: Any, **kwargs: Any) -> Any:
         s = self._dspy_session
-        ctx = call_context(kwargs.pop("lm", None))
+        ctx = s.call_context(kwargs.pop("lm", None))
         wire = await s.request(
             "call", self._oid, method, s.encoder.encode(list(args)), s.encoder.encode(kwargs), ctx
         )
@@ -203,7 +203,7 @@ class RemoteModule(RemoteObject, Module):
         from dspex.primitives.streaming import StreamChunk
 
         s = self._dspy_session
-        ctx = call_context(kwargs.pop("lm", None) or self.__dict__.get("_lm"))
+        ctx = s.call_context(kwargs.pop("lm", None) or self.__dict__.get("_lm"))
         async with s.stream(self._oid, s.encoder.encode(kwargs), ctx) as items:
             async for ok, item in items:
                 if not ok:

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from dspex.pool.pool import Pool
     from dspex.pool.session import Session
 
-__all__ = ["DSPY_POOL", "DSPySession", "dspy_pool", "lm_spec"]
+__all__ = ["DSPY_POOL", "DSPySession", "dspy_pool", "http_lm_spec"]
 
 DSPY_POOL = "dspy"
 """Name of the pool that runs DSPy (declare it in ``dspex.configure(pools=...)`` to tune it)."""
@@ -67,15 +67,8 @@ def dspy_pool() -> Pool:
     return get_pool(DSPY_POOL, default=_pool_defaults())
 
 
-def lm_spec(lm: Any) -> dict[str, Any]:
-    """What a worker needs to build the same LM in DSPy (the key travels, is never logged)."""
-    from dspex.lm import LM
-
-    if not isinstance(lm, LM):
-        raise ConfigurationError(
-            f"implementation='dspy' needs an HTTP LM (dspex.LM) to hand to DSPy, got "
-            f"{type(lm).__name__}; in-process LMs such as DummyLM only run natively"
-        )
+def http_lm_spec(lm: Any) -> dict[str, Any]:
+    """What a worker needs to build the same HTTP LM in DSPy (the key travels, never logged)."""
     endpoint = lm.endpoint
     return {
         "model": lm.model,
@@ -85,17 +78,6 @@ def lm_spec(lm: Any) -> dict[str, Any]:
         "num_retries": lm.num_retries,
         "timeout": lm.timeout,
         "kwargs": dict(lm.kwargs),
-    }
-
-
-def call_context(lm: Any = None) -> dict[str, Any]:
-    """The parent's settings a worker call runs under: the LM and the adapter."""
-    current = settings.current()
-    lm = lm if lm is not None else current.lm
-    adapter = current.adapter
-    return {
-        "lm": None if lm is None else lm_spec(lm),
-        "adapter": None if adapter is None else type(adapter).__name__,
     }
 
 
@@ -219,23 +201,56 @@ class DSPySession:
         return self.pool_session.stream("stream", oid, kwargs, ctx, self._make(oid))
 
     # ------------------------------------------------------------------ encoding hooks
+    # ------------------------------------------------------------------ LMs and settings
+    def lm_spec(self, lm: Any) -> dict[str, Any]:
+        """How the worker gets ``lm``: an HTTP LM is rebuilt as ``dspy.LM``; any other
+        ``BaseLM`` (``DummyLM``, your own) answers DSPy's requests from this process."""
+        from dspex.lm import LM
+        from dspex.lm.base import BaseLM
+
+        if isinstance(lm, LM):
+            return http_lm_spec(lm)
+        if isinstance(lm, BaseLM):
+
+            def ask(messages: list[dict[str, Any]], options: dict[str, Any]) -> list[str]:
+                return [_text(o) for o in lm(messages=messages, **options)]
+
+            return {"model": lm.model, "callback": self._register(lm, ask)}
+        raise ConfigurationError(f"lm must be a dspex.BaseLM instance, got {type(lm).__name__}")
+
+    def call_context(self, lm: Any = None) -> dict[str, Any]:
+        """The parent's settings a worker call runs under: the LM and the adapter."""
+        current = settings.current()
+        lm = lm if lm is not None else current.lm
+        adapter = current.adapter
+        return {
+            "lm": None if lm is None else self.lm_spec(lm),
+            "adapter": None if adapter is None else type(adapter).__name__,
+        }
+
+    # ------------------------------------------------------------------ callbacks
+    def _register(self, owner: Any, fn: Any) -> str:
+        """Register ``fn`` (standing for ``owner``) as a callback of this session; its name."""
+        known = self._callbacks.get(id(owner))
+        if known is None:
+            name = f"{self._tag}.cb{len(self._callbacks) + 1}"
+            known = (name, self._callback_wrapper(fn))
+            self._callbacks[id(owner)] = known
+            if self._session is not None:
+                self._session.register_callback(name, known[1])
+        return known[0]
+
     def _export_callable(self, fn: Any) -> dict[str, Any]:
         from dspex.lm.base import BaseLM
 
-        if isinstance(fn, BaseLM):  # an LM crosses as its spec: the worker builds dspy.LM
-            return {TAG: "lm", "spec": lm_spec(fn)}
+        if isinstance(fn, BaseLM):  # an LM crosses as its spec
+            return {TAG: "lm", "spec": self.lm_spec(fn)}
         path = is_importable(fn)
         roots = {"dspy", "dspex", *settings.current().dspy_import_roots}
         if path is not None and path.split(".")[0].split(":")[0] in roots:
             return {TAG: "callable", "path": path}
-        known = self._callbacks.get(id(fn))
-        if known is None:
-            name = f"{self._tag}.cb{len(self._callbacks) + 1}"
-            known = (name, self._callback_wrapper(fn))
-            self._callbacks[id(fn)] = known
-            if self._session is not None:
-                self._session.register_callback(name, known[1])
-        return {TAG: "callback", "name": known[0], **_describe_callable(fn, self.encoder)}
+        name = self._register(fn, fn)
+        return {TAG: "callback", "name": name, **_describe_callable(fn, self.encoder)}
 
     def _callback_wrapper(self, fn: Any) -> Any:
         decode, encode = self.decoder.decode, self.encoder.encode
@@ -303,7 +318,7 @@ class DSPySession:
             "args": recipe.args,
             "kwargs": recipe.kwargs,
             "state": state,
-            "lm": None if lm is None else lm_spec(lm),
+            "lm": None if lm is None else self.lm_spec(lm),
         }
 
     def _decode_tag(self, tag: str, data: dict[str, Any]) -> Any:
@@ -312,6 +327,10 @@ class DSPySession:
 
             return handle_for(self, data)
         return NotImplemented
+
+
+def _text(output: Any) -> str:
+    return output.get("text") or "" if isinstance(output, dict) else str(output)
 
 
 def _describe_callable(fn: Any, encoder: Encoder) -> dict[str, Any]:
