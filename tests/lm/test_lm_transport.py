@@ -210,3 +210,19 @@ def test_credentials_stay_out_of_reprs(server: LMServer) -> None:
     lm(messages=MSGS)
     assert server.requests[-1].headers["authorization"] == "Bearer sk-secret-123"
     lm.close()
+
+
+def test_copies_and_pickles_carry_configuration_not_connections(server: LMServer) -> None:
+    import copy
+    import pickle
+
+    lm = make_lm(server.url, temperature=0.5)
+    assert lm(messages=MSGS)
+    for clone in (copy.copy(lm), copy.deepcopy(lm), pickle.loads(pickle.dumps(lm))):
+        assert clone._sync_pool is not lm._sync_pool and clone.kwargs == {"temperature": 0.5}
+        assert clone(messages=MSGS)
+        clone.close()
+    predict = dspex.Predict("question -> answer")
+    predict.lm = lm
+    assert predict.deepcopy().lm is not lm
+    lm.close()

@@ -114,8 +114,7 @@ class LM(BaseLM):
         self._pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, ConnectionPool] = (
             weakref.WeakKeyDictionary()
         )
-        self._sync_pool = SyncConnectionPool(*self._target.origin)
-        weakref.finalize(self, self._sync_pool.close)  # no socket outlives its LM
+        self._open_sync_pool()
 
     # ------------------------------------------------------------------ public
     @property
@@ -160,8 +159,22 @@ class LM(BaseLM):
     def close(self) -> None:
         """Close the idle connections of sync calls (they also close with the LM)."""
         self._sync_pool.close()
+        self._open_sync_pool()
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Copies and pickles carry the configuration, never the live connections."""
+        state = self.__dict__.copy()
+        del state["_pools"], state["_sync_pool"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._pools = weakref.WeakKeyDictionary()
+        self._open_sync_pool()
+
+    def _open_sync_pool(self) -> None:
         self._sync_pool = SyncConnectionPool(*self._target.origin)
-        weakref.finalize(self, self._sync_pool.close)
+        weakref.finalize(self, self._sync_pool.close)  # no socket outlives its LM
 
     def __call__(
         self, prompt: str | None = None, messages: list[Message] | None = None, **kwargs: Any
