@@ -27,6 +27,7 @@ from dspex.errors import (
     LMTimeoutError,
     LMTransportError,
     PipelineError,
+    PipelineSpecError,
     PoolClosed,
     PoolError,
     PoolSaturated,
@@ -41,6 +42,7 @@ from dspex.errors import (
     StateError,
     StepInputMissing,
     StepTimeout,
+    StepValidationError,
     UserError,
     WorkerCrashed,
     is_retryable,
@@ -54,6 +56,7 @@ if TYPE_CHECKING:
     from dspex.lm import LM, BaseLM
     from dspex.modules import ChainOfThought, Predict
     from dspex.primitives import Completions, Example, Module, Prediction, StreamChunk
+    from dspex.router import module, register_native, registry
     from dspex.signatures import InputField, OutputField, Signature
 
 __version__ = "0.1.0"
@@ -78,8 +81,34 @@ _LAZY: dict[str, str] = {
     "Signature": "dspex.signatures",
     "StreamChunk": "dspex.primitives",
     "dspy": "dspex.bridge",
+    "module": "dspex.router",
+    "register_native": "dspex.router",
+    "registry": "dspex.router",
 }
 _SUBMODULES = frozenset({"telemetry", "testing"})
+# DSPy's module and optimizer names: built where the router says (native or a DSPy worker)
+_ROUTED = frozenset(
+    {
+        "BestOfN",
+        "BootstrapFewShot",
+        "BootstrapFewShotWithRandomSearch",
+        "COPRO",
+        "ColBERTv2",
+        "Embeddings",
+        "Evaluate",
+        "GEPA",
+        "KNNFewShot",
+        "LabeledFewShot",
+        "MIPROv2",
+        "MultiChainComparison",
+        "Parallel",
+        "ProgramOfThought",
+        "ReAct",
+        "Refine",
+        "Retrieve",
+        "SIMBA",
+    }
+)
 
 __all__ = [
     "LM",
@@ -111,6 +140,7 @@ __all__ = [
     "Module",
     "OutputField",
     "PipelineError",
+    "PipelineSpecError",
     "PoolClosed",
     "PoolError",
     "PoolSaturated",
@@ -128,6 +158,7 @@ __all__ = [
     "StateError",
     "StepInputMissing",
     "StepTimeout",
+    "StepValidationError",
     "StreamChunk",
     "UserError",
     "WorkerCrashed",
@@ -138,6 +169,9 @@ __all__ = [
     "dspy",
     "errors",
     "is_retryable",
+    "module",
+    "register_native",
+    "registry",
     "reset_defaults",
     "telemetry",
     "testing",
@@ -150,6 +184,10 @@ def __getattr__(name: str) -> Any:
         value = getattr(importlib.import_module(module), name)
     elif name in _SUBMODULES:
         value = importlib.import_module(f"dspex.{name}")
+    elif name in _ROUTED:
+        from dspex.router.factories import factory
+
+        value = factory(name)
     else:
         raise AttributeError(f"module 'dspex' has no attribute {name!r}")
     globals()[name] = value
@@ -157,4 +195,4 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return __all__
+    return [*__all__, *sorted(_ROUTED)]

@@ -8,7 +8,8 @@ The tree::
     │   ├── SignatureError              malformed/unsupported signature (carries position, reason)
     │   ├── ImplementationUnavailable   forced an implementation that does not exist here
     │   ├── CallError                   a module was called with arguments that do not fit it
-    │   └── StateError                  save/load state that does not fit the module
+    │   ├── StateError                  save/load state that does not fit the module
+    │   └── PipelineSpecError           a pipeline or one of its steps is declared wrongly
     ├── SecurityError                   a sandbox or allow-list refused something
     ├── AdapterParseError               an LM completion did not fit the signature (carries raw text)
     ├── LMError                         a language-model call failed (provider, model, status)
@@ -33,6 +34,7 @@ The tree::
     ├── RemoteError                     an exception raised by code inside a worker (e.g. DSPy)
     └── PipelineError                   a pipeline step failed (carries the step name)
         ├── StepInputMissing            a step's required input is absent from the state
+        ├── StepValidationError         a state value does not fit a validation step's signature
         └── StepTimeout                 a step exceeded its timeout and was cancelled
 
 Errors cross process boundaries, so every class is picklable: the structured fields are
@@ -61,6 +63,7 @@ __all__ = [
     "LMTimeoutError",
     "LMTransportError",
     "PipelineError",
+    "PipelineSpecError",
     "PoolClosed",
     "PoolError",
     "PoolSaturated",
@@ -75,6 +78,7 @@ __all__ = [
     "StateError",
     "StepInputMissing",
     "StepTimeout",
+    "StepValidationError",
     "UserError",
     "WorkerCrashed",
     "is_retryable",
@@ -146,6 +150,13 @@ class CallError(UserError, ValueError):
 
 class StateError(UserError, ValueError):
     """Saved state does not fit the module it is loaded into, or is not valid state."""
+
+
+class PipelineSpecError(UserError, ValueError):
+    """A pipeline or step was declared wrongly (bad step spec, option, template, field name).
+
+    Fields: ``step`` (the step's name, when known), ``reason``.
+    """
 
 
 class SecurityError(DSPexError):
@@ -265,6 +276,13 @@ class StepInputMissing(PipelineError, KeyError):
 
     def __str__(self) -> str:  # KeyError would repr() the message otherwise
         return self.message
+
+
+class StepValidationError(PipelineError, ValueError):
+    """A state value does not fit the field a validation step checks it against.
+
+    Fields: ``step``, ``field``, ``expected`` (the type name), ``value`` (a short repr).
+    """
 
 
 class StepTimeout(PipelineError, TimeoutError):

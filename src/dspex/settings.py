@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from dspex.adapters.base import Adapter
     from dspex.lm.base import BaseLM
 
-__all__ = ["Settings", "configure", "context", "current", "reset_defaults"]
+__all__ = ["ENV_VARS", "Settings", "configure", "context", "current", "from_env", "reset_defaults"]
 
 Preference = Literal["auto", "native_first", "dspy_first"]
 RoutingStrategy = Literal["static", "performance"]
@@ -111,29 +111,118 @@ class Settings:
 
 _FIELD_NAMES = frozenset(f.name for f in dataclasses.fields(Settings))
 
+ENV_VARS: dict[str, str] = {
+    "DSPEX_PREFER_NATIVE": "prefer_native",
+    "DSPEX_IMPLEMENTATION_OVERRIDES": "implementation_overrides",
+    "DSPEX_ALLOW_FALLBACK": "allow_fallback",
+    "DSPEX_ROUTING_STRATEGY": "routing_strategy",
+    "DSPEX_COMPARE_SAMPLE_RATE": "compare_sample_rate",
+    "DSPEX_DSPY_IMPORT_ROOTS": "dspy_import_roots",
+    "DSPEX_TRACK_USAGE": "track_usage",
+}
+"""Environment variables read into the process defaults (``DSPEX_CACHE_DIR`` too)."""
+
+
+def _env_bool(name: str, text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ConfigurationError(f"{name} must be true or false, got {text!r}", field=name)
+
+
+def from_env(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Settings changes from ``DSPEX_*`` environment variables (validated, typed).
+
+    ``DSPEX_IMPLEMENTATION_OVERRIDES`` is ``kind=impl,kind=impl`` (or a JSON object);
+    ``DSPEX_DSPY_IMPORT_ROOTS`` a comma-separated list.
+    """
+    env = os.environ if environ is None else environ
+    changes: dict[str, Any] = {}
+    for name, setting in ENV_VARS.items():
+        text = env.get(name)
+        if text is None or not text.strip():
+            continue
+        value: Any = text.strip()
+        if setting in ("allow_fallback", "track_usage"):
+            value = _env_bool(name, text)
+        elif setting == "compare_sample_rate":
+            try:
+                value = float(text)
+            except ValueError:
+                raise ConfigurationError(
+                    f"{name} must be a number in [0, 1], got {text!r}", field=name
+                ) from None
+        elif setting == "dspy_import_roots":
+            value = tuple(r.strip() for r in text.split(",") if r.strip())
+        elif setting == "implementation_overrides":
+            value = _parse_overrides(name, text)
+        changes[setting] = value
+    try:
+        Settings(**changes)
+    except ConfigurationError as exc:
+        raise ConfigurationError(f"from the environment: {exc.message}", field="env") from None
+    return changes
+
+
+def _parse_overrides(name: str, text: str) -> dict[str, str]:
+    text = text.strip()
+    if text.startswith("{"):
+        import json
+
+        try:
+            parsed = json.loads(text)
+        except ValueError as exc:
+            raise ConfigurationError(f"{name} is not valid JSON: {exc}", field=name) from None
+        if not isinstance(parsed, dict):
+            raise ConfigurationError(f"{name} must be a JSON object", field=name)
+        return {str(k): str(v) for k, v in parsed.items()}
+    out: dict[str, str] = {}
+    for part in text.split(","):
+        kind, sep, impl = part.partition("=")
+        if not sep or not kind.strip() or not impl.strip():
+            raise ConfigurationError(
+                f"{name} must look like 'react=dspy,predict=native', got {text!r}", field=name
+            )
+        out[kind.strip()] = impl.strip()
+    return out
+
+
 _lock = threading.Lock()
-_defaults = Settings()
+_defaults: Settings | None = None
 _scoped: ContextVar[Settings | None] = ContextVar("dspex_settings", default=None)
+
+
+def _initial() -> Settings:
+    global _defaults
+    with _lock:
+        if _defaults is None:
+            _defaults = Settings(**from_env())
+        return _defaults
 
 
 def current() -> Settings:
     """The settings in force here: the innermost ``context()``, else the process defaults."""
     scoped = _scoped.get()
-    return _defaults if scoped is None else scoped
+    if scoped is not None:
+        return scoped
+    return _defaults if _defaults is not None else _initial()
 
 
 def configure(**changes: Any) -> None:
     """Change the process-wide defaults, e.g. ``dspex.configure(lm=dspex.LM(...))``."""
     global _defaults
+    base = _initial()
     with _lock:
-        _defaults = _defaults.replace(**changes)
+        _defaults = base.replace(**changes)
 
 
 def reset_defaults() -> None:
-    """Restore the built-in defaults (tests use this)."""
+    """Restore the built-in defaults (and the ``DSPEX_*`` environment variables)."""
     global _defaults
     with _lock:
-        _defaults = Settings()
+        _defaults = None
 
 
 @contextmanager

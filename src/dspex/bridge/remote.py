@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from dspex.bridge.session import DSPySession
-from dspex.errors import RemoteError, StateError, UserError
+from dspex.errors import PoolUnhealthy, RemoteError, StateError, UserError
 from dspex.primitives.module import Module
 from dspex.primitives.prediction import Prediction
 
@@ -168,7 +168,6 @@ class RemoteModule(RemoteObject, Module):
         bridge = session or DSPySession(rehydrate=rehydrate)
         oid = bridge.new_object(target, args, kwargs)
         self._bind(bridge, oid, {"type": target, "is_module": True, "callable": True})
-        object.__setattr__(self, "_target", target)
 
     def __repr__(self) -> str:
         return f"RemoteModule({self._type!r}, implementation='dspy')"
@@ -189,10 +188,57 @@ class RemoteModule(RemoteObject, Module):
         return await super().acall_method(method, *args, **kwargs)
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
-        return self.call_method("__call__", *args, **kwargs)
+        try:
+            return self.call_method("__call__", *args, **dict(kwargs))
+        except PoolUnhealthy as exc:
+            return self._fallback(exc)(*args, **kwargs)
 
     async def aforward(self, *args: Any, **kwargs: Any) -> Any:
-        return await self.acall_method("__call__", *args, **kwargs)
+        try:
+            return await self.acall_method("__call__", *args, **dict(kwargs))
+        except PoolUnhealthy as exc:
+            return await self._fallback(exc).acall(*args, **kwargs)
+
+    def _fallback(self, error: PoolUnhealthy) -> Module:
+        """The native equivalent to run while the DSPy pool is unhealthy (``allow_fallback``)."""
+        from dspex import settings
+        from dspex.telemetry import events
+
+        native: Module | None = self.__dict__.get("_native_fallback")
+        if native is not None:
+            return native
+        recipe = self._dspy_session.recipe(self._oid)
+        if (
+            not settings.current().allow_fallback
+            or self._type not in NATIVE_EQUIVALENTS
+            or recipe is None
+        ):
+            raise error
+        decode = self._dspy_session.decoder.decode
+        native = self._native_class()(*decode(recipe.args), **decode(recipe.kwargs))
+        if recipe.state is not None:
+            native.load_state(decode(recipe.state))
+        if self.__dict__.get("_lm") is not None:
+            native.set_lm(self.__dict__["_lm"])
+        object.__setattr__(self, "_native_fallback", native)
+        events.emit(
+            "dspex.router.fallback",
+            {},
+            {
+                "kind": self._type,
+                "from": "dspy",
+                "to": "native",
+                "when": "call",
+                "reason": f"dspy pool unhealthy: {error.message}",
+            },
+        )
+        return native
+
+    def _native_class(self) -> Any:
+        import importlib
+
+        module, name = NATIVE_EQUIVALENTS[self._type]
+        return getattr(importlib.import_module(module), name)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return Module.__call__(self, *args, **kwargs)
@@ -221,28 +267,20 @@ class RemoteModule(RemoteObject, Module):
 
     def to_native(self) -> Module:
         """A native module with this one's constructor arguments and current state."""
-        import importlib
-
-        target = object.__getattribute__(self, "_target") if self._has_target() else self._type
-        native = NATIVE_EQUIVALENTS.get(target)
         recipe = self._dspy_session.recipe(self._oid)
-        if native is None or recipe is None:
+        if self._type not in NATIVE_EQUIVALENTS or recipe is None:
             raise UserError(
-                f"{target} has no native DSPex equivalent (available: "
+                f"{self._type} has no native DSPex equivalent (available: "
                 f"{', '.join(NATIVE_EQUIVALENTS)})"
             )
-        cls = getattr(importlib.import_module(native[0]), native[1])
         decode = self._dspy_session.decoder.decode
-        module: Module = cls(*decode(recipe.args), **decode(recipe.kwargs))
+        module: Module = self._native_class()(*decode(recipe.args), **decode(recipe.kwargs))
         return module.load_state(self.dump_state())
 
     def push_native(self, native: Module) -> RemoteModule:
         """Load a native module's state here (e.g. demos learned natively)."""
         self.load_state(native.dump_state())
         return self
-
-    def _has_target(self) -> bool:
-        return "_target" in self.__dict__
 
 
 def handle_for(session: DSPySession, data: dict[str, Any]) -> RemoteObject:

@@ -57,15 +57,10 @@ class _ModuleMeta(type):
     """
 
     def __call__(cls, *args: Any, **kwargs: Any) -> Any:
-        target = cls.__dict__.get("_dspy_target")
-        if target is not None:
-            from dspex.router import choose
+        if "_dspy_target" in cls.__dict__:
+            from dspex.router import construct
 
-            requested = kwargs.pop("implementation", None)
-            if choose(cls.__dict__["_dspex_kind"], requested) == "dspy":
-                from dspex.bridge.remote import RemoteModule
-
-                return RemoteModule(target, *args, **kwargs)
+            return construct(cls, args, kwargs)  # type: ignore[arg-type]
         obj: Any = cls.__new__(cls)  # type: ignore[call-overload]
         if isinstance(obj, cls):
             Module._base_init(obj)
@@ -79,6 +74,8 @@ class Module(metaclass=_ModuleMeta):
     callbacks: list[Any]
     history: list[Any]
     _compiled: bool
+    _dspex_measure: tuple[str, str] | None = None
+    """``(kind, implementation)`` when the router measures this module's calls."""
 
     def _base_init(self) -> None:
         self._compiled = False
@@ -104,11 +101,25 @@ class Module(metaclass=_ModuleMeta):
         return type(self).aforward is not Module.aforward
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if self._dspex_measure is not None:
+            from dspex.router.stats import measured_sync
+
+            return measured_sync(self._dspex_measure, self._call, args, kwargs)
+        return self._call(*args, **kwargs)
+
+    def _call(self, *args: Any, **kwargs: Any) -> Any:
         if self._has_sync_forward() or not self._has_async_forward():
             return _tracked_sync(self.forward, args, kwargs)
         return run_sync(self.acall(*args, **kwargs))
 
     async def acall(self, *args: Any, **kwargs: Any) -> Any:
+        if self._dspex_measure is not None:
+            from dspex.router.stats import measured_async
+
+            return await measured_async(self._dspex_measure, self._acall(*args, **kwargs))
+        return await self._acall(*args, **kwargs)
+
+    async def _acall(self, *args: Any, **kwargs: Any) -> Any:
         if self._has_async_forward() or not self._has_sync_forward():
             return await _tracked_async(self.aforward(*args, **kwargs))
         # A sync-only program: keep the event loop free while it runs.
