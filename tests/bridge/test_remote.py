@@ -365,3 +365,20 @@ def test_route_events(lm: dspex.LM) -> None:
     event, _, meta = seen.events[0]
     assert event == "dspex.router.route"
     assert meta["implementation"] == "dspy" and meta["source"] == "explicit"
+
+
+def test_a_script_exits_cleanly_without_shutting_pools_down(server: LMServer) -> None:
+    import subprocess
+    import sys
+
+    script = (
+        "import dspex\n"
+        f"lm = dspex.LM('openai/test', api_base={server.url!r}, api_key='k')\n"
+        "print(dspex.Predict('q -> a', implementation='dspy')(q='x', lm=lm).a)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip()
+    assert "Traceback" not in done.stderr, done.stderr

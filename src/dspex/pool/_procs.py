@@ -176,10 +176,8 @@ class DirectSpawner(Spawner):
         proc = self.procs.get(pid)
         if proc is None:
             return ExitInfo(None, None)
-        loop = asyncio.get_running_loop()
-        try:
-            code = await asyncio.wait_for(loop.run_in_executor(self.executor, proc.wait), limit)
-        except TimeoutError:
+        code = await _wait_process(proc, limit)
+        if code is None:
             return ExitInfo(None, None)
         self.procs.pop(pid, None)
         return ExitInfo.from_returncode(code)
@@ -277,7 +275,12 @@ class TemplateSpawner(Spawner):
         proc = self.proc
         if proc is not None:
             kill_group(proc.pid)
-            self.executor.submit(proc.wait)
+            try:  # reap it without a thread (executors refuse work at interpreter exit)
+                reaper = asyncio.get_running_loop().create_task(_wait_process(proc, 5.0))
+                _REAPERS.add(reaper)
+                reaper.add_done_callback(_REAPERS.discard)
+            except RuntimeError:  # not on a loop
+                proc.wait(timeout=5.0)
 
     async def spawn(self, fd: int) -> int:
         if self.sock is None:
@@ -317,16 +320,29 @@ class TemplateSpawner(Spawner):
                 sock.send(msgpack.packb(["stop"]))
             except OSError:
                 pass
-        if proc is not None:
-            loop = asyncio.get_running_loop()
-            try:
-                await asyncio.wait_for(loop.run_in_executor(self.executor, proc.wait), 2.0)
-            except TimeoutError:
-                kill_group(proc.pid)
-                await loop.run_in_executor(self.executor, proc.wait)
+        if proc is not None and await _wait_process(proc, 2.0) is None:
+            kill_group(proc.pid)
+            await _wait_process(proc, 5.0)
         if self.sock is not None:
             self._lost()
         self.proc = None
+
+
+_REAPERS: set[asyncio.Task[int | None]] = set()
+
+
+async def _wait_process(proc: subprocess.Popen[bytes], limit: float) -> int | None:
+    """``proc``'s exit code, polled without a thread (this also runs at interpreter exit,
+    when executors refuse new work); ``None`` if it is still running after ``limit`` s."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + limit
+    delay = 0.001
+    while (code := proc.poll()) is None:
+        if loop.time() >= deadline:
+            return None
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 0.02)
+    return code
 
 
 def make_spawner(config: PoolConfig, pool: str, executor: ThreadPoolExecutor) -> Spawner:
