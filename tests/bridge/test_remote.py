@@ -382,3 +382,17 @@ def test_a_script_exits_cleanly_without_shutting_pools_down(server: LMServer) ->
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip()
     assert "Traceback" not in done.stderr, done.stderr
+
+
+def test_dspy_execute_and_error_events(server: LMServer, lm: dspex.LM) -> None:
+    remote = dspex.Predict("question -> answer", implementation="dspy")
+    with dspex.telemetry.capture("dspex") as seen:
+        remote(question="q")
+        server.fault(Fault(status=401))
+        with pytest.raises(dspex.LMAuthError):
+            remote(question="q")
+    names = seen.names()
+    assert names.count("dspex.dspy.execute.stop") == 1
+    assert "dspex.dspy.execute.exception" in names
+    _, measurements, meta = seen.named("dspex.error.LMAuthError")[0]
+    assert meta["event"] == "dspex.dspy.execute" and measurements["duration"] > 0

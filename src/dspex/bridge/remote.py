@@ -14,12 +14,14 @@ a method read this way comes back as a callable handle, so any DSPy API is reach
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import AbstractContextManager, nullcontext
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from dspex.bridge.session import DSPySession
 from dspex.errors import PoolUnhealthy, RemoteError, StateError, UserError
 from dspex.primitives.module import Module
 from dspex.primitives.prediction import Prediction
+from dspex.telemetry import events
 
 if TYPE_CHECKING:
     from dspex.primitives.streaming import StreamChunk
@@ -100,21 +102,28 @@ class RemoteObject:
             self.checkpoint()
 
     # ------------------------------------------------------------------ calling
+    def _call_args(self, method: str, args: Any, kwargs: dict[str, Any]) -> list[Any]:
+        s = self._dspy_session
+        ctx = s.call_context(kwargs.pop("lm", None))
+        return [method, s.encoder.encode(list(args)), s.encoder.encode(kwargs), ctx]
+
+    def _span(self, method: str) -> AbstractContextManager[Any]:
+        if not events.has_handlers():
+            return nullcontext()
+        meta = {"kind": self._type, "method": method, "implementation": "dspy"}
+        return events.span("dspex.dspy.execute", meta)
+
     def call_method(self, method: str, /, *args: Any, **kwargs: Any) -> Any:
         """``obj.method(*args, **kwargs)`` in the worker (``lm=`` selects the LM for it)."""
         s = self._dspy_session
-        ctx = s.call_context(kwargs.pop("lm", None))
-        wire = s.request_sync(
-            "call", self._oid, method, s.encoder.encode(list(args)), s.encoder.encode(kwargs), ctx
-        )
+        with self._span(method):
+            wire = s.request_sync("call", self._oid, *self._call_args(method, args, kwargs))
         return _account(s.decoder.decode(wire))
 
     async def acall_method(self, method: str, /, *args: Any, **kwargs: Any) -> Any:
         s = self._dspy_session
-        ctx = s.call_context(kwargs.pop("lm", None))
-        wire = await s.request(
-            "call", self._oid, method, s.encoder.encode(list(args)), s.encoder.encode(kwargs), ctx
-        )
+        with self._span(method):
+            wire = await s.request("call", self._oid, *self._call_args(method, args, kwargs))
         return _account(s.decoder.decode(wire))
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
@@ -202,7 +211,6 @@ class RemoteModule(RemoteObject, Module):
     def _fallback(self, error: PoolUnhealthy) -> Module:
         """The native equivalent to run while the DSPy pool is unhealthy (``allow_fallback``)."""
         from dspex import settings
-        from dspex.telemetry import events
 
         native: Module | None = self.__dict__.get("_native_fallback")
         if native is not None:

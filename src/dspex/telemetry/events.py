@@ -83,7 +83,8 @@ def emit(
 
 @contextmanager
 def span(event: str, metadata: dict[str, Any] | None = None) -> Iterator[dict[str, Any]]:
-    """Emit ``<event>.start`` then ``<event>.stop`` (or ``<event>.exception``) with duration.
+    """Emit ``<event>.start`` then ``<event>.stop`` (or ``<event>.exception`` and
+    ``dspex.error.<ExceptionClass>``) with duration.
 
     The yielded dict is the metadata; add to it inside the block and the stop event carries it.
     """
@@ -97,7 +98,9 @@ def span(event: str, metadata: dict[str, Any] | None = None) -> Iterator[dict[st
         yield meta
     except BaseException as exc:
         meta["error"] = type(exc).__name__
-        emit(event + ".exception", {"duration": time.perf_counter() - start}, meta)
+        duration = {"duration": time.perf_counter() - start}
+        emit(event + ".exception", duration, meta)
+        emit(f"dspex.error.{type(exc).__name__}", duration, {**meta, "event": event})
         raise
     emit(event + ".stop", {"duration": time.perf_counter() - start}, meta)
 
