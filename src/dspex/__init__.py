@@ -50,11 +50,12 @@ from dspex.errors import (
 from dspex.settings import configure, context, current, reset_defaults
 
 if TYPE_CHECKING:
-    from dspex import telemetry, testing
+    from dspex import pipeline, telemetry, testing
     from dspex.adapters import Adapter, ChatAdapter, History, JSONAdapter
     from dspex.bridge import DSPySession, dspy
     from dspex.lm import LM, BaseLM
     from dspex.modules import ChainOfThought, Predict
+    from dspex.pipeline import Pipeline, PipelineResult
     from dspex.primitives import Completions, Example, Module, Prediction, StreamChunk
     from dspex.router import module, register_native, registry
     from dspex.signatures import InputField, OutputField, Signature
@@ -76,6 +77,8 @@ _LAZY: dict[str, str] = {
     "LM": "dspex.lm",
     "Module": "dspex.primitives",
     "OutputField": "dspex.signatures",
+    "Pipeline": "dspex.pipeline",
+    "PipelineResult": "dspex.pipeline",
     "Predict": "dspex.modules",
     "Prediction": "dspex.primitives",
     "Signature": "dspex.signatures",
@@ -85,7 +88,8 @@ _LAZY: dict[str, str] = {
     "register_native": "dspex.router",
     "registry": "dspex.router",
 }
-_SUBMODULES = frozenset({"telemetry", "testing"})
+# ``pipeline`` is a callable module: ``dspex.pipeline([...])`` and ``dspex.pipeline.parallel``
+_SUBMODULES = frozenset({"pipeline", "telemetry", "testing"})
 # DSPy's module and optimizer names: built where the router says (native or a DSPy worker)
 _ROUTED = frozenset(
     {
@@ -139,7 +143,9 @@ __all__ = [
     "LMTransportError",
     "Module",
     "OutputField",
+    "Pipeline",
     "PipelineError",
+    "PipelineResult",
     "PipelineSpecError",
     "PoolClosed",
     "PoolError",
@@ -170,6 +176,7 @@ __all__ = [
     "errors",
     "is_retryable",
     "module",
+    "pipeline",
     "register_native",
     "registry",
     "reset_defaults",
