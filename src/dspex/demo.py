@@ -1,4 +1,9 @@
-"""``make demo``: run a DSPex program end to end and show what ran where, and how fast.
+"""``make demo``: a research-assistant pipeline mixing native and DSPy steps, timed per step.
+
+The pipeline (as in the seeds): a native validation step and a native template, a real DSPy
+``ChainOfThought`` in a worker-pool process, a parallel fan-out mixing native and DSPy steps,
+a native map over the search queries, and native formatting. The table shows where each step
+ran and how long it took.
 
 With no LM configured (no ``--lm`` and no ``DSPEX_LM``), the demo starts DSPex's scripted
 local LM server (``dspex.testing.LMServer``) on 127.0.0.1 and says so: answers then come
@@ -11,9 +16,9 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 from collections.abc import Sequence
 from contextlib import ExitStack
+from typing import Any
 
 __all__ = ["main"]
 
@@ -30,7 +35,6 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parse(argv)
     from rich.console import Console
-    from rich.table import Table
 
     import dspex
 
@@ -50,35 +54,69 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         dspex.configure(lm=lm)
 
-        class QA(dspex.Signature):
-            """Answer the question with a short factual answer."""
+        from dspex.pool import shutdown_pools
 
-            question: str = dspex.InputField(desc="a trivia question")
-            answer: str = dspex.OutputField(desc="a few words")
-            confidence: float = dspex.OutputField(desc="between 0 and 1")
-
-        qa = dspex.ChainOfThought(QA)
-        questions = [
-            "What is the capital of France?",
-            "Who wrote The Old Man and the Sea?",
-            "How many legs does a spider have?",
-        ]
-        table = Table(title=f"native ChainOfThought ({qa.implementation})")
-        for column in ("question", "reasoning", "answer", "confidence", "ms"):
-            table.add_column(column)
-        for question in questions:
-            start = time.perf_counter()
-            pred = qa(question=question)
-            elapsed = (time.perf_counter() - start) * 1000
-            table.add_row(
-                question,
-                str(pred.reasoning)[:60],
-                str(pred.answer),
-                f"{pred.confidence:.2f}",
-                f"{elapsed:.2f}",
-            )
-        console.print(table)
+        stack.callback(shutdown_pools)  # before the LM server stops
+        _research_assistant(console)
     return 0
+
+
+def _research_assistant(console: Any) -> None:
+    import dspex
+    from dspex import pipeline as pl
+
+    pipe = pl.pipeline(
+        [
+            pl.validate("question: str -> ", name="check_input"),
+            pl.template(
+                "Research question: {{ question }}\nAnswer for a curious reader.",
+                output="brief",
+                name="brief",
+            ),
+            # real DSPy 3.4.1 in a worker process
+            (
+                "dspy",
+                "dspy.ChainOfThought",
+                {"signature": "brief -> search_queries: list[str]", "name": "plan"},
+            ),
+            pl.validate("search_queries: list[str] -> ", name="check_plan"),
+            pl.parallel(
+                [
+                    ("native", dspex.ChainOfThought, {"signature": "brief -> draft"}),
+                    ("dspy", "dspy.Predict", {"signature": "brief -> counterpoint"}),
+                    pl.step(_keywords, name="keywords"),
+                ],
+                name="fan_out",
+            ),
+            pl.map(
+                ("native", dspex.Predict, {"signature": "query -> finding"}),
+                over="search_queries",
+                as_="query",
+                concurrency=4,
+                name="search",
+            ),
+            pl.template(
+                "# {{ question }}\n\n{{ draft }}\n\nCounterpoint: {{ counterpoint }}\n"
+                "Keywords: {{ keywords | join(', ') }}\n"
+                "{% for i in range(search_queries | length) %}"
+                "- {{ search_queries[i] }}: {{ finding[i] }}\n{% endfor %}",
+                output="report",
+                name="format",
+            ),
+        ],
+        name="research_assistant",
+        step_timeout=60,
+    )
+    console.print(repr(pipe), markup=False)
+    pipe.run(question="warm up the DSPy worker pool")  # first run starts the pool
+    result = pipe.run(question="Why is the sky blue?")
+    console.print(result.table(title=f"research assistant: {result.duration * 1e3:.1f} ms"))
+    console.print(result["report"], markup=False)
+
+
+def _keywords(brief: str) -> dict[str, Any]:
+    words = [w.strip(".,:?").lower() for w in brief.split()]
+    return {"keywords": sorted({w for w in words if len(w) > 5})[:5]}
 
 
 if __name__ == "__main__":

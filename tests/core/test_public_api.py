@@ -35,3 +35,4 @@ def test_demo_runs_end_to_end(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["demo"]) == 0
     out = capsys.readouterr().out
     assert "No LM configured" in out and "ChainOfThought" in out
+    assert "research assistant" in out and "mixed" in out and "dspy" in out

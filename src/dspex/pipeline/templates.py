@@ -88,7 +88,10 @@ class TemplateStep(Step):
         _refuse_private_names(name, ast)
         self.source = source
         self.output = output
-        self.fields = tuple(sorted(meta.find_undeclared_variables(ast)))
+        names = meta.find_undeclared_variables(ast)
+        # Jinja's globals (range, dict, cycler...) are not state fields, unless the state has them
+        self.fields = tuple(sorted(n for n in names if n not in env.globals))
+        self.shadowing = tuple(sorted(n for n in names if n in env.globals))
         self.template = env.from_string(ast)
 
     async def execute(
@@ -108,6 +111,9 @@ class TemplateStep(Step):
                 context[key] = state[key]
             except KeyError:
                 raise missing_input(path, key, state) from None
+        for key in self.shadowing:
+            if key in state:
+                context[key] = state[key]
         try:
             text = self.template.render(context)
         except JinjaSecurityError as exc:
