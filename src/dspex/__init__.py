@@ -50,12 +50,12 @@ from dspex.errors import (
 from dspex.settings import configure, context, current, reset_defaults
 
 if TYPE_CHECKING:
-    from dspex import pipeline, telemetry, testing
+    from dspex import telemetry, testing
     from dspex.adapters import Adapter, ChatAdapter, History, JSONAdapter
     from dspex.bridge import DSPySession, dspy
     from dspex.lm import LM, BaseLM
     from dspex.modules import ChainOfThought, Predict
-    from dspex.pipeline import Pipeline, PipelineResult
+    from dspex.pipelines import Pipeline, PipelineResult, pipeline
     from dspex.primitives import Completions, Example, Module, Prediction, StreamChunk
     from dspex.router import module, register_native, registry
     from dspex.signatures import InputField, OutputField, Signature
@@ -77,19 +77,19 @@ _LAZY: dict[str, str] = {
     "LM": "dspex.lm",
     "Module": "dspex.primitives",
     "OutputField": "dspex.signatures",
-    "Pipeline": "dspex.pipeline",
-    "PipelineResult": "dspex.pipeline",
+    "Pipeline": "dspex.pipelines",
+    "PipelineResult": "dspex.pipelines",
     "Predict": "dspex.modules",
     "Prediction": "dspex.primitives",
     "Signature": "dspex.signatures",
     "StreamChunk": "dspex.primitives",
     "dspy": "dspex.bridge",
     "module": "dspex.router",
+    "pipeline": "dspex.pipelines",
     "register_native": "dspex.router",
     "registry": "dspex.router",
 }
-# ``pipeline`` is a callable module: ``dspex.pipeline([...])`` and ``dspex.pipeline.parallel``
-_SUBMODULES = frozenset({"pipeline", "telemetry", "testing"})
+_SUBMODULES = frozenset({"telemetry", "testing"})
 # DSPy's module and optimizer names: built where the router says (native or a DSPy worker)
 _ROUTED = frozenset(
     {

@@ -65,7 +65,7 @@ def _research_assistant(console: Any) -> None:
     import dspex
     from dspex import pipeline as pl
 
-    pipe = pl.pipeline(
+    pipe = pl(
         [
             pl.validate("question: str -> ", name="check_input"),
             pl.template(

@@ -11,7 +11,7 @@ import pytest
 
 import dspex
 from dspex import pipeline as pl
-from dspex.pipeline import PipelineResult, StepResult
+from dspex.pipelines import PipelineResult, StepResult
 from dspex.testing import Fault, LMServer
 
 

@@ -10,6 +10,7 @@ import pytest
 
 import dspex
 from dspex import pipeline as pl
+from dspex.pipelines import Step
 from dspex.pool import shutdown_pools
 from dspex.testing import Fault, LMServer
 
@@ -70,7 +71,7 @@ def test_mixed_pipeline_with_dspy_steps_shares_one_worker_per_run(
 def test_dspy_session_is_shared_by_the_steps_of_a_run(lm: dspex.LM) -> None:
     seen: list[Any] = []
 
-    class Spy(pl.Step):  # records the run's session (what the DSPy steps are built in)
+    class Spy(Step):  # records the run's session (what the DSPy steps are built in)
         async def execute(self, state: Any, run: Any, frame: Any, path: str, children: Any) -> Any:
             seen.append(run.dspy_session())
             return {}

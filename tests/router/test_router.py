@@ -74,8 +74,11 @@ def test_forcing_a_missing_implementation_names_the_alternatives() -> None:
     assert info.value.fields["available"] == ["dspy"]
     with pytest.raises(dspex.ImplementationUnavailable):
         choose("react", "compare")
-    with pytest.raises(dspex.ImplementationUnavailable, match="register one"):
-        choose("template")
+    with pytest.raises(dspex.ImplementationUnavailable, match="available: native"):
+        choose("template", "dspy")
+    dspex.register_native("brand_new", f"{__name__}:EchoReAct")
+    with pytest.raises(dspex.ImplementationUnavailable, match="available: native"):
+        choose("brand_new", "dspy")
     with pytest.raises(dspex.UserError, match="unknown module kind"):
         choose("no_such_kind")
     with pytest.raises(dspex.ConfigurationError):

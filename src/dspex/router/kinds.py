@@ -59,8 +59,8 @@ class Row:
 
 _BUILTIN: tuple[Entry, ...] = (
     Entry("signature", "dspex.signatures:Signature", "dspy.Signature", note="string/class/dict forms"),
-    Entry("template", None, None, note="pipeline template steps (issue 7)"),
-    Entry("validator", None, None, note="pipeline validation steps (issue 7)"),
+    Entry("template", "dspex.pipelines.spec:template", None, note="sandboxed Jinja2 pipeline step"),
+    Entry("validator", "dspex.pipelines.spec:validate", None, note="pipeline step checking values against a signature"),
     Entry("metrics", None, "dspy.evaluate.answer_exact_match", note="any DSPy metric by path"),
     Entry("predict", "dspex.modules.predict:Predict", "dspy.Predict", "Predict"),
     Entry("chain_of_thought", "dspex.modules.chain_of_thought:ChainOfThought", "dspy.ChainOfThought", "ChainOfThought"),

@@ -14,14 +14,14 @@ from typing import Any
 from dspex._sync import run_sync
 from dspex.errors import PipelineSpecError, StepTimeout
 from dspex.lm.usage import UsageTracker, _tracker
-from dspex.pipeline.result import PipelineResult, StepResult
-from dspex.pipeline.runner import Frame, Run, run_sequence
-from dspex.pipeline.spec import normalize
-from dspex.pipeline.steps import Step, combine_implementations
+from dspex.pipelines.result import PipelineResult, StepResult
+from dspex.pipelines.runner import Frame, Run, run_sequence
+from dspex.pipelines.spec import normalize
+from dspex.pipelines.steps import Step, combine_implementations
 from dspex.primitives.module import Module
 from dspex.primitives.prediction import Prediction
 
-__all__ = ["Pipeline", "pipeline"]
+__all__ = ["Pipeline", "build"]
 
 _SESSIONS = ("run", "step")
 
@@ -181,6 +181,6 @@ class Pipeline(Module):
         return (await self._execute(inputs)).to_prediction()
 
 
-def pipeline(steps: Any, **options: Any) -> Pipeline:
+def build(steps: Any, **options: Any) -> Pipeline:
     """``dspex.pipeline([...], **options)``: a :class:`Pipeline` (options documented there)."""
     return Pipeline(steps, **options)

@@ -2,7 +2,7 @@
 
 A step reads the fields it names from the pipeline state and returns the fields it writes
 (a dict); it never mutates the state it is given. ``execute`` raises on failure; the
-runner (:mod:`dspex.pipeline.runner`) adds timeouts, retries, attribution and metrics.
+runner (:mod:`dspex.pipelines.runner`) adds timeouts, retries, attribution and metrics.
 """
 
 from __future__ import annotations
@@ -14,12 +14,12 @@ from collections.abc import Callable, Iterable, Mapping, MutableMapping, Sequenc
 from typing import TYPE_CHECKING, Any, ClassVar, cast, get_args
 
 from dspex.errors import PipelineError, PipelineSpecError, StepInputMissing, StepValidationError
-from dspex.pipeline.result import StepResult
-from dspex.pipeline.runner import Frame, Run, run_sequence, run_step
+from dspex.pipelines.result import StepResult
+from dspex.pipelines.runner import Frame, Run, run_sequence, run_step
 from dspex.primitives.example import Example
 
 if TYPE_CHECKING:
-    from dspex.pipeline.pipeline import Pipeline
+    from dspex.pipelines.base import Pipeline
 
 __all__ = [
     "BranchStep",

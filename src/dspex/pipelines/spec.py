@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from dspex.errors import ImplementationUnavailable, PipelineSpecError
-from dspex.pipeline.steps import (
+from dspex.pipelines.steps import (
     _NO_INITIAL,
     BranchStep,
     CallableStep,
@@ -73,7 +73,7 @@ def _default_name(target: Any) -> str:
 
 
 def _is_pipeline(obj: Any) -> bool:
-    from dspex.pipeline.pipeline import Pipeline
+    from dspex.pipelines.base import Pipeline
 
     return isinstance(obj, Pipeline)
 
@@ -377,13 +377,13 @@ def reduce(
 
 def template(source: str, *, output: str = "text", name: str | None = None, **options: Any) -> Step:
     """Render a Jinja2 template (sandboxed) with the state fields it names into ``output``."""
-    from dspex.pipeline.templates import TemplateStep
+    from dspex.pipelines.templates import TemplateStep
 
     return TemplateStep(source, _named(name, "template", options), output=output, **options)
 
 
 def validate(signature: Any, *, name: str | None = None, **options: Any) -> Step:
     """Check and convert the state fields a signature names against their types."""
-    from dspex.pipeline.validation import ValidateStep
+    from dspex.pipelines.validation import ValidateStep
 
     return ValidateStep(signature, _named(name, "validate", options), **options)

@@ -1,7 +1,7 @@
 """Running steps: per-run state, timeouts, retries, error attribution, metrics, telemetry.
 
 Every step runs through :func:`run_step`, which never raises a step's failure: it returns a
-:class:`~dspex.pipeline.result.StepResult` whose ``error`` is a typed, attributed error
+:class:`~dspex.pipelines.result.StepResult` whose ``error`` is a typed, attributed error
 (``PipelineError`` naming the step path, or ``SecurityError``). The caller decides, from the
 frame's ``continue_on_error``, whether to record it and go on or raise it. Only cancellation
 propagates as an exception.
@@ -24,12 +24,12 @@ from dspex.errors import (
     UserError,
 )
 from dspex.lm.usage import UsageTracker, _tracker
-from dspex.pipeline.result import StepResult, total_tokens
+from dspex.pipelines.result import StepResult, total_tokens
 from dspex.telemetry import events
 
 if TYPE_CHECKING:
     from dspex.bridge.session import DSPySession
-    from dspex.pipeline.steps import Step
+    from dspex.pipelines.steps import Step
 
 __all__ = ["Frame", "Run", "run_sequence", "run_step"]
 

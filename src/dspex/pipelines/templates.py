@@ -16,9 +16,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from dspex.errors import PipelineError, PipelineSpecError, SecurityError
-from dspex.pipeline.result import StepResult
-from dspex.pipeline.runner import Frame, Run
-from dspex.pipeline.steps import Step, missing_input
+from dspex.pipelines.result import StepResult
+from dspex.pipelines.runner import Frame, Run
+from dspex.pipelines.steps import Step, missing_input
 
 __all__ = ["TemplateStep"]
 
