@@ -16,33 +16,12 @@ import asyncio
 import http.client
 import json
 import os
-import socket
-import subprocess
-import sys
 import time
 
 import dspex
-from _common import ms, p50, p99, per_call, write
+from _common import ms, p50, p99, per_call, start_lmserver, write
 
 SPEC = "question -> answer"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def start_server() -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "dspex.testing.lmserver", "--port", str(port)],
-        stdout=subprocess.PIPE,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    assert proc.stdout is not None
-    proc.stdout.readline()
-    return proc, f"http://127.0.0.1:{port}/v1"
 
 
 def raw_floor(url: str, body: bytes, n: int) -> list[float]:
@@ -134,7 +113,7 @@ async def throughput(call: object, total: int, concurrency: int) -> float:
 def main() -> None:
     import dspy
 
-    proc, url = start_server()
+    proc, url = start_lmserver()
     try:
         sig = dspex.Signature(SPEC)
         messages = dspex.ChatAdapter().format(

@@ -7,32 +7,15 @@ import json
 import os
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 import dspex
-from dspex.pool import shutdown_pools
 from dspex.testing import Fault, LMServer
 
 pytestmark = pytest.mark.dspy
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[LMServer]:
-    with LMServer() as srv:
-        yield srv
-    shutdown_pools(cancel=True)
-
-
-@pytest.fixture
-def lm(server: LMServer) -> dspex.LM:
-    server.clear()
-    lm = dspex.LM("openai/test", api_base=server.url, api_key="sk-secret-key", cache=False)
-    dspex.configure(lm=lm)
-    return lm
 
 
 def _one(args: Any, pred: Any) -> float:

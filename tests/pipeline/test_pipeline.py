@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -13,20 +12,6 @@ import dspex
 from dspex import pipeline as pl
 from dspex.pipelines import PipelineResult, StepResult
 from dspex.testing import Fault, LMServer
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[LMServer]:
-    with LMServer() as srv:
-        yield srv
-
-
-@pytest.fixture
-def lm(server: LMServer) -> dspex.LM:
-    server.clear()
-    lm = dspex.LM("openai/test", api_base=server.url, api_key="k", cache=False, num_retries=0)
-    dspex.configure(lm=lm)
-    return lm
 
 
 def shout(question: str) -> dict[str, Any]:

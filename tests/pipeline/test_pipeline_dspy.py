@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -11,25 +10,9 @@ import pytest
 import dspex
 from dspex import pipeline as pl
 from dspex.pipelines import Step
-from dspex.pool import shutdown_pools
 from dspex.testing import Fault, LMServer
 
 pytestmark = pytest.mark.dspy
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[LMServer]:
-    with LMServer() as srv:
-        yield srv
-    shutdown_pools(cancel=True)
-
-
-@pytest.fixture
-def lm(server: LMServer) -> dspex.LM:
-    server.clear()
-    lm = dspex.LM("openai/test", api_base=server.url, api_key="k", cache=False, num_retries=0)
-    dspex.configure(lm=lm)
-    return lm
 
 
 def test_mixed_pipeline_with_dspy_steps_shares_one_worker_per_run(

@@ -9,28 +9,13 @@ from typing import Any
 import pytest
 
 import dspex
-from dspex.pool import Pool, shutdown_pools
+from dspex.pool import Pool
 from dspex.router import REGISTRY, choose, explain
 from dspex.router.stats import MIN_SAMPLES, STATS
 from dspex.settings import from_env
 from dspex.testing import LMServer
 
 pytestmark = pytest.mark.dspy
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[LMServer]:
-    with LMServer() as srv:
-        yield srv
-    shutdown_pools(cancel=True)
-
-
-@pytest.fixture
-def lm(server: LMServer) -> dspex.LM:
-    server.clear()
-    lm = dspex.LM("openai/test", api_base=server.url, api_key="k", cache=False)
-    dspex.configure(lm=lm)
-    return lm
 
 
 @pytest.fixture(autouse=True)
