@@ -112,6 +112,23 @@ def missing_input(path: str, key: str, state: State) -> StepInputMissing:
     )
 
 
+def list_input(state: State, field: str, path: str, verb: str) -> list[Any] | tuple[Any, ...]:
+    """The list a ``map``/``reduce`` step works over (typed errors when absent or not a list)."""
+    try:
+        items = state[field]
+    except KeyError:
+        raise missing_input(path, field, state) from None
+    if not isinstance(items, list | tuple):
+        raise StepValidationError(
+            f"step {path!r} {verb} {field!r}, which must be a list; it is a {type(items).__name__}",
+            step=path,
+            field=field,
+            expected="list",
+            value=repr(items)[:80],
+        )
+    return items
+
+
 def _layer(top: dict[str, Any], state: State) -> ChainMap[str, Any]:
     """``top`` over ``state``: reads fall through, writes stay in ``top``."""
     return ChainMap(top, cast("MutableMapping[str, Any]", state))
@@ -621,19 +638,7 @@ class MapStep(Step):
     async def execute(
         self, state: State, run: Run, frame: Frame, path: str, children: list[StepResult]
     ) -> dict[str, Any]:
-        try:
-            items = state[self.over]
-        except KeyError:
-            raise missing_input(path, self.over, state) from None
-        if not isinstance(items, list | tuple):
-            raise StepValidationError(
-                f"step {path!r} maps over {self.over!r}, which must be a list; it is a "
-                f"{type(items).__name__}",
-                step=path,
-                field=self.over,
-                expected="list",
-                value=repr(items)[:80],
-            )
+        items = list_input(state, self.over, path, "maps over")
         gate = asyncio.Semaphore(self.concurrency)
 
         async def one(index: int, item: Any) -> StepResult:
@@ -717,19 +722,7 @@ class ReduceStep(Step):
     async def execute(
         self, state: State, run: Run, frame: Frame, path: str, children: list[StepResult]
     ) -> dict[str, Any]:
-        try:
-            items = state[self.over]
-        except KeyError:
-            raise missing_input(path, self.over, state) from None
-        if not isinstance(items, list | tuple):
-            raise StepValidationError(
-                f"step {path!r} reduces {self.over!r}, which must be a list; it is a "
-                f"{type(items).__name__}",
-                step=path,
-                field=self.over,
-                expected="list",
-                value=repr(items)[:80],
-            )
+        items = list_input(state, self.over, path, "reduces")
         rest = list(items)
         if self.initial is _NO_INITIAL:
             if not rest:
