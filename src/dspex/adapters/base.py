@@ -17,6 +17,8 @@ __all__ = ["Adapter", "LMRequest", "drive_async", "drive_sync"]
 
 Demo = Mapping[str, Any]
 T = TypeVar("T")
+_TOOL_OPTIONS = frozenset(("tools", "tool_choice", "parallel_tool_calls"))
+_UNSET: Any = object()
 
 
 class LMRequest(NamedTuple):
@@ -71,14 +73,23 @@ class Adapter(ABC):
         """The call without I/O: yields the LM request, receives the completions, returns values.
 
         ``__call__`` (sync) and ``acall`` (async) only drive this generator, so every decision
-        is shared and an in-process LM runs without an event loop.
+        is shared and an in-process LM runs without an event loop. On an
+        :class:`AdapterParseError` the call is redone once with :meth:`fallback_adapter`.
         """
-        messages = self.format(signature, demos, inputs)
-        options = dict(lm_kwargs)
-        for key in ("tools", "tool_choice", "parallel_tool_calls"):
-            options.pop(key, None)
-        outputs = yield LMRequest(messages, self.prepare_lm_kwargs(options, signature))
-        return [self._postprocess(signature, output) for output in outputs]
+        try:
+            messages = self.format(signature, demos, inputs)
+            options = {k: v for k, v in lm_kwargs.items() if k not in _TOOL_OPTIONS}
+            outputs = yield LMRequest(messages, self.prepare_lm_kwargs(options, signature))
+            return [self._postprocess(signature, output) for output in outputs]
+        except AdapterParseError:
+            fallback = self.fallback_adapter()
+            if fallback is None:
+                raise
+            return (yield from fallback.flow(lm_kwargs, signature, demos, inputs))
+
+    def fallback_adapter(self) -> Adapter | None:
+        """The adapter that retries a call whose reply did not parse (none by default)."""
+        return None
 
     def __call__(
         self,
@@ -111,8 +122,12 @@ class Adapter(ABC):
                 parsed={},
                 missing=list(signature.output_fields),
             )
-        value = apply_output_field_defaults(signature._output_fields, self.parse(signature, text))
-        for name in signature._output_fields:
+        value = self.parse(signature, text)
+        outputs = signature._output_fields
+        if len(value) == len(outputs) and list(value) == list(outputs):
+            return value  # what the defaults below would rebuild, key for key
+        value = apply_output_field_defaults(outputs, value)
+        for name in outputs:
             value.setdefault(name, None)
         return value
 
@@ -122,7 +137,9 @@ class Adapter(ABC):
     ) -> list[dict[str, Any]]:
         """The full message list for one call (byte-identical to DSPy 3.4.1)."""
         inputs = dict(inputs)
-        history_name = self._history_field_name(signature)
+        history_name = signature._cache.get("history", _UNSET)
+        if history_name is _UNSET:
+            history_name = signature._cache["history"] = self._history_field_name(signature)
         messages: list[dict[str, Any]] = [
             {"role": "system", "content": self.system_message(signature)}
         ]

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import re
 import textwrap
-from collections.abc import Generator, Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
-from dspex.adapters.base import Adapter, Demo, LMRequest
+from dspex.adapters.base import Adapter
 from dspex.adapters.values import (
     format_field_value,
     get_annotation_name,
@@ -15,7 +15,6 @@ from dspex.adapters.values import (
     parse_fields,
     translate_field_type,
 )
-from dspex.errors import AdapterParseError
 from dspex.signatures.field import FieldInfo
 
 __all__ = ["ChatAdapter"]
@@ -33,16 +32,13 @@ def split_sections(completion: str) -> list[tuple[str | None, str]]:
     and tabs at the edges of a header line.
     """
     if completion.isascii() and not _ODD_BREAKS.search(completion):
-        out: list[tuple[str | None, str]] = []
-        name: str | None = None
-        first = ""
-        start = 0
-        for match in _FAST_HEADER.finditer(completion):
-            body = completion[start : match.start()]
-            out.append((name, (first + body).strip() if first else body.strip()))
-            name, first, start = match.group(1), match.group(2).strip(), match.end()
-        body = completion[start:]
-        out.append((name, (first + body).strip() if first else body.strip()))
+        # parts: text before the first header, then (name, rest of header line, body) triples
+        parts = _FAST_HEADER.split(completion)
+        out: list[tuple[str | None, str]] = [(None, parts[0].strip())]
+        for i in range(1, len(parts), 3):
+            first = parts[i + 1].strip()
+            body = parts[i + 2]
+            out.append((parts[i], (first + body).strip() if first else body.strip()))
         return out
     sections: list[tuple[str | None, list[str]]] = [(None, [])]
     for line in completion.splitlines():
@@ -65,21 +61,12 @@ class ChatAdapter(Adapter):
     def __init__(self, use_json_adapter_fallback: bool = True) -> None:
         self.use_json_adapter_fallback = use_json_adapter_fallback
 
-    def flow(
-        self,
-        lm_kwargs: dict[str, Any],
-        signature: Any,
-        demos: Sequence[Demo],
-        inputs: Mapping[str, Any],
-    ) -> Generator[LMRequest, list[Any], list[dict[str, Any]]]:
-        try:
-            return (yield from super().flow(lm_kwargs, signature, demos, inputs))
-        except AdapterParseError:
-            from dspex.adapters.json import JSONAdapter
+    def fallback_adapter(self) -> Adapter | None:
+        from dspex.adapters.json import JSONAdapter
 
-            if isinstance(self, JSONAdapter) or not self.use_json_adapter_fallback:
-                raise
-            return (yield from JSONAdapter().flow(lm_kwargs, signature, demos, inputs))
+        if isinstance(self, JSONAdapter) or not self.use_json_adapter_fallback:
+            return None
+        return JSONAdapter()
 
     # ------------------------------------------------------------------ system message
     def format_field_description(self, signature: Any) -> str:

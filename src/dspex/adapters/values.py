@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from functools import lru_cache
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
+from dspex.errors import AdapterParseError
 from dspex.signatures.field import FieldInfo
 
 __all__ = [
@@ -80,8 +81,6 @@ def parse_fields(
     ``raw_fields`` is an iterable of ``(name, raw value)``; raises :class:`AdapterParseError`
     for a value that does not fit its type or for missing required fields.
     """
-    from dspex.errors import AdapterParseError
-
     fields: dict[str, Any] = {}
     for name, raw in raw_fields:
         if name is None or name in fields or name not in outputs:
@@ -96,6 +95,8 @@ def parse_fields(
                 parsed=fields,
                 missing=[n for n in outputs if n not in fields],
             ) from None
+    if len(fields) == len(outputs) and list(fields) == list(outputs):
+        return fields  # all found, in order: the defaults below would change nothing
     fields = apply_output_field_defaults(outputs, fields)
     if fields.keys() != outputs.keys():
         missing = [n for n in outputs if n not in fields]
@@ -107,6 +108,23 @@ def parse_fields(
             missing=missing,
         )
     return fields
+
+
+_json_dumps = json.JSONEncoder(ensure_ascii=False).encode
+"""``json.dumps(value, ensure_ascii=False)`` without building an encoder per call."""
+
+
+_JSON_ESCAPED = re.compile(r'["\\\x00-\x1f]')
+
+
+def _dumps_str_list(value: Any) -> str | None:
+    """``_json_dumps`` of a list of strings that need no escaping (``None`` for anything else)."""
+    if type(value) is not list or not value:
+        return None
+    for item in value:
+        if type(item) is not str or _JSON_ESCAPED.search(item):
+            return None
+    return '["' + '", "'.join(value) + '"]'
 
 
 def _is_plain(value: Any) -> bool:
@@ -168,7 +186,7 @@ def format_field_value(field_info: FieldInfo, value: Any) -> str:
     else:
         jsonable = serialize_for_json(value)
         if isinstance(jsonable, dict | list):
-            text = json.dumps(jsonable, ensure_ascii=False)
+            text = _dumps_str_list(jsonable) or _json_dumps(jsonable)
         else:
             text = str(jsonable)
     return neutralize_markers(text)
@@ -285,6 +303,11 @@ def parse_value(value: Any, annotation: Any) -> Any:
     """
     if annotation is str:
         return str(value)
+    if type(value) is str:  # same results as the checks below reach for plain numbers
+        if annotation is float and _FLOAT.fullmatch(value):
+            return float(value)
+        if annotation is int and _INT.fullmatch(value):
+            return int(value)
     if isinstance(annotation, enum.EnumMeta):
         return _find_enum_member(annotation, value)
     origin = get_origin(annotation)

@@ -13,6 +13,8 @@ __all__ = ["UsageTracker", "current_tracker", "track_usage"]
 class UsageTracker:
     """Sums token usage per model for everything called inside ``track_usage()``."""
 
+    __slots__ = ("_usage", "calls")
+
     def __init__(self) -> None:
         self._usage: dict[str, dict[str, int]] = {}
         self.calls = 0
@@ -24,6 +26,8 @@ class UsageTracker:
             slot[key] = slot.get(key, 0) + int(value)
 
     def get_lm_usage(self) -> dict[str, dict[str, Any]]:
+        if not self._usage:
+            return {}
         return {m: dict(u) for m, u in self._usage.items()}
 
     def get_total_tokens(self) -> dict[str, dict[str, Any]]:  # DSPy's name

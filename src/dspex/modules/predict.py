@@ -10,14 +10,15 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from dspex import settings
 from dspex.adapters.base import LMRequest, drive_async, drive_sync
 from dspex.errors import CallError, ConfigurationError, StateError
+from dspex.lm.base import BaseLM
 from dspex.primitives.example import Example
 from dspex.primitives.module import Module, Parameter
 from dspex.primitives.prediction import Prediction
+from dspex.signatures import ensure_signature, is_undefined
 from dspex.telemetry import events
 
 if TYPE_CHECKING:
     from dspex.adapters.base import Adapter
-    from dspex.lm.base import BaseLM
     from dspex.primitives.streaming import StreamChunk
 
 __all__ = ["Predict"]
@@ -66,8 +67,6 @@ class Predict(Module, Parameter):
         callbacks: list[Any] | None = None,
         **config: Any,
     ) -> None:
-        from dspex.signatures import ensure_signature
-
         super().__init__(callbacks=callbacks)
         self.signature = ensure_signature(signature)
         self.config: dict[str, Any] = config
@@ -104,7 +103,6 @@ class Predict(Module, Parameter):
         """Output text as it streams, as field-level :class:`StreamChunk` items, then the
         parsed ``Prediction`` (the shape ``dspy.streamify`` gives, for ChatAdapter markers)."""
         from dspex.modules.streaming import astream
-        from dspex.signatures import ensure_signature
 
         fields = ensure_signature(kwargs.get("signature", self.signature)).output_fields
         lm, flow = self._flow(kwargs)
@@ -137,9 +135,6 @@ class Predict(Module, Parameter):
     def _prepare(
         self, kwargs: dict[str, Any]
     ) -> tuple[BaseLM, dict[str, Any], Any, list[Any], dict[str, Any]]:
-        from dspex.lm.base import BaseLM
-        from dspex.signatures import ensure_signature
-
         signature = ensure_signature(kwargs.pop("signature", self.signature))
         demos = kwargs.pop("demos", self.demos)
         call_config = kwargs.pop("config", None) or {}
@@ -164,16 +159,17 @@ class Predict(Module, Parameter):
         n = config.get("n") or defaults.get("n") or defaults.get("num_generations") or 1
         if (temperature is None or temperature <= 0.15) and n > 1:
             config["temperature"] = 0.7
-        for name, field in signature.input_fields.items():
-            if name not in kwargs and not _is_undefined(field.default):
+        input_fields = signature._input_fields
+        for name, field in input_fields.items():
+            if name not in kwargs and not is_undefined(field.default):
                 kwargs[name] = field.default
-        extra = [k for k in kwargs if k not in signature.input_fields]
+        extra = [k for k in kwargs if k not in input_fields]
         if extra:
             logger.warning(
                 "Input contains fields not in signature. These fields will be ignored: %s. "
                 "Expected fields: %s.",
                 extra,
-                list(signature.input_fields),
+                list(input_fields),
             )
         return lm, config, signature, demos, kwargs
 
@@ -228,12 +224,6 @@ class Predict(Module, Parameter):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.signature})"
-
-
-def _is_undefined(default: Any) -> bool:
-    from dspex.signatures import is_undefined
-
-    return is_undefined(default)
 
 
 def _lm_from_state(lm_state: dict[str, Any]) -> BaseLM:

@@ -9,6 +9,8 @@ from dspex.primitives.example import Example
 
 __all__ = ["Completions", "Prediction"]
 
+_new_object = object.__new__
+
 
 class Prediction(Example):
     """The output of a module: fields of the first completion, plus ``completions``.
@@ -31,10 +33,17 @@ class Prediction(Example):
         list_or_dict: Sequence[Mapping[str, Any]] | Mapping[str, list[Any]],
         signature: Any = None,
     ) -> Prediction:
-        obj = cls()
         completions = Completions(list_or_dict, signature=signature)
+        store = {k: v[0] for k, v in completions._completions.items()}
+        if cls is Prediction:  # what ``cls()`` and the two assignments below leave, directly
+            obj = _new_object(cls)
+            obj.__dict__.update(
+                _input_keys=None, _store=store, _completions=completions, _lm_usage=None
+            )
+            return obj
+        obj = cls()
         object.__setattr__(obj, "_completions", completions)
-        object.__setattr__(obj, "_store", {k: v[0] for k, v in completions.items()})
+        object.__setattr__(obj, "_store", store)
         return obj
 
     @property
@@ -110,17 +119,19 @@ class Completions:
         signature: Any = None,
     ) -> None:
         self.signature = signature
-        if isinstance(list_or_dict, Mapping):
+        by_field: dict[str, list[Any]]
+        if type(list_or_dict) is list and len(list_or_dict) == 1 and type(list_or_dict[0]) is dict:
+            by_field = {k: [v] for k, v in list_or_dict[0].items()}  # one choice: lengths agree
+        elif isinstance(list_or_dict, Mapping):
             by_field = {k: list(v) for k, v in list_or_dict.items()}
         else:
             by_field = {}
             for choice in list_or_dict:
                 for k, v in choice.items():
                     by_field.setdefault(k, []).append(v)
-        lengths = {len(v) for v in by_field.values()}
-        if len(lengths) > 1:
+        if len(by_field) > 1 and len({len(v) for v in by_field.values()}) > 1:
             raise ValueError("All completion fields must have the same number of values")
-        self._completions: dict[str, list[Any]] = by_field
+        self._completions = by_field
 
     def items(self) -> ItemsView[str, list[Any]]:
         return self._completions.items()

@@ -117,14 +117,14 @@ class FieldInfo:
         return None if is_undefined(self.default) else self.default
 
     def copy(self) -> FieldInfo:
-        return FieldInfo(
-            annotation=self.annotation,
-            default=self.default,
-            default_factory=self.default_factory,
-            description=self.description,
-            json_schema_extra=dict(self.json_schema_extra),
-            metadata=dict(self.metadata),
-        )
+        new = _new_field(FieldInfo)  # no __init__: every slot is set right here
+        new.annotation = self.annotation
+        new.default = self.default
+        new.default_factory = self.default_factory
+        new.description = self.description
+        new.json_schema_extra = dict(self.json_schema_extra)
+        new.metadata = dict(self.metadata)
+        return new
 
     def __copy__(self) -> FieldInfo:
         return self.copy()
@@ -149,23 +149,37 @@ class FieldInfo:
         return f"FieldInfo({', '.join(parts)})"
 
 
+_new_field = object.__new__
+
+
 def _make_field(kind: str, kwargs: dict[str, Any]) -> FieldInfo:
+    if not kwargs:  # the common ``OutputField()``
+        new = _new_field(FieldInfo)
+        new.annotation = None
+        new.default = UNDEFINED
+        new.default_factory = None
+        new.description = None
+        new.json_schema_extra = {"__dspy_field_type": kind}
+        new.metadata = {}
+        return new
     for arg, message in _DEPRECATED.items():
         if arg in kwargs:
             warnings.warn(message, DeprecationWarning, stacklevel=3)
     extra: dict[str, Any] = {}
     other: dict[str, Any] = {}
+    constraints: list[str] = []
     for key, value in kwargs.items():
         if key in _DSPY_FIELD_ARG_NAMES:
             extra[key] = value
         else:
             other[key] = value
+            if key in _CONSTRAINTS:
+                constraints.append(f"{_CONSTRAINTS[key]}{value}")
     extra["__dspy_field_type"] = kind
     if "description" in kwargs and "desc" not in extra:
         extra["desc"] = kwargs["description"]
-    constraints = ", ".join(f"{_CONSTRAINTS[k]}{v}" for k, v in kwargs.items() if k in _CONSTRAINTS)
     if constraints:
-        extra["constraints"] = constraints
+        extra["constraints"] = ", ".join(constraints)
     default = other.pop("default", UNDEFINED)
     factory = other.pop("default_factory", None)
     description = other.pop("description", None)

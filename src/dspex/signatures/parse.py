@@ -9,8 +9,12 @@ evaluated. Every problem raises :class:`~dspex.errors.SignatureError` with the p
 from __future__ import annotations
 
 import ast
+import keyword
+import re
+import types
 import typing
 from collections.abc import Mapping
+from functools import lru_cache
 from typing import Any, NamedTuple
 
 from dspex.errors import SignatureError
@@ -40,27 +44,46 @@ class ParsedField(NamedTuple):
     is_input: bool
 
 
-def referenced_names(text: str) -> set[str]:
-    """Type names written after a colon that the fixed table does not know (for scope lookup)."""
-    import re
+_AFTER_COLON = re.compile(r":\s*([A-Za-z_][A-Za-z0-9_]*)")
+_IN_TYPE = re.compile(r"([\[,|])\s*([A-Za-z_][A-Za-z0-9_]*)")
 
+
+@lru_cache(maxsize=1024)
+def referenced_names(text: str) -> frozenset[str]:
+    """Type names the fixed table does not know (for scope lookup): names after a colon, and
+    names after ``[``, ``|`` or a comma inside brackets (a comma between fields starts a field
+    name, not a type). With quotes in the text, every name after a comma counts (a bracket
+    inside a string literal would throw off the bracket depth)."""
+    known = _DSPEX_TYPES()
     found = set()
-    for match in re.finditer(r":\s*([A-Za-z_][A-Za-z0-9_]*)", text):
+    for match in _AFTER_COLON.finditer(text):
         name = match.group(1)
-        if name not in _BUILTIN_TYPES and name not in _TYPING_NAMES and name not in _DSPEX_TYPES():
+        if name not in _BUILTIN_TYPES and name not in _TYPING_NAMES and name not in known:
             found.add(name)
-    # names inside brackets, e.g. list[MyModel]
-    for match in re.finditer(r"[\[,|]\s*([A-Za-z_][A-Za-z0-9_]*)", text):
-        name = match.group(1)
-        if name not in _BUILTIN_TYPES and name not in _TYPING_NAMES and name not in _DSPEX_TYPES():
-            found.add(name)
-    return found
+    quoted = "'" in text or '"' in text
+    for match in _IN_TYPE.finditer(text):
+        name = match.group(2)
+        if name in _BUILTIN_TYPES or name in _TYPING_NAMES or name in known:
+            continue
+        if match.group(1) == "," and not quoted:
+            at = match.start()
+            if text.count("[", 0, at) <= text.count("]", 0, at):
+                continue  # a comma between fields, not inside a type
+        found.add(name)
+    return frozenset(found)
+
+
+_dspex_types: dict[str, Any] | None = None
 
 
 def _DSPEX_TYPES() -> dict[str, Any]:
-    from dspex.adapters.types import History
+    """DSPex's own type names (imported on first use: ``import dspex`` stays light)."""
+    global _dspex_types
+    if _dspex_types is None:
+        from dspex.adapters.types import History
 
-    return {"History": History}
+        _dspex_types = {"History": History}
+    return _dspex_types
 
 
 def _error(source: str, position: int | None, reason: str) -> SignatureError:
@@ -100,6 +123,9 @@ def _parse_side(
 ) -> list[ParsedField]:
     if "\n" in part or "\r" in part:
         part = part.replace("\r", " ").replace("\n", " ")
+    fast = _parse_side_fast(source, part, offset, custom_types, is_input)
+    if fast is not None:
+        return fast
     try:
         tree = ast.parse(f"{_PREFIX}{part}): pass")
     except SyntaxError as exc:
@@ -133,6 +159,69 @@ def _parse_side(
                 raise _error(source, apos, f"invalid type expression ({exc})") from None
             fields.append(ParsedField(arg.arg, annotation, False, is_input))
     return fields
+
+
+_SIMPLE_SIDE = re.compile(r"[A-Za-z0-9_ \t,:\[\].|]*")
+_SIMPLE_FIELD = re.compile(r"[ \t]*([A-Za-z_][A-Za-z0-9_]*)[ \t]*(?::(.*))?")
+
+
+def _parse_side_fast(
+    source: str, part: str, offset: int, custom: Mapping[str, Any] | None, is_input: bool
+) -> list[ParsedField] | None:
+    """The common case without ``ast.parse`` of the whole side: plain ASCII names with
+    optional types made of names, dots, brackets, commas and ``|``. Returns ``None`` for
+    anything else, and for anything that would be an error, so that the full path decides
+    (and reports the error with its position). Types resolve exactly as in the full path."""
+    if not _SIMPLE_SIDE.fullmatch(part) or not part.strip():
+        return None
+    pieces: list[str] = []
+    depth = start = 0
+    for i, ch in enumerate(part):
+        if ch == "[":
+            depth += 1
+        elif ch == "]":
+            depth -= 1
+            if depth < 0:
+                return None
+        elif ch == "," and depth == 0:
+            pieces.append(part[start:i])
+            start = i + 1
+    if depth:
+        return None
+    pieces.append(part[start:])
+    fields: list[ParsedField] = []
+    seen: set[str] = set()
+    for piece in pieces:
+        match = _SIMPLE_FIELD.fullmatch(piece)
+        if match is None:
+            return None
+        name, type_text = match.groups()
+        if name in seen or keyword.iskeyword(name) or name == "__debug__":
+            return None
+        seen.add(name)
+        if type_text is None:
+            fields.append(ParsedField(name, str, True, is_input))
+            continue
+        node = _type_node(type_text.strip())
+        if node is None:
+            return None
+        try:
+            annotation = _resolve(source, node, offset, custom)
+        except (TypeError, ValueError):  # SignatureError is a ValueError
+            return None
+        fields.append(ParsedField(name, annotation, False, is_input))
+    return fields
+
+
+@lru_cache(maxsize=1024)
+def _type_node(type_text: str) -> ast.expr | None:
+    """A type expression parsed on its own (``None`` if it does not parse); never mutated."""
+    if not type_text:
+        return None
+    try:
+        return ast.parse(type_text, mode="eval").body
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return None
 
 
 def _resolve(source: str, node: ast.expr, offset: int, custom: Mapping[str, Any] | None) -> Any:
@@ -201,16 +290,45 @@ def _resolve(source: str, node: ast.expr, offset: int, custom: Mapping[str, Any]
     raise fail(f"unsupported type expression {ast.unparse(node)!r}")
 
 
-def _type_like(value: Any, name: str, fail: Any) -> Any:
-    import types as _types
-
-    if (
-        isinstance(value, type | _types.GenericAlias | _types.UnionType)
+def _is_type_like(value: Any) -> bool:
+    return (
+        isinstance(value, type | types.GenericAlias | types.UnionType)
         or typing.get_origin(value) is not None
         or getattr(value, "__module__", None) in ("typing", "typing_extensions")
-    ):
+    )
+
+
+def _type_like(value: Any, name: str, fail: Any) -> Any:
+    if _is_type_like(value):
         return value
     raise fail(f"{name!r} is not a type (got {type(value).__name__})")
+
+
+_MISSING: Any = object()
+
+
+def resolve_simple_name(name: str, first: Mapping[str, Any], second: Mapping[str, Any]) -> Any:
+    """What :func:`_resolve` gives for a bare identifier with ``ChainMap(first, second)`` as
+    the custom scope, or ``_MISSING`` when that would be an error (the caller then takes the
+    full path, which raises it)."""
+    if name in first:
+        value = first[name]
+    elif name in second:
+        value = second[name]
+    else:
+        return _known_names().get(name, _MISSING)
+    return value if _is_type_like(value) else _MISSING
+
+
+_known: dict[str, Any] | None = None
+
+
+def _known_names() -> dict[str, Any]:
+    """The fixed table, one dict: builtins win over typing names, which win over DSPex's."""
+    global _known
+    if _known is None:
+        _known = {**_DSPEX_TYPES(), **_TYPING_NAMES, **_BUILTIN_TYPES}
+    return _known
 
 
 def _literal_value(source: str, node: ast.expr, offset: int) -> Any:

@@ -9,27 +9,44 @@ when a field's type needs it (JSON schemas, validation of complex types).
 from __future__ import annotations
 
 import inspect
+import keyword
 import re
 import sys
 import typing
+from collections import ChainMap
 from collections.abc import Mapping
 from functools import lru_cache
-from typing import Any, ClassVar
+from types import FrameType
+from typing import Any, ClassVar, NamedTuple
 
 from dspex.errors import SignatureError
 from dspex.signatures.field import IS_TYPE_UNDEFINED, FieldInfo, InputField, OutputField
-from dspex.signatures.parse import ParsedField, parse_signature_string, referenced_names
+from dspex.signatures.parse import (
+    _MISSING,
+    ParsedField,
+    _resolve,
+    parse_signature_string,
+    referenced_names,
+    resolve_simple_name,
+)
 
 __all__ = ["Signature", "SignatureMeta", "ensure_signature", "infer_prefix", "make_signature"]
 
 
+_CAMEL_1 = re.compile("(.)([A-Z][a-z]+)")
+_CAMEL_2 = re.compile("([a-z0-9])([A-Z])")
+_LETTER_DIGIT = re.compile(r"([a-zA-Z])(\d)")
+_DIGIT_LETTER = re.compile(r"(\d)([a-zA-Z])")
+
+
+@lru_cache(maxsize=4096)
 def infer_prefix(attribute_name: str) -> str:
-    """DSPy's prefix inference: ``"camelCase2x"`` -> ``"Camel Case 2 X"``."""
-    s1 = re.sub("(.)([A-Z][a-z]+)", r"\1_\2", attribute_name)
-    s2 = re.sub("([a-z0-9])([A-Z])", r"\1_\2", s1)
-    s3 = re.sub(r"([a-zA-Z])(\d)", r"\1_\2", s2)
-    s4 = re.sub(r"(\d)([a-zA-Z])", r"\1_\2", s3)
-    return " ".join(w if w.isupper() else w.capitalize() for w in s4.split("_"))
+    """DSPy's prefix inference: ``"camelCase2x"`` -> ``"Camel Case 2 X"`` (a pure function, cached)."""
+    s = attribute_name
+    if not s.islower():  # the camel-case rules need an upper-case letter
+        s = _CAMEL_2.sub(r"\1_\2", _CAMEL_1.sub(r"\1_\2", s))
+    s = _DIGIT_LETTER.sub(r"\1_\2", _LETTER_DIGIT.sub(r"\1_\2", s))
+    return " ".join(w if w.isupper() else w.capitalize() for w in s.split("_"))
 
 
 def _default_instructions(inputs: Mapping[str, Any], outputs: Mapping[str, Any]) -> str:
@@ -41,28 +58,41 @@ def _default_instructions(inputs: Mapping[str, Any], outputs: Mapping[str, Any])
 def _resolve_annotation(
     cls_name: str, name: str, raw: Any, module: str | None, local_ns: Mapping[str, Any]
 ) -> Any:
-    """String annotations (``from __future__ import annotations``) resolved safely."""
+    """String annotations (``from __future__ import annotations``) resolved safely.
+
+    Names resolve from the defining scope's locals, then its module's globals (no copy of
+    either is made), then the fixed table of string signatures.
+    """
     if not isinstance(raw, str):
         return raw
-    scope: dict[str, Any] = {}
     mod = sys.modules.get(module or "")
-    if mod is not None:
-        scope.update(vars(mod))
-    scope.update(local_ns)
-    import ast
-
-    from dspex.signatures.parse import _resolve  # same safe resolver as string signatures
-
-    try:
-        node = ast.parse(raw, mode="eval").body
-    except SyntaxError:
+    if raw.isidentifier() and not keyword.iskeyword(raw):  # the common ``x: int``
+        found = resolve_simple_name(raw, local_ns, vars(mod)) if mod is not None else _MISSING
+        if found is not _MISSING:
+            return found
+    scope: Mapping[str, Any] = (
+        ChainMap(local_ns, vars(mod)) if mod is not None else local_ns  # type: ignore[arg-type]
+    )
+    node = _annotation_node(raw)
+    if node is None:
         raise SignatureError(
             f"field {name!r} of {cls_name} has an unparsable annotation {raw!r}",
             source=raw,
             position=None,
             reason="unparsable annotation",
-        ) from None
+        )
     return _resolve(raw, node, len("def f("), scope)
+
+
+@lru_cache(maxsize=1024)
+def _annotation_node(raw: str) -> Any:
+    """The parsed expression of an annotation string (``None`` if unparsable); never mutated."""
+    import ast
+
+    try:
+        return ast.parse(raw, mode="eval").body
+    except SyntaxError:
+        return None
 
 
 class SignatureMeta(type):
@@ -85,8 +115,10 @@ class SignatureMeta(type):
     def __new__(
         mcs, name: str, bases: tuple[type, ...], namespace: dict[str, Any], **kwargs: Any
     ) -> SignatureMeta:
-        raw_annotations: dict[str, Any] = dict(namespace.get("__annotations__", {}))
-        local_ns: Mapping[str, Any] = kwargs.pop("_local_ns", None) or _caller_locals()
+        raw_annotations: Mapping[str, Any] = namespace.get("__annotations__", {})
+        given_ns: Mapping[str, Any] | None = kwargs.pop("_local_ns", None)
+        caller = sys._getframe(1)
+        local_ns: Mapping[str, Any] | None = None  # read only if an annotation is a string
         own: dict[str, FieldInfo] = {}
         for key, value in list(namespace.items()):
             if isinstance(value, FieldInfo):
@@ -95,9 +127,14 @@ class SignatureMeta(type):
                     field.annotation = str
                     field.json_schema_extra[IS_TYPE_UNDEFINED] = True
                 else:
-                    field.annotation = _resolve_annotation(
-                        name, key, raw_annotations[key], namespace.get("__module__"), local_ns
-                    )
+                    raw = raw_annotations[key]
+                    if isinstance(raw, str):
+                        if local_ns is None:
+                            local_ns = given_ns or _caller_locals(caller)
+                        raw = _resolve_annotation(
+                            name, key, raw, namespace.get("__module__"), local_ns
+                        )
+                    field.annotation = raw
                 own[key] = field
                 del namespace[key]
         for key, raw in raw_annotations.items():
@@ -117,18 +154,10 @@ class SignatureMeta(type):
         cls = super().__new__(mcs, name, bases, namespace)
         inherited: dict[str, FieldInfo] = {}
         for base in reversed(cls.__mro__[1:]):
-            if isinstance(base, SignatureMeta) and hasattr(base, "_fields"):
+            if isinstance(base, SignatureMeta) and getattr(base, "_fields", None):
                 inherited.update({k: v.copy() for k, v in base._fields.items()})
-        fields = {**inherited, **own}
-        for key, field in fields.items():
-            kind = field.json_schema_extra.get("__dspy_field_type")
-            if kind not in ("input", "output"):
-                raise SignatureError(
-                    f"Field `{key}` in `{name}` must be declared with InputField or OutputField",
-                    reason="not an InputField/OutputField",
-                )
-            field.json_schema_extra.setdefault("prefix", infer_prefix(key) + ":")
-            field.json_schema_extra.setdefault("desc", f"${{{key}}}")
+        fields = {**inherited, **own} if inherited else own
+        _complete_fields(name, fields)
         cls._set_fields(fields)
         if not namespace.get("__doc__"):
             doc = None
@@ -141,13 +170,17 @@ class SignatureMeta(type):
         return cls
 
     def _set_fields(cls, fields: dict[str, FieldInfo]) -> None:
+        inputs: dict[str, FieldInfo] = {}
+        outputs: dict[str, FieldInfo] = {}
+        for k, v in fields.items():
+            kind = v.json_schema_extra["__dspy_field_type"]
+            if kind == "input":
+                inputs[k] = v
+            elif kind == "output":
+                outputs[k] = v
         cls._fields = fields
-        cls._input_fields = {
-            k: v for k, v in fields.items() if v.json_schema_extra["__dspy_field_type"] == "input"
-        }
-        cls._output_fields = {
-            k: v for k, v in fields.items() if v.json_schema_extra["__dspy_field_type"] == "output"
-        }
+        cls._input_fields = inputs
+        cls._output_fields = outputs
         cls._cache = {}
 
     # ------------------------------------------------------------------ DSPy's class API
@@ -201,19 +234,38 @@ class SignatureMeta(type):
         return hash((cls.signature, cls.instructions))
 
 
-def _caller_locals() -> Mapping[str, Any]:
-    """Locals of the frame that defines a class-form signature (for local types)."""
-    frame = sys._getframe(2)
+def _complete_fields(name: str, fields: Mapping[str, FieldInfo]) -> None:
+    """Check every field is an input or output field; fill in DSPy's default prefix and desc."""
+    for key, field in fields.items():
+        extra = field.json_schema_extra
+        kind = extra.get("__dspy_field_type")
+        if kind != "input" and kind != "output":
+            raise SignatureError(
+                f"Field `{key}` in `{name}` must be declared with InputField or OutputField",
+                reason="not an InputField/OutputField",
+            )
+        if "prefix" not in extra:
+            extra["prefix"] = infer_prefix(key) + ":"
+        if "desc" not in extra:
+            extra["desc"] = f"${{{key}}}"
+
+
+def _caller_locals(frame: FrameType | None) -> Mapping[str, Any]:
+    """Locals of the frame that defines a class-form signature (for local types).
+
+    ``frame`` is the caller of ``SignatureMeta.__new__``; frames of this package are skipped.
+    """
     while frame is not None and frame.f_globals.get("__name__", "").startswith("dspex.signatures"):
-        frame = frame.f_back  # type: ignore[assignment]
-    return dict(frame.f_locals) if frame is not None else {}
+        frame = frame.f_back
+    return frame.f_locals if frame is not None else {}
 
 
 def _caller_types(text: str) -> dict[str, Any] | None:
     """DSPy's behaviour: names in a string signature resolve from the caller's scopes."""
-    needed = referenced_names(text)
-    if not needed:
+    names = referenced_names(text)
+    if not names:
         return None
+    needed = set(names)
     found: dict[str, Any] = {}
     frame = sys._getframe(2)
     depth = 0
@@ -339,23 +391,43 @@ class Signature(metaclass=SignatureMeta):
 # ---------------------------------------------------------------------------- construction
 
 
+class _Blueprint(NamedTuple):
+    """A validated string signature, built once; each call makes a class from it."""
+
+    doc: Any
+    annotations: dict[str, Any]
+    fields: dict[str, FieldInfo]
+
+
 @lru_cache(maxsize=1024)
-def _template(text: str, instructions: str | None) -> type[Signature]:
-    """The class built once per (string, instructions); callers get clones of it."""
-    return _build(
-        _fields_from_parsed(parse_signature_string(text)), instructions, "StringSignature"
-    )
+def _template(text: str, instructions: str | None) -> _Blueprint:
+    return _blueprint(_fields_from_parsed(parse_signature_string(text)), instructions)
 
 
-def _clone(template: type[Signature]) -> type[Signature]:
-    """A fresh, independent copy of a built signature class, without re-validating it."""
+def _blueprint(fields: dict[str, FieldInfo], instructions: str | None) -> _Blueprint:
+    """What ``SignatureMeta.__new__`` computes for fields that are already resolved."""
+    _complete_fields("StringSignature", fields)
+    doc = instructions
+    if not doc:
+        ins = {
+            k: v for k, v in fields.items() if v.json_schema_extra["__dspy_field_type"] == "input"
+        }
+        outs = {
+            k: v for k, v in fields.items() if v.json_schema_extra["__dspy_field_type"] == "output"
+        }
+        doc = _default_instructions(ins, outs)
+    return _Blueprint(doc, {k: v.annotation for k, v in fields.items()}, fields)
+
+
+def _instantiate(blueprint: _Blueprint, name: str) -> type[Signature]:
+    """A fresh, independent signature class from a blueprint, without re-validating it."""
     namespace = {
-        "__doc__": template.__doc__,
-        "__module__": template.__module__,
-        "__annotations__": dict(template.__annotations__),
+        "__doc__": blueprint.doc,
+        "__module__": __name__,
+        "__annotations__": dict(blueprint.annotations),
     }
-    cls = type.__new__(SignatureMeta, template.__name__, (Signature,), namespace)
-    cls._set_fields({k: v.copy() for k, v in template._fields.items()})
+    cls = type.__new__(SignatureMeta, name, (Signature,), namespace)
+    cls._set_fields({k: v.copy() for k, v in blueprint.fields.items()})
     return cls  # type: ignore[return-value]
 
 
@@ -381,8 +453,9 @@ def make_signature(
     """Build a signature class from a string or a ``{name: field | (type, field)}`` mapping."""
     if isinstance(signature, str):
         if not custom_types:
-            return _clone(_template(signature, instructions))
+            return _instantiate(_template(signature, instructions), signature_name)
         fields = _fields_from_parsed(parse_signature_string(signature, custom_types))
+        return _instantiate(_blueprint(fields, instructions), signature_name)
     elif isinstance(signature, Mapping):
         fields = {}
         for name, spec in signature.items():
@@ -430,10 +503,6 @@ def _build(
 
 def ensure_signature(signature: Any, instructions: str | None = None) -> Any:
     """A signature class from a string, dict or class (``None`` stays ``None``)."""
-    if signature is None:
-        return None
-    if isinstance(signature, str | Mapping):
-        return make_signature(signature, instructions)
     if isinstance(signature, SignatureMeta):
         if instructions is not None:
             raise SignatureError(
@@ -441,6 +510,10 @@ def ensure_signature(signature: Any, instructions: str | None = None) -> Any:
                 reason="instructions",
             )
         return signature
+    if signature is None:
+        return None
+    if isinstance(signature, str | Mapping):
+        return make_signature(signature, instructions)
     raise SignatureError(
         f"expected a signature string, dict or Signature class, got {type(signature).__name__}",
         reason="bad signature type",

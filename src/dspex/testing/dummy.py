@@ -57,8 +57,16 @@ class DummyLM(BaseLM):
             return answer_messages(messages, choice=choice)
         if isinstance(reply, str):
             return reply
-        system = next((m["content"] for m in messages if m.get("role") == "system"), "")
-        last_user = next((m["content"] for m in reversed(messages) if m.get("role") == "user"), "")
+        system: Any = ""
+        for m in messages:
+            if m.get("role") == "system":
+                system = m["content"]
+                break
+        last_user: Any = ""
+        for m in reversed(messages):
+            if m.get("role") == "user":
+                last_user = m["content"]
+                break
         spec = read_prompt(str(system), str(last_user))
         if spec is None:
             return str(dict(reply))
