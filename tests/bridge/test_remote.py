@@ -379,3 +379,38 @@ def test_dspy_execute_and_error_events(server: LMServer, lm: dspex.LM) -> None:
     assert "dspex.dspy.execute.exception" in names
     _, measurements, meta = seen.named("dspex.error.LMAuthError")[0]
     assert meta["event"] == "dspex.dspy.execute" and measurements["duration"] > 0
+
+
+# DSPy's default code sandbox (Deno + Pyodide) imports its runner's modules from deno.land,
+# which these machines cannot reach; DSPy's LocalInterpreter runs the code inside the worker
+# process instead (contained by the pool's resource limits).
+
+
+def test_program_of_thought_runs_code_in_the_worker(server: LMServer, lm: dspex.LM) -> None:
+    from dspy.primitives.local_interpreter import LocalInterpreter
+
+    pot = dspex.dspy(
+        "dspy.ProgramOfThought",
+        "question -> answer",
+        interpreter_factory=LocalInterpreter,
+        max_iters=2,
+    )
+    server.reply(
+        {"reasoning": "compute", "generated_code": "result = 6 * 7\nSUBMIT(str(result))"},
+        {"reasoning": "done", "answer": "42"},
+    )
+    assert pot(question="6*7?").answer == "42"
+    assert "result = 6 * 7" in json.dumps(server.requests[-1].json["messages"])
+
+
+def test_rlm_explores_its_context_with_code(server: LMServer, lm: dspex.LM) -> None:
+    from dspy.primitives.local_interpreter import LocalInterpreter
+
+    rlm = dspex.dspy(
+        "dspy.RLM",
+        "context, question -> answer",
+        interpreter_factory=LocalInterpreter,
+        max_iters=3,
+    )
+    server.reply({"reasoning": "measure", "code": "SUBMIT(answer=str(len(context)))"})
+    assert rlm(context="hello world", question="how long is it?").answer == "11"

@@ -65,7 +65,7 @@ _BUILTIN: tuple[Entry, ...] = (
     Entry("predict", "dspex.modules.predict:Predict", "dspy.Predict", "Predict"),
     Entry("chain_of_thought", "dspex.modules.chain_of_thought:ChainOfThought", "dspy.ChainOfThought", "ChainOfThought"),
     Entry("react", None, "dspy.ReAct", "ReAct"),
-    Entry("program_of_thought", None, "dspy.ProgramOfThought", "ProgramOfThought", "needs DSPy's Deno sandbox"),
+    Entry("program_of_thought", None, "dspy.ProgramOfThought", "ProgramOfThought", "runs with DSPy's LocalInterpreter here"),
     Entry("multi_chain_comparison", None, "dspy.MultiChainComparison", "MultiChainComparison"),
     Entry("best_of_n", None, "dspy.BestOfN", "BestOfN"),
     Entry("refine", None, "dspy.Refine", "Refine"),
