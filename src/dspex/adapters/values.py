@@ -183,12 +183,11 @@ def format_field_value(field_info: FieldInfo, value: Any) -> str:
         text = _format_input_list(value)
     elif type(value) is str:
         text = value
+    elif (plain := _dumps_str_list(value)) is not None:  # what the general path gives
+        text = plain
     else:
         jsonable = serialize_for_json(value)
-        if isinstance(jsonable, dict | list):
-            text = _dumps_str_list(jsonable) or _json_dumps(jsonable)
-        else:
-            text = str(jsonable)
+        text = _json_dumps(jsonable) if isinstance(jsonable, dict | list) else str(jsonable)
     return neutralize_markers(text)
 
 

@@ -33,14 +33,24 @@ class Prediction(Example):
         list_or_dict: Sequence[Mapping[str, Any]] | Mapping[str, list[Any]],
         signature: Any = None,
     ) -> Prediction:
-        completions = Completions(list_or_dict, signature=signature)
-        store = {k: v[0] for k, v in completions._completions.items()}
-        if cls is Prediction:  # what ``cls()`` and the two assignments below leave, directly
+        if (
+            cls is Prediction
+            and type(list_or_dict) is list
+            and len(list_or_dict) == 1
+            and type(list_or_dict[0]) is dict
+        ):  # one choice (the common call): what the general path below builds, directly
+            choice = list_or_dict[0]
+            completions = _new_object(Completions)
+            completions.__dict__.update(
+                signature=signature, _completions={k: [v] for k, v in choice.items()}
+            )
             obj = _new_object(cls)
             obj.__dict__.update(
-                _input_keys=None, _store=store, _completions=completions, _lm_usage=None
+                _input_keys=None, _store=dict(choice), _completions=completions, _lm_usage=None
             )
             return obj
+        completions = Completions(list_or_dict, signature=signature)
+        store = {k: v[0] for k, v in completions._completions.items()}
         obj = cls()
         object.__setattr__(obj, "_completions", completions)
         object.__setattr__(obj, "_store", store)

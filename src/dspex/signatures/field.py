@@ -162,9 +162,10 @@ def _make_field(kind: str, kwargs: dict[str, Any]) -> FieldInfo:
         new.json_schema_extra = {"__dspy_field_type": kind}
         new.metadata = {}
         return new
-    for arg, message in _DEPRECATED.items():
-        if arg in kwargs:
-            warnings.warn(message, DeprecationWarning, stacklevel=3)
+    if not _DEPRECATED.keys().isdisjoint(kwargs):
+        for arg, message in _DEPRECATED.items():
+            if arg in kwargs:
+                warnings.warn(message, DeprecationWarning, stacklevel=3)
     extra: dict[str, Any] = {}
     other: dict[str, Any] = {}
     constraints: list[str] = []
@@ -185,13 +186,14 @@ def _make_field(kind: str, kwargs: dict[str, Any]) -> FieldInfo:
     description = other.pop("description", None)
     if isinstance(other.get("json_schema_extra"), dict):
         extra.update(other.pop("json_schema_extra"))
-    return FieldInfo(
-        default=default,
-        default_factory=factory,
-        description=description,
-        json_schema_extra=extra,
-        metadata=other,
-    )
+    new = _new_field(FieldInfo)
+    new.annotation = None
+    new.default = default
+    new.default_factory = factory
+    new.description = description
+    new.json_schema_extra = extra
+    new.metadata = other
+    return new
 
 
 def InputField(**kwargs: Any) -> Any:

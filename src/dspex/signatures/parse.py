@@ -61,13 +61,14 @@ def referenced_names(text: str) -> frozenset[str]:
         if name not in _BUILTIN_TYPES and name not in _TYPING_NAMES and name not in known:
             found.add(name)
     quoted = "'" in text or '"' in text
+    bracketed = "[" in text
     for match in _IN_TYPE.finditer(text):
         name = match.group(2)
         if name in _BUILTIN_TYPES or name in _TYPING_NAMES or name in known:
             continue
         if match.group(1) == "," and not quoted:
             at = match.start()
-            if text.count("[", 0, at) <= text.count("]", 0, at):
+            if not bracketed or text.count("[", 0, at) <= text.count("]", 0, at):
                 continue  # a comma between fields, not inside a type
         found.add(name)
     return frozenset(found)
@@ -174,21 +175,26 @@ def _parse_side_fast(
     (and reports the error with its position). Types resolve exactly as in the full path."""
     if not _SIMPLE_SIDE.fullmatch(part) or not part.strip():
         return None
-    pieces: list[str] = []
-    depth = start = 0
-    for i, ch in enumerate(part):
-        if ch == "[":
-            depth += 1
-        elif ch == "]":
-            depth -= 1
-            if depth < 0:
-                return None
-        elif ch == "," and depth == 0:
-            pieces.append(part[start:i])
-            start = i + 1
-    if depth:
-        return None
-    pieces.append(part[start:])
+    if "," not in part:
+        pieces = [part]  # unbalanced brackets fail to parse as a type below
+    elif "[" not in part and "]" not in part:
+        pieces = part.split(",")
+    else:
+        pieces = []
+        depth = start = 0
+        for i, ch in enumerate(part):
+            if ch == "[":
+                depth += 1
+            elif ch == "]":
+                depth -= 1
+                if depth < 0:
+                    return None
+            elif ch == "," and depth == 0:
+                pieces.append(part[start:i])
+                start = i + 1
+        if depth:
+            return None
+        pieces.append(part[start:])
     fields: list[ParsedField] = []
     seen: set[str] = set()
     for piece in pieces:
@@ -202,15 +208,33 @@ def _parse_side_fast(
         if type_text is None:
             fields.append(ParsedField(name, str, True, is_input))
             continue
-        node = _type_node(type_text.strip())
-        if node is None:
-            return None
-        try:
-            annotation = _resolve(source, node, offset, custom)
-        except (TypeError, ValueError):  # SignatureError is a ValueError
+        annotation = (
+            _resolve_type(type_text.strip(), custom)
+            if custom
+            else _resolve_plain_type(type_text.strip())
+        )
+        if annotation is _MISSING:
             return None
         fields.append(ParsedField(name, annotation, False, is_input))
     return fields
+
+
+def _resolve_type(type_text: str, custom: Mapping[str, Any] | None) -> Any:
+    """The type a type expression stands for, or ``_MISSING`` if it is not a valid one."""
+    node = _type_node(type_text)
+    if node is None:
+        return _MISSING
+    try:
+        return _resolve(type_text, node, 0, custom)
+    except (TypeError, ValueError):  # SignatureError is a ValueError
+        return _MISSING
+
+
+@lru_cache(maxsize=1024)
+def _resolve_plain_type(type_text: str) -> Any:
+    """``_resolve_type`` without custom names: it depends on the text alone (types are
+    immutable, so signatures may share them)."""
+    return _resolve_type(type_text, None)
 
 
 @lru_cache(maxsize=1024)

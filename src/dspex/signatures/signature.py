@@ -35,8 +35,7 @@ __all__ = ["Signature", "SignatureMeta", "ensure_signature", "infer_prefix", "ma
 
 _CAMEL_1 = re.compile("(.)([A-Z][a-z]+)")
 _CAMEL_2 = re.compile("([a-z0-9])([A-Z])")
-_LETTER_DIGIT = re.compile(r"([a-zA-Z])(\d)")
-_DIGIT_LETTER = re.compile(r"(\d)([a-zA-Z])")
+_LETTER_DIGIT_BOUNDARY = re.compile(r"(?<=[a-zA-Z])(?=\d)|(?<=\d)(?=[a-zA-Z])")
 
 
 @lru_cache(maxsize=4096)
@@ -45,7 +44,7 @@ def infer_prefix(attribute_name: str) -> str:
     s = attribute_name
     if not s.islower():  # the camel-case rules need an upper-case letter
         s = _CAMEL_2.sub(r"\1_\2", _CAMEL_1.sub(r"\1_\2", s))
-    s = _DIGIT_LETTER.sub(r"\1_\2", _LETTER_DIGIT.sub(r"\1_\2", s))
+    s = _LETTER_DIGIT_BOUNDARY.sub("_", s)  # DSPy's letter-digit, then digit-letter rule
     return " ".join(w if w.isupper() else w.capitalize() for w in s.split("_"))
 
 
@@ -157,8 +156,9 @@ class SignatureMeta(type):
             if isinstance(base, SignatureMeta) and getattr(base, "_fields", None):
                 inherited.update({k: v.copy() for k, v in base._fields.items()})
         fields = {**inherited, **own} if inherited else own
-        _complete_fields(name, fields)
-        cls._set_fields(fields)
+        cls._fields = fields
+        cls._input_fields, cls._output_fields = _complete_fields(name, fields)
+        cls._cache = {}
         if not namespace.get("__doc__"):
             doc = None
             for base in bases:
@@ -234,12 +234,21 @@ class SignatureMeta(type):
         return hash((cls.signature, cls.instructions))
 
 
-def _complete_fields(name: str, fields: Mapping[str, FieldInfo]) -> None:
-    """Check every field is an input or output field; fill in DSPy's default prefix and desc."""
+def _complete_fields(
+    name: str, fields: Mapping[str, FieldInfo]
+) -> tuple[dict[str, FieldInfo], dict[str, FieldInfo]]:
+    """Check every field is an input or output field and fill in DSPy's default prefix and
+    desc; returns ``(input fields, output fields)``."""
+    inputs: dict[str, FieldInfo] = {}
+    outputs: dict[str, FieldInfo] = {}
     for key, field in fields.items():
         extra = field.json_schema_extra
         kind = extra.get("__dspy_field_type")
-        if kind != "input" and kind != "output":
+        if kind == "input":
+            inputs[key] = field
+        elif kind == "output":
+            outputs[key] = field
+        else:
             raise SignatureError(
                 f"Field `{key}` in `{name}` must be declared with InputField or OutputField",
                 reason="not an InputField/OutputField",
@@ -248,6 +257,7 @@ def _complete_fields(name: str, fields: Mapping[str, FieldInfo]) -> None:
             extra["prefix"] = infer_prefix(key) + ":"
         if "desc" not in extra:
             extra["desc"] = f"${{{key}}}"
+    return inputs, outputs
 
 
 def _caller_locals(frame: FrameType | None) -> Mapping[str, Any]:
@@ -406,16 +416,8 @@ def _template(text: str, instructions: str | None) -> _Blueprint:
 
 def _blueprint(fields: dict[str, FieldInfo], instructions: str | None) -> _Blueprint:
     """What ``SignatureMeta.__new__`` computes for fields that are already resolved."""
-    _complete_fields("StringSignature", fields)
-    doc = instructions
-    if not doc:
-        ins = {
-            k: v for k, v in fields.items() if v.json_schema_extra["__dspy_field_type"] == "input"
-        }
-        outs = {
-            k: v for k, v in fields.items() if v.json_schema_extra["__dspy_field_type"] == "output"
-        }
-        doc = _default_instructions(ins, outs)
+    ins, outs = _complete_fields("StringSignature", fields)
+    doc = instructions or _default_instructions(ins, outs)
     return _Blueprint(doc, {k: v.annotation for k, v in fields.items()}, fields)
 
 
