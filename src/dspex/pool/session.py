@@ -197,17 +197,19 @@ class Session:
         from dspex._sync import run_sync
 
         st = self._state
-        if st.recipe is not None or st.lost or st.expired:
-            return run_sync(
-                self.call(method, *args, timeout=timeout, idempotent=idempotent, **kwargs)
-            )
-        self.open()
-        st.busy += 1
-        try:
-            return self._pool._call_sync(method, args, kwargs, st, timeout, idempotent)
-        finally:
-            st.busy -= 1
-            st.last_used = time.monotonic()
+        if not (st.lost or st.expired):  # the direct path: no event loop in this thread
+            self.open()
+            st.busy += 1
+            try:
+                return self._pool._call_sync(method, args, kwargs, st, timeout, idempotent)
+            except SessionLost:
+                if st.recipe is None or (st.closed and not st.expired):
+                    raise
+            finally:
+                st.busy -= 1
+                st.last_used = time.monotonic()
+        # rebuild the session on another worker (recipe), then call: what `call` does
+        return run_sync(self.call(method, *args, timeout=timeout, idempotent=idempotent, **kwargs))
 
     def stream(
         self,
