@@ -233,6 +233,27 @@ def test_optimizer_returns_a_usable_remote_program(lm: dspex.LM) -> None:
     assert isinstance(compiled, dspex.bridge.RemoteModule)
     assert len(compiled.dump_state()["demos"]) == 2
     assert compiled(question="q").answer
+    # optimize in DSPy, serve natively
+    native = compiled.to_native()
+    assert native.implementation == "native" and len(native.demos) == 2
+
+
+def test_bootstrap_a_native_program_then_serve_it_natively(server: LMServer, lm: dspex.LM) -> None:
+    trainset = [
+        dspex.Example(question=f"q{i}", answer="a").with_inputs("question") for i in range(3)
+    ]
+    optimizer = dspex.BootstrapFewShot(
+        metric=lambda example, pred, trace=None: True, max_bootstrapped_demos=2
+    )
+    assert optimizer.implementation == "dspy"
+    compiled = optimizer.compile(dspex.ChainOfThought("question -> answer"), trainset=trainset)
+    native = compiled.to_native()
+    assert isinstance(native, dspex.ChainOfThought)
+    assert [d.get("augmented") for d in native.demos] == [True, True, None]  # 2 bootstrapped
+    remote_pred = compiled(question="x")
+    native_pred = native(question="x")
+    assert server.requests[-1].json["messages"] == server.requests[-2].json["messages"]
+    assert remote_pred == native_pred
 
 
 # ---------------------------------------------------------------- failures

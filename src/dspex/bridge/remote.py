@@ -35,6 +35,12 @@ _ALIASES: dict[str, dict[str, str]] = {
     "dspy.ChainOfThought": {"demos": "predict.demos", "signature": "predict.signature"},
 }
 
+# the class paths workers report for objects they return -> the names users write
+_CANONICAL = {
+    "dspy.predict.predict.Predict": "dspy.Predict",
+    "dspy.predict.chain_of_thought.ChainOfThought": "dspy.ChainOfThought",
+}
+
 NATIVE_EQUIVALENTS: dict[str, tuple[str, str]] = {
     "dspy.Predict": ("dspex.modules.predict", "Predict"),
     "dspy.ChainOfThought": ("dspex.modules.chain_of_thought", "ChainOfThought"),
@@ -54,7 +60,8 @@ class RemoteObject:
     def _bind(self, session: DSPySession, oid: str, info: dict[str, Any]) -> None:
         object.__setattr__(self, "_dspy_session", session)
         object.__setattr__(self, "_oid", oid)
-        object.__setattr__(self, "_type", info.get("type", "?"))
+        kind = info.get("type", "?")
+        object.__setattr__(self, "_type", _CANONICAL.get(kind, kind))
         object.__setattr__(self, "_is_module", bool(info.get("is_module")))
         object.__setattr__(self, "_callable", bool(info.get("callable", True)))
 
@@ -275,14 +282,21 @@ class RemoteModule(RemoteObject, Module):
 
     def to_native(self) -> Module:
         """A native module with this one's constructor arguments and current state."""
-        recipe = self._dspy_session.recipe(self._oid)
-        if self._type not in NATIVE_EQUIVALENTS or recipe is None:
+        if self._type not in NATIVE_EQUIVALENTS:
             raise UserError(
                 f"{self._type} has no native DSPex equivalent (available: "
                 f"{', '.join(NATIVE_EQUIVALENTS)})"
             )
-        decode = self._dspy_session.decoder.decode
-        module: Module = self._native_class()(*decode(recipe.args), **decode(recipe.kwargs))
+        recipe = self._dspy_session.recipe(self._oid)
+        module: Module
+        if recipe is not None:
+            decode = self._dspy_session.decoder.decode
+            module = self._native_class()(*decode(recipe.args), **decode(recipe.kwargs))
+        else:  # a program the worker made (e.g. compiled by an optimizer): by its signature
+            signature = self.get("signature")
+            if self._type == "dspy.ChainOfThought":
+                signature = signature.delete("reasoning")
+            module = self._native_class()(signature)
         return module.load_state(self.dump_state())
 
     def push_native(self, native: Module) -> RemoteModule:
