@@ -1371,8 +1371,8 @@ class Pool:
         assert self._loop is not None
         try:
             w.pidfd = os.pidfd_open(w.pid)
-        except ProcessLookupError:
-            self._on_worker_lost(w)
+        except ProcessLookupError:  # already gone (e.g. its factory failed at once): its
+            self._on_exit_seen(w)  # last frames, such as the init error, still get read
             return
         except OSError:  # no pidfd support: rely on EOF and the template's reports
             return
