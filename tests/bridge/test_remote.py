@@ -435,3 +435,29 @@ def test_rlm_explores_its_context_with_code(server: LMServer, lm: dspex.LM) -> N
     )
     server.reply({"reasoning": "measure", "code": "SUBMIT(answer=str(len(context)))"})
     assert rlm(context="hello world", question="how long is it?").answer == "11"
+
+
+def test_the_dspy_pool_is_tuned_through_settings(lm: dspex.LM) -> None:
+    from dspex.bridge import dspy_pool
+    from dspex.bridge.host import IMPORT_ROOTS_ENV
+    from dspex.pool import shutdown_pools
+
+    shutdown_pools()
+    dspex.configure(
+        pools={"dspy": {"size": 1, "request_timeout": 30, "env": {"MY_FLAG": "1"}}},
+        dspy_import_roots=("tests",),
+    )
+    pool = dspy_pool()
+    try:
+        assert pool.config.size == 1 and pool.config.request_timeout == 30
+        assert pool.config.target == "dspex.bridge.host:make_host"
+        env = dict(pool.config.env)
+        assert env["MY_FLAG"] == "1" and env["LITELLM_LOCAL_MODEL_COST_MAP"] == "True"
+        assert env[IMPORT_ROOTS_ENV] == "tests"
+        assert dspex.Predict("question -> answer", implementation="dspy")(question="q").answer
+        assert pool.stats()["workers"] == 1
+    finally:
+        shutdown_pools()
+    with pytest.raises(dspex.ConfigurationError):
+        dspex.configure(pools={"dspy": {"size": 0}})
+        dspy_pool()
