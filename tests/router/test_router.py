@@ -151,7 +151,7 @@ class EchoReAct(dspex.Module):
 
     def __init__(self, signature: str, tools: list[Any] | None = None) -> None:
         super().__init__()
-        self.signature = signature
+        self.signature = dspex.Signature(signature)
         self.tools = tools or []
 
     def forward(self, **kwargs: Any) -> dspex.Prediction:
@@ -317,3 +317,13 @@ def test_performance_routing_explores_then_picks_the_faster(lm: dspex.LM) -> Non
         assert choose("predict") == "dspy"  # native keeps failing
     assert choose("predict") == "native"  # static strategy ignores the statistics
     assert STATS.get("predict", "native").calls >= MIN_SAMPLES
+
+
+def test_pipeline_steps_named_by_dspy_path_follow_the_registry(lm: dspex.LM) -> None:
+    dspex.register_native("react", EchoReAct)
+    pipe = dspex.pipeline(
+        [("auto", "dspy.ReAct", {"signature": "question -> answer", "tools": [str.upper]})]
+    )
+    result = pipe.run(question="hi")
+    assert result["answer"] == "HI"
+    assert result.metrics()[0]["implementation"] == "native"

@@ -198,22 +198,22 @@ def _dspy_target(
             "target",
         )
     if implementation != "dspy":
-        from dspex.bridge.remote import NATIVE_EQUIVALENTS
+        from dspex.router import REGISTRY, choose
 
-        native = NATIVE_EQUIVALENTS.get(target)
-        if native is None:
-            if implementation == "native":
-                raise ImplementationUnavailable(
-                    f"step {label!r}: {target} has no native implementation; use "
-                    f"implementation='dspy' or 'auto' (native ones: {', '.join(NATIVE_EQUIVALENTS)})",
-                    kind=target,
-                    requested="native",
-                )
-        else:
-            import importlib
-
-            cls = getattr(importlib.import_module(native[0]), native[1])
-            return _module_class(cls, args, kwargs, implementation, label, options, io)
+        entry = REGISTRY.by_dspy(target)
+        if entry is not None and entry.native is not None:
+            if choose(entry.kind, implementation) != "dspy":  # the router decides, as for modules
+                cls = REGISTRY.native_class(entry.kind)
+                return _module_class(cls, args, kwargs, implementation, label, options, io)
+        elif implementation == "native":
+            entries = [REGISTRY.entry(kind) for kind in REGISTRY.kinds()]
+            natives = [e.dspy for e in entries if e.native and e.dspy]
+            raise ImplementationUnavailable(
+                f"step {label!r}: {target} has no native implementation; use "
+                f"implementation='dspy' or 'auto' (native ones: {', '.join(natives)})",
+                kind=target,
+                requested="native",
+            )
     return DSPyStep(target, args, kwargs, label, **io, **options)
 
 

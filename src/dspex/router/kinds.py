@@ -111,6 +111,10 @@ class Registry:
         """The entry whose DSPy-compatible public name is ``name`` (``"ReAct"``)."""
         return next((e for e in self._entries.values() if e.name == name), None)
 
+    def by_dspy(self, target: str) -> Entry | None:
+        """The entry whose DSPy class is ``target`` (``"dspy.ChainOfThought"``)."""
+        return next((e for e in self._entries.values() if e.dspy == target), None)
+
     def has_native(self, kind: str) -> bool:
         return self.entry(kind).native is not None
 
