@@ -261,24 +261,29 @@ def _predictor(module: Any, kind: str) -> Any:
     return module if kind == "predict" else module.predict
 
 
+def _save_customized(saver: Any, case: Case, kind: str, path: Path, lib: Any) -> str:
+    """Save ``saver`` (a ``lib`` module) with the case's custom instructions and demos."""
+    instructions, demos = _customize(case)
+    pred = _predictor(saver, kind)
+    pred.signature = pred.signature.with_instructions(instructions)
+    pred.demos = [lib.Example(**d) for d in demos]
+    saver.save(str(path))
+    return instructions
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_dspy_saved_program_loads_natively_and_predicts_the_same(
     recorder: Recorder, kind: str, tmp_path: Path
 ) -> None:
     for case in SAVE_CASES:
-        instructions, demos = _customize(case)
-        saver = dspy_module(case, kind)
-        pred = _predictor(saver, kind)
-        pred.signature = pred.signature.with_instructions(instructions)
-        pred.demos = [dspy.Example(**d) for d in demos]
         path = tmp_path / f"dspy-{kind}-{case.seed}.json"
-        saver.save(str(path))
+        instructions = _save_customized(dspy_module(case, kind), case, kind, path, dspy)
 
         native = native_module(case, kind)
         native.demos = []
         native.load(path)
         assert _predictor(native, kind).signature.instructions == instructions, case.seed
-        assert len(native.demos) == len(demos), case.seed
+        assert len(native.demos) == len(_customize(case)[1]), case.seed
 
         loaded = dspy_module(case, kind)
         loaded.load(str(path))
@@ -297,13 +302,8 @@ def test_native_saved_program_loads_in_dspy_and_predicts_the_same(
     recorder: Recorder, kind: str, tmp_path: Path
 ) -> None:
     for case in SAVE_CASES:
-        instructions, demos = _customize(case)
-        saver = native_module(case, kind)
-        pred = _predictor(saver, kind)
-        pred.signature = pred.signature.with_instructions(instructions)
-        saver.demos = [dspex.Example(**d) for d in demos]
         path = tmp_path / f"native-{kind}-{case.seed}.json"
-        saver.save(path)
+        instructions = _save_customized(native_module(case, kind), case, kind, path, dspex)
 
         loaded = dspy_module(case, kind)
         loaded.load(str(path))
@@ -419,13 +419,8 @@ def test_native_saved_program_loads_in_the_pool_and_back(
 ) -> None:
     """native save -> pool load predicts the same; pool save -> native load, too."""
     for case in SAVE_CASES:
-        instructions, demos = _customize(case)
-        saver = native_module(case, kind)
-        pred = _predictor(saver, kind)
-        pred.signature = pred.signature.with_instructions(instructions)
-        saver.demos = [dspex.Example(**d) for d in demos]
         path = tmp_path / f"native-{kind}-{case.seed}.json"
-        saver.save(path)
+        instructions = _save_customized(native_module(case, kind), case, kind, path, dspex)
 
         remote = pool_module(dspy_session, case, kind, demos=False)
         remote.load(path)
@@ -463,13 +458,8 @@ def test_dspy_saved_program_loads_in_the_pool(
 ) -> None:
     """A file saved by in-process DSPy loads into a pool module and predicts like native."""
     for case in SAVE_CASES:
-        instructions, demos = _customize(case)
-        saver = dspy_module(case, kind)
-        pred = _predictor(saver, kind)
-        pred.signature = pred.signature.with_instructions(instructions)
-        pred.demos = [dspy.Example(**d) for d in demos]
         path = tmp_path / f"dspy-{kind}-{case.seed}.json"
-        saver.save(str(path))
+        _save_customized(dspy_module(case, kind), case, kind, path, dspy)
 
         remote = pool_module(dspy_session, case, kind, demos=False)
         remote.load(path)
