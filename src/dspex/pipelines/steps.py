@@ -39,6 +39,12 @@ State = Mapping[str, Any]
 Bindings = tuple[tuple[str, str], ...]  # (parameter name, state key)
 
 
+def require(ok: bool, name: str, reason: str, text: str) -> None:
+    """Raise ``PipelineSpecError("step <name>: <text>")`` unless ``ok``."""
+    if not ok:
+        raise PipelineSpecError(f"step {name!r}: {text}", step=name, reason=reason)
+
+
 class Step:
     """Base of every step: a name, and the timeout/retry options the runner applies."""
 
@@ -54,24 +60,18 @@ class Step:
         backoff: float | None = None,
         explicit_name: bool = False,
     ) -> None:
-        if timeout is not None and not (isinstance(timeout, int | float) and timeout > 0):
-            raise PipelineSpecError(
-                f"step {name!r}: timeout must be a positive number of seconds, got {timeout!r}",
-                step=name,
-                reason="timeout",
-            )
-        if retries is not None and not (isinstance(retries, int) and retries >= 0):
-            raise PipelineSpecError(
-                f"step {name!r}: retries must be an integer >= 0, got {retries!r}",
-                step=name,
-                reason="retries",
-            )
-        if backoff is not None and not (isinstance(backoff, int | float) and backoff >= 0):
-            raise PipelineSpecError(
-                f"step {name!r}: backoff must be a number of seconds >= 0, got {backoff!r}",
-                step=name,
-                reason="backoff",
-            )
+        require(
+            timeout is None or (isinstance(timeout, int | float) and timeout > 0),
+            name, "timeout", f"timeout must be a positive number of seconds, got {timeout!r}",
+        )  # fmt: skip
+        require(
+            retries is None or (isinstance(retries, int) and retries >= 0),
+            name, "retries", f"retries must be an integer >= 0, got {retries!r}",
+        )  # fmt: skip
+        require(
+            backoff is None or (isinstance(backoff, int | float) and backoff >= 0),
+            name, "backoff", f"backoff must be a number of seconds >= 0, got {backoff!r}",
+        )  # fmt: skip
         self.name = name
         self.timeout = timeout
         self.retries = retries
@@ -616,18 +616,14 @@ class MapStep(Step):
         **options: Any,
     ) -> None:
         super().__init__(name, **options)
-        if not isinstance(over, str) or not over:
-            raise PipelineSpecError(
-                f"step {name!r}: map(over=...) must name a list field of the state, got {over!r}",
-                step=name,
-                reason="over",
-            )
-        if not (isinstance(concurrency, int) and concurrency >= 1):
-            raise PipelineSpecError(
-                f"step {name!r}: concurrency must be an integer >= 1, got {concurrency!r}",
-                step=name,
-                reason="concurrency",
-            )
+        require(
+            isinstance(over, str) and bool(over),
+            name, "over", f"map(over=...) must name a list field of the state, got {over!r}",
+        )  # fmt: skip
+        require(
+            isinstance(concurrency, int) and concurrency >= 1,
+            name, "concurrency", f"concurrency must be an integer >= 1, got {concurrency!r}",
+        )  # fmt: skip
         self.step = step
         self.over = over
         self.as_ = as_
@@ -700,20 +696,15 @@ class ReduceStep(Step):
         **options: Any,
     ) -> None:
         super().__init__(name, **options)
-        if not callable(fn):
-            raise PipelineSpecError(
-                f"step {name!r}: reduce() needs a function (accumulator, item) -> value, "
-                f"got {fn!r}",
-                step=name,
-                reason="reduce",
-            )
+        require(
+            callable(fn),
+            name, "reduce", f"reduce() needs a function (accumulator, item) -> value, got {fn!r}",
+        )  # fmt: skip
         for label, value in (("over", over), ("into", into)):
-            if not isinstance(value, str) or not value:
-                raise PipelineSpecError(
-                    f"step {name!r}: reduce({label}=...) must name a state field, got {value!r}",
-                    step=name,
-                    reason=label,
-                )
+            require(
+                isinstance(value, str) and bool(value),
+                name, label, f"reduce({label}=...) must name a state field, got {value!r}",
+            )  # fmt: skip
         self.fn = fn
         self.over = over
         self.into = into
