@@ -45,6 +45,7 @@ __all__ = [
     "decode_type",
     "encode_type",
     "import_path",
+    "import_root",
     "is_importable",
     "path_of",
 ]
@@ -106,6 +107,12 @@ def import_path(path: str) -> Any:
     for part in qualname.split("."):
         obj = getattr(obj, part)
     return obj
+
+
+def import_root(path: str) -> str:
+    """The top-level package an import path names (``"pkg.mod:Name"`` -> ``"pkg"``)."""
+    module = path.partition(":")[0] if ":" in path else path.rpartition(".")[0]
+    return module.split(".")[0]
 
 
 def is_importable(obj: Any) -> str | None:

@@ -28,7 +28,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from dspex.bridge.convert import TAG, Decoder, Encoder, decode_type, import_path
+from dspex.bridge.convert import TAG, Decoder, Encoder, decode_type, import_path, import_root
 from dspex.bridge.errors import error_payload
 from dspex.errors import SecurityError, SessionLost, UserError
 
@@ -49,11 +49,6 @@ def make_host() -> DSPyHost:
     """Pool factory (``target="dspex.bridge.host:make_host"``)."""
     extra = [r.strip() for r in os.environ.get(IMPORT_ROOTS_ENV, "").split(",") if r.strip()]
     return DSPyHost(extra)
-
-
-def _root(path: str) -> str:
-    module = path.partition(":")[0] if ":" in path else path.rpartition(".")[0]
-    return module.split(".")[0]
 
 
 def _enveloped(fn: Callable[..., Any]) -> Callable[..., Envelope]:
@@ -91,7 +86,7 @@ class DSPyHost:
         """Import ``path`` if its root is allowed (types may also come from safe stdlib roots)."""
         if not isinstance(path, str):
             raise SecurityError(f"import path must be a string, got {type(path).__name__}")
-        root = _root(path)
+        root = import_root(path)
         if root not in self.roots and root not in _TYPE_ONLY_ROOTS:
             raise SecurityError(
                 f"import of {path!r} refused: {root!r} is not an allowed import root "

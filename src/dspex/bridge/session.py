@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from dspex import settings
-from dspex.bridge.convert import TAG, Decoder, Encoder, encode_type, is_importable
+from dspex.bridge.convert import TAG, Decoder, Encoder, encode_type, import_root, is_importable
 from dspex.bridge.errors import error_payload, raise_payload
 from dspex.errors import ConfigurationError, SignatureError, UserError
 
@@ -247,7 +247,7 @@ class DSPySession:
             return {TAG: "lm", "spec": self.lm_spec(fn)}
         path = is_importable(fn)
         roots = {"dspy", "dspex", *settings.current().dspy_import_roots}
-        if path is not None and path.split(".")[0].split(":")[0] in roots:
+        if path is not None and import_root(path) in roots:
             return {TAG: "callable", "path": path}
         name = self._register(fn, fn)
         return {TAG: "callback", "name": name, **_describe_callable(fn, self.encoder)}

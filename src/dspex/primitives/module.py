@@ -61,11 +61,16 @@ class _ModuleMeta(type):
             from dspex.router import construct
 
             return construct(cls, args, kwargs)  # type: ignore[arg-type]
-        obj: Any = cls.__new__(cls)  # type: ignore[call-overload]
-        if isinstance(obj, cls):
-            Module._base_init(obj)
-            obj.__init__(*args, **kwargs)
-        return obj
+        return build_native(cls, args, kwargs)
+
+
+def build_native(cls: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """``cls(*args, **kwargs)`` without routing, with the base attributes guaranteed."""
+    obj: Any = cls.__new__(cls)
+    if isinstance(obj, cls):
+        Module._base_init(obj)
+        obj.__init__(*args, **kwargs)
+    return obj
 
 
 class Module(metaclass=_ModuleMeta):

@@ -215,12 +215,10 @@ def _fall_back(kind: str, requested: str | None, reason: str) -> Choice:
 
 
 def _make_native(cls: type[Module], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Module:
-    from dspex.primitives.module import Module
+    from dspex.primitives.module import build_native
 
-    obj: Module = cls.__new__(cls)
-    Module._base_init(obj)
-    obj.__init__(*args, **kwargs)  # type: ignore[misc]
-    return obj
+    native: Module = build_native(cls, args, kwargs)
+    return native
 
 
 def _measure(module: Module, kind: str, implementation: str) -> None:
