@@ -52,12 +52,12 @@ from dspex.settings import configure, context, current, reset_defaults
 if TYPE_CHECKING:
     from dspex import telemetry, testing
     from dspex.adapters import Adapter, ChatAdapter, History, JSONAdapter
-    from dspex.bridge import DSPySession, dspy
+    from dspex.bridge import DSPySession
     from dspex.lm import LM, BaseLM
     from dspex.modules import ChainOfThought, Predict
     from dspex.pipelines import Pipeline, PipelineResult, pipeline
     from dspex.primitives import Completions, Example, Module, Prediction, StreamChunk
-    from dspex.router import module, register_native, registry
+    from dspex.router import dspy, module, register_native, registry
     from dspex.signatures import InputField, OutputField, Signature
 
 __version__ = "0.1.0"
@@ -66,7 +66,6 @@ __version__ = "0.1.0"
 _LAZY: dict[str, str] = {
     "Adapter": "dspex.adapters",
     "BaseLM": "dspex.lm",
-    "ChainOfThought": "dspex.modules",
     "ChatAdapter": "dspex.adapters",
     "Completions": "dspex.primitives",
     "DSPySession": "dspex.bridge",
@@ -79,11 +78,10 @@ _LAZY: dict[str, str] = {
     "OutputField": "dspex.signatures",
     "Pipeline": "dspex.pipelines",
     "PipelineResult": "dspex.pipelines",
-    "Predict": "dspex.modules",
     "Prediction": "dspex.primitives",
     "Signature": "dspex.signatures",
     "StreamChunk": "dspex.primitives",
-    "dspy": "dspex.bridge",
+    "dspy": "dspex.router",
     "module": "dspex.router",
     "pipeline": "dspex.pipelines",
     "register_native": "dspex.router",
@@ -97,6 +95,7 @@ _ROUTED = frozenset(
         "BootstrapFewShot",
         "BootstrapFewShotWithRandomSearch",
         "COPRO",
+        "ChainOfThought",
         "ColBERTv2",
         "Embeddings",
         "Evaluate",
@@ -106,6 +105,7 @@ _ROUTED = frozenset(
         "MIPROv2",
         "MultiChainComparison",
         "Parallel",
+        "Predict",
         "ProgramOfThought",
         "ReAct",
         "Refine",

@@ -51,7 +51,6 @@ NATIVE: dict[str, str] = {
     "Adapter": "dspex.adapters:Adapter",
     "BaseLM": "dspex.lm:BaseLM",
     "BaseModule": "dspex.primitives.module:Module",
-    "ChainOfThought": "dspex.modules:ChainOfThought",
     "ChatAdapter": "dspex.adapters:ChatAdapter",
     "Completions": "dspex.primitives:Completions",
     "Example": "dspex.primitives:Example",
@@ -61,7 +60,6 @@ NATIVE: dict[str, str] = {
     "LM": "dspex.lm:LM",
     "Module": "dspex.primitives:Module",
     "OutputField": "dspex.signatures:OutputField",
-    "Predict": "dspex.modules:Predict",
     "Prediction": "dspex.primitives:Prediction",
     "Signature": "dspex.signatures:Signature",
     "SignatureMeta": "dspex.signatures:SignatureMeta",
@@ -110,6 +108,8 @@ ROUTED: dict[str, str] = {
         for n in (
             "BestOfN",
             "BootstrapFewShot",
+            "ChainOfThought",
+            "Predict",
             "BootstrapFewShotWithRandomSearch",
             "COPRO",
             "ColBERTv2",
@@ -195,7 +195,7 @@ class RoutedName:
         return f"<routed dspex.{self.__name__} ({self.target} in a DSPy worker)>"
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        from dspex.bridge import dspy
+        from dspex.router import dspy
 
         return dspy(self.target, *args, **kwargs)
 
