@@ -20,9 +20,17 @@ import importlib
 import types
 from typing import Any
 
-from dspex.errors import UserError
-
-__all__ = ["NATIVE", "PREFER_NATIVE", "ROUTED", "SUBMODULES", "RoutedName", "resolve", "status"]
+__all__ = [
+    "NATIVE",
+    "PREFER_NATIVE",
+    "ROUTED",
+    "SUBMODULES",
+    "RoutedName",
+    "documented_status",
+    "markdown_rows",
+    "resolve",
+    "status",
+]
 
 NATIVE: dict[str, str] = {
     # errors: DSPy's names in DSPex's one tree
@@ -275,6 +283,33 @@ def status(name: str) -> str:
     return "unknown"
 
 
-def check(name: str) -> None:
-    if resolve(name) is None:
-        raise UserError(f"{name!r} is not a public name of DSPy 3.4.1")
+def documented_status(name: str) -> str:
+    """The status ``docs/compatibility.md`` gives ``name``: ``native``, ``routed``, ``module``,
+    or ``native-when-built`` (routed until DSPex has a native implementation)."""
+    if name in PREFER_NATIVE:
+        return "native-when-built"
+    if name in ROUTED:
+        from dspex.router.kinds import _REGISTRY
+
+        entry = _REGISTRY.by_name(name)
+        if entry is not None:
+            return "native" if name in ("Predict", "ChainOfThought") else "native-when-built"
+    return status(name)
+
+
+def markdown_rows(names: list[str]) -> list[str]:
+    """The rows of the table in ``docs/compatibility.md`` for ``names``."""
+    rows = []
+    for name in names:
+        if name in NATIVE:
+            where = f"`{NATIVE[name].split(':')[0]}`"
+        elif name in SUBMODULES:
+            where = f"`{SUBMODULES[name]}`"
+        elif name in PREFER_NATIVE:
+            where = f"`{'`, `'.join(PREFER_NATIVE[name])}` when it defines it; DSPy's in a worker until then"
+        elif name in ROUTED and documented_status(name) != "routed":
+            where = "router kind: native implementation if registered, else DSPy in a worker"
+        else:
+            where = f'`dspex.dspy("{ROUTED.get(name, name)}", ...)` in a DSPy worker'
+        rows.append(f"| `{name}` | {documented_status(name)} | {where} |")
+    return rows

@@ -319,6 +319,11 @@ def context(**changes: Any) -> Iterator[Settings]:
 
 
 def __getattr__(name: str) -> Any:
+    if name == "caller_modules":  # the live stack of running module calls
+        from dspex.utils.inspect_history import CALLERS
+
+        stack = CALLERS.get()
+        return list(stack) if stack else current().caller_modules
     if name in _FIELD_NAMES:
         return getattr(current(), name)
     raise AttributeError(

@@ -11,21 +11,19 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
-import sys
+import re
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TextIO, TypeVar
 
 import orjson
 
-from dspex import settings
 from dspex._sync import run_sync
-from dspex.errors import StateError, UserError
-from dspex.lm.usage import UsageTracker, _tracker
-from dspex.primitives.prediction import Prediction
+from dspex.errors import CallError, StateError, UserError
+from dspex.primitives.calling import call_async, call_sync, forward_in_call, warn_direct_forward
 
-__all__ = ["DSPY_STATE_VERSION", "Module", "Parameter"]
+__all__ = ["DSPY_STATE_VERSION", "Module", "Parameter", "set_attribute_by_name"]
 
 logger = logging.getLogger(__name__)
 
@@ -89,16 +87,72 @@ class Module(metaclass=_ModuleMeta):
     def _has_async_forward(self) -> bool:
         return type(self).aforward is not Module.aforward
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        forward = cls.__dict__.get("forward")
+        if callable(forward) and not getattr(forward, "__dspex_checked__", False):
+            cls.forward = warn_direct_forward(forward)  # type: ignore[method-assign]
+
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Run the program (callbacks, history and usage as in DSPy; see ``calling``)."""
         if self._has_sync_forward() or not self._has_async_forward():
-            return _tracked_sync(self.forward, args, kwargs)
-        return run_sync(self.acall(*args, **kwargs))
+            return call_sync(self, lambda: self.forward(*args, **kwargs), args, kwargs)
+        return call_sync(self, lambda: run_sync(self.aforward(*args, **kwargs)), args, kwargs)
 
     async def acall(self, *args: Any, **kwargs: Any) -> Any:
+        """Run the program from async code: ``aforward`` natively; a sync-only ``forward``
+        runs in a worker thread so the event loop stays free (DSPy needs ``aforward``)."""
         if self._has_async_forward() or not self._has_sync_forward():
-            return await _tracked_async(self.aforward(*args, **kwargs))
-        # A sync-only program: keep the event loop free while it runs.
-        return await asyncio.to_thread(_tracked_sync, self.forward, args, kwargs)
+            return await call_async(self, lambda: self.aforward(*args, **kwargs), args, kwargs)
+        return await call_async(
+            self, lambda: asyncio.to_thread(forward_in_call, self, args, kwargs), args, kwargs
+        )
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state.pop("history", None)
+        state.pop("callbacks", None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.__dict__.setdefault("history", [])
+        self.__dict__.setdefault("callbacks", [])
+
+    def inspect_history(self, n: int = 1, file: TextIO | None = None) -> None:
+        """Print the last ``n`` LM calls made under this module (DSPy's format)."""
+        from dspex.utils.inspect_history import pretty_print_history
+
+        pretty_print_history(self.history, n, file=file)
+
+    def batch(
+        self,
+        examples: Sequence[Any],
+        num_threads: int | None = None,
+        max_errors: int | None = None,
+        return_failed_examples: bool = False,
+        provide_traceback: bool | None = None,
+        disable_progress_bar: bool = False,
+        timeout: int = 120,
+        straggler_limit: int = 3,
+    ) -> Any:
+        """Run the program on each example's inputs concurrently (``num_threads`` at a time).
+
+        Returns the outputs in order (``None`` for a failed example); with
+        ``return_failed_examples=True`` also the failed examples and their exceptions.
+        Reaching ``max_errors`` failures stops the batch with an error. A program with a
+        native ``aforward`` runs as tasks on one event loop; a sync one in worker threads.
+        """
+        from dspex.primitives.batch import run_batch
+
+        return run_batch(
+            self,
+            examples,
+            num_threads=num_threads,
+            max_errors=max_errors,
+            return_failed_examples=return_failed_examples,
+            provide_traceback=provide_traceback,
+        )
 
     # ------------------------------------------------------------------ structure
     def named_parameters(self) -> list[tuple[str, Parameter]]:
@@ -164,15 +218,28 @@ class Module(metaclass=_ModuleMeta):
                     queue.append(child)
 
     def set_lm(self, lm: Any) -> None:
-        """Use ``lm`` in every predictor of this program."""
-        for _, predictor in self.named_predictors():
-            predictor.lm = lm
+        """Use ``lm`` in every module of this program that has parameters (its predictors)."""
+        for _, param in self.named_parameters():
+            if isinstance(param, Module):
+                param.lm = lm  # type: ignore[attr-defined]
 
     def get_lm(self) -> Any:
-        lms = {id(p.lm): p.lm for _, p in self.named_predictors()}
-        if len(lms) > 1:
-            raise UserError("Multiple LMs are in use in this program; get_lm() needs exactly one.")
-        return next(iter(lms.values()), None)
+        """The LM every predictor uses; an error if they use different ones."""
+        lms = {id(lm): lm for lm in (getattr(p, "lm", None) for _, p in self.named_parameters())}
+        if len(lms) == 1:
+            return next(iter(lms.values()))
+        raise CallError(
+            "Multiple LMs are being used in the module. There's no unique LM to return."
+        )
+
+    def map_named_predictors(self: M, func: Any) -> M:
+        """Replace each predictor by ``func(predictor)`` (at the same attribute path)."""
+        for name, predictor in self.named_predictors():
+            set_attribute_by_name(self, name, func(predictor))
+        return self
+
+    def __repr__(self) -> str:
+        return "\n".join(f"{name} = {param}" for name, param in self.named_predictors())
 
     def deepcopy(self: M) -> M:
         """Deep copy of parameters and sub-modules; other attributes copied shallowly on failure."""
@@ -221,42 +288,73 @@ class Module(metaclass=_ModuleMeta):
         apply(self)
         return self
 
-    def save(self, path: str | Path, save_program: bool = False) -> None:
-        """Write the state in DSPy's JSON format (loadable by ``dspy`` 3.4.1 and by DSPex)."""
+    def save(
+        self,
+        path: str | Path,
+        save_program: bool = False,
+        modules_to_serialize: Sequence[Any] | None = None,
+    ) -> None:
+        """Save the state to ``x.json`` (DSPy's JSON format, loadable by ``dspy`` 3.4.1) or
+        ``x.pkl`` (cloudpickle), or with ``save_program=True`` the whole program (code and
+        state, cloudpickle) into the directory ``path``, for :func:`dspex.load`."""
         path = Path(path)
         if save_program:
-            raise StateError(
-                "save_program=True (whole-program cloudpickle) is not supported by native "
-                "modules; save the state to a .json file instead"
-            )
-        if path.suffix != ".json":
-            raise StateError(f"native modules save state as .json, got {str(path)!r}")
-        state = self.dump_state()
-        state["metadata"] = _metadata()
-        try:
-            blob = orjson.dumps(state, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
-        except TypeError as exc:
-            raise StateError(f"module state is not JSON-serializable: {exc}") from exc
-        path.write_bytes(blob)
+            from dspex.utils.saving import save_program as save_whole
 
-    def load(self: M, path: str | Path) -> M:
-        """Load state saved by ``save`` here or by ``dspy``'s ``Module.save(...json)``."""
-        path = Path(path)
-        if path.suffix != ".json":
-            raise StateError(f"native modules load state from .json files, got {str(path)!r}")
-        try:
-            state = orjson.loads(path.read_bytes())
-        except orjson.JSONDecodeError as exc:
-            raise StateError(f"{path} is not valid JSON: {exc}") from exc
-        versions = (state.get("metadata") or {}).get("dependency_versions") or {}
-        saved_dspy = versions.get("dspy")
-        if saved_dspy and saved_dspy != DSPY_STATE_VERSION:
-            logger.warning(
-                "state in %s was saved with dspy==%s; DSPex reads the %s format",
-                path,
-                saved_dspy,
-                DSPY_STATE_VERSION,
+            save_whole(self, path, modules_to_serialize)
+            return
+        if path.suffix == ".json":
+            state = self.dump_state()
+            state["metadata"] = _metadata()
+            try:
+                blob = orjson.dumps(state, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
+            except TypeError as exc:
+                raise StateError(
+                    f"Failed to save state to {path} with error: {exc}. Your DSPy program may "
+                    "contain non json-serializable objects, please consider saving the state in "
+                    ".pkl by using `path` ending with `.pkl`, or saving the whole program by "
+                    "setting `save_program=True`."
+                ) from exc
+            path.write_bytes(blob)
+        elif path.suffix == ".pkl":
+            import cloudpickle
+
+            from dspex.utils.saving import PICKLE_WARNING
+
+            logger.warning(PICKLE_WARNING)
+            state = self.dump_state(json_mode=False)
+            state["metadata"] = _metadata()
+            with open(path, "wb") as fh:
+                cloudpickle.dump(state, fh)
+        else:
+            raise StateError(
+                f"`path` must end with `.json` or `.pkl` when `save_program=False`, but received: {path}"
             )
+
+    def load(self: M, path: str | Path, allow_pickle: bool = False) -> M:
+        """Load state saved by ``save`` (here or by ``dspy``): ``.json``, or ``.pkl`` with
+        ``allow_pickle=True`` (a pickle runs code when loaded)."""
+        path = Path(path)
+        if path.suffix == ".json":
+            try:
+                state = orjson.loads(path.read_bytes())
+            except orjson.JSONDecodeError as exc:
+                raise StateError(f"{path} is not valid JSON: {exc}") from exc
+        elif path.suffix == ".pkl":
+            if not allow_pickle:
+                raise StateError(
+                    "Loading .pkl files can run arbitrary code, which may be dangerous. Set "
+                    "`allow_pickle=True` to load this file."
+                )
+            import cloudpickle
+
+            with open(path, "rb") as fh:
+                state = cloudpickle.load(fh)
+        else:
+            raise StateError(f"`path` must end with `.json` or `.pkl`, but received: {path}")
+        from dspex.utils.saving import warn_version_mismatch
+
+        warn_version_mismatch((state.get("metadata") or {}).get("dependency_versions") or {})
         return self.load_state(state)
 
 
@@ -264,52 +362,30 @@ def _metadata() -> dict[str, Any]:
     # DSPy's loader compares each dependency_versions key with its own environment, so
     # only the keys it knows appear there; DSPex's own version sits beside them.
     from dspex import __version__
+    from dspex.utils.saving import dependency_versions
 
-    return {
-        "dependency_versions": {
-            "python": f"{sys.version_info.major}.{sys.version_info.minor}",
-            "dspy": DSPY_STATE_VERSION,
-            "cloudpickle": "3.1",
-        },
-        "dspex_version": __version__,
-    }
+    return {"dependency_versions": dependency_versions(), "dspex_version": __version__}
 
 
-def _start_tracking() -> tuple[Any, Any] | None:
-    """Open a usage tracker if this is the outermost tracked call (``None`` otherwise)."""
-    if _tracker.get() is not None or not settings.current().track_usage:
-        return None
-    tracker = UsageTracker()
-    return tracker, _tracker.set(tracker)
+_PATH_PART = re.compile(r"\.?(\w+)|\[(\d+)\]|\['([^']*)'\]")
 
 
-def _finish_tracking(state: tuple[Any, Any], output: Any) -> None:
-    tracker, token = state
-    _tracker.reset(token)
-    if isinstance(output, Prediction):
-        output.set_lm_usage(tracker.get_lm_usage())
-
-
-def _tracked_sync(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    """The outermost module call records the token usage of everything beneath it."""
-    state = _start_tracking()
-    if state is None:
-        return fn(*args, **kwargs)
-    output = None
-    try:
-        output = fn(*args, **kwargs)
-    finally:
-        _finish_tracking(state, output)
-    return output
-
-
-async def _tracked_async(coro: Any) -> Any:
-    state = _start_tracking()
-    if state is None:
-        return await coro
-    output = None
-    try:
-        output = await coro
-    finally:
-        _finish_tracking(state, output)
-    return output
+def set_attribute_by_name(obj: Any, name: str, value: Any) -> None:
+    """Set ``obj.<name>`` where ``name`` is a parameter path: ``a.b``, ``xs[0]``, ``d['k']``."""
+    parts = [m.group(1) or m.group(2) or m.group(3) for m in _PATH_PART.finditer(name)]
+    kinds = [
+        "attr" if m.group(1) else ("index" if m.group(2) else "key")
+        for m in _PATH_PART.finditer(name)
+    ]
+    target = obj
+    for part, kind in list(zip(parts, kinds, strict=True))[:-1]:
+        target = (
+            getattr(target, part)
+            if kind == "attr"
+            else target[int(part) if kind == "index" else part]
+        )
+    last, kind = parts[-1], kinds[-1]
+    if kind == "attr":
+        setattr(target, last, value)
+    else:
+        target[int(last) if kind == "index" else last] = value

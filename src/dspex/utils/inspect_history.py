@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import sys
 import threading
+from contextvars import ContextVar
 from typing import Any, TextIO
 
 from dspex import settings
@@ -20,6 +21,9 @@ __all__ = [
 
 MAX_HISTORY_SIZE = 10_000
 """How many LM calls the process-wide history keeps (the oldest are dropped)."""
+
+CALLERS: ContextVar[tuple[Any, ...]] = ContextVar("dspex_caller_modules", default=())
+"""The modules whose calls are running here, outermost first (DSPy's ``caller_modules``)."""
 
 GLOBAL_HISTORY: list[dict[str, Any]] = []
 """Every LM call of the process, oldest first (at most ``MAX_HISTORY_SIZE``)."""
@@ -37,7 +41,7 @@ def record_history(owner: Any, entry: dict[str, Any]) -> None:
         _append(GLOBAL_HISTORY, entry, MAX_HISTORY_SIZE)
         if now.max_history_size == 0:
             return
-        for holder in (owner, *(now.caller_modules or ())):
+        for holder in (owner, *CALLERS.get()):
             history = getattr(holder, "history", None)
             if history is not None:
                 _append(history, entry, now.max_history_size)
