@@ -77,11 +77,11 @@ def timed_batch(d: Any, program: Any, lm: Any, tag: str) -> float:
 
 def first_chunk(d: Any, lm: Any, rounds: int = 30) -> float:
     cot = d.ChainOfThought("question -> answer")
-    stream = d.streamify(
-        cot, stream_listeners=[d.streaming.StreamListener(signature_field_name="reasoning")]
-    )
 
     async def one(i: int) -> float:
+        # a fresh listener per call: DSPy's listeners do not stream again once a field ended
+        listener = d.streaming.StreamListener(signature_field_name="reasoning")
+        stream = d.streamify(cot, stream_listeners=[listener])
         start = time.perf_counter()
         first = None
         async for item in stream(question=f"stream {i}"):

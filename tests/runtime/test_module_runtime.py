@@ -236,3 +236,19 @@ def test_asyncify_syncify() -> None:
     assert program(question="q").answer == "a2"
     wrapped = dspex.syncify(AsyncOnly(), in_place=False)
     assert isinstance(wrapped, dspex.Module)
+
+
+def test_parallel_executor_as_dspy() -> None:
+    from dspex.utils.parallelizer import BatchCancelled, ParallelExecutor
+
+    def task(item: int) -> int:
+        if item == 3:
+            raise ValueError("three")
+        return item * 2
+
+    for threads in (1, 3):
+        executor = ParallelExecutor(num_threads=threads, max_errors=2)
+        assert executor.execute(task, [1, 2, 3, 4]) == [2, 4, None, 8]
+        assert executor.failed_indices == [2] and str(executor.exceptions_map[2]) == "three"
+        with pytest.raises(BatchCancelled, match="Execution cancelled"):
+            ParallelExecutor(num_threads=threads, max_errors=1).execute(task, [1, 2, 3, 4])

@@ -6,7 +6,14 @@ router (DSPy in a worker until a native implementation is registered).
 
 from __future__ import annotations
 
+import sys
 from typing import Any
+
+from dspex.modules import chain_of_thought, predict
+
+# DSPy's module paths are these very modules (so patching dspy.predict.predict.X patches Predict's)
+sys.modules[f"{__name__}.predict"] = predict
+sys.modules[f"{__name__}.chain_of_thought"] = chain_of_thought
 
 __all__ = [
     "KNN",
@@ -24,6 +31,8 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
+    if name in ("predict", "chain_of_thought"):
+        return sys.modules[f"{__name__}.{name}"]
     if name not in __all__:
         raise AttributeError(f"module 'dspex.predict' has no attribute {name!r}")
     import dspex

@@ -1,7 +1,7 @@
 """``Module.batch``: a program over many inputs, ``num_threads`` at a time.
 
 A program with a native ``aforward`` runs as tasks on one event loop (no thread per call);
-a sync one in a pool of ``num_threads`` worker threads. Both share :class:`_Outcomes`, which
+a sync one in a pool of ``num_threads`` worker threads. Both share :class:`~dspex.utils.parallelizer.Outcomes`, which
 records results and errors and decides when ``max_errors`` stops the batch, as DSPy's
 ``Parallel`` does: failed items give ``None``, each failure is logged, and reaching
 ``max_errors`` cancels what has not started and raises.
@@ -10,24 +10,15 @@ records results and errors and decides when ``max_errors`` stops the batch, as D
 from __future__ import annotations
 
 import asyncio
-import contextvars
-import logging
-import traceback
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import Any
 
 from dspex import settings
 from dspex._sync import run_sync
 from dspex.errors import CallError
+from dspex.utils.parallelizer import BatchCancelled, Outcomes, ParallelExecutor
 
 __all__ = ["BatchCancelled", "run_batch"]
-
-logger = logging.getLogger("dspex.utils.parallelizer")
-
-
-class BatchCancelled(Exception):
-    """The batch stopped after ``max_errors`` failures (DSPy raises a plain ``Exception``)."""
 
 
 def _call_args(example: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
@@ -44,40 +35,7 @@ def _call_args(example: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
     )
 
 
-class _Outcomes:
-    """Results by index and the error budget (no I/O: both runners drive it)."""
-
-    def __init__(self, size: int, max_errors: int, provide_traceback: bool) -> None:
-        self.results: list[Any] = [None] * size
-        self.errors: dict[int, BaseException] = {}
-        self.max_errors = max_errors
-        self.provide_traceback = provide_traceback
-        self.cancelled = False
-
-    def ok(self, index: int, value: Any) -> None:
-        self.results[index] = value
-
-    def failed(self, index: int, item: Any, exc: BaseException) -> None:
-        self.errors[index] = exc
-        if self.provide_traceback:
-            tb = "".join(traceback.format_exception(exc))
-            logger.error(f"Error for {item}: {exc}\n{tb}")
-        else:
-            logger.error(f"Error for {item}: {exc}. Set `provide_traceback=True` for traceback.")
-        if len(self.errors) >= self.max_errors:
-            self.cancelled = True
-
-    def finish(self, examples: Sequence[Any], return_failed: bool) -> Any:
-        if self.cancelled:
-            logger.warning("Execution cancelled due to errors or interruption.")
-            raise BatchCancelled("Execution cancelled due to errors or interruption.")
-        if not return_failed:
-            return self.results
-        failed = sorted(self.errors)
-        return self.results, [examples[i] for i in failed], [self.errors[i] for i in failed]
-
-
-async def _run_async(program: Any, calls: list[Any], out: _Outcomes, width: int) -> None:
+async def _run_async(program: Any, calls: list[Any], out: Outcomes, width: int) -> None:
     gate = asyncio.Semaphore(width)
 
     async def one(index: int, item: Any) -> None:
@@ -98,26 +56,15 @@ async def _run_async(program: Any, calls: list[Any], out: _Outcomes, width: int)
     await asyncio.gather(*tasks, return_exceptions=True)
 
 
-def _run_threads(program: Any, calls: list[Any], out: _Outcomes, width: int) -> None:
-    def one(index: int, item: Any) -> None:
-        if out.cancelled:
-            return
-        args, kwargs = item
-        try:
-            out.ok(index, program(*args, **kwargs))
-        except Exception as exc:
-            out.failed(index, kwargs or args, exc)
-
-    with ThreadPoolExecutor(max_workers=width, thread_name_prefix="dspex-batch") as pool:
-        futures = [
-            pool.submit(contextvars.copy_context().run, one, i, item)
-            for i, item in enumerate(calls)
-        ]
-        for future in as_completed(futures):
-            if out.cancelled:
-                for pending in futures:
-                    pending.cancel()
-            future.result() if not future.cancelled() else None
+def _run_threads(program: Any, calls: list[Any], out: Outcomes, width: int) -> None:
+    executor = ParallelExecutor(num_threads=width, max_errors=out.max_errors)
+    executor.provide_traceback = out.provide_traceback
+    try:
+        out.results = executor.execute(lambda item: program(*item[0], **item[1]), calls)
+    finally:
+        out.exceptions_map = executor.exceptions_map
+        if executor.cancel_jobs.is_set():
+            out.cancel_jobs.set()
 
 
 def run_batch(
@@ -133,7 +80,7 @@ def run_batch(
     width = now.num_threads if num_threads is None else num_threads
     if not isinstance(width, int) or width < 1:
         raise CallError(f"num_threads must be a positive integer, got {num_threads!r}")
-    out = _Outcomes(
+    out = Outcomes(
         len(examples),
         now.max_errors if max_errors is None else max_errors,
         now.provide_traceback if provide_traceback is None else provide_traceback,
@@ -143,4 +90,8 @@ def run_batch(
         run_sync(_run_async(program, calls, out, width))
     else:
         _run_threads(program, calls, out, width)
-    return out.finish(examples, return_failed_examples)
+    out.check()
+    if not return_failed_examples:
+        return out.results
+    failed = sorted(out.exceptions_map)
+    return out.results, [examples[i] for i in failed], [out.exceptions_map[i] for i in failed]

@@ -121,7 +121,7 @@ def streamify(
     """
     listeners = list(stream_listeners or [])
     by_predict = find_predictor_for_stream_listeners(program, listeners) if listeners else {}
-    if is_async_program or hasattr(program, "acall"):
+    if is_async_program:
         call: Callable[..., Any] = program.acall
     else:
         from dspex.utils.asyncify import asyncify

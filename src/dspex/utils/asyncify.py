@@ -9,12 +9,12 @@ from typing import Any
 
 from dspex import settings
 
-__all__ = ["asyncify"]
+__all__ = ["asyncify", "get_limiter"]
 
 _limits: dict[tuple[int, int], asyncio.Semaphore] = {}
 
 
-def _limiter() -> asyncio.Semaphore:
+def get_limiter() -> asyncio.Semaphore:
     """At most ``async_max_workers`` sync programs run in threads at once (per event loop)."""
     size = settings.current().async_max_workers
     key = (id(asyncio.get_running_loop()), size)
@@ -32,11 +32,11 @@ def asyncify(program: Any) -> Callable[..., Awaitable[Any]]:
     """
     from dspex.primitives.module import Module
 
-    if isinstance(program, Module):
-        return program.acall
+    if isinstance(program, Module) and type(program).__call__.__module__.startswith("dspex."):
+        return program.acall  # a module called the usual way: its native async path
 
     async def run(*args: Any, **kwargs: Any) -> Any:
-        async with _limiter():
+        async with get_limiter():
             return await asyncio.to_thread(functools.partial(program, *args, **kwargs))
 
     return run
