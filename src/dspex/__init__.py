@@ -51,7 +51,7 @@ from dspex.settings import configure, context, current, reset_defaults
 
 if TYPE_CHECKING:
     from dspex import experimental, telemetry, testing
-    from dspex.adapters import Adapter, ChatAdapter, History, JSONAdapter
+    from dspex.adapters import Adapter, ChatAdapter, History, JSONAdapter, XMLAdapter
     from dspex.adapters.types import (
         Audio,
         Code,
@@ -106,6 +106,7 @@ _LAZY: dict[str, str] = {
     "Prediction": "dspex.primitives",
     "Signature": "dspex.signatures",
     "StreamChunk": "dspex.primitives",
+    "XMLAdapter": "dspex.adapters",
     "Tool": "dspex.adapters.types",
     "ToolCallResults": "dspex.adapters.types",
     "ToolCalls": "dspex.adapters.types",
@@ -207,6 +208,7 @@ __all__ = [
     "Type",
     "UserError",
     "WorkerCrashed",
+    "XMLAdapter",
     "__version__",
     "configure",
     "context",

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
         ToolCalls,
         Type,
     )
+    from dspex.adapters.xml_adapter import XMLAdapter
 
 __all__ = [
     "Adapter",
@@ -36,6 +37,7 @@ __all__ = [
     "ToolCallResults",
     "ToolCalls",
     "Type",
+    "XMLAdapter",
 ]
 
 _FROM_TYPES = frozenset(
@@ -44,6 +46,11 @@ _FROM_TYPES = frozenset(
 
 
 def __getattr__(name: str) -> Any:
+    if name == "XMLAdapter":
+        from dspex.adapters.xml_adapter import XMLAdapter
+
+        globals()[name] = XMLAdapter
+        return XMLAdapter
     if name in _FROM_TYPES:
         from dspex.adapters import types
 
