@@ -52,6 +52,8 @@ __all__ = [
     "CircuitOpenError",
     "ConfigurationError",
     "ContextWindowExceeded",
+    "CustomTypeError",
+    "CustomTypeUsageError",
     "DSPexError",
     "ExecutionTimeout",
     "ImplementationUnavailable",
@@ -75,10 +77,13 @@ __all__ = [
     "SecurityError",
     "SessionLost",
     "SignatureError",
+    "SignatureFieldError",
     "StateError",
     "StepInputMissing",
     "StepTimeout",
     "StepValidationError",
+    "ToolError",
+    "ToolExecutionError",
     "UserError",
     "WorkerCrashed",
     "is_retryable",
@@ -302,3 +307,29 @@ _RETRYABLE: tuple[type[DSPexError], ...] = (
 def is_retryable(error: BaseException) -> bool:
     """Whether retrying the same request may succeed (the one predicate all layers use)."""
     return isinstance(error, _RETRYABLE)
+
+
+# --- adapters: custom types and tools ---
+
+
+class ToolError(UserError, ValueError):
+    """A tool was called wrongly: an unknown or invalid argument, or an async tool called sync.
+
+    Fields: ``tool`` (the tool's name), ``arg`` (the offending argument, when one).
+    """
+
+
+class ToolExecutionError(DSPexError, RuntimeError):
+    """A tool ran and raised, or could not be found for a tool call (carries ``tool``)."""
+
+
+class CustomTypeError(UserError, ValueError):
+    """A custom type (``Image``, ``Audio``, ``File``, ``Code``...) got a value it cannot hold."""
+
+
+class CustomTypeUsageError(UserError, TypeError):
+    """A custom type was constructed with conflicting or unsupported arguments."""
+
+
+class SignatureFieldError(SignatureError, TypeError):
+    """A class-form signature declares a field without InputField/OutputField (DSPy: TypeError)."""
