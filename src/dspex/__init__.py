@@ -50,9 +50,10 @@ from dspex.errors import (
 from dspex.settings import configure, context, current, reset_defaults
 
 if TYPE_CHECKING:
-    from dspex import telemetry, testing
+    from dspex import evaluate, telemetry, testing
     from dspex.adapters import Adapter, ChatAdapter, History, JSONAdapter
     from dspex.bridge import DSPySession, dspy
+    from dspex.evaluate import Evaluate
     from dspex.lm import LM, BaseLM
     from dspex.modules import ChainOfThought, Predict
     from dspex.pipelines import Pipeline, PipelineResult, pipeline
@@ -70,6 +71,7 @@ _LAZY: dict[str, str] = {
     "ChatAdapter": "dspex.adapters",
     "Completions": "dspex.primitives",
     "DSPySession": "dspex.bridge",
+    "Evaluate": "dspex.evaluate",
     "Example": "dspex.primitives",
     "History": "dspex.adapters",
     "InputField": "dspex.signatures",
@@ -89,7 +91,7 @@ _LAZY: dict[str, str] = {
     "register_native": "dspex.router",
     "registry": "dspex.router",
 }
-_SUBMODULES = frozenset({"telemetry", "testing"})
+_SUBMODULES = frozenset({"evaluate", "telemetry", "testing"})
 # DSPy's module and optimizer names: built where the router says (native or a DSPy worker)
 _ROUTED = frozenset(
     {
@@ -99,7 +101,6 @@ _ROUTED = frozenset(
         "COPRO",
         "ColBERTv2",
         "Embeddings",
-        "Evaluate",
         "GEPA",
         "KNNFewShot",
         "LabeledFewShot",
@@ -128,6 +129,7 @@ __all__ = [
     "ContextWindowExceeded",
     "DSPexError",
     "DSPySession",
+    "Evaluate",
     "Example",
     "ExecutionTimeout",
     "History",
@@ -174,6 +176,7 @@ __all__ = [
     "current",
     "dspy",
     "errors",
+    "evaluate",
     "is_retryable",
     "module",
     "pipeline",
