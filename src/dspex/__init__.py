@@ -52,6 +52,7 @@ from dspex.settings import configure, context, current, reset_defaults
 if TYPE_CHECKING:
     from dspex import evaluate, telemetry, testing
     from dspex.adapters import Adapter, ChatAdapter, History, JSONAdapter
+    from dspex.adapters.types import Tool, ToolCallResults, ToolCalls, Type
     from dspex.bridge import DSPySession, dspy
     from dspex.evaluate import Evaluate
     from dspex.lm import LM, BaseLM
@@ -85,6 +86,10 @@ _LAZY: dict[str, str] = {
     "Prediction": "dspex.primitives",
     "Signature": "dspex.signatures",
     "StreamChunk": "dspex.primitives",
+    "Tool": "dspex.adapters.types",
+    "ToolCallResults": "dspex.adapters.types",
+    "ToolCalls": "dspex.adapters.types",
+    "Type": "dspex.adapters.types",
     "dspy": "dspex.bridge",
     "module": "dspex.router",
     "pipeline": "dspex.pipelines",
@@ -168,6 +173,10 @@ __all__ = [
     "StepTimeout",
     "StepValidationError",
     "StreamChunk",
+    "Tool",
+    "ToolCallResults",
+    "ToolCalls",
+    "Type",
     "UserError",
     "WorkerCrashed",
     "__version__",

@@ -52,6 +52,7 @@ __all__ = [
     "CircuitOpenError",
     "ConfigurationError",
     "ContextWindowExceeded",
+    "CustomTypeError",
     "DSPexError",
     "ExecutionTimeout",
     "ImplementationUnavailable",
@@ -79,6 +80,8 @@ __all__ = [
     "StepInputMissing",
     "StepTimeout",
     "StepValidationError",
+    "ToolError",
+    "ToolExecutionError",
     "UserError",
     "WorkerCrashed",
     "is_retryable",
@@ -302,6 +305,24 @@ _RETRYABLE: tuple[type[DSPexError], ...] = (
 def is_retryable(error: BaseException) -> bool:
     """Whether retrying the same request may succeed (the one predicate all layers use)."""
     return isinstance(error, _RETRYABLE)
+
+
+# --- adapters: custom types and tools ---
+
+
+class ToolError(UserError, ValueError):
+    """A tool was called wrongly: an unknown or invalid argument, or an async tool called sync.
+
+    Fields: ``tool`` (the tool's name), ``arg`` (the offending argument, when one).
+    """
+
+
+class ToolExecutionError(DSPexError, RuntimeError):
+    """A tool ran and raised, or could not be found for a tool call (carries ``tool``)."""
+
+
+class CustomTypeError(UserError, ValueError):
+    """A custom type (``Image``, ``Audio``, ``File``, ``Code``...) got a value it cannot hold."""
 
 
 # --- evaluate / modules ---
