@@ -15,7 +15,7 @@ call from the trajectory and retries (3 attempts), and ends the loop if it persi
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Generator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
@@ -26,6 +26,7 @@ from dspex.errors import AdapterParseError, ContextWindowExceeded, LMError
 from dspex.modules.chain_of_thought import ChainOfThought
 from dspex.modules.lm_feedback import format_error_for_lm
 from dspex.modules.predict import Predict
+from dspex.modules.steps import CallModule, Steps, drive_async, drive_sync
 from dspex.primitives.module import Module
 from dspex.primitives.prediction import Prediction
 from dspex.signatures import InputField, OutputField, ensure_signature, make_signature
@@ -36,23 +37,18 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
-class _CallModule:
-    """Step: call ``module(**kwargs)`` (sync) or ``module.acall(**kwargs)`` (async)."""
-
-    module: Any
-    kwargs: dict[str, Any]
-
-
-@dataclass(frozen=True, slots=True)
 class _CallTool:
     """Step: call the tool named ``name`` with ``args`` (a lookup failure is a tool error)."""
 
+    tools: dict[str, Tool]
     name: Any
     args: Any
 
+    def run(self) -> Any:
+        return self.tools[self.name](**self.args)
 
-_Step = _CallModule | _CallTool
-Episode = Generator[_Step, Any, Any]
+    async def arun(self) -> Any:
+        return await self.tools[self.name].acall(**self.args)
 
 
 def _instructions(signature: Any, tools: dict[str, Tool]) -> str:
@@ -125,49 +121,15 @@ class ReAct(Module):
 
     # ------------------------------------------------------------------ drivers
     def forward(self, **input_args: Any) -> Prediction:
-        result: Prediction = self._drive_sync(self._episode(input_args))
+        result: Prediction = drive_sync(self._episode(input_args))
         return result
 
     async def aforward(self, **input_args: Any) -> Prediction:
-        result: Prediction = await self._drive_async(self._episode(input_args))
+        result: Prediction = await drive_async(self._episode(input_args))
         return result
 
-    def _drive_sync(self, episode: Episode) -> Any:
-        reply: Any = None
-        error: BaseException | None = None
-        while True:
-            try:
-                step = episode.send(reply) if error is None else episode.throw(error)
-            except StopIteration as done:
-                return done.value
-            reply, error = None, None
-            try:
-                if isinstance(step, _CallModule):
-                    reply = step.module(**step.kwargs)
-                else:
-                    reply = self.tools[step.name](**step.args)
-            except Exception as exc:
-                error = exc
-
-    async def _drive_async(self, episode: Episode) -> Any:
-        reply: Any = None
-        error: BaseException | None = None
-        while True:
-            try:
-                step = episode.send(reply) if error is None else episode.throw(error)
-            except StopIteration as done:
-                return done.value
-            reply, error = None, None
-            try:
-                if isinstance(step, _CallModule):
-                    reply = await step.module.acall(**step.kwargs)
-                else:
-                    reply = await self.tools[step.name].acall(**step.args)
-            except Exception as exc:
-                error = exc
-
     # ------------------------------------------------------------------ the episode (no I/O)
-    def _episode(self, input_args: dict[str, Any]) -> Episode:
+    def _episode(self, input_args: dict[str, Any]) -> Steps[Any]:
         trajectory: dict[str, Any] = {}
         max_iters = input_args.pop("max_iters", self.max_iters)
         for idx in range(max_iters):
@@ -191,7 +153,7 @@ class ReAct(Module):
             trajectory[f"tool_args_{idx}"] = pred.next_tool_args
             try:
                 trajectory[f"observation_{idx}"] = yield _CallTool(
-                    pred.next_tool_name, pred.next_tool_args
+                    self.tools, pred.next_tool_name, pred.next_tool_args
                 )
             except Exception as err:
                 trajectory[f"observation_{idx}"] = (
@@ -205,12 +167,12 @@ class ReAct(Module):
 
     def _truncating_call(
         self, module: Any, trajectory: dict[str, Any], input_args: dict[str, Any]
-    ) -> Episode:
+    ) -> Steps[Any]:
         last_error: BaseException | None = None
         for _ in range(3):
             try:
                 kwargs = {**input_args, "trajectory": self._format_trajectory(trajectory)}
-                return (yield _CallModule(module, kwargs))
+                return (yield CallModule(module, kwargs))
             except ContextWindowExceeded as err:
                 logger.warning(
                     "Trajectory exceeded the context window, truncating the oldest tool call "
@@ -226,12 +188,12 @@ class ReAct(Module):
     def _call_with_potential_trajectory_truncation(
         self, module: Any, trajectory: dict[str, Any], **input_args: Any
     ) -> Any:
-        return self._drive_sync(self._truncating_call(module, trajectory, input_args))
+        return drive_sync(self._truncating_call(module, trajectory, input_args))
 
     async def _async_call_with_potential_trajectory_truncation(
         self, module: Any, trajectory: dict[str, Any], **input_args: Any
     ) -> Any:
-        return await self._drive_async(self._truncating_call(module, trajectory, input_args))
+        return await drive_async(self._truncating_call(module, trajectory, input_args))
 
     def _format_trajectory(self, trajectory: dict[str, Any]) -> str:
         from dspex.adapters import ChatAdapter
