@@ -50,7 +50,7 @@ from dspex.errors import (
 from dspex.settings import configure, context, current, reset_defaults
 
 if TYPE_CHECKING:
-    from dspex import experimental, telemetry, testing
+    from dspex import evaluate, experimental, telemetry, testing
     from dspex.adapters import Adapter, ChatAdapter, History, JSONAdapter, XMLAdapter
     from dspex.adapters.types import (
         Audio,
@@ -64,6 +64,7 @@ if TYPE_CHECKING:
         Type,
     )
     from dspex.bridge import DSPySession
+    from dspex.evaluate import Evaluate
     from dspex.lm import LM, BaseLM
     from dspex.modules import ChainOfThought, Predict
     from dspex.pipelines import Pipeline, PipelineResult, pipeline
@@ -92,6 +93,7 @@ _LAZY: dict[str, str] = {
     "ChatAdapter": "dspex.adapters",
     "Completions": "dspex.primitives",
     "DSPySession": "dspex.bridge",
+    "Evaluate": "dspex.evaluate",
     "Example": "dspex.primitives",
     "History": "dspex.adapters",
     "InputField": "dspex.signatures",
@@ -118,7 +120,7 @@ _LAZY: dict[str, str] = {
     "register_native": "dspex.router",
     "registry": "dspex.router",
 }
-_SUBMODULES = frozenset({"experimental", "telemetry", "testing"})
+_SUBMODULES = frozenset({"evaluate", "experimental", "telemetry", "testing"})
 # DSPy's module and optimizer names: built where the router says (native or a DSPy worker)
 _ROUTED = frozenset(
     {
@@ -129,7 +131,6 @@ _ROUTED = frozenset(
         "ChainOfThought",
         "ColBERTv2",
         "Embeddings",
-        "Evaluate",
         "GEPA",
         "KNNFewShot",
         "LabeledFewShot",
@@ -161,6 +162,7 @@ __all__ = [
     "ContextWindowExceeded",
     "DSPexError",
     "DSPySession",
+    "Evaluate",
     "Example",
     "ExecutionTimeout",
     "File",
@@ -216,6 +218,7 @@ __all__ = [
     "dspy",
     "ensure_signature",
     "errors",
+    "evaluate",
     "experimental",
     "infer_prefix",
     "is_retryable",
