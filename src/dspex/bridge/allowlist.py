@@ -77,8 +77,13 @@ DENIED_MODULES = frozenset(
         "dspy.utils.pickle_by_value",
         "dspy.dsp.utils.settings",  # Settings.load: cloudpickle.load of a path
         "dspex.sandbox",  # the sandbox is driven by the worker, never by the protocol
-        "dspex.pool",  # the worker runtime itself
-        "dspex.bridge.host",
+        "dspex.pool",  # worker runtimes: a pool's target is imported unchecked
+        "dspex.bridge",  # nested DSPy sessions and pools from inside a worker
+        "dspex.settings",  # configure(pools=..., dspy_import_roots=...) would widen the rules
+        "dspex.router",
+        "dspex.pipelines",
+        "dspex.cli",
+        "dspex.demo",
     }
 )
 """Modules (and their submodules) inside allowed packages that are never reachable."""
@@ -91,7 +96,8 @@ CODE_RUNNING: Mapping[str, str] = {
 }
 """DSPy modules that execute LM-generated code (by defining path -> opt-in name)."""
 
-_DENIED_KWARGS = ("allow_pickle",)
+_DENIED_KWARGS = ("allow_pickle", "allow_unsafe_lm_state", "allow_custom_lm_class")
+_DENIED_METHODS = frozenset({"save", "load"})  # files in the worker: state crosses by value
 _TYPING_MODULES = frozenset({"typing", "types", "typing_extensions"})
 Purpose = Literal["type", "object"]
 
@@ -280,9 +286,13 @@ class Policy:
 
     def check_call(self, fn: Any, method: str, kwargs: Mapping[str, Any]) -> None:
         """A method about to be called on a held object: not a denied or builtin callable."""
-        for name in _DENIED_KWARGS:
-            if kwargs.get(name):
-                raise SecurityError(f"{method}({name}=True) is refused", method=method)
+        if method in _DENIED_METHODS:
+            raise SecurityError(
+                f"{method}() is refused through the DSPy bridge (it reads or writes files in "
+                "the worker); use dump_state()/load_state() and save in the parent",
+                method=method,
+            )
+        self.check_kwargs(kwargs, method)
         if inspect.ismodule(fn) or inspect.isclass(fn):
             raise SecurityError(f"{method!r} is not a method", method=method)
         func = getattr(fn, "__func__", fn)
@@ -294,6 +304,12 @@ class Policy:
         defined = _defined_in(func)
         if defined and _denied(defined):
             raise SecurityError(f"{method!r} is defined in denied {defined!r}", method=method)
+
+    def check_kwargs(self, kwargs: Mapping[str, Any], what: str) -> None:
+        """Refuse the keyword arguments that make DSPy unpickle or import by path."""
+        for name in _DENIED_KWARGS:
+            if kwargs.get(name):
+                raise SecurityError(f"{what}({name}=True) is refused", argument=name)
 
     def adapter(self, dspy: Any, name: Any) -> Any:
         """The DSPy adapter class named ``name`` (a ``dspy.Adapter`` subclass, nothing else)."""

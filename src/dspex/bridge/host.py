@@ -308,6 +308,7 @@ class DSPyHost:
         if not callable(factory):
             raise UserError(f"{path!r} is not a class or function")
         decoded_kwargs = self._decoder.decode(kwargs)
+        self.policy.check_kwargs(decoded_kwargs, path)
         _refuse_interpreters(decoded_kwargs)
         with self._context(None):
             obj = factory(*self._decoder.decode(args), **decoded_kwargs)
