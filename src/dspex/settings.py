@@ -79,6 +79,10 @@ class Settings:
     dspy_import_roots: tuple[str, ...] = ()
     """Extra top-level packages DSPy workers may import by path (your tools, pydantic types),
     besides ``dspy`` and ``dspex``; nothing else can be imported through the pool protocol."""
+    allow_code_execution: tuple[str, ...] = ()
+    """Code-running DSPy modules the DSPy workers may create (``["ProgramOfThought"]``, or
+    ``True`` for all); their LM-generated code runs in :mod:`dspex.sandbox`. Read when the
+    DSPy pool starts. Opting in is for trusted code only: never take it from a spec."""
     cache_dir: Path = field(default_factory=_default_cache_dir)
     """Root of on-disk caches (LM responses, DSPy's own cache in workers)."""
     track_usage: bool = False
@@ -154,6 +158,11 @@ class Settings:
                 f"dspy_import_roots must be a sequence of top-level package names, got {roots!r}"
             )
         object.__setattr__(self, "dspy_import_roots", tuple(roots))
+        from dspex.bridge.allowlist import parse_code_opt_in
+
+        opt_in = parse_code_opt_in(self.allow_code_execution)
+        object.__setattr__(self, "allow_code_execution", opt_in)
+
         for name in _POSITIVE_INTS:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:

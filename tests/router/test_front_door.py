@@ -99,6 +99,16 @@ def test_public_names_behave_like_classes(lm: dspex.LM) -> None:
     assert isinstance(remote, dspex.Predict) and not isinstance(remote, dspex.ChainOfThought)
     assert dspex.Predict.__name__ == "Predict"
     assert dspex.Predict.dump_state is NativePredict.dump_state
+    original = NativePredict.forward
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(dspex.Predict, "forward", lambda self, **kw: dspex.Prediction(answer="p"))
+        assert NativePredict("q -> a")(q="x").answer == "p"
+    assert NativePredict.forward is original
+    from unittest import mock
+
+    with mock.patch.object(dspex.Predict, "forward", lambda self, **kw: dspex.Prediction(a="m")):
+        assert NativePredict("q -> a")(q="x").a == "m"
+    assert NativePredict.forward is original
 
 
 def test_performance_measurement_is_a_wrapper_not_a_flag(lm: dspex.LM) -> None:

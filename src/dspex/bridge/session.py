@@ -23,7 +23,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from dspex import settings
-from dspex.bridge.convert import TAG, Decoder, Encoder, encode_type, import_root, is_importable
+from dspex.bridge.allowlist import exportable
+from dspex.bridge.convert import TAG, Decoder, Encoder, encode_type, is_importable
 from dspex.bridge.errors import error_payload, raise_payload
 from dspex.errors import ConfigurationError, SignatureError, UserError
 
@@ -39,7 +40,7 @@ DSPY_POOL = "dspy"
 
 
 def _pool_defaults() -> dict[str, Any]:
-    from dspex.bridge.host import IMPORT_ROOTS_ENV
+    from dspex.bridge.host import CODE_EXECUTION_ENV, IMPORT_ROOTS_ENV
 
     current = settings.current()
     cache_dir = current.cache_dir / "dspy"
@@ -56,6 +57,7 @@ def _pool_defaults() -> dict[str, Any]:
             "LITELLM_LOCAL_MODEL_COST_MAP": "True",
             "DSPY_CACHEDIR": str(cache_dir),
             IMPORT_ROOTS_ENV: ",".join(current.dspy_import_roots),
+            CODE_EXECUTION_ENV: ",".join(current.allow_code_execution),
         },
     }
 
@@ -246,8 +248,7 @@ class DSPySession:
         if isinstance(fn, BaseLM):  # an LM crosses as its spec
             return {TAG: "lm", "spec": self.lm_spec(fn)}
         path = is_importable(fn)
-        roots = {"dspy", "dspex", *settings.current().dspy_import_roots}
-        if path is not None and import_root(path) in roots:
+        if path is not None and exportable(path, settings.current().dspy_import_roots):
             return {TAG: "callable", "path": path}
         name = self._register(fn, fn)
         return {TAG: "callback", "name": name, **_describe_callable(fn, self.encoder)}

@@ -8,7 +8,8 @@ like the class users expect from DSPy where that matters:
   (the native class, its DSPy stand-in, or a router wrapper);
 - ``class MyPredict(dspex.Predict): ...`` subclasses the native engine class — a user's
   subclass is user code and always runs natively;
-- class attributes (``dspex.Predict.__doc__``, static helpers) are the native class's.
+- class attributes (static helpers, methods) are the native class's, and patching one
+  (``mock.patch.object(dspex.Predict, "forward", ...)``) patches the native class.
 """
 
 from __future__ import annotations
@@ -21,14 +22,23 @@ from dspex.router.kinds import _REGISTRY
 
 __all__ = ["RoutedFactory", "factory"]
 
+_ABSENT: Any = object()
+
 
 class RoutedFactory:
     """Builds one module kind through the router; ``isinstance`` checks its products."""
 
+    _OWN = frozenset({"__name__", "__qualname__", "kind", "__doc__", "_originals"})
+    kind: str
+    _originals: dict[str, Any]
+
     def __init__(self, name: str, kind: str) -> None:
-        self.__name__ = self.__qualname__ = name
-        self.kind = kind
-        self.__doc__ = f"DSPy's ``{name}``, routed: ``dspex.module({kind!r}, ...)``."
+        set_own = object.__setattr__
+        set_own(self, "__name__", name)
+        set_own(self, "__qualname__", name)
+        set_own(self, "kind", kind)
+        set_own(self, "_originals", {})
+        set_own(self, "__doc__", f"DSPy's ``{name}``, routed: ``dspex.module({kind!r}, ...)``.")
 
     def __repr__(self) -> str:
         return f"<routed dspex.{self.__name__} ({self.kind})>"
@@ -60,6 +70,28 @@ class RoutedFactory:
         if native is None:
             raise AttributeError(f"dspex.{self.__name__} has no attribute {name!r}")
         return getattr(native, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # patching a method (``mock.patch.object(dspex.Predict, "forward", ...)``) patches
+        # the native class, as it would patch DSPy's class; deleting the patch (how mock and
+        # monkeypatch undo it) puts the native class's own attribute back
+        native = None if name in self._OWN else self._native()
+        if native is None:
+            object.__setattr__(self, name, value)
+            return
+        self._originals.setdefault(name, native.__dict__.get(name, _ABSENT))
+        setattr(native, name, value)
+
+    def __delattr__(self, name: str) -> None:
+        native = None if name in self._OWN else self._native()
+        if native is None:
+            object.__delattr__(self, name)
+            return
+        original = self._originals.pop(name, _ABSENT)
+        if original is _ABSENT:
+            delattr(native, name)
+        else:
+            setattr(native, name, original)
 
     def __instancecheck__(self, instance: object) -> bool:
         entry = _REGISTRY.entry(self.kind)
