@@ -12,6 +12,7 @@ from dspex.adapters.base import LMRequest, drive_async, drive_sync
 from dspex.errors import CallError, ConfigurationError, StateError
 from dspex.lm.base import BaseLM
 from dspex.primitives.example import Example
+from dspex.primitives.input_checks import check_inputs
 from dspex.primitives.module import Module, Parameter
 from dspex.primitives.prediction import Prediction
 from dspex.signatures import ensure_signature, is_undefined
@@ -48,6 +49,9 @@ def _serialize(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: _serialize(v) for k, v in value.items()}
     return value
+
+
+serialize_object = _serialize  # DSPy's name for it
 
 
 class Predict(Module, Parameter):
@@ -195,6 +199,7 @@ class Predict(Module, Parameter):
                 extra,
                 list(input_fields),
             )
+        check_inputs(signature, kwargs, logger)  # DSPy's input warnings
         return lm, config, signature, demos, kwargs
 
     def _positional_error(self) -> str:
