@@ -50,7 +50,7 @@ from dspex.errors import (
 from dspex.settings import configure, context, current, reset_defaults
 
 if TYPE_CHECKING:
-    from dspex import experimental, telemetry, testing
+    from dspex import evaluate, experimental, telemetry, testing
     from dspex.adapters import Adapter, ChatAdapter, History, JSONAdapter, XMLAdapter
     from dspex.adapters.types import (
         Audio,
@@ -63,12 +63,13 @@ if TYPE_CHECKING:
         ToolCalls,
         Type,
     )
-    from dspex.bridge import DSPySession, dspy
+    from dspex.bridge import DSPySession
+    from dspex.evaluate import Evaluate
     from dspex.lm import LM, BaseLM
     from dspex.modules import ChainOfThought, Predict
     from dspex.pipelines import Pipeline, PipelineResult, pipeline
     from dspex.primitives import Completions, Example, Module, Prediction, StreamChunk
-    from dspex.router import module, register_native, registry
+    from dspex.router import dspy, module, register_native, registry
     from dspex.signatures import (
         InputField,
         OutputField,
@@ -89,10 +90,10 @@ _LAZY: dict[str, str] = {
     "Image": "dspex.adapters.types",
     "Reasoning": "dspex.adapters.types",
     "BaseLM": "dspex.lm",
-    "ChainOfThought": "dspex.modules",
     "ChatAdapter": "dspex.adapters",
     "Completions": "dspex.primitives",
     "DSPySession": "dspex.bridge",
+    "Evaluate": "dspex.evaluate",
     "Example": "dspex.primitives",
     "History": "dspex.adapters",
     "InputField": "dspex.signatures",
@@ -102,7 +103,6 @@ _LAZY: dict[str, str] = {
     "OutputField": "dspex.signatures",
     "Pipeline": "dspex.pipelines",
     "PipelineResult": "dspex.pipelines",
-    "Predict": "dspex.modules",
     "Prediction": "dspex.primitives",
     "Signature": "dspex.signatures",
     "StreamChunk": "dspex.primitives",
@@ -111,7 +111,7 @@ _LAZY: dict[str, str] = {
     "ToolCallResults": "dspex.adapters.types",
     "ToolCalls": "dspex.adapters.types",
     "Type": "dspex.adapters.types",
-    "dspy": "dspex.bridge",
+    "dspy": "dspex.router",
     "ensure_signature": "dspex.signatures",
     "infer_prefix": "dspex.signatures",
     "make_signature": "dspex.signatures",
@@ -120,7 +120,7 @@ _LAZY: dict[str, str] = {
     "register_native": "dspex.router",
     "registry": "dspex.router",
 }
-_SUBMODULES = frozenset({"experimental", "telemetry", "testing"})
+_SUBMODULES = frozenset({"evaluate", "experimental", "telemetry", "testing"})
 # DSPy's module and optimizer names: built where the router says (native or a DSPy worker)
 _ROUTED = frozenset(
     {
@@ -128,15 +128,16 @@ _ROUTED = frozenset(
         "BootstrapFewShot",
         "BootstrapFewShotWithRandomSearch",
         "COPRO",
+        "ChainOfThought",
         "ColBERTv2",
         "Embeddings",
-        "Evaluate",
         "GEPA",
         "KNNFewShot",
         "LabeledFewShot",
         "MIPROv2",
         "MultiChainComparison",
         "Parallel",
+        "Predict",
         "ProgramOfThought",
         "ReAct",
         "Refine",
@@ -161,6 +162,7 @@ __all__ = [
     "ContextWindowExceeded",
     "DSPexError",
     "DSPySession",
+    "Evaluate",
     "Example",
     "ExecutionTimeout",
     "File",
@@ -216,6 +218,7 @@ __all__ = [
     "dspy",
     "ensure_signature",
     "errors",
+    "evaluate",
     "experimental",
     "infer_prefix",
     "is_retryable",
@@ -241,10 +244,17 @@ def __getattr__(name: str) -> Any:
 
         value = factory(name)
     else:
-        raise AttributeError(f"module 'dspex' has no attribute {name!r}")
+        from dspex._dspy_names import resolve  # the rest of DSPy's public names
+
+        value = resolve(name)
+        if value is None:
+            raise AttributeError(f"module 'dspex' has no attribute {name!r}")
     globals()[name] = value
     return value
 
 
 def __dir__() -> list[str]:
-    return [*__all__, *sorted(_ROUTED)]
+    from dspex import _dspy_names as names
+
+    extra = {*names.NATIVE, *names.PREFER_NATIVE, *names.ROUTED, *names.SUBMODULES}
+    return sorted({*__all__, *_ROUTED, *extra})

@@ -11,6 +11,7 @@ from dspex.adapters.types import History
 from dspex.adapters.types.markers import CUSTOM_TYPE_START_IDENTIFIER as _CUSTOM_TYPE_START
 from dspex.adapters.types.markers import expand_custom_type_markers
 from dspex.errors import AdapterParseError
+from dspex.utils.callback import with_callbacks
 
 if TYPE_CHECKING:
     from dspex.lm.base import BaseLM
@@ -85,6 +86,12 @@ class Adapter(ABC):
     def native_response_types(self, value: list[type] | None) -> None:
         self._native_response_types = value
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for name in ("format", "parse"):  # callbacks see each format/parse, as in DSPy
+            if name in cls.__dict__:
+                setattr(cls, name, with_callbacks(cls.__dict__[name]))
+
     #: request options this adapter adds to every LM call (e.g. JSON mode)
     def prepare_lm_kwargs(
         self, lm_kwargs: dict[str, Any], signature: Any, lm: Any = None
@@ -151,6 +158,7 @@ class Adapter(ABC):
         return await drive_async(self.flow(lm_kwargs, signature, demos, inputs, lm), lm)
 
     # ------------------------------------------------------------------ formatting
+    @with_callbacks
     def format(
         self, signature: Any, demos: Sequence[Demo], inputs: Mapping[str, Any]
     ) -> list[dict[str, Any]]:
