@@ -24,17 +24,19 @@ _UNSET: Any = object()
 
 
 class LMRequest(NamedTuple):
-    """What a flow asks of the LM: messages and request options."""
+    """What a flow asks of the LM: messages and request options (``lm``: another LM to ask,
+    e.g. TwoStepAdapter's extraction model; ``None`` means the call's LM)."""
 
     messages: list[dict[str, Any]]
     options: dict[str, Any]
+    lm: Any = None
 
 
 def drive_sync(flow: Generator[LMRequest, list[Any], T], lm: BaseLM) -> T:
     """Run a flow, answering its LM requests with the LM's sync call."""
     request = next(flow)
     while True:
-        outputs = lm(messages=request.messages, **request.options)
+        outputs = (request.lm or lm)(messages=request.messages, **request.options)
         try:
             request = flow.send(outputs)
         except StopIteration as done:
@@ -45,7 +47,7 @@ async def drive_async(flow: Generator[LMRequest, list[Any], T], lm: BaseLM) -> T
     """Run a flow, awaiting the LM for each request."""
     request = next(flow)
     while True:
-        outputs = await lm.acall(messages=request.messages, **request.options)
+        outputs = await (request.lm or lm).acall(messages=request.messages, **request.options)
         try:
             request = flow.send(outputs)
         except StopIteration as done:
