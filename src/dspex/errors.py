@@ -302,3 +302,17 @@ _RETRYABLE: tuple[type[DSPexError], ...] = (
 def is_retryable(error: BaseException) -> bool:
     """Whether retrying the same request may succeed (the one predicate all layers use)."""
     return isinstance(error, _RETRYABLE)
+
+
+# --- optimizers ---
+
+
+class OptimizerError(UserError, AssertionError):
+    """An optimizer was given a program or data it cannot work with.
+
+    DSPy signals these cases with ``assert``; this class is also an ``AssertionError`` so
+    code written against DSPy keeps catching it.
+    """
+
+
+__all__ += ["OptimizerError"]
