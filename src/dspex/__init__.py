@@ -50,9 +50,11 @@ from dspex.errors import (
 from dspex.settings import configure, context, current, reset_defaults
 
 if TYPE_CHECKING:
-    from dspex import telemetry, testing
+    from dspex import evaluate, telemetry, testing
     from dspex.adapters import Adapter, ChatAdapter, History, JSONAdapter
+    from dspex.adapters.types import Tool, ToolCallResults, ToolCalls, Type
     from dspex.bridge import DSPySession, dspy
+    from dspex.evaluate import Evaluate
     from dspex.lm import LM, BaseLM
     from dspex.modules import ChainOfThought, Predict
     from dspex.pipelines import Pipeline, PipelineResult, pipeline
@@ -70,6 +72,7 @@ _LAZY: dict[str, str] = {
     "ChatAdapter": "dspex.adapters",
     "Completions": "dspex.primitives",
     "DSPySession": "dspex.bridge",
+    "Evaluate": "dspex.evaluate",
     "Example": "dspex.primitives",
     "History": "dspex.adapters",
     "InputField": "dspex.signatures",
@@ -83,13 +86,17 @@ _LAZY: dict[str, str] = {
     "Prediction": "dspex.primitives",
     "Signature": "dspex.signatures",
     "StreamChunk": "dspex.primitives",
+    "Tool": "dspex.adapters.types",
+    "ToolCallResults": "dspex.adapters.types",
+    "ToolCalls": "dspex.adapters.types",
+    "Type": "dspex.adapters.types",
     "dspy": "dspex.bridge",
     "module": "dspex.router",
     "pipeline": "dspex.pipelines",
     "register_native": "dspex.router",
     "registry": "dspex.router",
 }
-_SUBMODULES = frozenset({"telemetry", "testing"})
+_SUBMODULES = frozenset({"evaluate", "telemetry", "testing"})
 # DSPy's module and optimizer names: built where the router says (native or a DSPy worker)
 _ROUTED = frozenset(
     {
@@ -99,7 +106,6 @@ _ROUTED = frozenset(
         "COPRO",
         "ColBERTv2",
         "Embeddings",
-        "Evaluate",
         "GEPA",
         "KNNFewShot",
         "LabeledFewShot",
@@ -128,6 +134,7 @@ __all__ = [
     "ContextWindowExceeded",
     "DSPexError",
     "DSPySession",
+    "Evaluate",
     "Example",
     "ExecutionTimeout",
     "History",
@@ -166,6 +173,10 @@ __all__ = [
     "StepTimeout",
     "StepValidationError",
     "StreamChunk",
+    "Tool",
+    "ToolCallResults",
+    "ToolCalls",
+    "Type",
     "UserError",
     "WorkerCrashed",
     "__version__",
@@ -174,6 +185,7 @@ __all__ = [
     "current",
     "dspy",
     "errors",
+    "evaluate",
     "is_retryable",
     "module",
     "pipeline",
