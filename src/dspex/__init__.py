@@ -97,6 +97,9 @@ _LAZY: dict[str, str] = {
     "registry": "dspex.router",
 }
 _SUBMODULES = frozenset({"evaluate", "telemetry", "testing"})
+# optimizers: DSPy's alias and the one teleprompter that is not a routed kind
+_LAZY.update({"BootstrapRS": "dspex.teleprompt", "Ensemble": "dspex.teleprompt"})
+_SUBMODULES = _SUBMODULES | {"teleprompt"}
 # DSPy's module and optimizer names: built where the router says (native or a DSPy worker)
 _ROUTED = frozenset(
     {

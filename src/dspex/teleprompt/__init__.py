@@ -1,10 +1,38 @@
-"""Native optimizers with DSPy 3.4.1's classes, arguments and results (``dspy.teleprompt``)."""
+"""Native optimizers with DSPy 3.4.1's classes, arguments and results (``dspy.teleprompt``).
+
+Optimizers without a native implementation yet (``COPRO``, ``MIPROv2``, ``SIMBA``, ``GEPA``)
+resolve here to the router's factories, which build them on DSPy in a worker pool.
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
 from dspex.teleprompt.bootstrap import BootstrapFewShot
 from dspex.teleprompt.ensemble import Ensemble
+from dspex.teleprompt.random_search import BootstrapFewShotWithRandomSearch
 from dspex.teleprompt.teleprompt import Teleprompter
 from dspex.teleprompt.vanilla import LabeledFewShot
 
-__all__ = ["BootstrapFewShot", "Ensemble", "LabeledFewShot", "Teleprompter"]
+BootstrapRS = BootstrapFewShotWithRandomSearch
+
+__all__ = [
+    "BootstrapFewShot",
+    "BootstrapFewShotWithRandomSearch",
+    "BootstrapRS",
+    "Ensemble",
+    "LabeledFewShot",
+    "Teleprompter",
+]
+
+_ROUTED = frozenset({"COPRO", "MIPROv2", "SIMBA", "GEPA", "KNNFewShot"})
+
+
+def __getattr__(name: str) -> Any:
+    if name in _ROUTED:
+        from dspex.router.factories import factory
+
+        value = factory(name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'dspex.teleprompt' has no attribute {name!r}")

@@ -94,6 +94,8 @@ class BootstrapFewShot(Teleprompter):
         self.max_errors = max_errors
         self.num_threads = num_threads
         self.error_count = 0
+        self._limiter: asyncio.Semaphore | None = None
+        """Shared with other optimizer work running at the same time (random search)."""
 
     # ------------------------------------------------------------------ compile
     def compile(self, student: Any, *, teacher: Any = None, trainset: list[Any]) -> Any:  # type: ignore[override]
@@ -196,6 +198,12 @@ class BootstrapFewShot(Teleprompter):
 
     async def _run_example(self, example: Any) -> list[_Attempt]:
         """Every round for one example until one succeeds (on a private copy of the teacher)."""
+        if self._limiter is not None:
+            async with self._limiter:
+                return await self._run_rounds(example)
+        return await self._run_rounds(example)
+
+    async def _run_rounds(self, example: Any) -> list[_Attempt]:
         teacher = fork_program(self.teacher)
         names = {id(p): name for name, p in teacher.named_predictors()}
         for _, predictor in teacher.named_predictors():
