@@ -43,12 +43,15 @@ def default_max_errors() -> int:
 
 
 def fork_program(program: Any) -> Any:
-    """A copy of ``program`` that shares its LM objects (connection pools) but not its demos."""
+    """A copy of ``program`` with its own demo lists; LM objects (connection pools),
+    signatures and the demo examples themselves (never mutated by a run) are shared."""
     memo: dict[int, Any] = {}
     for _, predictor in program.named_predictors():
-        lm = getattr(predictor, "lm", None)
-        if lm is not None:
-            memo[id(lm)] = lm
+        shared = [getattr(predictor, "lm", None), getattr(predictor, "signature", None)]
+        shared.extend(getattr(predictor, "demos", None) or ())
+        for obj in shared:
+            if obj is not None:
+                memo[id(obj)] = obj
     try:
         return copy.deepcopy(program, memo)
     except Exception:

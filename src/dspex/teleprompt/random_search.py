@@ -6,10 +6,11 @@ trainset shuffled with ``random.Random(seed)`` and ``randint(1, max_bootstrapped
 demos. Each is scored with :class:`~dspex.evaluate.Evaluate` on the valset; the first best
 score wins (ties keep the earlier seed), as in DSPy.
 
-DSPy builds the candidates one after the other. Here, unless ``stop_at_score`` may end the
-search early or ``num_threads=1``, all candidates bootstrap at the same time, sharing ``num_threads`` program runs,
-and are then scored in seed order; the LM requests are the same ones DSPy sends, so the
-winner and the candidate list are the same.
+DSPy builds and scores the candidates one after the other. Here, unless ``stop_at_score``
+may end the search early or ``num_threads=1``, all candidates are built and scored at the same
+time, sharing one limit of ``num_threads`` program runs, and the scores are then read in seed
+order; the LM requests are the ones DSPy sends, so the winner and the candidate list are the
+same.
 """
 
 from __future__ import annotations
@@ -107,19 +108,27 @@ class BootstrapFewShotWithRandomSearch(Teleprompter):
         max_errors = self.max_errors if self.max_errors is not None else default_max_errors()
         build = _Builder(self, student, teacher, labeled_sample, max_errors)
         if self.stop_at_score is None and (self.num_threads or _default_threads()) > 1:
-            # No early stop: every candidate will be scored, so build them all at once
-            # (num_threads=1 keeps DSPy's one-by-one order of LM requests).
-            built = await asyncio.gather(*(build(seed) for seed in seeds))
-            programs = dict(zip(seeds, built, strict=True))
+            # No early stop: every candidate will be scored, so all are built and scored at
+            # once, sharing num_threads program runs (num_threads=1 keeps DSPy's order).
+            limiter = build.shared_limiter()
+
+            async def one(seed: int) -> tuple[Any, Any]:
+                program = await build(seed)
+                return program, await self._evaluator(max_errors).acall(_Limited(program, limiter))
+
+            outcomes = list(await asyncio.gather(*(one(seed) for seed in seeds)))
         else:
-            programs = {}
+            outcomes = []
 
         scores: list[float] = []
         score_data: list[dict[str, Any]] = []
         best_program: Any = None
-        for seed in seeds:
-            program = programs.pop(seed) if seed in programs else await build(seed)
-            result = await self._evaluator(max_errors).acall(program)
+        for index, seed in enumerate(seeds):
+            if outcomes:
+                program, result = outcomes[index]
+            else:
+                program = await build(seed)
+                result = await self._evaluator(max_errors).acall(program)
             score, subscores = result.score, [output[2] for output in result.results]
             if not scores or score > max(scores):
                 logger.info("New best score: %s for seed %s", score, seed)
@@ -181,6 +190,11 @@ class _Builder:
         self.max_errors = max_errors
         self.limiter: asyncio.Semaphore | None = None
 
+    def shared_limiter(self) -> asyncio.Semaphore:
+        """One bound on program runs for every candidate built from now on."""
+        self.limiter = asyncio.Semaphore(self.search.num_threads or _default_threads())
+        return self.limiter
+
     async def __call__(self, seed: int) -> Any:
         search = self.search
         trainset = list(search.trainset)
@@ -203,10 +217,20 @@ class _Builder:
             max_errors=self.max_errors,
             num_threads=search.num_threads,
         )
-        if self.limiter is None:
-            self.limiter = asyncio.Semaphore(search.num_threads or _default_threads())
         optimizer._limiter = self.limiter
         return await optimizer.acompile(self.student, teacher=self.teacher, trainset=trainset)
+
+
+class _Limited:
+    """A program whose runs wait for a slot of a limit shared with other candidates."""
+
+    def __init__(self, program: Any, limiter: asyncio.Semaphore) -> None:
+        self.program = program
+        self.limiter = limiter
+
+    async def acall(self, *args: Any, **kwargs: Any) -> Any:
+        async with self.limiter:
+            return await self.program.acall(*args, **kwargs)
 
 
 def _default_threads() -> int:
