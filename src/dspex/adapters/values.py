@@ -21,6 +21,7 @@ from dspex.errors import AdapterParseError
 from dspex.signatures.field import FieldInfo
 
 __all__ = [
+    "AdapterFormatted",
     "annotation_allows_none",
     "apply_output_field_defaults",
     "format_field_value",
@@ -45,6 +46,16 @@ def neutralize_markers(text: str) -> str:
     if "[[ ## " not in text:
         return text
     return _MARKER.sub(lambda m: f"[[ \\## {m.group(1)} \\## ]]", text)
+
+
+class AdapterFormatted(str):
+    """Text an adapter produced itself (ReAct's formatted trajectory) passed back as an input.
+
+    Its ``[[ ## name ## ]]`` markers are structure, not forged input, so it is sent as is; the
+    values inside it were already neutralized when the adapter formatted them.
+    """
+
+    __slots__ = ()
 
 
 def annotation_allows_none(annotation: Any) -> bool:
@@ -179,6 +190,8 @@ def _format_input_list(value: list[Any]) -> str:
 
 def format_field_value(field_info: FieldInfo, value: Any) -> str:
     """How DSPy renders one value into a message (lists of text for ``str`` fields, JSON...)."""
+    if isinstance(value, AdapterFormatted):
+        return str(value)
     if isinstance(value, list) and field_info.annotation is str:
         text = _format_input_list(value)
     elif type(value) is str:

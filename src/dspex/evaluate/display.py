@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 __all__ = [
+    "CountProgress",
     "ScoreProgress",
     "merge_dicts",
     "metric_name",
@@ -172,3 +173,15 @@ class ScoreProgress:
     def _describe(self) -> str:
         pct = round(100 * self.score / self.done, 1) if self.done else 0
         return f"Average Metric: {self.score:.2f} / {self.done} ({pct}%)"
+
+
+class CountProgress(ScoreProgress):
+    """Progress as ``Processed 3 / 10 examples`` (``Parallel``'s bar in DSPy)."""
+
+    def _describe(self) -> str:
+        return f"Processed {self.done} / {self.total} examples"
+
+    def add(self, score: Any) -> None:
+        self.done += 1
+        if self._progress is not None:
+            self._progress.update(self._task, advance=1, description=self._describe())

@@ -4,7 +4,7 @@ The program runs through its ``acall`` on one event loop with at most ``num_thre
 in flight; a plain sync callable (program or metric) runs in a worker thread so it never blocks
 the loop (with ``num_threads=1`` everything runs in the caller's thread, as DSPy does). Sync
 metric functions stay on the loop while they are quick and move to a thread the first time
-one call takes longer than :data:`INLINE_METRIC_BUDGET`.
+one call takes longer than :data:`~dspex.modules.executor.INLINE_BUDGET`.
 
 Differences from DSPy, all additive: ``timeout=`` gives each example a deadline (DSPy re-submits
 stragglers after a hard-coded 120 s); Ctrl-C raises :class:`~dspex.errors.EvaluationInterrupted`
@@ -15,17 +15,14 @@ the results table is a rich table when pandas is not installed; ``acall`` is the
 
 from __future__ import annotations
 
-import asyncio
 import importlib.util
-import inspect
 import logging
-import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from dspex.errors import EvaluationInterrupted
 from dspex.evaluate import display
-from dspex.modules.executor import Executor, RunOutcome
+from dspex.modules.executor import AsyncCaller, Executor, RunOutcome
 from dspex.primitives.example import Example
 from dspex.primitives.prediction import Prediction
 
@@ -33,7 +30,6 @@ if TYPE_CHECKING:
     import pandas as pd
 
 __all__ = [
-    "INLINE_METRIC_BUDGET",
     "Evaluate",
     "EvaluationResult",
     "display_dataframe",
@@ -41,9 +37,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-INLINE_METRIC_BUDGET = 0.002
-"""Seconds a sync metric call may take on the event loop before metrics move to a thread."""
 
 Scored = tuple[Any, Any]  # (prediction, score)
 
@@ -82,36 +75,6 @@ def display_dataframe(df: pd.DataFrame, notebook: bool) -> None:
     else:
         with pd.option_context("display.max_rows", None, "display.max_columns", None):
             print(df)
-
-
-class _Caller:
-    """Calls a program or metric from the loop: async forms are awaited; a sync callable runs
-    inline when ``inline`` (no concurrency to protect), otherwise in a thread — unless it is a
-    metric that proved quick (``adaptive``), which stays on the loop."""
-
-    def __init__(self, fn: Callable[..., Any], *, inline: bool, adaptive: bool) -> None:
-        self.fn = fn
-        acall = getattr(fn, "acall", None)
-        self.async_fn: Callable[..., Any] | None = (
-            acall if acall is not None and inspect.iscoroutinefunction(acall) else None
-        )
-        if self.async_fn is None and inspect.iscoroutinefunction(fn):
-            self.async_fn = fn
-        self.inline = inline
-        self.adaptive = adaptive and not inline
-
-    async def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        if self.async_fn is not None:
-            return await self.async_fn(*args, **kwargs)
-        if self.inline:
-            return self.fn(*args, **kwargs)
-        if self.adaptive:
-            start = time.perf_counter()
-            value = self.fn(*args, **kwargs)
-            if time.perf_counter() - start > INLINE_METRIC_BUDGET:
-                self.adaptive = False  # it blocks: later calls go to a thread
-            return value
-        return await asyncio.to_thread(self.fn, *args, **kwargs)
 
 
 class Evaluate:
@@ -295,8 +258,8 @@ class _Run:
             on_error=lambda _i, _e: self.progress.fail(),
         )
         sequential = self.executor.num_threads == 1
-        self.call_program = _Caller(program, inline=sequential, adaptive=False)
-        self.call_metric = _Caller(self.metric, inline=sequential, adaptive=True)
+        self.call_program = AsyncCaller(program, inline=sequential, adaptive=False)
+        self.call_metric = AsyncCaller(self.metric, inline=sequential, adaptive=True)
 
     async def process(self, example: Example) -> Scored:
         prediction = await self.call_program(**example.inputs())

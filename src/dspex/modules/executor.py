@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 import signal
 import threading
+import time
 import traceback
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -27,7 +29,14 @@ from typing import Any, Generic, TypeVar
 from dspex._sync import run_sync
 from dspex.errors import ExampleTimeout, ExecutionCancelled
 
-__all__ = ["DEFAULT_MAX_ERRORS", "DEFAULT_NUM_THREADS", "Executor", "RunOutcome"]
+__all__ = [
+    "DEFAULT_MAX_ERRORS",
+    "DEFAULT_NUM_THREADS",
+    "INLINE_BUDGET",
+    "AsyncCaller",
+    "Executor",
+    "RunOutcome",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +47,44 @@ DEFAULT_NUM_THREADS = 8
 """DSPy's ``settings.num_threads`` default."""
 DEFAULT_MAX_ERRORS = 10
 """DSPy's ``settings.max_errors`` default."""
+
+
+INLINE_BUDGET = 0.002
+"""Seconds an adaptive sync call (a metric) may take on the loop before it moves to a thread."""
+
+
+class AsyncCaller:
+    """Calls a program, module or metric from the event loop.
+
+    An object with an async ``acall`` (every ``Module``) or a coroutine function is awaited.
+    A plain sync callable runs inline when ``inline`` (``num_threads=1``: nothing to overlap,
+    and DSPy runs it in the caller's thread), otherwise in a worker thread — or, when
+    ``adaptive``, inline until one call takes longer than :data:`INLINE_BUDGET`.
+    """
+
+    def __init__(self, fn: Callable[..., Any], *, inline: bool, adaptive: bool = False) -> None:
+        self.fn = fn
+        acall = getattr(fn, "acall", None)
+        self.async_fn: Callable[..., Any] | None = (
+            acall if acall is not None and inspect.iscoroutinefunction(acall) else None
+        )
+        if self.async_fn is None and inspect.iscoroutinefunction(fn):
+            self.async_fn = fn
+        self.inline = inline
+        self.adaptive = adaptive and not inline
+
+    async def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if self.async_fn is not None:
+            return await self.async_fn(*args, **kwargs)
+        if self.inline:
+            return self.fn(*args, **kwargs)
+        if self.adaptive:
+            start = time.perf_counter()
+            value = self.fn(*args, **kwargs)
+            if time.perf_counter() - start > INLINE_BUDGET:
+                self.adaptive = False  # it blocks: later calls go to a thread
+            return value
+        return await asyncio.to_thread(self.fn, *args, **kwargs)
 
 
 def _setting(name: str, default: Any) -> Any:
