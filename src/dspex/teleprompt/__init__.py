@@ -10,6 +10,7 @@ from typing import Any
 
 from dspex.teleprompt.bootstrap import BootstrapFewShot
 from dspex.teleprompt.ensemble import Ensemble
+from dspex.teleprompt.knn_fewshot import KNNFewShot
 from dspex.teleprompt.random_search import BootstrapFewShotWithRandomSearch
 from dspex.teleprompt.teleprompt import Teleprompter
 from dspex.teleprompt.vanilla import LabeledFewShot
@@ -21,11 +22,12 @@ __all__ = [
     "BootstrapFewShotWithRandomSearch",
     "BootstrapRS",
     "Ensemble",
+    "KNNFewShot",
     "LabeledFewShot",
     "Teleprompter",
 ]
 
-_ROUTED = frozenset({"COPRO", "MIPROv2", "SIMBA", "GEPA", "KNNFewShot"})
+_ROUTED = frozenset({"COPRO", "MIPROv2", "SIMBA", "GEPA"})
 
 
 def __getattr__(name: str) -> Any:
