@@ -1,6 +1,6 @@
 """Native optimizers with DSPy 3.4.1's classes, arguments and results (``dspy.teleprompt``).
 
-Optimizers without a native implementation yet (``COPRO``, ``MIPROv2``, ``SIMBA``, ``GEPA``)
+Optimizers without a native implementation yet (``MIPROv2``, ``SIMBA``, ``GEPA``)
 resolve here to the router's factories, which build them on DSPy in a worker pool.
 """
 
@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from dspex.teleprompt.bootstrap import BootstrapFewShot
+from dspex.teleprompt.copro_optimizer import COPRO
 from dspex.teleprompt.ensemble import Ensemble
 from dspex.teleprompt.knn_fewshot import KNNFewShot
 from dspex.teleprompt.random_search import BootstrapFewShotWithRandomSearch
@@ -18,6 +19,7 @@ from dspex.teleprompt.vanilla import LabeledFewShot
 BootstrapRS = BootstrapFewShotWithRandomSearch
 
 __all__ = [
+    "COPRO",
     "BootstrapFewShot",
     "BootstrapFewShotWithRandomSearch",
     "BootstrapRS",
@@ -27,7 +29,7 @@ __all__ = [
     "Teleprompter",
 ]
 
-_ROUTED = frozenset({"COPRO", "MIPROv2", "SIMBA", "GEPA"})
+_ROUTED = frozenset({"MIPROv2", "SIMBA", "GEPA"})
 
 
 def __getattr__(name: str) -> Any:

@@ -24,6 +24,7 @@ from typing import Any
 from dspex._sync import run_sync
 from dspex.errors import OptimizerError
 from dspex.teleprompt.bootstrap import BootstrapFewShot, default_max_errors
+from dspex.teleprompt.limits import Limited, default_threads
 from dspex.teleprompt.teleprompt import Teleprompter
 from dspex.teleprompt.vanilla import LabeledFewShot
 
@@ -107,14 +108,14 @@ class BootstrapFewShotWithRandomSearch(Teleprompter):
         seeds = self._seeds(restrict)
         max_errors = self.max_errors if self.max_errors is not None else default_max_errors()
         build = _Builder(self, student, teacher, labeled_sample, max_errors)
-        if self.stop_at_score is None and (self.num_threads or _default_threads()) > 1:
+        if self.stop_at_score is None and (self.num_threads or default_threads()) > 1:
             # No early stop: every candidate will be scored, so all are built and scored at
             # once, sharing num_threads program runs (num_threads=1 keeps DSPy's order).
             limiter = build.shared_limiter()
 
             async def one(seed: int) -> tuple[Any, Any]:
                 program = await build(seed)
-                return program, await self._evaluator(max_errors).acall(_Limited(program, limiter))
+                return program, await self._evaluator(max_errors).acall(Limited(program, limiter))
 
             outcomes = list(await asyncio.gather(*(one(seed) for seed in seeds)))
         else:
@@ -192,7 +193,7 @@ class _Builder:
 
     def shared_limiter(self) -> asyncio.Semaphore:
         """One bound on program runs for every candidate built from now on."""
-        self.limiter = asyncio.Semaphore(self.search.num_threads or _default_threads())
+        self.limiter = asyncio.Semaphore(self.search.num_threads or default_threads())
         return self.limiter
 
     async def __call__(self, seed: int) -> Any:
@@ -219,21 +220,3 @@ class _Builder:
         )
         optimizer._limiter = self.limiter
         return await optimizer.acompile(self.student, teacher=self.teacher, trainset=trainset)
-
-
-class _Limited:
-    """A program whose runs wait for a slot of a limit shared with other candidates."""
-
-    def __init__(self, program: Any, limiter: asyncio.Semaphore) -> None:
-        self.program = program
-        self.limiter = limiter
-
-    async def acall(self, *args: Any, **kwargs: Any) -> Any:
-        async with self.limiter:
-            return await self.program.acall(*args, **kwargs)
-
-
-def _default_threads() -> int:
-    from dspex.modules.executor import DEFAULT_NUM_THREADS
-
-    return DEFAULT_NUM_THREADS
