@@ -7,7 +7,9 @@ only on a later round). Cache off on both sides; the same program (a user Module
 Each side's compiled state is checked equal before its time is reported.
 
 Rows: BootstrapFewShot (20 train examples), BootstrapFewShotWithRandomSearch (8 candidate
-programs, 20 train / 20 val). MIPROv2 light and GEPA light are not native yet (not measured).
+programs, 20 train / 20 val), COPRO (breadth 4, depth 2). MIPROv2 light and GEPA light are not
+native yet (not measured). LM calls are counted by the server: DSPy 3.4.1's client sends a
+call with ``n=k`` as ``k`` requests, DSPex's as one request (COPRO's proposals).
 
     python benchmarks/bench_optimizers.py
 """
@@ -98,7 +100,7 @@ def main() -> None:
     from tests.teleprompt._oracle import exact, trainset
 
     import dspex
-    from dspex.teleprompt import BootstrapFewShot, BootstrapFewShotWithRandomSearch
+    from dspex.teleprompt import COPRO, BootstrapFewShot, BootstrapFewShotWithRandomSearch
 
     logging.disable(logging.WARNING)
     proc, url = start()
@@ -129,10 +131,21 @@ def main() -> None:
                 ),
                 {"trainset": True, "valset": True},
             ),
+            (
+                "COPRO (breadth=4, depth=2, 10 train)",
+                lambda: dspy.COPRO(metric=exact, breadth=4, depth=2),
+                lambda: COPRO(metric=exact, breadth=4, depth=2),
+                {"copro": True},
+            ),
         ]
         for name, theirs, ours, data in cases:
 
             def kwargs(lib: Any, data: dict[str, bool] = data) -> dict[str, Any]:
+                if data.get("copro"):
+                    return {
+                        "trainset": trainset(lib, TRAIN[:10]),
+                        "eval_kwargs": {"num_threads": NUM_THREADS, "display_progress": False},
+                    }
                 out = {"trainset": trainset(lib, TRAIN)}
                 if data.get("valset"):
                     out["valset"] = trainset(lib, VAL)
