@@ -33,6 +33,7 @@ __all__ = [
     "DEFAULT_MAX_ERRORS",
     "DEFAULT_NUM_THREADS",
     "INLINE_BUDGET",
+    "SLOW_CALLS",
     "AsyncCaller",
     "Executor",
     "RunOutcome",
@@ -50,7 +51,9 @@ DEFAULT_MAX_ERRORS = 10
 
 
 INLINE_BUDGET = 0.002
-"""Seconds an adaptive sync call (a metric) may take on the loop before it moves to a thread."""
+"""Seconds an adaptive sync call (a metric) may take on the loop; after :data:`SLOW_CALLS`
+calls over it (a blocking metric, not one unlucky scheduling pause) calls move to a thread."""
+SLOW_CALLS = 3
 
 
 class AsyncCaller:
@@ -59,7 +62,7 @@ class AsyncCaller:
     An object with an async ``acall`` (every ``Module``) or a coroutine function is awaited.
     A plain sync callable runs inline when ``inline`` (``num_threads=1``: nothing to overlap,
     and DSPy runs it in the caller's thread), otherwise in a worker thread — or, when
-    ``adaptive``, inline until one call takes longer than :data:`INLINE_BUDGET`.
+    ``adaptive``, inline until :data:`SLOW_CALLS` calls took longer than :data:`INLINE_BUDGET`.
     """
 
     def __init__(self, fn: Callable[..., Any], *, inline: bool, adaptive: bool = False) -> None:
@@ -72,6 +75,7 @@ class AsyncCaller:
             self.async_fn = fn
         self.inline = inline
         self.adaptive = adaptive and not inline
+        self.slow_calls = 0
 
     async def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if self.async_fn is not None:
@@ -82,7 +86,8 @@ class AsyncCaller:
             start = time.perf_counter()
             value = self.fn(*args, **kwargs)
             if time.perf_counter() - start > INLINE_BUDGET:
-                self.adaptive = False  # it blocks: later calls go to a thread
+                self.slow_calls += 1
+                self.adaptive = self.slow_calls < SLOW_CALLS  # it blocks: use a thread
             return value
         return await asyncio.to_thread(self.fn, *args, **kwargs)
 

@@ -1,7 +1,8 @@
 """Native optimizers with DSPy 3.4.1's classes, arguments and results (``dspy.teleprompt``).
 
-Optimizers without a native implementation yet (``MIPROv2``, ``SIMBA``, ``GEPA``)
-resolve here to the router's factories, which build them on DSPy in a worker pool.
+Optimizers without a native implementation yet (``MIPROv2``, ``SIMBA``, ``GEPA``, and the
+DSPy-only ones such as ``BetterTogether``) resolve here to routed names, built on DSPy in a
+worker pool.
 """
 
 from __future__ import annotations
@@ -33,10 +34,17 @@ _ROUTED = frozenset({"MIPROv2", "SIMBA", "GEPA"})
 
 
 def __getattr__(name: str) -> Any:
+    value: Any
     if name in _ROUTED:
         from dspex.router.factories import factory
 
         value = factory(name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'dspex.teleprompt' has no attribute {name!r}")
+    else:
+        # DSPy-only optimizers (BetterTogether, BootstrapFinetune...): routed to a DSPy worker
+        from dspex._dspy_names import resolve
+
+        value = None if name.startswith("__") else resolve(name)
+        if value is None:
+            raise AttributeError(f"module 'dspex.teleprompt' has no attribute {name!r}")
+    globals()[name] = value
+    return value
