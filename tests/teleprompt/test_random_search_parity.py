@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -18,9 +17,6 @@ from tests.teleprompt._oracle import exact, request_log, serve_oracle, trainset
 
 dspy = pytest.importorskip("dspy")
 pytestmark = pytest.mark.dspy
-
-if "trace" not in {f.name for f in dataclasses.fields(dspex.settings.Settings)}:
-    pytest.skip("needs Settings.trace (the lead's change on main)", allow_module_level=True)
 
 TRAIN = [2, 9, 4, 7, 5, 15, 6, 8, 10, 11, 12, 21]
 VAL = [13, 14, 16, 17, 18, 19, 20, 22, 27, 33]

@@ -3,7 +3,6 @@ DSPex loads what DSPy compiles; both then send the same prompt."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,9 +18,6 @@ from tests.teleprompt._oracle import exact, serve_oracle, trainset
 
 dspy = pytest.importorskip("dspy")
 pytestmark = pytest.mark.dspy
-
-if "trace" not in {f.name for f in dataclasses.fields(dspex.settings.Settings)}:
-    pytest.skip("needs Settings.trace (the lead's change on main)", allow_module_level=True)
 
 NUMBERS = [2, 9, 4, 7, 5, 15, 6, 8, 10]
 
