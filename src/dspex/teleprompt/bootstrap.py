@@ -25,6 +25,7 @@ from dspex._sync import run_sync
 from dspex.errors import OptimizerError
 from dspex.primitives.example import Example
 from dspex.teleprompt._dspy_hash import dspy_hash_demos
+from dspex.teleprompt.budget import CallBudget, counting
 from dspex.teleprompt.teleprompt import Teleprompter
 from dspex.teleprompt.vanilla import LabeledFewShot
 
@@ -70,8 +71,10 @@ class _Attempt:
 class BootstrapFewShot(Teleprompter):
     """DSPy's ``BootstrapFewShot`` with the same arguments, defaults and compiled demos.
 
-    ``num_threads`` (DSPex only) bounds how many training examples run at once; ``1`` runs
-    them strictly one after the other as DSPy does.
+    DSPex only: ``num_threads`` bounds how many training examples run at once (``1`` runs
+    them strictly one after the other as DSPy does); ``max_lm_calls`` stops starting new
+    examples once that many LM calls were made, and the program is compiled from the demos
+    found so far. ``budget.calls`` holds the LM calls made, by phase.
     """
 
     def __init__(
@@ -85,9 +88,11 @@ class BootstrapFewShot(Teleprompter):
         max_errors: int | None = None,
         *,
         num_threads: int | None = None,
+        max_lm_calls: int | None = None,
     ) -> None:
         if num_threads is not None and num_threads < 1:
             raise OptimizerError(f"num_threads must be at least 1, got {num_threads!r}")
+        self.budget = CallBudget(max_lm_calls)
         self.metric = metric
         self.metric_threshold = metric_threshold
         self.teacher_settings: dict[str, Any] = dict(teacher_settings or {})
@@ -109,7 +114,9 @@ class BootstrapFewShot(Teleprompter):
         self.trainset = list(trainset)
         self._prepare_student_and_teacher(student, teacher)
         self._prepare_predictor_mappings()
-        await self._bootstrap()
+        self.budget.phase = "bootstrap"
+        with counting(self.budget):
+            await self._bootstrap()
         self.student = self._train()
         self.student._compiled = True
         return self.student
@@ -152,8 +159,10 @@ class BootstrapFewShot(Teleprompter):
         try:
             while True:
                 # Start an example only if the ones before it cannot already fill the quota.
-                while consumed + len(pending) < len(self.trainset) and len(pending) < min(
-                    width, max_bootstraps - len(bootstrapped)
+                while (
+                    not self.budget.spent
+                    and consumed + len(pending) < len(self.trainset)
+                    and len(pending) < min(width, max_bootstraps - len(bootstrapped))
                 ):
                     example = self.trainset[consumed + len(pending)]
                     pending.append(asyncio.ensure_future(self._run_example(example)))

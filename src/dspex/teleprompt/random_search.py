@@ -6,8 +6,11 @@ trainset shuffled with ``random.Random(seed)`` and ``randint(1, max_bootstrapped
 demos. Each is scored with :class:`~dspex.evaluate.Evaluate` on the valset; the first best
 score wins (ties keep the earlier seed), as in DSPy.
 
-DSPy builds and scores the candidates one after the other. Here, unless ``stop_at_score``
-may end the search early or ``num_threads=1``, all candidates are built and scored at the same
+``max_lm_calls`` (DSPex only) stops before the next candidate once that many LM calls were
+made; the best candidate scored so far is returned (``budget.calls``: LM calls per candidate).
+
+DSPy builds and scores the candidates one after the other. Here, unless ``stop_at_score`` or
+``max_lm_calls`` may end the search early or ``num_threads=1``, all candidates are built and scored at the same
 time, sharing one limit of ``num_threads`` program runs, and the scores are then read in seed
 order; the LM requests are the ones DSPy sends, so the winner and the candidate list are the
 same.
@@ -24,6 +27,7 @@ from typing import Any
 from dspex._sync import run_sync
 from dspex.errors import OptimizerError
 from dspex.teleprompt.bootstrap import BootstrapFewShot, default_max_errors
+from dspex.teleprompt.budget import CallBudget, counting
 from dspex.teleprompt.limits import Limited, default_threads
 from dspex.teleprompt.teleprompt import Teleprompter
 from dspex.teleprompt.vanilla import LabeledFewShot
@@ -50,7 +54,10 @@ class BootstrapFewShotWithRandomSearch(Teleprompter):
         max_errors: int | None = None,
         stop_at_score: float | None = None,
         metric_threshold: float | None = None,
+        *,
+        max_lm_calls: int | None = None,
     ) -> None:
+        self.budget = CallBudget(max_lm_calls)
         self.metric = metric
         self.teacher_settings: dict[str, Any] = dict(teacher_settings or {})
         self.max_rounds = max_rounds
@@ -107,8 +114,15 @@ class BootstrapFewShotWithRandomSearch(Teleprompter):
         self.valset = valset or trainset
         seeds = self._seeds(restrict)
         max_errors = self.max_errors if self.max_errors is not None else default_max_errors()
+        with counting(self.budget):
+            return await self._search(student, teacher, labeled_sample, seeds, max_errors)
+
+    async def _search(
+        self, student: Any, teacher: Any, labeled_sample: bool, seeds: list[int], max_errors: int
+    ) -> Any:
         build = _Builder(self, student, teacher, labeled_sample, max_errors)
-        if self.stop_at_score is None and (self.num_threads or default_threads()) > 1:
+        early_stop = self.stop_at_score is not None or self.budget.max_lm_calls is not None
+        if not early_stop and (self.num_threads or default_threads()) > 1:
             # No early stop: every candidate will be scored, so all are built and scored at
             # once, sharing num_threads program runs (num_threads=1 keeps DSPy's order).
             limiter = build.shared_limiter()
@@ -125,6 +139,10 @@ class BootstrapFewShotWithRandomSearch(Teleprompter):
         score_data: list[dict[str, Any]] = []
         best_program: Any = None
         for index, seed in enumerate(seeds):
+            if self.budget.spent and best_program is not None:
+                logger.info("Stopping: %d LM calls made (max_lm_calls)", self.budget.total)
+                break
+            self.budget.phase = f"candidate {seed}"
             if outcomes:
                 program, result = outcomes[index]
             else:
