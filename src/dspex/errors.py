@@ -32,10 +32,15 @@ The tree::
     │   ├── PoolClosed                  the pool was shut down
     │   └── ProtocolError               a malformed frame or message crossed the pipe
     ├── RemoteError                     an exception raised by code inside a worker (e.g. DSPy)
-    └── PipelineError                   a pipeline step failed (carries the step name)
-        ├── StepInputMissing            a step's required input is absent from the state
-        ├── StepValidationError         a state value does not fit a validation step's signature
-        └── StepTimeout                 a step exceeded its timeout and was cancelled
+    ├── PipelineError                   a pipeline step failed (carries the step name)
+    │   ├── StepInputMissing            a step's required input is absent from the state
+    │   ├── StepValidationError         a state value does not fit a validation step's signature
+    │   └── StepTimeout                 a step exceeded its timeout and was cancelled
+    └── ServerError                     ``dspex serve`` refused or cut short a request
+        ├── ServerSaturated             every call slot and queue place is taken (retry_after)
+        ├── ServerDraining              the server is shutting down
+        ├── RequestDeadlineExceeded     a request ran past its deadline
+        └── ProgramNotFound             no program is served under that name
 
 Errors cross process boundaries, so every class is picklable: the structured fields are
 keyword arguments kept in ``self.fields`` and restored by ``__reduce__``. The router and the
@@ -68,11 +73,16 @@ __all__ = [
     "PoolError",
     "PoolSaturated",
     "PoolUnhealthy",
+    "ProgramNotFound",
     "ProtocolError",
     "QueueTimeout",
     "RemoteError",
+    "RequestDeadlineExceeded",
     "ResourceLimitExceeded",
     "SecurityError",
+    "ServerDraining",
+    "ServerError",
+    "ServerSaturated",
     "SessionLost",
     "SignatureError",
     "StateError",
@@ -302,3 +312,26 @@ _RETRYABLE: tuple[type[DSPexError], ...] = (
 def is_retryable(error: BaseException) -> bool:
     """Whether retrying the same request may succeed (the one predicate all layers use)."""
     return isinstance(error, _RETRYABLE)
+
+
+# --- server ---
+
+
+class ServerError(DSPexError):
+    """``dspex serve`` refused or cut short a request. Field: ``program`` (name, if any)."""
+
+
+class ServerSaturated(ServerError):
+    """Every call slot and queue place is taken; retry after ``retry_after`` seconds."""
+
+
+class ServerDraining(ServerError):
+    """The server is shutting down: calls in flight finish, new ones are refused."""
+
+
+class RequestDeadlineExceeded(ServerError, TimeoutError):
+    """A request ran past its deadline (``timeout`` seconds) and was cancelled."""
+
+
+class ProgramNotFound(ServerError, LookupError):
+    """No program is served under that name (``program``)."""
