@@ -147,6 +147,7 @@ def demo_command(lm: str | None, api_base: str | None, api_key: str | None) -> i
 )  # fmt: skip
 @click.option("--import-root", "import_roots", multiple=True, help="package a load may name")
 @click.option("--no-load", is_flag=True, help="refuse POST/DELETE /v1/programs")
+@click.option("--event-metrics", is_flag=True, help="export DSPex telemetry events on /metrics")
 @click.option("--log-level", default="warning", show_default=True)
 def serve_command(
     targets: tuple[str, ...],
@@ -159,6 +160,7 @@ def serve_command(
     drain_timeout: float,
     import_roots: tuple[str, ...],
     no_load: bool,
+    event_metrics: bool,
     log_level: str,
 ) -> int:
     """Serve programs over HTTP: TARGETS are app.py:program or package.module:program."""
@@ -176,6 +178,7 @@ def serve_command(
         drain_timeout=drain_timeout,
         import_roots=import_roots,
         allow_load=not no_load,
+        event_metrics=event_metrics,
     )
 
 

@@ -74,31 +74,34 @@ def test_broken_pipe_is_one_line_not_a_traceback() -> None:
     err = proc.stderr.read()
     proc.stderr.close()
     assert proc.wait(120) == 141
-    assert "Traceback" not in err and err.strip() == "dspex registry: output closed early (broken pipe)"
+    assert (
+        "Traceback" not in err
+        and err.strip() == "dspex registry: output closed early (broken pipe)"
+    )
 
 
-def test_busy_port_is_one_line(busy_port: int) -> None:
+def test_busy_port_is_one_line(busy_port: int, capsys: pytest.CaptureFixture[str]) -> None:
     for args in (
         ["lmserver", "--port", str(busy_port)],
         ["serve", "dspex.testing:LMServer", "--port", str(busy_port)],
     ):
-        result = _dspex(*args)
-        assert result.returncode != 0, args
-        assert "Traceback" not in result.stderr, result.stderr
-        lines = result.stderr.strip().splitlines()
-        assert len(lines) == 1 and str(busy_port) in lines[0], result.stderr
+        assert main(args) != 0, args
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert len(lines) == 1 and str(busy_port) in lines[0], lines
+        assert lines[0].startswith(f"dspex {args[0]}: ")
 
 
-def test_serve_target_mistakes_are_one_line(tmp_path: object) -> None:
+def test_serve_target_mistakes_are_one_line(capsys: pytest.CaptureFixture[str]) -> None:
     for target, expected in (
         ("nope.py:program", "no such file"),
         ("no_such_module_xyz:program", "cannot import"),
         ("dspex:no_such_attribute", "has no attribute"),
         ("justtext", "a target looks like"),
+        ("dspex.testing:LMServer", "not a program instance"),
     ):
-        result = _dspex("serve", target, "--port", "0")
-        assert result.returncode == 2, (target, result.stderr)
-        assert expected in result.stderr and "Traceback" not in result.stderr
+        assert main(["serve", target, "--port", "0"]) == 2, target
+        err = capsys.readouterr().err
+        assert expected in err and len(err.strip().splitlines()) == 1, err
 
 
 def test_demo_against_a_dead_endpoint_is_one_line(busy_port: int) -> None:

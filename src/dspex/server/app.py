@@ -20,6 +20,7 @@ HTTP as :mod:`dspex.server.http` says.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -63,6 +64,8 @@ class ServerOptions:
     ``dspy_import_roots``."""
     drain_timeout: float = 30.0
     """On shutdown, how long calls in flight may take to finish."""
+    event_metrics: bool = False
+    """Also export DSPex's telemetry events (per module kind) on ``/metrics``."""
 
 
 class _State:
@@ -70,7 +73,7 @@ class _State:
         self.options = options
         self.programs = ProgramTable()
         self.limiter = Limiter(options.max_concurrency, options.max_queue)
-        self.metrics = ServerMetrics(self.limiter.stats)
+        self.metrics = ServerMetrics(self.limiter.stats, event_metrics=options.event_metrics)
 
 
 def _json(payload: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
@@ -130,10 +133,12 @@ class _Call:
         self.started = time.perf_counter()
 
     def _scope(self) -> Any:
-        # Each request runs in its own task, whose context is a copy: the tracker set here
-        # and the settings scope stay with this request (nothing a program sets leaks out).
+        # Each request runs in its own task, whose context is a copy: the tracker set here,
+        # and any settings scope a program opens, stay with this request.
         _tracker.set(self.tracker)
-        return settings.context(track_usage=True)
+        if settings.current().track_usage:
+            return contextlib.nullcontext()
+        return settings.context(track_usage=True)  # usage is always reported
 
     async def run(self) -> Any:
         with self._scope():
@@ -163,6 +168,8 @@ def _expired(timeout: float | None, program: str) -> RequestDeadlineExceeded:
 
 async def _admit(state: _State, name: str, deadline: float | None) -> None:
     """Take a slot within the deadline."""
+    if state.limiter.try_acquire(name):
+        return
     try:
         async with asyncio.timeout(deadline):
             await state.limiter.acquire(name)

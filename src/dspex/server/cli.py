@@ -117,11 +117,15 @@ def serve(
         ) from None
     from dspex.server.app import create_app
 
-    programs = _programs(targets, names)
-    app = create_app(programs, **options)
+    sock = _bind(host, port)  # a busy port fails before any user code runs
+    try:
+        programs = _programs(targets, names)
+        app = create_app(programs, **options)
+    except BaseException:
+        sock.close()
+        raise
     limiter = app.state.dspex.limiter
     drain_timeout = float(app.state.dspex.options.drain_timeout)
-    sock = _bind(host, port)
 
     class _Server(uvicorn.Server):
         """uvicorn, with a drain phase before it stops accepting connections."""

@@ -45,8 +45,8 @@ class Limiter:
                 self._idle.set()
         return self._idle
 
-    async def acquire(self, program: str | None = None) -> None:
-        """Take a slot (waiting in the queue if needed); raise if refused."""
+    def try_acquire(self, program: str | None = None) -> bool:
+        """Take a free slot now if there is one (``False``: the caller must wait)."""
         if self.draining:
             raise ServerDraining(
                 "the server is shutting down; retry on another instance",
@@ -56,6 +56,12 @@ class Limiter:
         if self._free > 0:
             self._free -= 1
             self._admitted()
+            return True
+        return False
+
+    async def acquire(self, program: str | None = None) -> None:
+        """Take a slot (waiting in the queue if needed); raise if refused."""
+        if self.try_acquire(program):
             return
         if self.waiting >= self.max_queue:
             raise ServerSaturated(

@@ -4,8 +4,10 @@
 - ``dspex_server_request_duration_seconds{program}`` — call latency histogram;
 - ``dspex_server_in_flight`` / ``dspex_server_queued`` — calls running / waiting for a slot;
 - ``dspex_server_tokens_total{program, model, kind}`` — LM tokens the calls used;
-- plus DSPex's own event metrics (``dspex_events_total``, ``dspex_duration_seconds``...,
-  see :mod:`dspex.telemetry.prometheus`) on the same registry.
+- with ``event_metrics=True``, DSPex's own event metrics too (``dspex_events_total``,
+  ``dspex_duration_seconds``..., see :mod:`dspex.telemetry.prometheus`) on the same
+  registry. Off by default: they turn on telemetry spans in every module call, which costs
+  CPU on a busy server.
 """
 
 from __future__ import annotations
@@ -19,7 +21,9 @@ __all__ = ["ServerMetrics"]
 class ServerMetrics:
     """The server's collectors; ``render()`` is the text exposition format."""
 
-    def __init__(self, stats: Callable[[], Mapping[str, Any]]) -> None:
+    def __init__(
+        self, stats: Callable[[], Mapping[str, Any]], *, event_metrics: bool = False
+    ) -> None:
         try:
             import prometheus_client as prom
         except ImportError:  # pragma: no cover - the server extra installs it
@@ -58,7 +62,7 @@ class ServerMetrics:
         )
         in_flight.set_function(lambda: float(stats()["in_flight"]))
         queued.set_function(lambda: float(stats()["queued"]))
-        self.exporter = instrument(self.registry)
+        self.exporter = instrument(self.registry) if event_metrics else None
 
     def observe(
         self, program: str, status: int, seconds: float, usage: Mapping[str, Any] | None
@@ -77,4 +81,5 @@ class ServerMetrics:
         return self._prom.generate_latest(self.registry), self._prom.CONTENT_TYPE_LATEST
 
     def close(self) -> None:
-        self.exporter.close()
+        if self.exporter is not None:
+            self.exporter.close()

@@ -86,6 +86,10 @@ class ProgramTable:
         self, name: str, program: Any, *, origin: str = "startup", replace: bool = False
     ) -> ProgramEntry:
         check_name(name)
+        if isinstance(program, type) or not callable(getattr(program, "acall", None)):
+            raise UserError(
+                f"{name!r} is not a program instance (a dspex.Module with acall), got {program!r}"
+            )
         if name in self._entries and not replace:
             raise UserError(
                 f'a program named {name!r} is already served (pass "replace": true)',
