@@ -85,7 +85,9 @@ def status(*, start: bool = False) -> list[dict[str, Any]]:
     return rows
 
 
-def _table(rows: list[dict[str, Any]]) -> str:
+def _table(rows: list[dict[str, Any]], url: str | None = None) -> str:
+    if not rows and url:
+        return f"the server at {url} has no pools (none configured, none started yet)"
     if not rows:
         return (
             "no pools configured in this process (dspex.configure(pools={...})); the built-in "
@@ -143,7 +145,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigurationError, UserError) as exc:
         print(f"dspex pool: {exc}", file=sys.stderr)
         return 2
-    print(json.dumps(rows, indent=2, default=str) if "--json" in args else _table(rows))
+    print(json.dumps(rows, indent=2, default=str) if "--json" in args else _table(rows, url))
     return 0
 
 
