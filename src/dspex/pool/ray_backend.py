@@ -167,11 +167,14 @@ class _Host:
         session: str | None,
         timeout: float | None,
         window: int,
-    ) -> None:
+        wait: float,
+    ) -> list[tuple[Any, ...]]:
+        """Start the call; its first events (a quick call's result: one round trip)."""
         call = _RayCall(cid, method, session, timeout, window)
         with self.lock:
             self.calls[cid] = call
         threading.Thread(target=self._run, args=(call, args, kwargs), daemon=True).start()
+        return self.poll(cid, wait)
 
     def _run(self, call: _RayCall, args: list[Any], kwargs: dict[str, Any]) -> None:
         from dspex.pool.worker import _current
@@ -501,23 +504,12 @@ class RayPool:
         deadline = None if timeout is None else started + timeout
         slot.busy += 1
         try:
-            await actor.start.remote(
-                cid, method, args, kwargs, session, timeout, self.config.stream_window
-            )
+            events = await actor.start.remote(
+                cid, method, args, kwargs, session, timeout, self.config.stream_window,
+                self._wait(deadline),
+            )  # fmt: skip
             while True:
-                wait = _POLL
-                if deadline is not None:
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        self._lost(slot)
-                        raise ExecutionTimeout(
-                            f"call {method!r} on pool {self.name!r} exceeded its {timeout:g} s "
-                            "timeout; its Ray actor was killed and will be replaced",
-                            pool=self.name,
-                            timeout=timeout,
-                        )
-                    wait = min(wait, left)
-                for event in await actor.poll.remote(cid, wait):
+                for event in events:
                     kind = event[0]
                     if kind == "item" and on_item is not None:
                         await on_item(event[1])
@@ -538,6 +530,15 @@ class RayPool:
                             remote_type=remote_type,
                             remote_traceback=remote_tb,
                         )
+                if deadline is not None and time.monotonic() >= deadline:
+                    self._lost(slot)
+                    raise ExecutionTimeout(
+                        f"call {method!r} on pool {self.name!r} exceeded its {timeout:g} s "
+                        "timeout; its Ray actor was killed and will be replaced",
+                        pool=self.name,
+                        timeout=timeout,
+                    )
+                events = await actor.poll.remote(cid, self._wait(deadline))
         except asyncio.CancelledError:
             if slot.actor is actor:
                 actor.cancel.remote(cid)
@@ -555,6 +556,13 @@ class RayPool:
             ) from None
         finally:
             slot.busy -= 1
+
+    @staticmethod
+    def _wait(deadline: float | None) -> float:
+        """How long the actor may block collecting events (never past the deadline)."""
+        if deadline is None:
+            return _POLL
+        return max(0.0, min(_POLL, deadline - time.monotonic()))
 
     async def call(self, method: str, /, *args: Any, **kwargs: Any) -> Any:
         session = kwargs.pop("session", None)
