@@ -6,15 +6,16 @@ error                                           status  Retry-After
 invalid inputs (pydantic), CallError, StateError,
 SignatureError, PipelineSpecError, step input/
 validation errors, other UserError               422
-SecurityError (class outside the allow-list)    403
+SecurityError (class outside the allow-list,
+a sandbox refusing the code)                    403
 ProgramNotFound                                 404
 ServerSaturated (slots and queue full)          429     yes
 ServerDraining, pool saturated/unhealthy/
 closed, QueueTimeout, LM rate limit, circuit
-open                                            503     yes
+open, no sandbox available                      503     yes
 LMError, AdapterParseError, a crashed worker    502
-RequestDeadlineExceeded, LM/step/execution
-timeouts                                        504
+RequestDeadlineExceeded, LM/step/execution/
+sandbox timeouts                                504
 ConfigurationError (the server's own setup),
 RemoteError, anything else                      500
 ==============================================  ======  ===========
@@ -44,6 +45,8 @@ from dspex.errors import (
     ProgramNotFound,
     QueueTimeout,
     RequestDeadlineExceeded,
+    SandboxTimeout,
+    SandboxUnavailable,
     SecurityError,
     ServerDraining,
     ServerSaturated,
@@ -60,6 +63,8 @@ _TABLE: tuple[tuple[type[BaseException], int], ...] = (
     (ServerDraining, 503),
     (RequestDeadlineExceeded, 504),
     (ProgramNotFound, 404),
+    (SandboxTimeout, 504),
+    (SandboxUnavailable, 503),
     (SecurityError, 403),
     (ConfigurationError, 500),
     (StepInputMissing, 422),
