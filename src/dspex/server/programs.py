@@ -17,7 +17,7 @@ DSPy path (``"dspy.ChainOfThought"``), which the router builds natively or in a 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,6 +67,13 @@ def _row(name: str, module: Any) -> dict[str, str]:
     }
 
 
+def _is_factory(obj: Any) -> bool:
+    """A class or a routed factory (``dspex.Predict``) rather than a program instance."""
+    from dspex.router.factories import RoutedFactory
+
+    return isinstance(obj, type | RoutedFactory)
+
+
 def check_name(name: Any) -> str:
     if not isinstance(name, str) or not _NAME.match(name):
         raise UserError(
@@ -86,7 +93,7 @@ class ProgramTable:
         self, name: str, program: Any, *, origin: str = "startup", replace: bool = False
     ) -> ProgramEntry:
         check_name(name)
-        if isinstance(program, type) or not callable(getattr(program, "acall", None)):
+        if _is_factory(program) or not callable(getattr(program, "acall", None)):
             raise UserError(
                 f"{name!r} is not a program instance (a dspex.Module with acall), got {program!r}"
             )
@@ -124,8 +131,9 @@ def _allowed_roots(extra: Iterable[str]) -> frozenset[str]:
     return frozenset({"dspex", *settings.current().dspy_import_roots, *extra})
 
 
-def load_class(path: Any, import_roots: Iterable[str] = ()) -> type[Any]:
-    """The ``dspex.Module`` subclass named by ``path``, if the allow-list lets it be imported."""
+def load_class(path: Any, import_roots: Iterable[str] = ()) -> Callable[..., Any]:
+    """The ``dspex.Module`` subclass (or routed factory such as ``dspex.Predict``) named by
+    ``path``, if the allow-list lets it be imported."""
     from dspex.bridge.convert import import_path, import_root
     from dspex.primitives.module import Module
 
@@ -144,6 +152,10 @@ def load_class(path: Any, import_roots: Iterable[str] = ()) -> type[Any]:
         cls = import_path(path)
     except (ImportError, AttributeError) as exc:
         raise UserError(f"cannot import {path!r}: {exc}", path=path) from None
+    from dspex.router.factories import RoutedFactory
+
+    if isinstance(cls, RoutedFactory):  # dspex.Predict & co.: built where the router says
+        return cls
     if not (isinstance(cls, type) and issubclass(cls, Module)):
         raise SecurityError(f"{path!r} is not a dspex.Module subclass", path=path)
     return cls
