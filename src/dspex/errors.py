@@ -53,6 +53,7 @@ __all__ = [
     "ConfigurationError",
     "ContextWindowExceeded",
     "CustomTypeError",
+    "CustomTypeUsageError",
     "DSPexError",
     "ExecutionTimeout",
     "ImplementationUnavailable",
@@ -76,6 +77,7 @@ __all__ = [
     "SecurityError",
     "SessionLost",
     "SignatureError",
+    "SignatureFieldError",
     "StateError",
     "StepInputMissing",
     "StepTimeout",
@@ -323,6 +325,14 @@ class ToolExecutionError(DSPexError, RuntimeError):
 
 class CustomTypeError(UserError, ValueError):
     """A custom type (``Image``, ``Audio``, ``File``, ``Code``...) got a value it cannot hold."""
+
+
+class CustomTypeUsageError(UserError, TypeError):
+    """A custom type was constructed with conflicting or unsupported arguments."""
+
+
+class SignatureFieldError(SignatureError, TypeError):
+    """A class-form signature declares a field without InputField/OutputField (DSPy: TypeError)."""
 
 
 # --- evaluate / modules ---

@@ -10,23 +10,47 @@ from dspex.adapters.json import JSONAdapter
 from dspex.adapters.types import History
 
 if TYPE_CHECKING:
-    from dspex.adapters.types import Tool, ToolCallResults, ToolCalls, Type
+    from dspex.adapters.types import (
+        Audio,
+        Code,
+        File,
+        Image,
+        Reasoning,
+        Tool,
+        ToolCallResults,
+        ToolCalls,
+        Type,
+    )
+    from dspex.adapters.xml_adapter import XMLAdapter
 
 __all__ = [
     "Adapter",
+    "Audio",
     "ChatAdapter",
+    "Code",
+    "File",
     "History",
+    "Image",
     "JSONAdapter",
+    "Reasoning",
     "Tool",
     "ToolCallResults",
     "ToolCalls",
     "Type",
+    "XMLAdapter",
 ]
 
-_FROM_TYPES = frozenset({"Tool", "ToolCallResults", "ToolCalls", "Type"})
+_FROM_TYPES = frozenset(
+    {"Audio", "Code", "File", "Image", "Reasoning", "Tool", "ToolCallResults", "ToolCalls", "Type"}
+)
 
 
 def __getattr__(name: str) -> Any:
+    if name == "XMLAdapter":
+        from dspex.adapters.xml_adapter import XMLAdapter
+
+        globals()[name] = XMLAdapter
+        return XMLAdapter
     if name in _FROM_TYPES:
         from dspex.adapters import types
 

@@ -12,6 +12,7 @@ import inspect
 import json
 import math
 import re
+import sys
 import types
 from collections.abc import Mapping
 from functools import lru_cache
@@ -35,6 +36,20 @@ __all__ = [
 ]
 
 _MARKER = re.compile(r"\[\[ ## (\w+) ## \]\]")
+
+
+def _loaded(module: str, name: str) -> Any:
+    """A class from one of our custom-type modules if it was imported (else no value can be one)."""
+    loaded = sys.modules.get(module)
+    return getattr(loaded, name, None) if loaded is not None else None
+
+
+def _custom_type_base() -> Any:
+    return _loaded("dspex.adapters.types.base_type", "Type")
+
+
+def _reasoning_type() -> Any:
+    return _loaded("dspex.adapters.types.reasoning", "Reasoning")
 
 
 def neutralize_markers(text: str) -> str:
@@ -229,7 +244,12 @@ def _is_subclass(annotation: Any, base: type) -> bool:
 def translate_field_type(field_name: str, field_info: FieldInfo) -> str:
     """The ``{name}  # note: ...`` placeholder DSPy puts in the field-structure section."""
     field_type = field_info.annotation
-    if field_info.json_schema_extra.get("__dspy_field_type") == "input" or field_type is str:
+    code = _loaded("dspex.adapters.types.code", "Code")
+    if (
+        field_info.json_schema_extra.get("__dspy_field_type") == "input"
+        or field_type is str
+        or (field_type is not None and field_type is _reasoning_type())
+    ):
         desc = ""
     elif field_type is bool:
         desc = "must be True or False"
@@ -241,6 +261,8 @@ def translate_field_type(field_name: str, field_info: FieldInfo) -> str:
         desc = "must exactly match (no extra characters) one of: " + "; ".join(
             str(x) for x in field_type.__args__
         )
+    elif code is not None and _is_subclass(field_type, code) and field_type.description():
+        desc = ""  # Code's description already says how to write it
     else:
         desc = f"must adhere to the JSON schema: {json.dumps(_json_schema(field_type), ensure_ascii=False)}"
     desc = (" " * 8) + f"# note: the value you produce {desc}" if desc else ""
@@ -265,6 +287,8 @@ def get_annotation_name(annotation: Any) -> str:
     if origin is types.UnionType:
         origin = Union
     if origin is None:
+        if annotation is not None and annotation is _reasoning_type():
+            return "str"  # DSPy names Reasoning as str (ChainOfThought's old reasoning field)
         if hasattr(annotation, "__name__"):
             return str(annotation.__name__)
         return str(annotation)
@@ -282,7 +306,16 @@ def get_field_description_string(fields: Mapping[str, FieldInfo]) -> str:
     for idx, (name, info) in enumerate(fields.items()):
         line = f"{idx + 1}. `{name}` ({get_annotation_name(info.annotation)})"
         desc = info.json_schema_extra["desc"]
-        line += f": {desc if desc != f'${{{name}}}' else ''}"
+        desc = desc if desc != f"${{{name}}}" else ""
+        base = _custom_type_base()
+        if base is not None:
+            for custom in base.extract_custom_type_from_annotation(info.annotation):
+                if custom.description():
+                    desc += (
+                        f"\n    Type description of {get_annotation_name(custom)}: "
+                        f"{custom.description()}"
+                    )
+        line += f": {desc}"
         constraints = info.json_schema_extra.get("constraints")
         if constraints:
             line += f"\nConstraints: {constraints}"
@@ -355,7 +388,18 @@ def parse_value(value: Any, annotation: Any) -> Any:
             candidate = ast.literal_eval(value)
         except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
             candidate = value
-    return _type_adapter(annotation).validate_python(candidate)
+    try:
+        return _type_adapter(annotation).validate_python(candidate)
+    except ValueError:
+        base = _custom_type_base()
+        if base is None or not _is_subclass(annotation, base):
+            raise
+        # a custom type may parse the raw text itself (e.g. Code strips a markdown fence)
+        try:
+            return _type_adapter(annotation).validate_python(value)
+        except ValueError:
+            pass
+        raise
 
 
 _INT = re.compile(r"-?(?:0|[1-9][0-9]{0,17})")

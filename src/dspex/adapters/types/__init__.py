@@ -12,12 +12,38 @@ from typing import TYPE_CHECKING, Any
 from dspex.adapters.types.history import History
 
 if TYPE_CHECKING:
+    from dspex.adapters.types.audio import Audio
     from dspex.adapters.types.base_type import Type
+    from dspex.adapters.types.citation import Citations, Document
+    from dspex.adapters.types.code import Code
+    from dspex.adapters.types.file import File
+    from dspex.adapters.types.image import Image
+    from dspex.adapters.types.reasoning import Reasoning
     from dspex.adapters.types.tool import Tool, ToolCallResults, ToolCalls
 
-__all__ = ["History", "Tool", "ToolCallResults", "ToolCalls", "Type"]
+__all__ = [
+    "Audio",
+    "Citations",
+    "Code",
+    "Document",
+    "File",
+    "History",
+    "Image",
+    "Reasoning",
+    "Tool",
+    "ToolCallResults",
+    "ToolCalls",
+    "Type",
+]
 
 _LAZY: dict[str, str] = {
+    "Audio": "dspex.adapters.types.audio",
+    "Citations": "dspex.adapters.types.citation",
+    "Code": "dspex.adapters.types.code",
+    "Document": "dspex.adapters.types.citation",
+    "File": "dspex.adapters.types.file",
+    "Image": "dspex.adapters.types.image",
+    "Reasoning": "dspex.adapters.types.reasoning",
     "Tool": "dspex.adapters.types.tool",
     "ToolCallResults": "dspex.adapters.types.tool",
     "ToolCalls": "dspex.adapters.types.tool",

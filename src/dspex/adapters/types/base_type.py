@@ -11,10 +11,15 @@ string is inlined as that string.
 from __future__ import annotations
 
 import json
-import re
 from typing import TYPE_CHECKING, Any, get_args, get_origin
 
 import pydantic
+
+from dspex.adapters.types.markers import (
+    CUSTOM_TYPE_END_IDENTIFIER,
+    CUSTOM_TYPE_START_IDENTIFIER,
+    split_message_content_for_custom_types,
+)
 
 if TYPE_CHECKING:
     from dspex.lm.base import BaseLM
@@ -25,13 +30,6 @@ __all__ = [
     "Type",
     "split_message_content_for_custom_types",
 ]
-
-CUSTOM_TYPE_START_IDENTIFIER = "<<CUSTOM-TYPE-START-IDENTIFIER>>"
-CUSTOM_TYPE_END_IDENTIFIER = "<<CUSTOM-TYPE-END-IDENTIFIER>>"
-_BLOCK = re.compile(
-    rf"{re.escape(CUSTOM_TYPE_START_IDENTIFIER)}(.*?){re.escape(CUSTOM_TYPE_END_IDENTIFIER)}",
-    re.DOTALL,
-)
 
 
 class Type(pydantic.BaseModel):
@@ -99,55 +97,3 @@ class Type(pydantic.BaseModel):
     def parse_lm_response(cls, response: str | dict[str, Any]) -> Type | None:
         """A value built from a whole LM response (``None``: the adapter parses the text)."""
         return None
-
-
-def _parse_block(text: str) -> Any:
-    """The content parts inside one marker pair: JSON, JSON quoted twice, or repaired JSON."""
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        pass
-    try:  # a Type nested in a list/dict is JSON-encoded twice
-        return json.loads(json.loads(f'"{text}"'))
-    except json.JSONDecodeError:
-        pass
-    import json_repair
-
-    try:
-        return json_repair.loads(text)
-    except json.JSONDecodeError:
-        return None
-
-
-def split_message_content_for_custom_types(
-    messages: list[dict[str, Any]],
-) -> list[dict[str, Any]]:
-    """Cut each user message at the custom-type markers into a list of content parts (in place).
-
-    Messages without markers keep their string content. Returns ``messages``.
-    """
-    for message in messages:
-        if message["role"] != "user":
-            continue
-        content = message["content"]
-        if not isinstance(content, str) or CUSTOM_TYPE_START_IDENTIFIER not in content:
-            continue
-        parts: list[Any] = []
-        last_end = 0
-        for match in _BLOCK.finditer(content):
-            start, end = match.span()
-            if start > last_end:
-                parts.append({"type": "text", "text": content[last_end:start]})
-            inner = match.group(1).strip()
-            parsed = _parse_block(inner)
-            if parsed:
-                parts.extend(parsed)
-            else:
-                parts.append({"type": "text", "text": inner})
-            last_end = end
-        if last_end == 0:
-            continue
-        if last_end < len(content):
-            parts.append({"type": "text", "text": content[last_end:]})
-        message["content"] = parts
-    return messages
