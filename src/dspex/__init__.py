@@ -63,13 +63,13 @@ if TYPE_CHECKING:
         ToolCalls,
         Type,
     )
-    from dspex.bridge import DSPySession, dspy
+    from dspex.bridge import DSPySession
     from dspex.evaluate import Evaluate
     from dspex.lm import LM, BaseLM
     from dspex.modules import ChainOfThought, Predict
     from dspex.pipelines import Pipeline, PipelineResult, pipeline
     from dspex.primitives import Completions, Example, Module, Prediction, StreamChunk
-    from dspex.router import module, register_native, registry
+    from dspex.router import dspy, module, register_native, registry
     from dspex.signatures import (
         InputField,
         OutputField,
@@ -90,7 +90,6 @@ _LAZY: dict[str, str] = {
     "Image": "dspex.adapters.types",
     "Reasoning": "dspex.adapters.types",
     "BaseLM": "dspex.lm",
-    "ChainOfThought": "dspex.modules",
     "ChatAdapter": "dspex.adapters",
     "Completions": "dspex.primitives",
     "DSPySession": "dspex.bridge",
@@ -104,7 +103,6 @@ _LAZY: dict[str, str] = {
     "OutputField": "dspex.signatures",
     "Pipeline": "dspex.pipelines",
     "PipelineResult": "dspex.pipelines",
-    "Predict": "dspex.modules",
     "Prediction": "dspex.primitives",
     "Signature": "dspex.signatures",
     "StreamChunk": "dspex.primitives",
@@ -113,7 +111,7 @@ _LAZY: dict[str, str] = {
     "ToolCallResults": "dspex.adapters.types",
     "ToolCalls": "dspex.adapters.types",
     "Type": "dspex.adapters.types",
-    "dspy": "dspex.bridge",
+    "dspy": "dspex.router",
     "ensure_signature": "dspex.signatures",
     "infer_prefix": "dspex.signatures",
     "make_signature": "dspex.signatures",
@@ -130,6 +128,7 @@ _ROUTED = frozenset(
         "BootstrapFewShot",
         "BootstrapFewShotWithRandomSearch",
         "COPRO",
+        "ChainOfThought",
         "ColBERTv2",
         "Embeddings",
         "GEPA",
@@ -138,6 +137,7 @@ _ROUTED = frozenset(
         "MIPROv2",
         "MultiChainComparison",
         "Parallel",
+        "Predict",
         "ProgramOfThought",
         "ReAct",
         "Refine",

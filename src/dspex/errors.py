@@ -11,6 +11,12 @@ The tree::
     │   ├── StateError                  save/load state that does not fit the module
     │   └── PipelineSpecError           a pipeline or one of its steps is declared wrongly
     ├── SecurityError                   a sandbox or allow-list refused something
+    │   └── SandboxError                code in dspex.sandbox could not run to completion
+    │       ├── SandboxUnavailable      no working isolation layer on this machine
+    │       ├── SandboxTimeout          wall-clock/CPU time exceeded; the tree was killed
+    │       ├── SandboxMemoryError      the memory bound was hit
+    │       ├── SandboxViolation        a forbidden operation or a killed-by-limit process
+    │       └── SandboxCodeError        the sandboxed code raised (session still usable)
     ├── AdapterParseError               an LM completion did not fit the signature (carries raw text)
     ├── LMError                         a language-model call failed (provider, model, status)
     │   ├── LMAuthError                 401/403
@@ -74,6 +80,12 @@ __all__ = [
     "QueueTimeout",
     "RemoteError",
     "ResourceLimitExceeded",
+    "SandboxCodeError",
+    "SandboxError",
+    "SandboxMemoryError",
+    "SandboxTimeout",
+    "SandboxUnavailable",
+    "SandboxViolation",
     "SecurityError",
     "SessionLost",
     "SignatureError",
@@ -380,3 +392,34 @@ def _rebuild_interrupted(
     message: str, partial: Any, completed: int, total: int
 ) -> EvaluationInterrupted:
     return EvaluationInterrupted(message, partial=partial, completed=completed, total=total)
+
+
+# --- security: allow-list and sandbox ---
+
+
+class SandboxError(SecurityError):
+    """Code run in :class:`dspex.sandbox.PythonSandbox` could not run to completion.
+
+    Fields: ``reason`` (``"timeout"``, ``"memory"``, ``"violation"``, ``"crashed"``,
+    ``"unavailable"``, ``"code"``...), ``detail`` where known.
+    """
+
+
+class SandboxUnavailable(SandboxError):
+    """No isolation layer (bubblewrap) works on this machine; code is never run unisolated."""
+
+
+class SandboxTimeout(SandboxError, TimeoutError):
+    """Sandboxed code exceeded its wall-clock or CPU time; its whole process tree was killed."""
+
+
+class SandboxMemoryError(SandboxError, MemoryError):
+    """Sandboxed code exceeded its memory bound."""
+
+
+class SandboxViolation(SandboxError):
+    """Sandboxed code tried something the sandbox forbids (or was killed by a limit)."""
+
+
+class SandboxCodeError(SandboxError):
+    """The sandboxed code itself raised (the session stays usable). Fields: ``type``, ``args``."""

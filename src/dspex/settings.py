@@ -64,10 +64,19 @@ class Settings:
     dspy_import_roots: tuple[str, ...] = ()
     """Extra top-level packages DSPy workers may import by path (your tools, pydantic types),
     besides ``dspy`` and ``dspex``; nothing else can be imported through the pool protocol."""
+    allow_code_execution: tuple[str, ...] = ()
+    """Code-running DSPy modules the DSPy workers may create (``["ProgramOfThought"]``, or
+    ``True`` for all); their LM-generated code runs in :mod:`dspex.sandbox`. Read when the
+    DSPy pool starts. Opting in is for trusted code only: never take it from a spec."""
     cache_dir: Path = field(default_factory=_default_cache_dir)
     """Root of on-disk caches (LM responses, DSPy's own cache in workers)."""
     track_usage: bool = True
     """Record token usage per call and per program run."""
+    trace: list[Any] | None = None
+    """Where predictors record ``(predictor, inputs, prediction)`` for each call, as DSPy's
+    ``settings.trace``: ``with dspex.context(trace=[]) as s: ...; s.trace`` (``None``: off)."""
+    max_trace_size: int = 10000
+    """The trace keeps at most this many entries (the oldest go first); 0 records nothing."""
 
     def __post_init__(self) -> None:
         if self.prefer_native not in _PREFERENCES:
@@ -88,6 +97,14 @@ class Settings:
                     f"implementation_overrides[{kind!r}] must be one of {_IMPLEMENTATIONS}, "
                     f"got {impl!r}"
                 )
+        if self.trace is not None and not isinstance(self.trace, list):
+            raise ConfigurationError(
+                f"trace must be a list or None, got {type(self.trace).__name__}"
+            )
+        if not isinstance(self.max_trace_size, int) or self.max_trace_size < 0:
+            raise ConfigurationError(
+                f"max_trace_size must be a non-negative integer, got {self.max_trace_size!r}"
+            )
         roots = self.dspy_import_roots
         if isinstance(roots, str) or not all(
             isinstance(r, str) and r.isidentifier() for r in roots
@@ -96,6 +113,10 @@ class Settings:
                 f"dspy_import_roots must be a sequence of top-level package names, got {roots!r}"
             )
         object.__setattr__(self, "dspy_import_roots", tuple(roots))
+        from dspex.bridge.allowlist import parse_code_opt_in
+
+        opt_in = parse_code_opt_in(self.allow_code_execution)
+        object.__setattr__(self, "allow_code_execution", opt_in)
         if not isinstance(self.cache_dir, Path):
             object.__setattr__(self, "cache_dir", Path(self.cache_dir))
 
