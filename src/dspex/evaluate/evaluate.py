@@ -53,6 +53,8 @@ class EvaluationResult(Prediction):
             f"EvaluationResult(score={self.score}, results=<list of {len(self.results)} results>)"
         )
 
+    __str__ = __repr__
+
 
 def is_in_ipython_notebook_environment() -> bool:
     """Best-effort check for a Jupyter kernel (tables are then shown as HTML)."""
