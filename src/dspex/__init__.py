@@ -248,10 +248,17 @@ def __getattr__(name: str) -> Any:
 
         value = factory(name)
     else:
-        raise AttributeError(f"module 'dspex' has no attribute {name!r}")
+        from dspex._dspy_names import resolve  # the rest of DSPy's public names
+
+        value = resolve(name)
+        if value is None:
+            raise AttributeError(f"module 'dspex' has no attribute {name!r}")
     globals()[name] = value
     return value
 
 
 def __dir__() -> list[str]:
-    return [*__all__, *sorted(_ROUTED)]
+    from dspex import _dspy_names as names
+
+    extra = {*names.NATIVE, *names.PREFER_NATIVE, *names.ROUTED, *names.SUBMODULES}
+    return sorted({*__all__, *_ROUTED, *extra})

@@ -58,18 +58,31 @@ __all__ = [
     "CircuitOpenError",
     "ConfigurationError",
     "ContextWindowExceeded",
+    "ContextWindowExceededError",
     "CustomTypeError",
     "CustomTypeUsageError",
     "DSPexError",
+    "DSPyError",
     "ExecutionTimeout",
     "ImplementationUnavailable",
     "LMAuthError",
     "LMBadRequestError",
+    "LMBillingError",
+    "LMCollectionLimitError",
+    "LMConfigurationError",
     "LMError",
+    "LMInvalidRequestError",
+    "LMLockTimeoutError",
+    "LMNotConfiguredError",
+    "LMProviderError",
     "LMRateLimitError",
     "LMServerError",
+    "LMStreamAssemblyError",
     "LMTimeoutError",
     "LMTransportError",
+    "LMUnexpectedError",
+    "LMUnsupportedFeatureError",
+    "LMUnsupportedModelError",
     "PipelineError",
     "PipelineSpecError",
     "PoolClosed",
@@ -99,6 +112,7 @@ __all__ = [
     "UserError",
     "WorkerCrashed",
     "is_retryable",
+    "is_retryable_lm_error",
 ]
 
 
@@ -423,3 +437,58 @@ class SandboxViolation(SandboxError):
 
 class SandboxCodeError(SandboxError):
     """The sandboxed code itself raised (the session stays usable). Fields: ``type``, ``args``."""
+
+
+# --- runtime ---
+# DSPy 3.4.1's exception names (``dspy.DSPyError``, ``dspy.LMNotConfiguredError``...), in this
+# one tree: aliases where DSPex has the same error, small subclasses where it had none.
+
+DSPyError = DSPexError
+ContextWindowExceededError = ContextWindowExceeded
+LMInvalidRequestError = LMBadRequestError
+
+
+class LMProviderError(LMError):
+    """The provider refused or failed a request (DSPy's base of the HTTP-status errors; DSPex's
+    status errors derive from :class:`LMError` directly, so catch ``LMError`` for all of them)."""
+
+
+class LMBillingError(LMProviderError):
+    """The provider refused the request for billing/quota reasons (402)."""
+
+
+class LMUnsupportedModelError(LMBadRequestError):
+    """The provider does not know or serve the requested model."""
+
+
+class LMConfigurationError(LMError, ConfigurationError):
+    """The LM is configured wrongly (bad model string, missing key...)."""
+
+
+class LMNotConfiguredError(LMConfigurationError):
+    """No LM is configured for a module call (``dspex.configure(lm=...)`` or ``lm=``)."""
+
+
+class LMLockTimeoutError(LMError, TimeoutError):
+    """Waiting for a shared LM resource (a cache or engine lock) timed out."""
+
+
+class LMCollectionLimitError(LMError):
+    """A streamed or collected reply exceeded its size limit."""
+
+
+class LMUnsupportedFeatureError(LMError):
+    """The LM or provider does not support a requested feature (streaming, tools, n > 1...)."""
+
+
+class LMUnexpectedError(LMError):
+    """The LM returned something DSPex cannot interpret."""
+
+
+class LMStreamAssemblyError(LMUnexpectedError):
+    """A streamed reply could not be assembled into a completion."""
+
+
+def is_retryable_lm_error(error: BaseException) -> bool:
+    """DSPy's name for :func:`is_retryable`."""
+    return is_retryable(error)

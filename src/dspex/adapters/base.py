@@ -11,6 +11,7 @@ from dspex.adapters.types.markers import CUSTOM_TYPE_START_IDENTIFIER as _CUSTOM
 from dspex.adapters.types.markers import expand_custom_type_markers
 from dspex.adapters.values import apply_output_field_defaults
 from dspex.errors import AdapterParseError
+from dspex.utils.callback import with_callbacks
 
 if TYPE_CHECKING:
     from dspex.lm.base import BaseLM
@@ -59,6 +60,12 @@ class Adapter(ABC):
     DSPy 3.4.1 does: system message, demos (incomplete ones first), conversation history,
     then the user request.
     """
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for name in ("format", "parse"):  # callbacks see each format/parse, as in DSPy
+            if name in cls.__dict__:
+                setattr(cls, name, with_callbacks(cls.__dict__[name]))
 
     #: request options this adapter adds to every LM call (e.g. JSON mode)
     def prepare_lm_kwargs(self, lm_kwargs: dict[str, Any], signature: Any) -> dict[str, Any]:
@@ -134,6 +141,7 @@ class Adapter(ABC):
         return value
 
     # ------------------------------------------------------------------ formatting
+    @with_callbacks
     def format(
         self, signature: Any, demos: Sequence[Demo], inputs: Mapping[str, Any]
     ) -> list[dict[str, Any]]:
