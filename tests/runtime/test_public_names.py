@@ -55,8 +55,8 @@ def test_native_names_are_dspexs_own_objects() -> None:
 
 
 def test_routed_name_builds_in_a_dspy_worker_or_through_the_router() -> None:
-    routed = dspex.Ensemble
-    assert isinstance(routed, _dspy_names.RoutedName) and routed.target == "dspy.Ensemble"
+    routed = dspex.AvatarOptimizer
+    assert isinstance(routed, _dspy_names.RoutedName) and routed.target == "dspy.AvatarOptimizer"
     # a module kind goes through the router's factory (native once registered)
     from dspex.router.factories import RoutedFactory
 
