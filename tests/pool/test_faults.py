@@ -164,7 +164,13 @@ async def test_import_error_of_target_is_unhealthy(make_pool: Callable[..., Pool
 
 
 async def test_startup_timeout(make_pool: Callable[..., Pool]) -> None:
-    pool = make_pool(target="handlers:slow_init", size=1, startup_timeout=0.5, max_init_failures=2)
+    pool = make_pool(
+        target="handlers:slow_init",
+        size=1,
+        startup_timeout=0.5,
+        max_init_failures=2,
+        fork_server=False,  # the worker (not a loaded machine's template start) times out
+    )
     with pytest.raises(PoolUnhealthy, match="not ready within"):
         await pool.start()
 

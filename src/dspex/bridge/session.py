@@ -29,8 +29,7 @@ from dspex.errors import ConfigurationError, SignatureError, UserError
 
 if TYPE_CHECKING:
     from dspex.bridge.remote import RemoteObject
-    from dspex.pool.pool import Pool
-    from dspex.pool.session import Session
+    from dspex.pool.base import PoolBackend, SessionBackend
 
 __all__ = ["DSPY_POOL", "DSPySession", "dspy_pool", "http_lm_spec"]
 
@@ -60,7 +59,7 @@ def _pool_defaults() -> dict[str, Any]:
     }
 
 
-def dspy_pool() -> Pool:
+def dspy_pool() -> PoolBackend:
     """The pool of DSPy workers (built from the settings on first use)."""
     from dspex.pool.registry import get_pool
 
@@ -94,7 +93,7 @@ class DSPySession:
 
     _numbers = itertools.count(1)
 
-    def __init__(self, *, rehydrate: bool = True, pool: Pool | None = None) -> None:
+    def __init__(self, *, rehydrate: bool = True, pool: PoolBackend | None = None) -> None:
         self._pool = pool
         self._rehydrate = rehydrate
         self._tag = f"s{next(self._numbers)}{uuid.uuid4().hex[:6]}"
@@ -103,7 +102,7 @@ class DSPySession:
         self._created: set[str] = set()
         self._pending: set[str] = set()
         self._callbacks: dict[int, tuple[str, Any]] = {}
-        self._session: Session | None = None
+        self._session: SessionBackend | None = None
         self.encoder = Encoder(on_callable=self._export_callable, on_module=self._encode_module)
         self.decoder = Decoder("dspex", on_tag=self._decode_tag)
 
@@ -112,7 +111,7 @@ class DSPySession:
 
     # ------------------------------------------------------------------ pool session
     @property
-    def pool_session(self) -> Session:
+    def pool_session(self) -> SessionBackend:
         if self._session is None:
             pool = self._pool or dspy_pool()
             self._session = pool.session(
@@ -124,9 +123,10 @@ class DSPySession:
 
     @property
     def worker_pid(self) -> int | None:
-        return None if self._session is None else self._session.worker_pid
+        pid: int | None = getattr(self._session, "worker_pid", None)  # backends without pids: None
+        return pid
 
-    async def _rebuild(self, session: Session) -> None:
+    async def _rebuild(self, session: SessionBackend) -> None:
         """Recreate every recipe object on the new worker (the pool calls this after a loss)."""
         self._created.clear()
         for oid, recipe in list(self._recipes.items()):

@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import msgpack
-
+from dspex.errors import ProtocolError
 from dspex.pool.config import PoolConfig
+from dspex.pool.protocol import fs_decode, fs_encode
 
 __all__ = [
     "PARENT_MARKER",
@@ -231,7 +231,12 @@ class TemplateSpawner(Spawner):
             if not data:
                 self._lost()
                 return
-            self._handle(msgpack.unpackb(data, raw=False))
+            try:
+                msg = fs_decode(data)
+            except ProtocolError:
+                self._lost()
+                return
+            self._handle(msg)
 
     def _handle(self, msg: list[Any]) -> None:
         kind = msg[0]
@@ -291,7 +296,7 @@ class TemplateSpawner(Spawner):
         fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._forks[self._token] = fut
         try:
-            socket.send_fds(sock, [msgpack.packb(["fork", self._token])], [fd])
+            socket.send_fds(sock, [fs_encode("fork", self._token)], [fd])
         except OSError as exc:
             self._forks.pop(self._token, None)
             raise SpawnError(f"cannot reach the fork-server template: {exc}") from exc
@@ -317,7 +322,7 @@ class TemplateSpawner(Spawner):
         sock, proc = self.sock, self.proc
         if sock is not None:
             try:
-                sock.send(msgpack.packb(["stop"]))
+                sock.send(fs_encode("stop"))
             except OSError:
                 pass
         if proc is not None and await _wait_process(proc, 2.0) is None:

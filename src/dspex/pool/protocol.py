@@ -18,7 +18,7 @@ from typing import Any, Literal, NamedTuple
 
 import msgpack
 
-from dspex.errors import ProtocolError
+from dspex.errors import CallError, ProtocolError
 
 __all__ = [
     "MAX_FRAME",
@@ -38,8 +38,12 @@ __all__ = [
     "Ready",
     "Result",
     "Shutdown",
+    "call_frame",
     "decode",
+    "fs_decode",
+    "fs_encode",
     "load_codec",
+    "pack_args",
 ]
 
 MAX_FRAME = 1 << 30
@@ -247,3 +251,69 @@ class FrameBuffer:
 
     def __len__(self) -> int:
         return len(self._buf)
+
+
+# ------------------------------------------------------------------ the call fast path
+# A Call frame is assembled from pre-packed parts: fixarray(8) + "call" + id + method + the
+# caller-packed args/kwargs + the last three fields (a packed 3-tuple minus its array header).
+_CALL_PREFIX = b"\x98" + msgpack.packb("call")
+
+
+def pack_args(args: tuple[Any, ...], kwargs: dict[str, Any], codec: Codec) -> bytes:
+    """The ``args`` and ``kwargs`` fields of a Call, packed once by the caller."""
+    try:
+        return msgpack.packb(list(args), use_bin_type=True, default=codec.default) + msgpack.packb(
+            kwargs, use_bin_type=True, default=codec.default
+        )
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise CallError(
+            f"arguments cannot be sent to a worker ({exc}); pass msgpack-compatible values "
+            "or configure a codec (PoolConfig.codec)"
+        ) from exc
+
+
+def call_frame(
+    codec: Codec,
+    req_id: int,
+    method: str,
+    args_bytes: bytes,
+    timeout: float | None,
+    session: str | None,
+    stream: int,
+) -> bytes:
+    """A complete length-prefixed :class:`Call` frame around pre-packed arguments."""
+    pack = codec._packer.pack
+    body = b"".join(
+        (
+            _CALL_PREFIX,
+            pack(req_id),
+            pack(method),
+            args_bytes,
+            pack((timeout, session, stream))[1:],
+        )
+    )
+    return _HEADER.pack(len(body)) + body
+
+
+# ------------------------------------------------------------------ fork-server control channel
+# One msgpack array per SOCK_SEQPACKET packet (no length prefix).
+# parent -> template: ["fork", token] (with the worker's socket as SCM_RIGHTS), ["stop"]
+# template -> parent: ["ready", pid], ["init_failed", type, message, traceback],
+#                     ["forked", token, pid], ["exited", pid, wait status]
+
+
+def fs_encode(*fields: Any) -> bytes:
+    """One fork-server control packet."""
+    packed: bytes = msgpack.packb(list(fields), use_bin_type=True)
+    return packed
+
+
+def fs_decode(data: bytes) -> list[Any]:
+    """The fields of a fork-server control packet (``ProtocolError`` if it is not one)."""
+    try:
+        msg = msgpack.unpackb(data, raw=False)
+    except Exception as exc:
+        raise ProtocolError(f"undecodable fork-server packet: {exc}") from exc
+    if not isinstance(msg, list) or not msg or not isinstance(msg[0], str):
+        raise ProtocolError(f"malformed fork-server packet {msg!r:.200}")
+    return msg

@@ -62,6 +62,8 @@ from dspex.pool.protocol import (
     Ready,
     Result,
     Shutdown,
+    fs_decode,
+    fs_encode,
     load_codec,
 )
 
@@ -485,13 +487,12 @@ def _run_worker(fd: int, spec: dict[str, Any], factory: Callable[[], Any] | None
 def _template(ctl_fd: int, spec: dict[str, Any]) -> None:
     """The fork server: pre-import once, fork workers on request, reap and report exits."""
     ctl = socket.socket(fileno=ctl_fd)
-    codec = Codec()
     _prctl(_PR_SET_CHILD_SUBREAPER, 1)
     try:
         factory = _preload(spec)
     except BaseException as exc:
         text = "".join(traceback.format_exception(exc))
-        ctl.send(codec.frame(("init_failed", _qualname(exc), str(exc), text))[4:])
+        ctl.send(fs_encode("init_failed", _qualname(exc), str(exc), text))
         os._exit(1)
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_w, False)
@@ -501,15 +502,15 @@ def _template(ctl_fd: int, spec: dict[str, Any]) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     workers: set[int] = set()
 
-    def send(msg: tuple[Any, ...]) -> None:
-        ctl.send(codec.frame(msg)[4:])
+    def send(*fields: Any) -> None:
+        ctl.send(fs_encode(*fields))
 
     def stop_all() -> None:
         for pid in workers:
             _killpg(pid)
         os._exit(0)
 
-    send(("ready", os.getpid()))
+    send("ready", os.getpid())
     while True:
         try:
             readable, _, _ = select.select([ctl.fileno(), wake_r], [], [])
@@ -530,7 +531,7 @@ def _template(ctl_fd: int, spec: dict[str, Any]) -> None:
                 if pid in workers:
                     workers.discard(pid)
                     _killpg(pid)  # grandchildren left in the worker's group
-                    send(("exited", pid, status))
+                    send("exited", pid, status)
         if ctl.fileno() in readable:
             try:
                 data, fds, _flags, _addr = socket.recv_fds(ctl, 1 << 16, 1)
@@ -538,7 +539,7 @@ def _template(ctl_fd: int, spec: dict[str, Any]) -> None:
                 stop_all()
             if not data:
                 stop_all()
-            msg = _unpack_plain(data)
+            msg = fs_decode(data)
             if msg[0] == "fork" and fds:
                 pid = os.fork()
                 if pid == 0:
@@ -559,18 +560,12 @@ def _template(ctl_fd: int, spec: dict[str, Any]) -> None:
                     pass
                 os.close(fds[0])
                 workers.add(pid)
-                send(("forked", msg[1], pid))
+                send("forked", msg[1], pid)
             else:
                 for fd in fds:
                     os.close(fd)
                 if msg[0] == "stop":
                     stop_all()
-
-
-def _unpack_plain(data: bytes) -> Any:
-    import msgpack
-
-    return msgpack.unpackb(data, raw=False)
 
 
 def _killpg(pid: int) -> None:
