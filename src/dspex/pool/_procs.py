@@ -29,6 +29,7 @@ __all__ = [
     "ExitInfo",
     "SpawnError",
     "Spawner",
+    "TemplateLost",
     "TemplateSpawner",
     "kill_group",
     "make_spawner",
@@ -43,6 +44,10 @@ _PAGE = os.sysconf("SC_PAGE_SIZE")
 
 class SpawnError(Exception):
     """A worker or template could not be started; ``args[0]`` says why."""
+
+
+class TemplateLost(SpawnError):
+    """The fork-server template died while a fork was pending (not the worker's fault)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,13 +268,13 @@ class TemplateSpawner(Spawner):
             asyncio.get_running_loop().remove_reader(self.sock.fileno())
             self.sock.close()
             self.sock = None
-        error = SpawnError("the fork-server template exited")
+        error: SpawnError = TemplateLost("the fork-server template exited")
         if self.init_error is not None:
             error = SpawnError(
                 f"worker initialization failed: {self.init_error[0]}: {self.init_error[1]}"
             )
-        if self._ready is not None and not self._ready.done():
-            self._ready.set_exception(error)
+        if self._ready is not None and not self._ready.done():  # dying at start: it counts
+            self._ready.set_exception(SpawnError(f"{error} while starting"))
         for fut in self._forks.values():
             if not fut.done():
                 fut.set_exception(error)
@@ -288,18 +293,22 @@ class TemplateSpawner(Spawner):
                 proc.wait(timeout=5.0)
 
     async def spawn(self, fd: int) -> int:
-        if self.sock is None:
-            await self.start()
-        sock = self.sock
-        assert sock is not None
-        self._token += 1
-        fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._forks[self._token] = fut
-        try:
-            socket.send_fds(sock, [fs_encode("fork", self._token)], [fd])
-        except OSError as exc:
-            self._forks.pop(self._token, None)
-            raise SpawnError(f"cannot reach the fork-server template: {exc}") from exc
+        for attempt in (1, 2):
+            if self.sock is None:  # first use, or the template died: (re)create it
+                await self.start()
+            sock = self.sock
+            assert sock is not None
+            self._token += 1
+            fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+            self._forks[self._token] = fut
+            try:
+                socket.send_fds(sock, [fs_encode("fork", self._token)], [fd])
+                break
+            except OSError as exc:  # the template died before we noticed: replace it once
+                self._forks.pop(self._token, None)
+                if self.init_error is not None or attempt == 2:
+                    raise SpawnError(f"cannot reach the fork-server template: {exc}") from exc
+                self._lost()
         try:
             pid = await asyncio.wait_for(fut, self.config.startup_timeout)
         except TimeoutError:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import itertools
+import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -61,6 +62,11 @@ class PoolCore:
         self._latencies: collections.deque[float] = collections.deque(maxlen=4096)
         self._counts = collections.Counter[str]()
         self._finalizers: set[asyncio.Task[None]] = set()
+        self._inbox: collections.deque[Req] = collections.deque()  # calls posted by callers
+        self._inbox_armed = False  # a drain of the inbox is scheduled on the pool thread
+        self._parked: list[Worker] = []  # idle workers sync callers may take (pool.direct)
+        self._want_direct = False  # a sync caller found no parked worker: park from now on
+        self._direct_lock = threading.Lock()  # counters touched by caller threads
 
     @property
     def _loop(self) -> asyncio.AbstractEventLoop | None:
@@ -96,6 +102,13 @@ class PoolCore:
                     },
                 )
 
+    def _drain_inbox(self) -> None:
+        """Submit every call posted since the last drain (one wake-up for many calls)."""
+        self._inbox_armed = False
+        inbox = self._inbox
+        while inbox:
+            self._submit(inbox.popleft())
+
     def _spawn_task(self, coro: Any) -> None:
         """Run a coroutine on the pool thread, keeping a reference until it ends."""
         task: asyncio.Task[None] = asyncio.ensure_future(coro)
@@ -120,4 +133,12 @@ class PoolCore:
         def _limit_error(self, w: Worker, resource: str, detail: str | None) -> Exception: ...
         def _lose_sessions_of(self, w: Worker) -> None: ...
         def _drop_sessions_of(self, w: Worker) -> None: ...
+        def _make_idle(self, w: Worker) -> None: ...
+        def _park_idle(self) -> None: ...
+        def _reclaim(self, w: Worker) -> bool: ...
+        def _unpark_one(self) -> bool: ...
+        def _checkin(self, w: Worker) -> None: ...
+        def _deadline_passed(self, req: Req) -> None: ...
+        def _cancel(self, req: Req) -> None: ...
+        def _submit(self, req: Req) -> None: ...
         def _close_session(self, sess: _SessionState) -> None: ...

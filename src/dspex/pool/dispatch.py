@@ -40,7 +40,14 @@ from dspex.pool.scheduler import pick_worker
 if TYPE_CHECKING:
     from dspex.pool.session import _SessionState
 
-__all__ = ["Dispatch"]
+__all__ = ["Dispatch", "remote_error"]
+
+
+def remote_error(msg: Error) -> RemoteError:
+    """The caller's exception for a worker's Error reply (no resource limit involved)."""
+    return RemoteError(
+        f"{msg.type}: {msg.message}", remote_type=msg.type, remote_traceback=msg.traceback
+    )
 
 
 class Dispatch(PoolCore):
@@ -72,6 +79,8 @@ class Dispatch(PoolCore):
 
     def _route(self, req: Req, now: float) -> None:
         picked = pick_worker(req, self._idle, self.name)
+        if picked is None and self._parked and self._unpark_one():
+            picked = pick_worker(req, self._idle, self.name)
         if isinstance(picked, Worker):
             self._dispatch(req, picked, now)
             return
@@ -92,6 +101,8 @@ class Dispatch(PoolCore):
             )
             return
         self._enqueue(req, now, front=False)
+        if self._parked:  # a sync caller parked a worker after we looked: use it
+            self._pump()
 
     def _enqueue(self, req: Req, now: float, *, front: bool) -> None:
         req.state = "queued"
@@ -128,11 +139,11 @@ class Dispatch(PoolCore):
 
     def _pump(self) -> None:
         """Hand queued calls to idle workers, oldest first (respecting session affinity)."""
-        if not self._queue or not self._idle:
+        if not self._queue or (not self._idle and not self._unpark_one()):
             return
         now = self._now()
         for req in list(self._queue):
-            if not self._idle:
+            if not self._idle and not self._unpark_one():
                 break
             if req.done:
                 self._queue.remove(req)
@@ -172,7 +183,6 @@ class Dispatch(PoolCore):
             w.sessions.add(sess.id)
         w.send(
             call_frame(
-                self._codec,
                 req.id,
                 req.method,
                 req.args_bytes,
@@ -181,6 +191,9 @@ class Dispatch(PoolCore):
                 req.stream,
             )
         )
+        t = w.transport
+        if t is None or t.is_closing():  # the write failed (EPIPE): the worker is gone
+            req.undelivered = True
         if req.deadline is not None:
             assert self._loop is not None
             req.timer = self._loop.call_at(req.deadline, self._deadline_passed, req)
@@ -258,14 +271,7 @@ class Dispatch(PoolCore):
                 w.limit_hit = (msg.limit, 0.0)
                 self._fail(req, self._limit_error(w, msg.limit, f"{msg.type}: {msg.message}"))
             else:
-                self._fail(
-                    req,
-                    RemoteError(
-                        f"{msg.type}: {msg.message}",
-                        remote_type=msg.type,
-                        remote_traceback=msg.traceback,
-                    ),
-                )
+                self._fail(req, remote_error(msg))
             self._checkin(w)
         elif isinstance(msg, Item):
             req = w.req
@@ -316,8 +322,7 @@ class Dispatch(PoolCore):
         if reason is not None and self._may_recycle(w):
             self._retire(w, reason)
             return
-        w.state = "idle"
-        self._idle[w] = None
+        self._make_idle(w)
         self._pump()
 
     # ------------------------------------------------------------------ sessions

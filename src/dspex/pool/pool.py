@@ -24,9 +24,10 @@ from typing import TYPE_CHECKING, Any
 from dspex.errors import CallError, DSPexError, UserError
 from dspex.pool.callbacks import Callbacks
 from dspex.pool.config import PoolConfig
-from dspex.pool.dispatch import Dispatch
-from dspex.pool.protocol import pack_args
-from dspex.pool.records import DEFAULT, PoolState, Req
+from dspex.pool.direct import DirectPath
+from dspex.pool.dispatch import Dispatch, remote_error
+from dspex.pool.protocol import Error, Result, pack_args
+from dspex.pool.records import DEFAULT, Mailbox, PoolState, Req
 from dspex.pool.stats import snapshot
 from dspex.pool.supervisor import Supervisor
 
@@ -38,7 +39,7 @@ __all__ = ["DEFAULT", "Pool"]
 _live_pools: weakref.WeakSet[Pool] = weakref.WeakSet()
 
 
-class Pool(Dispatch, Supervisor, Callbacks):
+class Pool(DirectPath, Dispatch, Supervisor, Callbacks):
     """A named pool of supervised worker processes; see the module docstring.
 
     ``Pool(config)`` or ``Pool(target="pkg.mod:factory", size=4, ...)`` (any
@@ -51,6 +52,10 @@ class Pool(Dispatch, Supervisor, Callbacks):
     ) -> None:
         super().__init__(config, name=name, **options)
         self.port = _Port(self)
+        # outcomes to each caller loop ride one wake-up per batch (records.Mailbox)
+        self._mailboxes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Mailbox] = (
+            weakref.WeakKeyDictionary()
+        )
         _live_pools.add(self)
 
     def __repr__(self) -> str:
@@ -194,6 +199,21 @@ class Pool(Dispatch, Supervisor, Callbacks):
         self._ensure_loop()
         self._io.schedule(fn, *args)
 
+    def _post(self, req: Req) -> None:
+        """Submit ``req`` on the pool thread; calls posted close together share one wake-up."""
+        self._inbox.append(req)
+        if not self._inbox_armed:
+            self._inbox_armed = True
+            try:
+                self._schedule(self._drain_inbox)
+            except BaseException:
+                self._inbox_armed = False
+                try:
+                    self._inbox.remove(req)
+                except ValueError:
+                    pass
+                raise
+
     def _run_on_loop(self, fn: Callable[..., Any], *args: Any) -> Any:
         """Run ``fn(*args)`` on the pool thread and wait for it (it must be quick)."""
         self._ensure_loop()
@@ -240,7 +260,11 @@ class Pool(Dispatch, Supervisor, Callbacks):
         caller = asyncio.get_running_loop()
         req.caller_loop = caller
         fut = req.fut = caller.create_future()
-        self._schedule(self._submit, req)
+        box = self._mailboxes.get(caller)
+        if box is None:
+            box = self._mailboxes.setdefault(caller, Mailbox(caller))
+        req.mailbox = box
+        self._post(req)
         try:
             return await fut
         except asyncio.CancelledError:
@@ -261,7 +285,19 @@ class Pool(Dispatch, Supervisor, Callbacks):
             raise UserError("call_sync() cannot run on the pool's own thread")
         req = self._new_req(method, args, kwargs, session, timeout, idempotent)
         cfut = req.cfut = concurrent.futures.Future()
-        self._schedule(self._submit, req)
+        if session is None and self._parked:
+            reply = self._call_direct(req)
+            if isinstance(reply, Result):
+                req.resolve(True, reply.value)
+                return cfut.result()  # (the pool thread may have failed it first: closed)
+            if isinstance(reply, Error):
+                req.resolve(False, remote_error(reply))
+                return cfut.result()
+        elif session is None and not self._want_direct:
+            self._want_direct = True
+            self._schedule(self._park_idle)
+        if req.state == "new":  # not adopted from the direct path: submit it
+            self._schedule(self._submit, req)
         try:
             return cfut.result()
         except BaseException:

@@ -249,6 +249,12 @@ class FrameBuffer:
             del buf[:pos]
         return out
 
+    def take(self) -> bytes:
+        """The bytes of an incomplete frame held so far (the buffer is emptied)."""
+        data = bytes(self._buf)
+        self._buf.clear()
+        return data
+
     def __len__(self) -> int:
         return len(self._buf)
 
@@ -273,7 +279,6 @@ def pack_args(args: tuple[Any, ...], kwargs: dict[str, Any], codec: Codec) -> by
 
 
 def call_frame(
-    codec: Codec,
     req_id: int,
     method: str,
     args_bytes: bytes,
@@ -282,7 +287,7 @@ def call_frame(
     stream: int,
 ) -> bytes:
     """A complete length-prefixed :class:`Call` frame around pre-packed arguments."""
-    pack = codec._packer.pack
+    pack = msgpack.packb  # (thread-safe: sync callers build frames on their own threads)
     body = b"".join(
         (
             _CALL_PREFIX,

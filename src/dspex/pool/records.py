@@ -7,16 +7,19 @@ handed to the caller's loop or ``concurrent.futures.Future`` by :meth:`Req.resol
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import itertools
+import socket
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
     from dspex.pool.protocol import InitFailed
     from dspex.pool.session import _SessionState
+    from dspex.pool.supervisor import WorkerProtocol
 
-__all__ = ["DEFAULT", "PoolState", "Req", "ReqState", "Worker", "WorkerState"]
+__all__ = ["DEFAULT", "Mailbox", "PoolState", "Req", "ReqState", "Worker", "WorkerState"]
 
 
 class _Default:
@@ -40,14 +43,18 @@ class Worker:
     __slots__ = (
         "cancel_timer",
         "exit_reason",
+        "exit_seen",
         "init_error",
+        "leased",
         "limit_hit",
         "pid",
         "pidfd",
+        "protocol",
         "recycle_due",
         "req",
         "requests_done",
         "sessions",
+        "sock",
         "spawned_at",
         "start_timer",
         "state",
@@ -61,6 +68,10 @@ class Worker:
         self.pidfd = -1
         self.state: WorkerState = "starting"
         self.transport: asyncio.Transport | None = None
+        self.sock: socket.socket | None = None  # the transport's socket (for direct calls)
+        self.protocol: WorkerProtocol | None = None
+        self.leased = False  # parked for, or held by, a sync caller (see dspex.pool.direct)
+        self.exit_seen = False  # the process is known to have exited
         self.req: Req | None = None
         self.requests_done = 0
         self.spawned_at = now
@@ -91,6 +102,7 @@ class Req:
         "id",
         "idempotent",
         "items_sent",
+        "mailbox",
         "method",
         "on_item",
         "queue_deadline",
@@ -100,6 +112,7 @@ class Req:
         "stream",
         "submitted",
         "timer",
+        "undelivered",
         "worker",
     )
 
@@ -129,8 +142,10 @@ class Req:
         self.submitted = 0.0
         self.started = 0.0
         self.items_sent = 0
+        self.undelivered = False  # its Call frame never reached a live worker: safe to re-run
         self.caller_loop: asyncio.AbstractEventLoop | None = None
         self.fut: asyncio.Future[Any] | None = None
+        self.mailbox: Mailbox | None = None
         self.cfut: concurrent.futures.Future[Any] | None = None
         self.on_item: Callable[[Any], None] | None = None
 
@@ -140,13 +155,17 @@ class Req:
             return False
         self.done = True
         if self.cfut is not None:
-            if not self.cfut.done():
+            try:  # (a direct call's caller thread may race the pool thread here)
                 if isinstance(value, asyncio.CancelledError):
                     self.cfut.cancel()
                 elif ok:
                     self.cfut.set_result(value)
                 else:
                     self.cfut.set_exception(value)
+            except concurrent.futures.InvalidStateError:
+                pass
+        elif self.fut is not None and self.mailbox is not None:
+            self.mailbox.post(self.fut, ok, value)
         elif self.fut is not None and self.caller_loop is not None:
             try:
                 self.caller_loop.call_soon_threadsafe(_deliver, self.fut, ok, value)
@@ -164,3 +183,34 @@ def _deliver(fut: asyncio.Future[Any], ok: bool, value: Any) -> None:
         fut.cancel()
     else:
         fut.set_exception(value)
+
+
+class Mailbox:
+    """Outcomes the pool thread hands to one caller loop, delivered in batches.
+
+    One ``call_soon_threadsafe`` (one wake-up of the caller's loop) per batch instead of per
+    call: under load many results ride one wake-up. Only the pool thread posts.
+    """
+
+    __slots__ = ("armed", "items", "loop")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.items: collections.deque[tuple[asyncio.Future[Any], bool, Any]] = collections.deque()
+        self.armed = False
+
+    def post(self, fut: asyncio.Future[Any], ok: bool, value: Any) -> None:
+        self.items.append((fut, ok, value))
+        if not self.armed:
+            self.armed = True
+            try:
+                self.loop.call_soon_threadsafe(self.flush)
+            except RuntimeError:  # the caller's loop is closed: nobody is waiting
+                self.armed = False
+                self.items.clear()
+
+    def flush(self) -> None:
+        self.armed = False
+        items = self.items
+        while items:
+            _deliver(*items.popleft())

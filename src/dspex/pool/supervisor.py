@@ -33,6 +33,7 @@ class WorkerProtocol(asyncio.Protocol):
         self.pool = pool
         self.worker = worker
         self.buf = FrameBuffer()
+        worker.protocol = self
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -86,7 +87,7 @@ class Supervisor(PoolCore):
         if self._state in ("closing", "closed"):
             self._retire(w, "shutdown")
             return
-        self._idle[w] = None
+        self._make_idle(w)
         self._check_started()
         self._pump()
 
@@ -104,6 +105,7 @@ class Supervisor(PoolCore):
         """Kill a worker's whole process group now (it is then replaced)."""
         if w.state == "dead":
             return
+        self._reclaim(w)  # if a sync caller holds it, the caller sees the death and hands back
         w.exit_reason = w.exit_reason or reason
         self._idle.pop(w, None)
         if w.state != "starting":
@@ -114,6 +116,9 @@ class Supervisor(PoolCore):
     def _retire(self, w: Worker, reason: str) -> None:
         """Stop a worker gracefully (shutdown message, then SIGTERM, then SIGKILL)."""
         if w.state in ("dead", "stopping"):
+            return
+        if not self._reclaim(w):  # a sync caller holds it: it hands it back for recycling
+            w.recycle_due = True
             return
         self._idle.pop(w, None)
         w.state = "stopping"
@@ -147,6 +152,9 @@ class Supervisor(PoolCore):
 
     def _on_worker_lost(self, w: Worker) -> None:
         if w.state == "dead":
+            return
+        if not self._reclaim(w):  # a sync caller holds it: it sees this and hands it back
+            w.exit_seen = True
             return
         prev = w.state
         w.state = "dead"
@@ -243,7 +251,14 @@ class Supervisor(PoolCore):
                 req, PoolClosed(f"pool {self.name!r} closed during the call", pool=self.name)
             )
             return
+        if req.undelivered and req.session is None and self._state == "running":
+            # never read by a worker (the write failed): run it elsewhere, whatever it is
+            req.undelivered = False
+            req.worker = None
+            self._enqueue(req, self._now(), front=True)
+            return
         retryable = req.idempotent and req.attempts == 0 and req.items_sent == 0
+        retryable = retryable or req.undelivered
         if retryable and req.session is None and self._state == "running":
             req.attempts += 1
             self._counts["retries"] += 1
@@ -356,13 +371,15 @@ class Supervisor(PoolCore):
             if telemetry.has_handlers():
                 telemetry.emit("dspex.pool.worker.start", {}, {"pool": self.name, "pid": w.pid})
             await self._loop.create_unix_connection(lambda: WorkerProtocol(self, w), sock=ours)
+            w.sock = ours
             self._watch_exit(w)
         except Exception as exc:  # SpawnError, OSError... the worker never came up
             ours.close()
             self._workers.pop(w.wid, None)
             w.state = "dead"
             self._last_error = str(exc)
-            self._init_failures += 1
+            if not isinstance(exc, _procs.TemplateLost):  # a dead template is re-created
+                self._init_failures += 1
             if self._state == "running" and (
                 self._init_failures >= self.config.max_init_failures
                 or (isinstance(self._spawner, _procs.TemplateSpawner) and self._spawner.init_error)
@@ -396,6 +413,10 @@ class Supervisor(PoolCore):
         deliver them first; kill its group so no grandchild keeps the socket open, and give
         EOF a moment before declaring the worker lost anyway."""
         self._close_pidfd(w)
+        w.exit_seen = True
+        if w.state == "idle" and self._reclaim(w):  # never dispatch to it again
+            self._idle.pop(w, None)
+            w.state = "stopping"
         if w.pid:
             kill_group(w.pid)
         assert self._loop is not None
@@ -496,3 +517,4 @@ class Supervisor(PoolCore):
             sess.closed = True
         self._sessions.clear()
         self._state = "closed"
+        self._drain_inbox()  # calls posted meanwhile end now (PoolClosed)
