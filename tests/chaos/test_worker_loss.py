@@ -80,7 +80,9 @@ def test_kill_every_worker_and_the_template_between_calls(
             os.kill(pid, signal.SIGKILL)
         assert wait_for(lambda v=victims: all(dead(p) for p in v))
         # the next 10 calls succeed: 5 sync, 5 async
-        assert [pool.call_sync("add", round_, i) for i in range(5)] == [round_ + i for i in range(5)]
+        assert [pool.call_sync("add", round_, i) for i in range(5)] == [
+            round_ + i for i in range(5)
+        ]
 
         async def five(r: int = round_) -> list[int]:
             return await asyncio.gather(*(pool.call("add", r, i) for i in range(5, 10)))

@@ -95,6 +95,9 @@ class Handler:
     def get(self, key: str) -> Any:
         return self.state.get(f"{current_call().session}:{key}")
 
+    def keys(self) -> list[str]:
+        return sorted(self.state)
+
     def drop_session(self, session: str) -> None:
         for key in [k for k in self.state if k.startswith(session + ":")]:
             del self.state[key]

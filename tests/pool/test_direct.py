@@ -166,3 +166,56 @@ def test_telemetry_handlers_keep_the_classic_path(make_pool: Callable[..., Pool]
     with telemetry.capture("dspex.pool.call.stop") as cap:
         pool.call_sync("ping")
     assert len(cap.events) == 1
+
+
+def test_session_calls_run_directly_on_their_pinned_worker(
+    make_pool: Callable[..., Pool],
+) -> None:
+    pool = make_pool(size=2)
+    warm(pool)
+    with pool.session(mode="strict_queue") as s:
+        s.call_sync("set", "k", 41)
+        pid = s.worker_pid
+        assert all(s.call_sync("get", "k") == 41 for _ in range(20))
+        assert s.call_sync("pid") == pid  # always the session's own worker
+        assert wait_for(lambda: any(w.pid == pid for w in pool._parked))
+        # a plain sync caller may take the session's worker; the session still finds its state
+        assert [pool.call_sync("add", i, i) for i in range(10)] == [2 * i for i in range(10)]
+        assert s.call_sync("get", "k") == 41
+    assert wait_for(lambda: pool.stats()["sessions"] == 0)
+
+
+def test_closing_a_session_drops_its_state_on_a_parked_worker(
+    make_pool: Callable[..., Pool],
+) -> None:
+    pool = make_pool(size=1)
+    warm(pool)
+    s = pool.session(mode="strict_queue")
+    s.call_sync("set", "k", 1)
+    assert f"{s.id}:k" in pool.call_sync("keys")
+    assert wait_for(lambda: len(pool._parked) == 1)  # parked while holding the session
+    s.close()
+    assert wait_for(lambda: f"{s.id}:k" not in pool.call_sync("keys"))
+
+
+def test_session_worker_killed_between_direct_calls_rehydrates(
+    make_pool: Callable[..., Pool],
+) -> None:
+    pool = make_pool(size=2)
+    warm(pool)
+    rebuilt: list[int] = []
+
+    async def recipe(session: Any) -> None:
+        await session.call("set", "k", 7)
+        rebuilt.append(1)
+
+    s = pool.session(mode="strict_queue", recipe=recipe)
+    s.call_sync("set", "k", 7)
+    pid = s.worker_pid
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    assert wait_for(lambda: dead(pid))
+    assert s.call_sync("get", "k") == 7  # rebuilt on another worker, then served
+    assert rebuilt == [1]
+    assert s.worker_pid != pid
+    s.close()

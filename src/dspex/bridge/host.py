@@ -74,6 +74,7 @@ class DSPyHost:
         self.roots = frozenset((*ALWAYS_ALLOWED, *import_roots))
         self._sessions: dict[str | None, dict[str, Any]] = {}
         self._lms: collections.OrderedDict[tuple[Any, ...], Any] = collections.OrderedDict()
+        self._lm_refs: dict[str | None, dict[str, Any]] = {}  # per session: reference -> LM
         self._secrets: set[str] = set()
         self._ids = itertools.count(1)
         self._active: dict[str | None, Any] = {}
@@ -236,6 +237,21 @@ class DSPyHost:
 
     # ------------------------------------------------------------------ LMs and settings
     def _lm(self, spec: dict[str, Any]) -> Any:
+        ref = spec.get("ref")
+        if ref is not None:  # the parent sends a session's LM spec once, then its reference
+            refs = self._lm_refs.setdefault(self._session(), {})
+            if len(spec) == 1:
+                lm = refs.get(ref)
+                if lm is None:
+                    raise SessionLost(
+                        f"LM reference {ref} is not in this worker", reason="lm_lost", object=ref
+                    )
+                return lm
+            refs[ref] = lm = self._build_lm(spec)
+            return lm
+        return self._build_lm(spec)
+
+    def _build_lm(self, spec: dict[str, Any]) -> Any:
         if "callback" in spec:
             return self._parent_lm(spec)
         key = (
@@ -423,6 +439,7 @@ class DSPyHost:
     def drop_session(self, session_id: str) -> None:
         self._sessions.pop(session_id, None)
         self._active.pop(session_id, None)
+        self._lm_refs.pop(session_id, None)
 
 
 def _describe(obj: Any, dspy: Any) -> dict[str, Any]:

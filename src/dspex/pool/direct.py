@@ -22,7 +22,7 @@ from typing import Any
 from dspex import telemetry
 from dspex.errors import DSPexError, ProtocolError
 from dspex.pool.core import PoolCore
-from dspex.pool.protocol import Error, FrameBuffer, Message, Result, call_frame
+from dspex.pool.protocol import DropSession, Error, FrameBuffer, Message, Result, call_frame
 from dspex.pool.records import Req, Worker
 
 __all__ = ["NOT_TAKEN", "DirectPath"]
@@ -45,7 +45,6 @@ class DirectPath(PoolCore):
         if (
             self._want_direct
             and not self._queue
-            and not w.sessions
             and t is not None
             and not t.is_closing()
             and t.get_write_buffer_size() == 0
@@ -60,9 +59,8 @@ class DirectPath(PoolCore):
     def _park_idle(self) -> None:
         """Sync callers showed up: park every idle worker they may use."""
         for w in list(self._idle):
-            if not w.sessions:
-                del self._idle[w]
-                self._make_idle(w)
+            del self._idle[w]
+            self._make_idle(w)
 
     def _reclaim(self, w: Worker) -> bool:
         """Take ``w`` back from the parked list; False if a caller holds it right now."""
@@ -94,6 +92,10 @@ class DirectPath(PoolCore):
             return True
         return False
 
+    def _send_drops(self, w: Worker) -> None:
+        while w.drops:
+            w.send(self._codec.frame(DropSession("drop_session", w.drops.pop())))
+
     def _adopt(self, w: Worker, req: Req, pending: list[Message], rest: bytes) -> None:
         """A caller hands its direct call over: finish it here like any dispatched call."""
         w.leased = False
@@ -111,6 +113,7 @@ class DirectPath(PoolCore):
         t = w.transport
         if t is not None and not t.is_closing():
             t.resume_reading()
+        self._send_drops(w)
         for msg in pending:
             self._on_message(w, msg)
         if w.exit_seen and w.state != "dead":
@@ -122,6 +125,7 @@ class DirectPath(PoolCore):
         t = w.transport
         if t is not None and not t.is_closing():
             t.resume_reading()
+        self._send_drops(w)
         if w.exit_seen:
             self._on_worker_lost(w)
             return
@@ -133,10 +137,21 @@ class DirectPath(PoolCore):
         """Run ``req`` on a parked worker from this thread; ``NOT_TAKEN`` if none is free."""
         if self._state != "running" or telemetry.has_handlers():  # events: the classic path
             return NOT_TAKEN
-        try:
-            w = self._parked.pop()
-        except IndexError:
-            return NOT_TAKEN
+        sess = req.session
+        if sess is None:
+            try:
+                w = self._parked.pop()
+            except IndexError:
+                return NOT_TAKEN
+        else:  # a session runs on its own worker, if that one is parked
+            pinned = sess.worker
+            if pinned is None or sess.lost or sess.closed:
+                return NOT_TAKEN
+            try:
+                self._parked.remove(pinned)
+            except ValueError:
+                return NOT_TAKEN
+            w = pinned
         sock = w.sock
         if w.state != "idle" or w.exit_seen or sock is None:  # changed while parked: give back
             self._io.schedule(self._return_idle, w)
@@ -150,7 +165,9 @@ class DirectPath(PoolCore):
         w.req = req
         w.state = "busy"
         left = None if req.deadline is None else req.deadline - now
-        frame = call_frame(req.id, req.method, req.args_bytes, left, None, 0)
+        frame = call_frame(
+            req.id, req.method, req.args_bytes, left, None if sess is None else sess.id, 0
+        )
         buf = FrameBuffer()
         pending: list[Message] = []
         try:
@@ -177,6 +194,7 @@ class DirectPath(PoolCore):
             and w.state == "busy"
             and not w.exit_seen
             and w.limit_hit is None
+            and not w.drops
             and self._recycle_reason(w) is None
         ):
             w.state = "idle"
@@ -190,6 +208,7 @@ class DirectPath(PoolCore):
         t = w.transport
         if t is not None and not t.is_closing():
             t.resume_reading()
+        self._send_drops(w)
         if w.exit_seen:
             self._on_worker_lost(w)
         elif w.state == "idle":

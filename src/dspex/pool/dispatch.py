@@ -78,6 +78,7 @@ class Dispatch(PoolCore):
         self._route(req, now)
 
     def _route(self, req: Req, now: float) -> None:
+        self._claim_pinned(req)
         picked = pick_worker(req, self._idle, self.name)
         if picked is None and self._parked and self._unpark_one():
             picked = pick_worker(req, self._idle, self.name)
@@ -103,6 +104,13 @@ class Dispatch(PoolCore):
         self._enqueue(req, now, front=False)
         if self._parked:  # a sync caller parked a worker after we looked: use it
             self._pump()
+
+    def _claim_pinned(self, req: Req) -> None:
+        """A session's worker parked for sync callers is taken back for this call."""
+        sess = req.session
+        w = None if sess is None else sess.worker
+        if w is not None and w.leased and w.state == "idle" and self._reclaim(w):
+            self._idle[w] = None
 
     def _enqueue(self, req: Req, now: float, *, front: bool) -> None:
         req.state = "queued"
@@ -148,6 +156,7 @@ class Dispatch(PoolCore):
             if req.done:
                 self._queue.remove(req)
                 continue
+            self._claim_pinned(req)
             picked = pick_worker(req, self._idle, self.name)
             if picked is None:
                 continue
@@ -369,7 +378,12 @@ class Dispatch(PoolCore):
         sess.worker = None
         if w is not None:
             w.sessions.discard(sess.id)
+            if w.leased and not self._reclaim(w):  # a sync caller holds it: drop on return
+                w.drops.append(sess.id)
+                return
             if w.state in ("idle", "busy"):
                 w.send(self._codec.frame(DropSession("drop_session", sess.id)))
                 if w.state == "idle" and self._recycle_reason(w) and self._may_recycle(w):
                     self._retire(w, self._recycle_reason(w) or "recycle")
+                elif w.state == "idle" and w not in self._idle:  # it was parked
+                    self._make_idle(w)

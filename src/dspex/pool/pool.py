@@ -285,7 +285,7 @@ class Pool(DirectPath, Dispatch, Supervisor, Callbacks):
             raise UserError("call_sync() cannot run on the pool's own thread")
         req = self._new_req(method, args, kwargs, session, timeout, idempotent)
         cfut = req.cfut = concurrent.futures.Future()
-        if session is None and self._parked:
+        if self._parked and (session is None or session.worker is not None):
             reply = self._call_direct(req)
             if isinstance(reply, Result):
                 req.resolve(True, reply.value)
@@ -293,7 +293,7 @@ class Pool(DirectPath, Dispatch, Supervisor, Callbacks):
             if isinstance(reply, Error):
                 req.resolve(False, remote_error(reply))
                 return cfut.result()
-        elif session is None and not self._want_direct:
+        elif not self._want_direct:
             self._want_direct = True
             self._schedule(self._park_idle)
         if req.state == "new":  # not adopted from the direct path: submit it

@@ -42,6 +42,7 @@ class Worker:
 
     __slots__ = (
         "cancel_timer",
+        "drops",
         "exit_reason",
         "exit_seen",
         "init_error",
@@ -72,6 +73,7 @@ class Worker:
         self.protocol: WorkerProtocol | None = None
         self.leased = False  # parked for, or held by, a sync caller (see dspex.pool.direct)
         self.exit_seen = False  # the process is known to have exited
+        self.drops: list[str] = []  # sessions closed while a sync caller held the worker
         self.req: Req | None = None
         self.requests_done = 0
         self.spawned_at = now

@@ -35,7 +35,7 @@ def pick_worker(req: Req, idle: dict[Worker, None], pool: str) -> Worker | DSPex
     pinned = sess.worker
     if pinned is None:
         return pick_idle(idle) if idle else None
-    if pinned.state == "idle":
+    if pinned.state == "idle" and not pinned.leased:  # (a leased one is a sync caller's)
         return pinned
     if sess.mode == "strict_fail_fast":
         return PoolSaturated(
