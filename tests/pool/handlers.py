@@ -183,3 +183,23 @@ def _environment(self: Handler) -> dict[str, Any]:
 
 
 Handler.environment = _environment  # type: ignore[attr-defined]
+
+
+class TypedErrors(Handler):
+    """A handler that describes its errors as typed DSPex errors (``_error_payload``)."""
+
+    def _error_payload(self, exc: BaseException) -> dict[str, Any] | None:
+        if isinstance(exc, KeyError):
+            return None  # not described: a plain RemoteError
+        return {
+            "type": "ConfigurationError",
+            "message": str(exc).replace("hunter2", "***"),
+            "fields": {"field": "demo", "remote_traceback": "scrubbed traceback"},
+        }
+
+    def missing(self) -> None:
+        raise KeyError("nope")
+
+
+def make_typed() -> TypedErrors:
+    return TypedErrors()

@@ -11,15 +11,16 @@ Security: only import roots on the allow-list can be reached through the protoco
 side-effect-free standard modules may additionally be named *as types* (``datetime:date``
 in a signature), never as functions to call.
 
-Every method answers ``[True, value]`` or ``[False, error]``; the error is the wire form of
-a DSPex error (:mod:`dspex.bridge.errors`) with the DSPy exception type and traceback, and
-API keys scrubbed. Values cross in the tagged form of :mod:`dspex.bridge.convert`.
+Methods return values or raise; the pool worker sends an error as its Error frame with the
+wire form of the DSPex error (:meth:`DSPyHost._error_payload`, :mod:`dspex.bridge.errors`:
+the DSPy exception type and traceback, API keys scrubbed) and the parent raises that error.
+Streams still yield ``[True, item]`` / ``[False, error]`` envelopes. Values cross in the
+tagged form of :mod:`dspex.bridge.convert`.
 """
 
 from __future__ import annotations
 
 import collections
-import functools
 import inspect
 import itertools
 import os
@@ -51,19 +52,6 @@ def make_host() -> DSPyHost:
     return DSPyHost(extra)
 
 
-def _enveloped(fn: Callable[..., Any]) -> Callable[..., Envelope]:
-    """Answer ``[True, result]`` or ``[False, wire error]`` instead of raising."""
-
-    @functools.wraps(fn)
-    def wrapper(self: DSPyHost, *args: Any, **kwargs: Any) -> Envelope:
-        try:
-            return [True, fn(self, *args, **kwargs)]
-        except Exception as exc:
-            return [False, error_payload(exc, self._secrets)]
-
-    return wrapper
-
-
 class DSPyHost:
     """Hosts DSPy objects for the parent process (one per worker)."""
 
@@ -81,6 +69,11 @@ class DSPyHost:
         self._parent_lock = threading.Lock()
         self._encoder = Encoder(on_module=self._hold_module, on_other=self._hold_object)
         self._decoder = Decoder("dspy", resolve=self.resolve, on_tag=self._decode_tag)
+
+    def _error_payload(self, exc: BaseException) -> dict[str, Any]:
+        """How the pool worker reports our errors: the DSPex error, secrets scrubbed (the
+        pool's Error frame carries it; the parent raises it)."""
+        return error_payload(exc, self._secrets)
 
     # ------------------------------------------------------------------ import policy
     def resolve(self, path: str) -> Any:
@@ -343,12 +336,10 @@ class DSPyHost:
             return self._create(oid, *make)
         return self._get(oid)
 
-    @_enveloped
     def create(self, oid: str, path: str, args: Any, kwargs: Any, state: Any = None) -> Any:
         """Instantiate ``path(*args, **kwargs)`` as object ``oid`` of this session."""
         return _describe(self._create(oid, path, args, kwargs, state), self._dspy)
 
-    @_enveloped
     def call(
         self,
         oid: str,
@@ -376,26 +367,21 @@ class DSPyHost:
             obj = getattr(obj, part)
         return obj, parts[-1]
 
-    @_enveloped
     def get(self, oid: str, name: str, make: list[Any] | None = None) -> Any:
         owner, last = self._walk(self._obj(oid, make), name)
         return self._encoder.encode(getattr(owner, last))
 
-    @_enveloped
     def set(self, oid: str, name: str, value: Any, make: list[Any] | None = None) -> None:
         owner, last = self._walk(self._obj(oid, make), name)
         setattr(owner, last, self._decoder.decode(value))
 
-    @_enveloped
     def dump_state(self, oid: str, make: list[Any] | None = None) -> Any:
         # tagged, so values JSON cannot carry (enum members in demos...) survive the trip
         return self._encoder.encode(self._obj(oid, make).dump_state())
 
-    @_enveloped
     def load_state(self, oid: str, state: Any, make: list[Any] | None = None) -> None:
         self._obj(oid, make).load_state(self._decoder.decode(state))
 
-    @_enveloped
     def release(self, oid: str, make: list[Any] | None = None) -> None:
         self._objects().pop(oid, None)
 

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from dspex import settings
 from dspex.bridge.convert import TAG, Decoder, Encoder, encode_type, import_root, is_importable
-from dspex.bridge.errors import error_payload, raise_payload
+from dspex.bridge.errors import error_payload
 from dspex.errors import ConfigurationError, SessionLost, SignatureError, UserError
 
 if TYPE_CHECKING:
@@ -135,11 +135,7 @@ class DSPySession:
         self._created.clear()
         self._lm_sent.clear()  # the new worker has none of our LMs yet
         for oid, recipe in list(self._recipes.items()):
-            ok, value = await session.call(
-                "create", oid, recipe.path, recipe.args, recipe.kwargs, recipe.state
-            )
-            if not ok:
-                raise_payload(value)
+            await session.call("create", oid, recipe.path, recipe.args, recipe.kwargs, recipe.state)
             self._created.add(oid)
 
     def close(self) -> None:
@@ -181,10 +177,8 @@ class DSPySession:
             return None
         return [recipe.path, recipe.args, recipe.kwargs, recipe.state]
 
-    def _unwrap(self, oid: str | None, answer: Any) -> Any:
-        ok, value = answer
-        if not ok:
-            raise_payload(value)
+    def _done(self, oid: str | None, value: Any) -> Any:
+        """A request succeeded: what the worker now holds (objects, LMs) is remembered."""
         if oid is not None:
             self._created.add(oid)
         if self._pending:
@@ -198,25 +192,23 @@ class DSPySession:
     async def request(self, method: str, oid: str | None, *args: Any) -> Any:
         """Run host ``method`` for object ``oid`` in the worker; the (wire) result."""
         extra = [] if oid is None else [oid, *args, self._make(oid)]
-        answer = await self.pool_session.call(method, *extra)
         try:
-            return self._unwrap(oid, answer)
+            answer = await self.pool_session.call(method, *extra)
         except SessionLost as exc:
             if not self._lm_lost(exc):
                 raise
-        answer = await self.pool_session.call(method, *self._with_full_lms(extra))
-        return self._unwrap(oid, answer)
+            answer = await self.pool_session.call(method, *self._with_full_lms(extra))
+        return self._done(oid, answer)
 
     def request_sync(self, method: str, oid: str | None, *args: Any) -> Any:
         extra = [] if oid is None else [oid, *args, self._make(oid)]
-        answer = self.pool_session.call_sync(method, *extra)
         try:
-            return self._unwrap(oid, answer)
+            answer = self.pool_session.call_sync(method, *extra)
         except SessionLost as exc:
             if not self._lm_lost(exc):
                 raise
-        answer = self.pool_session.call_sync(method, *self._with_full_lms(extra))
-        return self._unwrap(oid, answer)
+            answer = self.pool_session.call_sync(method, *self._with_full_lms(extra))
+        return self._done(oid, answer)
 
     def _lm_lost(self, exc: SessionLost) -> bool:
         """The worker lacks an LM we sent by reference (it was replaced meanwhile): the call

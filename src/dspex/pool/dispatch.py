@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from dspex import telemetry
 from dspex.errors import (
+    DSPexError,
     ExecutionTimeout,
     PoolSaturated,
     ProtocolError,
@@ -33,6 +34,7 @@ from dspex.pool.protocol import (
     Ready,
     Result,
     call_frame,
+    payload_error,
 )
 from dspex.pool.records import Req, Worker
 from dspex.pool.scheduler import pick_worker
@@ -43,8 +45,11 @@ if TYPE_CHECKING:
 __all__ = ["Dispatch", "remote_error"]
 
 
-def remote_error(msg: Error) -> RemoteError:
-    """The caller's exception for a worker's Error reply (no resource limit involved)."""
+def remote_error(msg: Error) -> DSPexError:
+    """The caller's exception for a worker's Error reply (no resource limit involved): the
+    handler's typed error if it described one, else ``RemoteError``."""
+    if isinstance(msg.payload, dict):
+        return payload_error(msg.payload)
     return RemoteError(
         f"{msg.type}: {msg.message}", remote_type=msg.type, remote_traceback=msg.traceback
     )

@@ -18,7 +18,7 @@ from typing import Any, Literal, NamedTuple
 
 import msgpack
 
-from dspex.errors import CallError, ProtocolError
+from dspex.errors import CallError, DSPexError, ProtocolError
 
 __all__ = [
     "MAX_FRAME",
@@ -44,6 +44,7 @@ __all__ = [
     "fs_encode",
     "load_codec",
     "pack_args",
+    "payload_error",
 ]
 
 MAX_FRAME = 1 << 30
@@ -120,6 +121,7 @@ class Error(NamedTuple):
     traceback: str
     limit: str | None  # "memory" / "files" when a resource limit caused it
     cancelled: bool
+    payload: dict[str, Any] | None  # a typed error from the handler (see payload_error)
 
 
 class Item(NamedTuple):
@@ -211,6 +213,18 @@ class Codec:
         except Exception as exc:
             raise ProtocolError(f"undecodable frame: {exc}") from exc
         return decode(raw)
+
+
+def payload_error(payload: dict[str, Any]) -> DSPexError:
+    """The DSPex error a handler described as ``{"type", "message", "fields"}``: a class of
+    :mod:`dspex.errors` by name (anything else becomes ``RemoteError``)."""
+    from dspex import errors
+
+    name = payload.get("type")
+    cls = getattr(errors, name, None) if name in errors.__all__ else None
+    if not (isinstance(cls, type) and issubclass(cls, errors.DSPexError)):
+        cls = errors.RemoteError
+    return cls(str(payload.get("message", "")), **dict(payload.get("fields") or {}))
 
 
 def load_codec(spec: str | None) -> Codec:

@@ -227,6 +227,8 @@ class Session:
             except SessionLost:
                 if st.recipe is None or attempt == 1 or (st.closed and not st.expired):
                     raise
+                if not (st.lost or st.expired):  # the handler's own SessionLost: not ours
+                    raise
             finally:
                 st.busy -= 1
                 st.last_used = time.monotonic()
@@ -252,6 +254,8 @@ class Session:
                 return self._port.call_sync(method, args, kwargs, st, timeout, idempotent)
             except SessionLost:
                 if st.recipe is None or (st.closed and not st.expired):
+                    raise
+                if not (st.lost or st.expired):  # the handler's own SessionLost: not ours
                     raise
             finally:
                 st.busy -= 1

@@ -352,18 +352,35 @@ class _Server:
         limit = _limit_of(exc)
         cancelled = ctx._cancelled or isinstance(exc, CallCancelled | asyncio.CancelledError)
         text = "".join(traceback.format_exception(exc))
+        message = str(exc)
+        payload = self._payload(exc)
+        if payload is not None:  # the handler's own (scrubbed) words replace ours
+            message = str(payload.get("message", ""))
+            text = str((payload.get("fields") or {}).get("remote_traceback", ""))
         try:
-            frame = Error("error", ctx.id, _qualname(exc), str(exc), text, limit, cancelled)
+            frame = Error("error", ctx.id, _qualname(exc), message, text, limit, cancelled, payload)
             self.channel.send(frame)
         except _ParentGone:
             raise
         except Exception:  # e.g. the codec cannot encode something in the message
             self.channel.send(
-                Error("error", ctx.id, _qualname(exc), repr(exc), text, limit, cancelled)
+                Error("error", ctx.id, _qualname(exc), repr(message), text, limit, cancelled, None)
             )
         if limit is not None:  # the process state is suspect: let the parent replace us
             sys.stdout.flush()
             os._exit(3)
+
+    def _payload(self, exc: BaseException) -> dict[str, Any] | None:
+        """``handler._error_payload(exc)``: a typed error for the parent to raise, if any."""
+        hook = getattr(self.handler, "_error_payload", None)
+        if hook is None:
+            return None
+        try:
+            payload = hook(exc)
+        except Exception:
+            traceback.print_exc()
+            return None
+        return payload if isinstance(payload, dict) else None
 
     def _run_async(self, ctx: CallContext, awaitable: Any) -> Any:
         loop = self.loop
