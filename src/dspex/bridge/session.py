@@ -13,6 +13,7 @@ signature that calls back into this process (ReAct tools, metrics, reward functi
 
 from __future__ import annotations
 
+import functools
 import inspect
 import itertools
 import os
@@ -37,6 +38,20 @@ DSPY_POOL = "dspy"
 """Name of the pool that runs DSPy (declare it in ``dspex.configure(pools=...)`` to tune it)."""
 
 
+@functools.cache
+def _nproc_default() -> int:
+    """``RLIMIT_NPROC`` for DSPy workers: what this user runs now (tasks) plus 2,048."""
+    import psutil
+
+    uid = os.getuid()
+    tasks = 0
+    for proc in psutil.process_iter(["uids", "num_threads"]):
+        uids, threads = proc.info["uids"], proc.info["num_threads"]
+        if uids is not None and uids.real == uid and threads:
+            tasks += threads
+    return tasks + 2048
+
+
 def _pool_defaults() -> dict[str, Any]:
     from dspex.bridge.host import IMPORT_ROOTS_ENV
 
@@ -49,6 +64,10 @@ def _pool_defaults() -> dict[str, Any]:
         "request_timeout": 600.0,
         "queue_timeout": 120.0,
         "startup_timeout": 60.0,
+        # bounded by default (docs/pool.md): recycle a worker grown past 1.5 GB when idle,
+        # and cap the processes/threads a handler may start
+        "recycle_rss_mb": 1536.0,
+        "max_processes": _nproc_default(),
         # the parent's import path, so user modules on the allow-list import the same way
         "pythonpath": tuple(p for p in sys.path if p and os.path.isdir(p)),
         "env": {

@@ -124,6 +124,7 @@ def _worker_env(config: PoolConfig, role: str, fd: int, pool: str) -> dict[str, 
         "memory_limit_kind": config.memory_limit_kind,
         "cpu_limit_s": config.cpu_limit_s,
         "open_files_limit": config.open_files_limit,
+        "max_processes": config.max_processes,
     }
     env["DSPEX_POOL_SPEC"] = json.dumps(spec)
     env["DSPEX_POOL_FD"] = str(fd)
@@ -373,6 +374,9 @@ def sweep_leftovers() -> int:
 
     They are recognized by the ``DSPEX_POOL_PARENT=<pid>:<start time>`` marker every pool
     process (and anything it spawns) inherits. Runs once per process; returns how many died.
+    A pool never runs this by itself (it would kill what *other* programs' pools left): the
+    fork-server template contains its tree instead (:mod:`dspex.pool.template`). It is the
+    explicit clean-up for leftovers of a SIGKILLed parent with ``fork_server=False``.
     """
     global _swept
     if _swept:

@@ -331,7 +331,6 @@ class Supervisor(PoolCore):
             return
         self._state = "running"
         assert self._io.executor is not None
-        _procs.sweep_leftovers()
         self._spawner = _procs.make_spawner(self.config, self.name, self._io.executor)
         self._reconcile()
         self._schedule_tick()
