@@ -5,10 +5,11 @@ from __future__ import annotations
 import re
 import textwrap
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 from dspex.adapters.base import Adapter
 from dspex.adapters.values import (
+    _loaded,
     format_field_value,
     get_annotation_name,
     get_field_description_string,
@@ -17,7 +18,15 @@ from dspex.adapters.values import (
 )
 from dspex.signatures.field import FieldInfo
 
-__all__ = ["ChatAdapter"]
+__all__ = ["ChatAdapter", "FieldInfoWithName"]
+
+
+class FieldInfoWithName(NamedTuple):
+    """A field's name with its info (the key type of ``format_field_with_value``)."""
+
+    name: str
+    info: FieldInfo
+
 
 _HEADER = re.compile(r"\[\[ ## (\w+) ## \]\]")
 _FAST_HEADER = re.compile(r"^[ \t]*\[\[ ## (\w+) ## \]\]([^\n]*)", re.M)
@@ -58,7 +67,20 @@ class ChatAdapter(Adapter):
     errors (a failed LM call is not retried under another format).
     """
 
-    def __init__(self, use_json_adapter_fallback: bool = True) -> None:
+    def __init__(
+        self,
+        callbacks: list[Any] | None = None,
+        use_native_function_calling: bool = False,
+        native_response_types: list[type] | None = None,
+        use_json_adapter_fallback: bool = True,
+        parallel_tool_calls: bool | None = None,
+    ) -> None:
+        super().__init__(
+            callbacks=callbacks,
+            use_native_function_calling=use_native_function_calling,
+            native_response_types=native_response_types,
+            parallel_tool_calls=parallel_tool_calls,
+        )
         self.use_json_adapter_fallback = use_json_adapter_fallback
 
     def fallback_adapter(self) -> Adapter | None:
@@ -66,7 +88,10 @@ class ChatAdapter(Adapter):
 
         if isinstance(self, JSONAdapter) or not self.use_json_adapter_fallback:
             return None
-        return JSONAdapter()
+        return JSONAdapter(
+            use_native_function_calling=self.use_native_function_calling,
+            parallel_tool_calls=self.parallel_tool_calls,
+        )
 
     # ------------------------------------------------------------------ system message
     def format_field_description(self, signature: Any) -> str:
@@ -136,6 +161,13 @@ class ChatAdapter(Adapter):
         ).strip()
         return body + "\n\n[[ ## completed ## ]]\n"
 
+    def format_field_with_value(self, fields_with_values: Mapping[Any, Any]) -> str:
+        """``[[ ## name ## ]]`` sections for ``{FieldInfoWithName: value}``."""
+        return "\n\n".join(
+            f"[[ ## {key.name} ## ]]\n{format_field_value(key.info, value)}"
+            for key, value in fields_with_values.items()
+        ).strip()
+
     # ------------------------------------------------------------------ parsing
     def parse(self, signature: Any, completion: str) -> dict[str, Any]:
         return parse_fields(
@@ -144,6 +176,9 @@ class ChatAdapter(Adapter):
 
 
 def _type_info(field: FieldInfo) -> str:
+    tool_calls = _loaded("dspex.adapters.types.tool_calls", "ToolCalls")
+    if tool_calls is not None and field.annotation is tool_calls:
+        return ' (must be a JSON object like {"tool_calls": [{"name": "...", "args": {...}}]})'
     if field.annotation is not str:
         return f" (must be formatted as a valid Python {get_annotation_name(field.annotation)})"
     return ""
