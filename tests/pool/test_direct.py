@@ -178,7 +178,7 @@ def test_session_calls_run_directly_on_their_pinned_worker(
         pid = s.worker_pid
         assert all(s.call_sync("get", "k") == 41 for _ in range(20))
         assert s.call_sync("pid") == pid  # always the session's own worker
-        assert wait_for(lambda: any(w.pid == pid for w in pool._parked))
+        assert wait_for(lambda: any(w.pid == pid for w in pool._parked_pinned))
         # a plain sync caller may take the session's worker; the session still finds its state
         assert [pool.call_sync("add", i, i) for i in range(10)] == [2 * i for i in range(10)]
         assert s.call_sync("get", "k") == 41
@@ -193,7 +193,7 @@ def test_closing_a_session_drops_its_state_on_a_parked_worker(
     s = pool.session(mode="strict_queue")
     s.call_sync("set", "k", 1)
     assert f"{s.id}:k" in pool.call_sync("keys")
-    assert wait_for(lambda: len(pool._parked) == 1)  # parked while holding the session
+    assert wait_for(lambda: len(pool._parked_pinned) == 1)  # parked, holding the session
     s.close()
     assert wait_for(lambda: f"{s.id}:k" not in pool.call_sync("keys"))
 
@@ -218,4 +218,29 @@ def test_session_worker_killed_between_direct_calls_rehydrates(
     assert s.call_sync("get", "k") == 7  # rebuilt on another worker, then served
     assert rebuilt == [1]
     assert s.worker_pid != pid
+    s.close()
+
+
+def test_plain_sync_callers_leave_a_sessions_worker_alone(
+    make_pool: Callable[..., Pool],
+) -> None:
+    pool = make_pool(size=2)
+    warm(pool)
+    s = pool.session(mode="strict_fail_fast")  # a busy pinned worker would fail its calls
+    s.call_sync("set", "k", 1)
+    errors: list[BaseException] = []
+
+    def plain() -> None:
+        try:
+            for i in range(200):
+                assert pool.call_sync("add", i, 1) == i + 1
+        except BaseException as exc:
+            errors.append(exc)
+
+    t = threading.Thread(target=plain)
+    t.start()
+    got = [s.call_sync("get", "k") for _ in range(200)]
+    t.join(60)
+    assert not errors
+    assert got == [1] * 200
     s.close()

@@ -65,6 +65,7 @@ class PoolCore:
         self._inbox: collections.deque[Req] = collections.deque()  # calls posted by callers
         self._inbox_armed = False  # a drain of the inbox is scheduled on the pool thread
         self._parked: list[Worker] = []  # idle workers sync callers may take (pool.direct)
+        self._parked_pinned: list[Worker] = []  # the same, holding sessions (theirs only)
         self._want_direct = False  # a sync caller found no parked worker: park from now on
         self._direct_lock = threading.Lock()  # counters touched by caller threads
 

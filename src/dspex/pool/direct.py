@@ -1,9 +1,10 @@
 """The sync fast path: a caller thread talks to an idle worker's socket itself.
 
 The classic path costs two thread hops per call (caller -> pool thread -> caller). When a
-sync caller finds a *parked* worker (idle, no session, its socket not watched by the pool
-thread), it takes it (``list.pop`` is atomic), writes the ``Call`` frame and waits for the
-reply on the socket directly, then puts the worker back. Anything unusual — a callback
+sync caller finds a *parked* worker (idle, its socket not watched by the pool thread), it
+takes it (``list.pop``/``list.remove`` are atomic), writes the ``Call`` frame and waits for
+the reply on the socket directly, then puts the worker back. Workers holding sessions are
+parked apart (``_parked_pinned``): only their sessions' own calls take them directly. Anything unusual — a callback
 request, the worker's death, the deadline, the caller being interrupted, a recycle due —
 *adopts* the call into the pool thread, which then finishes it exactly as if it had been
 dispatched there (retries, typed errors, kills). Supervision never leaves the pool thread.
@@ -52,7 +53,7 @@ class DirectPath(PoolCore):
         ):
             t.pause_reading()
             w.leased = True
-            self._parked.append(w)
+            (self._parked_pinned if w.sessions else self._parked).append(w)
             return
         self._idle[w] = None
 
@@ -69,7 +70,10 @@ class DirectPath(PoolCore):
         try:
             self._parked.remove(w)
         except ValueError:
-            return False
+            try:
+                self._parked_pinned.remove(w)
+            except ValueError:
+                return False
         w.leased = False
         t = w.transport
         if t is not None and not t.is_closing():
@@ -78,11 +82,11 @@ class DirectPath(PoolCore):
 
     def _unpark_one(self) -> bool:
         """Move one parked worker to the pool thread's idle set (for async or queued calls)."""
-        while self._parked:
+        while self._parked or self._parked_pinned:
             try:
-                w = self._parked.pop()
+                w = (self._parked or self._parked_pinned).pop()
             except IndexError:
-                return False
+                continue
             w.leased = False
             t = w.transport
             if t is None or t.is_closing() or w.state != "idle":
@@ -148,7 +152,7 @@ class DirectPath(PoolCore):
             if pinned is None or sess.lost or sess.closed:
                 return NOT_TAKEN
             try:
-                self._parked.remove(pinned)
+                self._parked_pinned.remove(pinned)
             except ValueError:
                 return NOT_TAKEN
             w = pinned
@@ -198,7 +202,7 @@ class DirectPath(PoolCore):
             and self._recycle_reason(w) is None
         ):
             w.state = "idle"
-            self._parked.append(w)
+            (self._parked_pinned if w.sessions else self._parked).append(w)
         else:
             self._io.schedule(self._return_lease, w)
         return reply

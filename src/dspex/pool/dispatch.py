@@ -85,7 +85,7 @@ class Dispatch(PoolCore):
     def _route(self, req: Req, now: float) -> None:
         self._claim_pinned(req)
         picked = pick_worker(req, self._idle, self.name)
-        if picked is None and self._parked and self._unpark_one():
+        if picked is None and (self._parked or self._parked_pinned) and self._unpark_one():
             picked = pick_worker(req, self._idle, self.name)
         if isinstance(picked, Worker):
             self._dispatch(req, picked, now)
@@ -107,7 +107,7 @@ class Dispatch(PoolCore):
             )
             return
         self._enqueue(req, now, front=False)
-        if self._parked:  # a sync caller parked a worker after we looked: use it
+        if self._parked or self._parked_pinned:  # a sync caller parked one after we looked
             self._pump()
 
     def _claim_pinned(self, req: Req) -> None:

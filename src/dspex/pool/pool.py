@@ -285,7 +285,7 @@ class Pool(DirectPath, Dispatch, Supervisor, Callbacks):
             raise UserError("call_sync() cannot run on the pool's own thread")
         req = self._new_req(method, args, kwargs, session, timeout, idempotent)
         cfut = req.cfut = concurrent.futures.Future()
-        if self._parked and (session is None or session.worker is not None):
+        if self._parked if session is None else session.worker and self._parked_pinned:
             reply = self._call_direct(req)
             if isinstance(reply, Result):
                 req.resolve(True, reply.value)
