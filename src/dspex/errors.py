@@ -58,6 +58,8 @@ __all__ = [
     "CircuitOpenError",
     "ConfigurationError",
     "ContextWindowExceeded",
+    "CustomTypeError",
+    "CustomTypeUsageError",
     "DSPexError",
     "ExecutionTimeout",
     "ImplementationUnavailable",
@@ -87,10 +89,13 @@ __all__ = [
     "SecurityError",
     "SessionLost",
     "SignatureError",
+    "SignatureFieldError",
     "StateError",
     "StepInputMissing",
     "StepTimeout",
     "StepValidationError",
+    "ToolError",
+    "ToolExecutionError",
     "UserError",
     "WorkerCrashed",
     "is_retryable",
@@ -314,6 +319,79 @@ _RETRYABLE: tuple[type[DSPexError], ...] = (
 def is_retryable(error: BaseException) -> bool:
     """Whether retrying the same request may succeed (the one predicate all layers use)."""
     return isinstance(error, _RETRYABLE)
+
+
+# --- adapters: custom types and tools ---
+
+
+class ToolError(UserError, ValueError):
+    """A tool was called wrongly: an unknown or invalid argument, or an async tool called sync.
+
+    Fields: ``tool`` (the tool's name), ``arg`` (the offending argument, when one).
+    """
+
+
+class ToolExecutionError(DSPexError, RuntimeError):
+    """A tool ran and raised, or could not be found for a tool call (carries ``tool``)."""
+
+
+class CustomTypeError(UserError, ValueError):
+    """A custom type (``Image``, ``Audio``, ``File``, ``Code``...) got a value it cannot hold."""
+
+
+class CustomTypeUsageError(UserError, TypeError):
+    """A custom type was constructed with conflicting or unsupported arguments."""
+
+
+class SignatureFieldError(SignatureError, TypeError):
+    """A class-form signature declares a field without InputField/OutputField (DSPy: TypeError)."""
+
+
+# --- evaluate / modules ---
+
+
+class EvaluationError(DSPexError):
+    """Running a program over many examples (``Evaluate``, ``Parallel``) failed as a whole."""
+
+
+class ExecutionCancelled(EvaluationError):
+    """Too many examples failed (``max_errors`` reached); the rest were cancelled.
+
+    Fields: ``errors`` (how many failed), ``max_errors``. DSPy raises a bare ``Exception`` with
+    the same message at the same point.
+    """
+
+
+class ExampleTimeout(EvaluationError, TimeoutError):
+    """One example exceeded its per-example deadline (``timeout=`` seconds); it counts as an
+    error for ``max_errors`` and scores ``failure_score``."""
+
+
+class EvaluationInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped an ``Evaluate``/``Parallel`` run: control flow, not an error.
+
+    It is a ``KeyboardInterrupt`` (as DSPy raises), carrying what finished before the
+    interrupt: ``partial`` (an ``EvaluationResult`` over the completed examples, or the list of
+    results for ``Parallel``) and ``completed`` / ``total`` counts.
+    """
+
+    def __init__(self, message: str, *, partial: Any = None, completed: int = 0, total: int = 0):
+        super().__init__(message)
+        self.partial = partial
+        self.completed = completed
+        self.total = total
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (
+            _rebuild_interrupted,
+            (str(self), self.partial, self.completed, self.total),
+        )
+
+
+def _rebuild_interrupted(
+    message: str, partial: Any, completed: int, total: int
+) -> EvaluationInterrupted:
+    return EvaluationInterrupted(message, partial=partial, completed=completed, total=total)
 
 
 # --- security: allow-list and sandbox ---

@@ -72,6 +72,11 @@ class Settings:
     """Root of on-disk caches (LM responses, DSPy's own cache in workers)."""
     track_usage: bool = True
     """Record token usage per call and per program run."""
+    trace: list[Any] | None = None
+    """Where predictors record ``(predictor, inputs, prediction)`` for each call, as DSPy's
+    ``settings.trace``: ``with dspex.context(trace=[]) as s: ...; s.trace`` (``None``: off)."""
+    max_trace_size: int = 10000
+    """The trace keeps at most this many entries (the oldest go first); 0 records nothing."""
 
     def __post_init__(self) -> None:
         if self.prefer_native not in _PREFERENCES:
@@ -92,6 +97,14 @@ class Settings:
                     f"implementation_overrides[{kind!r}] must be one of {_IMPLEMENTATIONS}, "
                     f"got {impl!r}"
                 )
+        if self.trace is not None and not isinstance(self.trace, list):
+            raise ConfigurationError(
+                f"trace must be a list or None, got {type(self.trace).__name__}"
+            )
+        if not isinstance(self.max_trace_size, int) or self.max_trace_size < 0:
+            raise ConfigurationError(
+                f"max_trace_size must be a non-negative integer, got {self.max_trace_size!r}"
+            )
         roots = self.dspy_import_roots
         if isinstance(roots, str) or not all(
             isinstance(r, str) and r.isidentifier() for r in roots

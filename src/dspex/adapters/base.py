@@ -7,6 +7,8 @@ from collections.abc import Generator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 from dspex.adapters.types import History
+from dspex.adapters.types.markers import CUSTOM_TYPE_START_IDENTIFIER as _CUSTOM_TYPE_START
+from dspex.adapters.types.markers import expand_custom_type_markers
 from dspex.adapters.values import apply_output_field_defaults
 from dspex.errors import AdapterParseError
 
@@ -154,7 +156,14 @@ class Adapter(ABC):
         content = self.format_user_message_content(request_sig, inputs, main_request=True)
         if content:
             messages.append({"role": "user", "content": content})
+        for i, message in enumerate(messages):
+            if message["role"] == "user" and _CUSTOM_TYPE_START in message["content"]:
+                messages[i] = expand_custom_type_markers(message)
         return messages
+
+    def format_system_message(self, signature: Any) -> str:
+        """The system message: field descriptions, structure, and task (DSPy's hook name)."""
+        return self.system_message(signature)
 
     def system_message(self, signature: Any) -> str:
         """Cached per (signature class, adapter class): it never changes between calls."""

@@ -154,19 +154,15 @@ class DSPyHost:
         return NotImplemented
 
     def _rebuild_native(self, data: dict[str, Any]) -> Any:
-        """A native DSPex Predict/ChainOfThought sent by value becomes the DSPy module."""
-        dspy = self._dspy
-        kinds = {"predict": dspy.Predict, "chain_of_thought": dspy.ChainOfThought}
-        cls = kinds.get(data.get("kind", ""))
-        if cls is None:
-            raise UserError(
-                f"a native {data.get('kind')!r} module cannot be sent to DSPy; "
-                "pass a Predict, a ChainOfThought or a module created with dspex.dspy(...)"
-            )
+        """A native DSPex module sent by value becomes its DSPy equivalent (the parent names
+        the DSPy class and the output fields the native signature carries on top)."""
+        target = data.get("dspy")
+        if not isinstance(target, str) or not target.startswith("dspy."):
+            raise UserError(f"a native {data.get('kind')!r} module cannot be sent to DSPy")
+        cls = self.resolve(target)
         signature = self._decoder.decode(data["signature"])
-        if data.get("kind") == "chain_of_thought":
-            # the native signature already carries the reasoning field
-            signature = signature.delete("reasoning")
+        for name in data.get("drop_outputs") or ():
+            signature = signature.delete(name)
         module = cls(signature, **self._decoder.decode(data.get("config") or {}))
         state = data.get("state")
         if state:
