@@ -83,7 +83,7 @@ _BUILTIN: tuple[Entry, ...] = (
         dspy_attributes=(("demos", "predict.demos"), ("signature", "predict.signature")),
     ),
     Entry("react", None, "dspy.ReAct", "ReAct"),
-    Entry("program_of_thought", None, "dspy.ProgramOfThought", "ProgramOfThought", "runs with DSPy's LocalInterpreter here"),
+    Entry("program_of_thought", None, "dspy.ProgramOfThought", "ProgramOfThought", "opt in: allow_code_execution; code runs in dspex.sandbox"),
     Entry("multi_chain_comparison", None, "dspy.MultiChainComparison", "MultiChainComparison"),
     Entry("best_of_n", None, "dspy.BestOfN", "BestOfN"),
     Entry("refine", None, "dspy.Refine", "Refine"),
