@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-ORDER = ["core", "lmserver", "lm", "pool", "bridge", "router", "pipeline"]
+ORDER = ["core", "lmserver", "lm", "pool", "bridge", "router", "pipeline", "sandbox"]
 
 
 def main(argv: list[str]) -> int:
