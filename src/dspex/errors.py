@@ -38,10 +38,15 @@ The tree::
     │   ├── PoolClosed                  the pool was shut down
     │   └── ProtocolError               a malformed frame or message crossed the pipe
     ├── RemoteError                     an exception raised by code inside a worker (e.g. DSPy)
-    └── PipelineError                   a pipeline step failed (carries the step name)
-        ├── StepInputMissing            a step's required input is absent from the state
-        ├── StepValidationError         a state value does not fit a validation step's signature
-        └── StepTimeout                 a step exceeded its timeout and was cancelled
+    ├── PipelineError                   a pipeline step failed (carries the step name)
+    │   ├── StepInputMissing            a step's required input is absent from the state
+    │   ├── StepValidationError         a state value does not fit a validation step's signature
+    │   └── StepTimeout                 a step exceeded its timeout and was cancelled
+    └── ServerError                     ``dspex serve`` refused or cut short a request
+        ├── ServerSaturated             every call slot and queue place is taken (retry_after)
+        ├── ServerDraining              the server is shutting down
+        ├── RequestDeadlineExceeded     a request ran past its deadline
+        └── ProgramNotFound             no program is served under that name
 
 Errors cross process boundaries, so every class is picklable: the structured fields are
 keyword arguments kept in ``self.fields`` and restored by ``__reduce__``. The router and the
@@ -58,27 +63,42 @@ __all__ = [
     "CircuitOpenError",
     "ConfigurationError",
     "ContextWindowExceeded",
+    "ContextWindowExceededError",
     "CustomTypeError",
     "CustomTypeUsageError",
     "DSPexError",
+    "DSPyError",
     "ExecutionTimeout",
     "ImplementationUnavailable",
     "LMAuthError",
     "LMBadRequestError",
+    "LMBillingError",
+    "LMCollectionLimitError",
+    "LMConfigurationError",
     "LMError",
+    "LMInvalidRequestError",
+    "LMLockTimeoutError",
+    "LMNotConfiguredError",
+    "LMProviderError",
     "LMRateLimitError",
     "LMServerError",
+    "LMStreamAssemblyError",
     "LMTimeoutError",
     "LMTransportError",
+    "LMUnexpectedError",
+    "LMUnsupportedFeatureError",
+    "LMUnsupportedModelError",
     "PipelineError",
     "PipelineSpecError",
     "PoolClosed",
     "PoolError",
     "PoolSaturated",
     "PoolUnhealthy",
+    "ProgramNotFound",
     "ProtocolError",
     "QueueTimeout",
     "RemoteError",
+    "RequestDeadlineExceeded",
     "ResourceLimitExceeded",
     "SandboxCodeError",
     "SandboxError",
@@ -87,6 +107,9 @@ __all__ = [
     "SandboxUnavailable",
     "SandboxViolation",
     "SecurityError",
+    "ServerDraining",
+    "ServerError",
+    "ServerSaturated",
     "SessionLost",
     "SignatureError",
     "SignatureFieldError",
@@ -99,6 +122,7 @@ __all__ = [
     "UserError",
     "WorkerCrashed",
     "is_retryable",
+    "is_retryable_lm_error",
 ]
 
 
@@ -423,3 +447,95 @@ class SandboxViolation(SandboxError):
 
 class SandboxCodeError(SandboxError):
     """The sandboxed code itself raised (the session stays usable). Fields: ``type``, ``args``."""
+
+
+# --- runtime ---
+# DSPy 3.4.1's exception names (``dspy.DSPyError``, ``dspy.LMNotConfiguredError``...), in this
+# one tree: aliases where DSPex has the same error, small subclasses where it had none.
+
+DSPyError = DSPexError
+ContextWindowExceededError = ContextWindowExceeded
+LMInvalidRequestError = LMBadRequestError
+
+
+class LMProviderError(LMError):
+    """The provider refused or failed a request (DSPy's base of the HTTP-status errors; DSPex's
+    status errors derive from :class:`LMError` directly, so catch ``LMError`` for all of them)."""
+
+
+class LMBillingError(LMProviderError):
+    """The provider refused the request for billing/quota reasons (402)."""
+
+
+class LMUnsupportedModelError(LMBadRequestError):
+    """The provider does not know or serve the requested model."""
+
+
+class LMConfigurationError(LMError, ConfigurationError):
+    """The LM is configured wrongly (bad model string, missing key...)."""
+
+
+class LMNotConfiguredError(LMConfigurationError):
+    """No LM is configured for a module call (``dspex.configure(lm=...)`` or ``lm=``)."""
+
+
+class LMLockTimeoutError(LMError, TimeoutError):
+    """Waiting for a shared LM resource (a cache or engine lock) timed out."""
+
+
+class LMCollectionLimitError(LMError):
+    """A streamed or collected reply exceeded its size limit."""
+
+
+class LMUnsupportedFeatureError(LMError):
+    """The LM or provider does not support a requested feature (streaming, tools, n > 1...)."""
+
+
+class LMUnexpectedError(LMError):
+    """The LM returned something DSPex cannot interpret."""
+
+
+class LMStreamAssemblyError(LMUnexpectedError):
+    """A streamed reply could not be assembled into a completion."""
+
+
+def is_retryable_lm_error(error: BaseException) -> bool:
+    """DSPy's name for :func:`is_retryable`."""
+    return is_retryable(error)
+
+
+# --- optimizers ---
+
+
+class OptimizerError(UserError, AssertionError):
+    """An optimizer was given a program or data it cannot work with.
+
+    DSPy signals these cases with ``assert``; this class is also an ``AssertionError`` so
+    code written against DSPy keeps catching it.
+    """
+
+
+__all__ += ["OptimizerError"]
+
+
+# --- server ---
+
+
+class ServerError(DSPexError):
+    """``dspex serve`` refused or cut short a request. Field: ``program`` (name, if any)."""
+
+
+class ServerSaturated(ServerError):
+    """Every call slot and queue place is taken; retry after ``retry_after`` seconds."""
+
+
+class ServerDraining(ServerError):
+    """The server is shutting down: calls in flight finish, new ones are refused."""
+
+
+class RequestDeadlineExceeded(ServerError, TimeoutError):
+    """A request ran past its deadline (``timeout`` seconds) and was cancelled."""
+
+
+class ProgramNotFound(ServerError, LookupError):
+    """No program is served under that name (``program``)."""

@@ -43,6 +43,7 @@ from dspex.lm.resilience import CircuitBreaker, RetryPolicy, breaker_for, parse_
 from dspex.lm.transport import ConnectionPool, HTTPError, Response, SyncConnectionPool, Target
 from dspex.lm.usage import current_tracker
 from dspex.telemetry import events
+from dspex.utils.callback import with_callbacks
 
 __all__ = ["LM"]
 
@@ -176,6 +177,7 @@ class LM(BaseLM):
         self._sync_pool = SyncConnectionPool(*self._target.origin)
         weakref.finalize(self, self._sync_pool.close)  # no socket outlives its LM
 
+    @with_callbacks
     def __call__(
         self, prompt: str | None = None, messages: list[Message] | None = None, **kwargs: Any
     ) -> list[str]:
@@ -185,6 +187,7 @@ class LM(BaseLM):
         texts, usage = self._request_sync(call.messages, call.options)
         return self._finish(call, texts, usage)
 
+    @with_callbacks
     async def acall(
         self, prompt: str | None = None, messages: list[Message] | None = None, **kwargs: Any
     ) -> list[str]:
@@ -264,7 +267,7 @@ class LM(BaseLM):
         if call.blob is not None:
             shared_cache(settings.current().cache_dir).put(call.blob, texts, usage)
         tracker = current_tracker()
-        if tracker is not None and settings.current().track_usage:
+        if tracker is not None:
             tracker.add(self.model, usage)
         self._remember(call.messages, call.options, texts, usage, cached=False)
         return list(texts)
@@ -287,7 +290,9 @@ class LM(BaseLM):
         *,
         cached: bool,
     ) -> None:
-        self.history.append({
+        from dspex.utils.inspect_history import record_history
+
+        record_history(self, {
             "model": self.model, "messages": messages, "kwargs": options, "outputs": texts,
             "usage": {} if cached else usage, "cached": cached, "timestamp": time.time(),
         })  # fmt: skip

@@ -90,10 +90,20 @@ class Predict(Module, Parameter):
         return result
 
     def forward(self, **kwargs: Any) -> Prediction:
+        if settings.current().send_stream is not None:  # inside dspex.streamify
+            from dspex.streaming.streamify import listened, streamed_sync
+
+            if listened(self):
+                return streamed_sync(self, kwargs)
         lm, flow = self._flow(kwargs)
         return drive_sync(flow, lm)
 
     async def aforward(self, **kwargs: Any) -> Prediction:
+        if settings.current().send_stream is not None:  # inside dspex.streamify
+            from dspex.streaming.streamify import listened, stream_predict
+
+            if listened(self):
+                return await stream_predict(self, kwargs)
         lm, flow = self._flow(kwargs)
         return await drive_async(flow, lm)
 
