@@ -243,8 +243,10 @@ def test_bootstrap_a_native_program_then_serve_it_natively(server: LMServer, lm:
     trainset = [
         dspex.Example(question=f"q{i}", answer="a").with_inputs("question") for i in range(3)
     ]
-    optimizer = dspex.BootstrapFewShot(
-        metric=lambda example, pred, trace=None: True, max_bootstrapped_demos=2
+    optimizer = dspex.BootstrapFewShot(  # native by default now; this test is the DSPy path
+        metric=lambda example, pred, trace=None: True,
+        max_bootstrapped_demos=2,
+        implementation="dspy",
     )
     assert optimizer.implementation == "dspy"
     compiled = optimizer.compile(dspex.ChainOfThought("question -> answer"), trainset=trainset)
