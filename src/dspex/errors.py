@@ -20,6 +20,7 @@ The tree::
     │   ├── LMServerError               5xx, 408, 409
     │   ├── LMTimeoutError              the call's deadline passed
     │   ├── LMTransportError            connect/read failures below HTTP
+    │   ├── LMResponseTooLarge          a reply passed the LM's body/inflation cap (carries limit)
     │   └── CircuitOpenError            the endpoint's circuit breaker is open
     ├── PoolError                       the worker-pool runtime failed a call
     │   ├── PoolUnhealthy               workers crash-loop; carries the last error
@@ -59,6 +60,7 @@ __all__ = [
     "LMBadRequestError",
     "LMError",
     "LMRateLimitError",
+    "LMResponseTooLarge",
     "LMServerError",
     "LMTimeoutError",
     "LMTransportError",
@@ -302,3 +304,14 @@ _RETRYABLE: tuple[type[DSPexError], ...] = (
 def is_retryable(error: BaseException) -> bool:
     """Whether retrying the same request may succeed (the one predicate all layers use)."""
     return isinstance(error, _RETRYABLE)
+
+
+# --- lm ---
+
+
+class LMResponseTooLarge(LMError):
+    """A reply (its body, or its body once gzip/deflate-inflated) passed the LM's size cap.
+
+    Fields: ``provider``, ``model``, ``status``, ``limit`` (bytes). Not retryable: the same
+    request would get the same reply. Raise the cap with ``LM(max_response_bytes=...)``.
+    """
