@@ -50,13 +50,22 @@ def write(name: str, text: str) -> None:
     print(text)
 
 
-def start_lmserver() -> tuple[subprocess.Popen[bytes], str]:
-    """An LMServer in its own process (so it does not share our GIL); ``(process, url)``."""
+def start_lmserver(latency: float = 0.0) -> tuple[subprocess.Popen[bytes], str]:
+    """An LMServer in its own process (so it does not share our GIL); ``(process, url)``.
+    ``latency``: seconds the server waits before every reply."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = int(s.getsockname()[1])
     proc = subprocess.Popen(
-        [sys.executable, "-m", "dspex.testing.lmserver", "--port", str(port)],
+        [
+            sys.executable,
+            "-m",
+            "dspex.testing.lmserver",
+            "--port",
+            str(port),
+            "--latency",
+            str(latency),
+        ],
         stdout=subprocess.PIPE,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )

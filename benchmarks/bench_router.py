@@ -17,14 +17,14 @@ N = 20_000
 
 def main() -> None:
     import dspex
-    from dspex.router import _make_native
+    from dspex.modules import Predict
     from dspex.telemetry import attach, detach, emit
     from dspex.testing import DummyLM
 
     lm = DummyLM()
     dspex.configure(lm=lm)
     routed = dspex.Predict("question -> answer")
-    plain = _make_native(dspex.Predict, ("question -> answer",), {})
+    plain = Predict("question -> answer")
     with dspex.context(routing_strategy="performance"):
         measured = dspex.Predict("question -> answer")
     rounds: dict[str, list[float]] = {"routed": [], "plain": [], "measured": []}
@@ -35,9 +35,7 @@ def main() -> None:
     call = {k: p50(v) for k, v in rounds.items()}
 
     build_routed = p50(per_call(lambda: dspex.Predict("question -> answer"), N // 4))
-    build_plain = p50(
-        per_call(lambda: _make_native(dspex.Predict, ("question -> answer",), {}), N // 4)
-    )
+    build_plain = p50(per_call(lambda: Predict("question -> answer"), N // 4))
 
     meta = {"kind": "predict", "implementation": "native"}
     emit_none = p50(per_call(lambda: emit("dspex.bench.event", {"duration": 1.0}, meta), N))

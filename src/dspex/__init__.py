@@ -50,26 +50,50 @@ from dspex.errors import (
 from dspex.settings import configure, context, current, reset_defaults
 
 if TYPE_CHECKING:
-    from dspex import telemetry, testing
-    from dspex.adapters import Adapter, ChatAdapter, History, JSONAdapter
-    from dspex.bridge import DSPySession, dspy
+    from dspex import evaluate, experimental, telemetry, testing
+    from dspex.adapters import Adapter, ChatAdapter, History, JSONAdapter, XMLAdapter
+    from dspex.adapters.types import (
+        Audio,
+        Code,
+        File,
+        Image,
+        Reasoning,
+        Tool,
+        ToolCallResults,
+        ToolCalls,
+        Type,
+    )
+    from dspex.bridge import DSPySession
+    from dspex.evaluate import Evaluate
     from dspex.lm import LM, BaseLM
     from dspex.modules import ChainOfThought, Predict
     from dspex.pipelines import Pipeline, PipelineResult, pipeline
     from dspex.primitives import Completions, Example, Module, Prediction, StreamChunk
-    from dspex.router import module, register_native, registry
-    from dspex.signatures import InputField, OutputField, Signature
+    from dspex.router import dspy, module, register_native, registry
+    from dspex.signatures import (
+        InputField,
+        OutputField,
+        Signature,
+        ensure_signature,
+        infer_prefix,
+        make_signature,
+    )
 
 __version__ = "0.1.0"
 
 # public name -> submodule that defines it (imported on first attribute access)
 _LAZY: dict[str, str] = {
     "Adapter": "dspex.adapters",
+    "Audio": "dspex.adapters.types",
+    "Code": "dspex.adapters.types",
+    "File": "dspex.adapters.types",
+    "Image": "dspex.adapters.types",
+    "Reasoning": "dspex.adapters.types",
     "BaseLM": "dspex.lm",
-    "ChainOfThought": "dspex.modules",
     "ChatAdapter": "dspex.adapters",
     "Completions": "dspex.primitives",
     "DSPySession": "dspex.bridge",
+    "Evaluate": "dspex.evaluate",
     "Example": "dspex.primitives",
     "History": "dspex.adapters",
     "InputField": "dspex.signatures",
@@ -79,17 +103,24 @@ _LAZY: dict[str, str] = {
     "OutputField": "dspex.signatures",
     "Pipeline": "dspex.pipelines",
     "PipelineResult": "dspex.pipelines",
-    "Predict": "dspex.modules",
     "Prediction": "dspex.primitives",
     "Signature": "dspex.signatures",
     "StreamChunk": "dspex.primitives",
-    "dspy": "dspex.bridge",
+    "XMLAdapter": "dspex.adapters",
+    "Tool": "dspex.adapters.types",
+    "ToolCallResults": "dspex.adapters.types",
+    "ToolCalls": "dspex.adapters.types",
+    "Type": "dspex.adapters.types",
+    "dspy": "dspex.router",
+    "ensure_signature": "dspex.signatures",
+    "infer_prefix": "dspex.signatures",
+    "make_signature": "dspex.signatures",
     "module": "dspex.router",
     "pipeline": "dspex.pipelines",
     "register_native": "dspex.router",
     "registry": "dspex.router",
 }
-_SUBMODULES = frozenset({"telemetry", "testing"})
+_SUBMODULES = frozenset({"evaluate", "experimental", "telemetry", "testing"})
 # DSPy's module and optimizer names: built where the router says (native or a DSPy worker)
 _ROUTED = frozenset(
     {
@@ -97,15 +128,16 @@ _ROUTED = frozenset(
         "BootstrapFewShot",
         "BootstrapFewShotWithRandomSearch",
         "COPRO",
+        "ChainOfThought",
         "ColBERTv2",
         "Embeddings",
-        "Evaluate",
         "GEPA",
         "KNNFewShot",
         "LabeledFewShot",
         "MIPROv2",
         "MultiChainComparison",
         "Parallel",
+        "Predict",
         "ProgramOfThought",
         "ReAct",
         "Refine",
@@ -118,19 +150,24 @@ __all__ = [
     "LM",
     "Adapter",
     "AdapterParseError",
+    "Audio",
     "BaseLM",
     "CallError",
     "ChainOfThought",
     "ChatAdapter",
     "CircuitOpenError",
+    "Code",
     "Completions",
     "ConfigurationError",
     "ContextWindowExceeded",
     "DSPexError",
     "DSPySession",
+    "Evaluate",
     "Example",
     "ExecutionTimeout",
+    "File",
     "History",
+    "Image",
     "ImplementationUnavailable",
     "InputField",
     "JSONAdapter",
@@ -155,6 +192,7 @@ __all__ = [
     "Prediction",
     "ProtocolError",
     "QueueTimeout",
+    "Reasoning",
     "RemoteError",
     "ResourceLimitExceeded",
     "SecurityError",
@@ -166,15 +204,25 @@ __all__ = [
     "StepTimeout",
     "StepValidationError",
     "StreamChunk",
+    "Tool",
+    "ToolCallResults",
+    "ToolCalls",
+    "Type",
     "UserError",
     "WorkerCrashed",
+    "XMLAdapter",
     "__version__",
     "configure",
     "context",
     "current",
     "dspy",
+    "ensure_signature",
     "errors",
+    "evaluate",
+    "experimental",
+    "infer_prefix",
     "is_retryable",
+    "make_signature",
     "module",
     "pipeline",
     "register_native",
@@ -196,10 +244,17 @@ def __getattr__(name: str) -> Any:
 
         value = factory(name)
     else:
-        raise AttributeError(f"module 'dspex' has no attribute {name!r}")
+        from dspex._dspy_names import resolve  # the rest of DSPy's public names
+
+        value = resolve(name)
+        if value is None:
+            raise AttributeError(f"module 'dspex' has no attribute {name!r}")
     globals()[name] = value
     return value
 
 
 def __dir__() -> list[str]:
-    return [*__all__, *sorted(_ROUTED)]
+    from dspex import _dspy_names as names
+
+    extra = {*names.NATIVE, *names.PREFER_NATIVE, *names.ROUTED, *names.SUBMODULES}
+    return sorted({*__all__, *_ROUTED, *extra})

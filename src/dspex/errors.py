@@ -11,6 +11,12 @@ The tree::
     │   ├── StateError                  save/load state that does not fit the module
     │   └── PipelineSpecError           a pipeline or one of its steps is declared wrongly
     ├── SecurityError                   a sandbox or allow-list refused something
+    │   └── SandboxError                code in dspex.sandbox could not run to completion
+    │       ├── SandboxUnavailable      no working isolation layer on this machine
+    │       ├── SandboxTimeout          wall-clock/CPU time exceeded; the tree was killed
+    │       ├── SandboxMemoryError      the memory bound was hit
+    │       ├── SandboxViolation        a forbidden operation or a killed-by-limit process
+    │       └── SandboxCodeError        the sandboxed code raised (session still usable)
     ├── AdapterParseError               an LM completion did not fit the signature (carries raw text)
     ├── LMError                         a language-model call failed (provider, model, status)
     │   ├── LMAuthError                 401/403
@@ -53,17 +59,32 @@ __all__ = [
     "CircuitOpenError",
     "ConfigurationError",
     "ContextWindowExceeded",
+    "ContextWindowExceededError",
+    "CustomTypeError",
+    "CustomTypeUsageError",
     "DSPexError",
+    "DSPyError",
     "ExecutionTimeout",
     "ImplementationUnavailable",
     "LMAuthError",
     "LMBadRequestError",
+    "LMBillingError",
+    "LMCollectionLimitError",
+    "LMConfigurationError",
     "LMError",
+    "LMInvalidRequestError",
+    "LMLockTimeoutError",
+    "LMNotConfiguredError",
+    "LMProviderError",
     "LMRateLimitError",
     "LMResponseTooLarge",
     "LMServerError",
+    "LMStreamAssemblyError",
     "LMTimeoutError",
     "LMTransportError",
+    "LMUnexpectedError",
+    "LMUnsupportedFeatureError",
+    "LMUnsupportedModelError",
     "PipelineError",
     "PipelineSpecError",
     "PoolClosed",
@@ -74,16 +95,26 @@ __all__ = [
     "QueueTimeout",
     "RemoteError",
     "ResourceLimitExceeded",
+    "SandboxCodeError",
+    "SandboxError",
+    "SandboxMemoryError",
+    "SandboxTimeout",
+    "SandboxUnavailable",
+    "SandboxViolation",
     "SecurityError",
     "SessionLost",
     "SignatureError",
+    "SignatureFieldError",
     "StateError",
     "StepInputMissing",
     "StepTimeout",
     "StepValidationError",
+    "ToolError",
+    "ToolExecutionError",
     "UserError",
     "WorkerCrashed",
     "is_retryable",
+    "is_retryable_lm_error",
 ]
 
 
@@ -304,6 +335,165 @@ _RETRYABLE: tuple[type[DSPexError], ...] = (
 def is_retryable(error: BaseException) -> bool:
     """Whether retrying the same request may succeed (the one predicate all layers use)."""
     return isinstance(error, _RETRYABLE)
+
+
+# --- adapters: custom types and tools ---
+
+
+class ToolError(UserError, ValueError):
+    """A tool was called wrongly: an unknown or invalid argument, or an async tool called sync.
+
+    Fields: ``tool`` (the tool's name), ``arg`` (the offending argument, when one).
+    """
+
+
+class ToolExecutionError(DSPexError, RuntimeError):
+    """A tool ran and raised, or could not be found for a tool call (carries ``tool``)."""
+
+
+class CustomTypeError(UserError, ValueError):
+    """A custom type (``Image``, ``Audio``, ``File``, ``Code``...) got a value it cannot hold."""
+
+
+class CustomTypeUsageError(UserError, TypeError):
+    """A custom type was constructed with conflicting or unsupported arguments."""
+
+
+class SignatureFieldError(SignatureError, TypeError):
+    """A class-form signature declares a field without InputField/OutputField (DSPy: TypeError)."""
+
+
+# --- evaluate / modules ---
+
+
+class EvaluationError(DSPexError):
+    """Running a program over many examples (``Evaluate``, ``Parallel``) failed as a whole."""
+
+
+class ExecutionCancelled(EvaluationError):
+    """Too many examples failed (``max_errors`` reached); the rest were cancelled.
+
+    Fields: ``errors`` (how many failed), ``max_errors``. DSPy raises a bare ``Exception`` with
+    the same message at the same point.
+    """
+
+
+class ExampleTimeout(EvaluationError, TimeoutError):
+    """One example exceeded its per-example deadline (``timeout=`` seconds); it counts as an
+    error for ``max_errors`` and scores ``failure_score``."""
+
+
+class EvaluationInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped an ``Evaluate``/``Parallel`` run: control flow, not an error.
+
+    It is a ``KeyboardInterrupt`` (as DSPy raises), carrying what finished before the
+    interrupt: ``partial`` (an ``EvaluationResult`` over the completed examples, or the list of
+    results for ``Parallel``) and ``completed`` / ``total`` counts.
+    """
+
+    def __init__(self, message: str, *, partial: Any = None, completed: int = 0, total: int = 0):
+        super().__init__(message)
+        self.partial = partial
+        self.completed = completed
+        self.total = total
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (
+            _rebuild_interrupted,
+            (str(self), self.partial, self.completed, self.total),
+        )
+
+
+def _rebuild_interrupted(
+    message: str, partial: Any, completed: int, total: int
+) -> EvaluationInterrupted:
+    return EvaluationInterrupted(message, partial=partial, completed=completed, total=total)
+
+
+# --- security: allow-list and sandbox ---
+
+
+class SandboxError(SecurityError):
+    """Code run in :class:`dspex.sandbox.PythonSandbox` could not run to completion.
+
+    Fields: ``reason`` (``"timeout"``, ``"memory"``, ``"violation"``, ``"crashed"``,
+    ``"unavailable"``, ``"code"``...), ``detail`` where known.
+    """
+
+
+class SandboxUnavailable(SandboxError):
+    """No isolation layer (bubblewrap) works on this machine; code is never run unisolated."""
+
+
+class SandboxTimeout(SandboxError, TimeoutError):
+    """Sandboxed code exceeded its wall-clock or CPU time; its whole process tree was killed."""
+
+
+class SandboxMemoryError(SandboxError, MemoryError):
+    """Sandboxed code exceeded its memory bound."""
+
+
+class SandboxViolation(SandboxError):
+    """Sandboxed code tried something the sandbox forbids (or was killed by a limit)."""
+
+
+class SandboxCodeError(SandboxError):
+    """The sandboxed code itself raised (the session stays usable). Fields: ``type``, ``args``."""
+
+
+# --- runtime ---
+# DSPy 3.4.1's exception names (``dspy.DSPyError``, ``dspy.LMNotConfiguredError``...), in this
+# one tree: aliases where DSPex has the same error, small subclasses where it had none.
+
+DSPyError = DSPexError
+ContextWindowExceededError = ContextWindowExceeded
+LMInvalidRequestError = LMBadRequestError
+
+
+class LMProviderError(LMError):
+    """The provider refused or failed a request (DSPy's base of the HTTP-status errors; DSPex's
+    status errors derive from :class:`LMError` directly, so catch ``LMError`` for all of them)."""
+
+
+class LMBillingError(LMProviderError):
+    """The provider refused the request for billing/quota reasons (402)."""
+
+
+class LMUnsupportedModelError(LMBadRequestError):
+    """The provider does not know or serve the requested model."""
+
+
+class LMConfigurationError(LMError, ConfigurationError):
+    """The LM is configured wrongly (bad model string, missing key...)."""
+
+
+class LMNotConfiguredError(LMConfigurationError):
+    """No LM is configured for a module call (``dspex.configure(lm=...)`` or ``lm=``)."""
+
+
+class LMLockTimeoutError(LMError, TimeoutError):
+    """Waiting for a shared LM resource (a cache or engine lock) timed out."""
+
+
+class LMCollectionLimitError(LMError):
+    """A streamed or collected reply exceeded its size limit."""
+
+
+class LMUnsupportedFeatureError(LMError):
+    """The LM or provider does not support a requested feature (streaming, tools, n > 1...)."""
+
+
+class LMUnexpectedError(LMError):
+    """The LM returned something DSPex cannot interpret."""
+
+
+class LMStreamAssemblyError(LMUnexpectedError):
+    """A streamed reply could not be assembled into a completion."""
+
+
+def is_retryable_lm_error(error: BaseException) -> bool:
+    """DSPy's name for :func:`is_retryable`."""
+    return is_retryable(error)
 
 
 # --- lm ---

@@ -9,9 +9,12 @@ a change makes a new object, so a reader never sees a half-applied update.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
+import sys
 import threading
-from collections.abc import Iterator, Mapping
+import types
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -24,7 +27,19 @@ if TYPE_CHECKING:
     from dspex.adapters.base import Adapter
     from dspex.lm.base import BaseLM
 
-__all__ = ["ENV_VARS", "Settings", "configure", "context", "current", "from_env", "reset_defaults"]
+__all__ = [
+    "ENV_VARS",
+    "Settings",
+    "as_dict",
+    "configure",
+    "context",
+    "current",
+    "from_env",
+    "get",
+    "load",
+    "reset_defaults",
+    "save",
+]
 
 Preference = Literal["auto", "native_first", "dspy_first"]
 RoutingStrategy = Literal["static", "performance"]
@@ -64,10 +79,49 @@ class Settings:
     dspy_import_roots: tuple[str, ...] = ()
     """Extra top-level packages DSPy workers may import by path (your tools, pydantic types),
     besides ``dspy`` and ``dspex``; nothing else can be imported through the pool protocol."""
+    allow_code_execution: tuple[str, ...] = ()
+    """Code-running DSPy modules the DSPy workers may create (``["ProgramOfThought"]``, or
+    ``True`` for all); their LM-generated code runs in :mod:`dspex.sandbox`. Read when the
+    DSPy pool starts. Opting in is for trusted code only: never take it from a spec."""
     cache_dir: Path = field(default_factory=_default_cache_dir)
     """Root of on-disk caches (LM responses, DSPy's own cache in workers)."""
-    track_usage: bool = True
-    """Record token usage per call and per program run."""
+    track_usage: bool = False
+    """Attach the token usage of each top-level program call to its ``Prediction``
+    (``get_lm_usage()``), as DSPy's ``track_usage`` does; ``None`` there when off."""
+
+    # --- DSPy's settings (``dspy.settings``), same names, defaults and meaning ---
+    rm: Any = None
+    """Default retriever for ``dspex.Retrieve``."""
+    branch_idx: int = 0
+    callbacks: Sequence[Any] = field(default_factory=list)
+    """Global callbacks (:class:`dspex.utils.callback.BaseCallback`) for every module/LM call."""
+    async_max_workers: int = 8
+    send_stream: Any = None
+    """The stream ``streamify`` sends chunks to (set by ``streamify`` itself)."""
+    disable_history: bool = False
+    """Do not record LM calls in ``lm.history`` and the global history."""
+    usage_tracker: Any = None
+    """The :class:`~dspex.lm.usage.UsageTracker` LM calls record into (``track_usage()``)."""
+    caller_predict: Any = None
+    caller_modules: Any = None
+    stream_listeners: Sequence[Any] = field(default_factory=list)
+    provide_traceback: bool = False
+    """Include tracebacks in the error logs of ``batch``/``Parallel``/``Evaluate``."""
+    num_threads: int = 8
+    """Default concurrency of ``Module.batch``/``Parallel``."""
+    max_errors: int = 10
+    """Errors tolerated by ``batch``/``Parallel`` before they stop."""
+    allow_tool_async_sync_conversion: bool = False
+    max_history_size: int = 10000
+    """Bound of the global LM history (``dspex.inspect_history``)."""
+    trace: list[Any] | None = None
+    """Where predictors record ``(predictor, inputs, prediction)`` for each call, as DSPy's
+    ``settings.trace``: ``with dspex.context(trace=[]) as s: ...; s.trace`` (``None``: off)."""
+    max_trace_size: int = 10000
+    """The trace keeps at most this many entries (the oldest go first); 0 records nothing."""
+    warn_on_type_mismatch: bool = True
+    """Warn when a module input's type does not match its signature field's type."""
+    interpreter_factory: Any = None
 
     def __post_init__(self) -> None:
         if self.prefer_native not in _PREFERENCES:
@@ -88,6 +142,14 @@ class Settings:
                     f"implementation_overrides[{kind!r}] must be one of {_IMPLEMENTATIONS}, "
                     f"got {impl!r}"
                 )
+        if self.trace is not None and not isinstance(self.trace, list):
+            raise ConfigurationError(
+                f"trace must be a list or None, got {type(self.trace).__name__}"
+            )
+        if not isinstance(self.max_trace_size, int) or self.max_trace_size < 0:
+            raise ConfigurationError(
+                f"max_trace_size must be a non-negative integer, got {self.max_trace_size!r}"
+            )
         roots = self.dspy_import_roots
         if isinstance(roots, str) or not all(
             isinstance(r, str) and r.isidentifier() for r in roots
@@ -96,6 +158,22 @@ class Settings:
                 f"dspy_import_roots must be a sequence of top-level package names, got {roots!r}"
             )
         object.__setattr__(self, "dspy_import_roots", tuple(roots))
+        from dspex.bridge.allowlist import parse_code_opt_in
+
+        opt_in = parse_code_opt_in(self.allow_code_execution)
+        object.__setattr__(self, "allow_code_execution", opt_in)
+
+        for name in _POSITIVE_INTS:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ConfigurationError(
+                    f"{name} must be a non-negative integer, got {value!r}", field=name
+                )
+        if not isinstance(self.callbacks, Sequence) or isinstance(self.callbacks, str):
+            raise ConfigurationError(
+                f"callbacks must be a list of callback objects, got {self.callbacks!r}",
+                field="callbacks",
+            )
         if not isinstance(self.cache_dir, Path):
             object.__setattr__(self, "cache_dir", Path(self.cache_dir))
 
@@ -110,6 +188,14 @@ class Settings:
 
 
 _FIELD_NAMES = frozenset(f.name for f in dataclasses.fields(Settings))
+_POSITIVE_INTS = (
+    "branch_idx",
+    "async_max_workers",
+    "num_threads",
+    "max_errors",
+    "max_history_size",
+    "max_trace_size",
+)
 
 ENV_VARS: dict[str, str] = {
     "DSPEX_PREFER_NATIVE": "prefer_native",
@@ -233,3 +319,110 @@ def context(**changes: Any) -> Iterator[Settings]:
         yield current()
     finally:
         _scoped.reset(token)
+
+
+# --- ``dspex.settings`` as DSPy users write it -------------------------------------------
+# ``dspex.settings.lm``, ``dspex.settings.configure(...)``, ``with dspex.settings.context(...)``,
+# ``dspex.settings["trace"]``, ``"lm" in dspex.settings``: this module answers for the typed
+# ``current()`` object, so there is one source of truth and no untyped global dict.
+
+
+def __getattr__(name: str) -> Any:
+    if name in _FIELD_NAMES:
+        return getattr(current(), name)
+    raise AttributeError(
+        f"dspex.settings has no setting {name!r}; known: {', '.join(sorted(_FIELD_NAMES))}"
+    )
+
+
+def get(name: str, default: Any = None) -> Any:
+    """``dspy.settings.get(name, default)``."""
+    return getattr(current(), name) if name in _FIELD_NAMES else default
+
+
+def as_dict() -> dict[str, Any]:
+    """Every setting in force here, by name (DSPy's ``settings.config``/``settings.copy()``)."""
+    now = current()
+    return {name: getattr(now, name) for name in sorted(_FIELD_NAMES)}
+
+
+def save(
+    path: str | os.PathLike[str],
+    modules_to_serialize: Sequence[Any] | None = None,
+    exclude_keys: Sequence[str] | None = None,
+) -> None:
+    """Pickle the settings in force to ``path`` with cloudpickle (DSPy's ``settings.save``).
+
+    Loading runs code from the file: :func:`load` needs ``allow_pickle=True``.
+    """
+    import cloudpickle
+
+    logging.getLogger(__name__).warning(
+        "`dspy.settings` are serialized using cloudpickle. Because cloudpickle allows for the "
+        "execution of arbitrary code during deserialization, you should only load files from "
+        "verified sources within a trusted environment."
+    )
+    excluded = set(exclude_keys or ())
+    data = {k: v for k, v in as_dict().items() if k not in excluded}
+    for module in modules_to_serialize or ():
+        cloudpickle.register_pickle_by_value(module)
+    try:
+        with open(path, "wb") as fh:
+            cloudpickle.dump(data, fh)
+    except Exception as exc:
+        raise ConfigurationError(
+            f"Saving failed with error: {exc}. Please remove the non-picklable attributes from "
+            "the values in the `dspy.settings`."
+        ) from exc
+    finally:
+        for module in modules_to_serialize or ():
+            cloudpickle.unregister_pickle_by_value(module)
+
+
+def load(path: str | os.PathLike[str], allow_pickle: bool = False) -> dict[str, Any]:
+    """Settings saved by :func:`save`, as a dict (pass it to ``configure(**...)``)."""
+    if not allow_pickle:
+        raise ConfigurationError(
+            "Loading .pkl files can run arbitrary code, which may be dangerous. "
+            "Set `allow_pickle=True` if you trust the source of the file.",
+            field="allow_pickle",
+        )
+    import cloudpickle
+
+    with open(path, "rb") as fh:
+        data: dict[str, Any] = cloudpickle.load(fh)
+    return data
+
+
+class _SettingsModule(types.ModuleType):
+    """Item access, ``in`` and attribute assignment (``dspex.settings.lm = lm`` configures)."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in _FIELD_NAMES:
+            configure(**{name: value})
+        else:
+            super().__setattr__(name, value)
+
+    def __getitem__(self, name: str) -> Any:
+        if name not in _FIELD_NAMES:
+            raise KeyError(name)
+        return getattr(current(), name)
+
+    def __setitem__(self, name: str, value: Any) -> None:
+        configure(**{name: value})
+
+    def __contains__(self, name: object) -> bool:
+        return name in _FIELD_NAMES
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return as_dict()
+
+    def copy(self) -> dict[str, Any]:
+        return as_dict()
+
+    def __repr__(self) -> str:
+        return f"dspex.settings({as_dict()!r})"
+
+
+sys.modules[__name__].__class__ = _SettingsModule

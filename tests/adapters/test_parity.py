@@ -1,4 +1,4 @@
-"""Byte-for-byte parity of ChatAdapter/JSONAdapter with DSPy 3.4.1 over a generated corpus."""
+"""Byte-for-byte parity of Chat/JSON/XML adapters with DSPy 3.4.1 over a generated corpus."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ pytestmark = pytest.mark.dspy
 ADAPTERS = [
     ("chat", dspy.ChatAdapter, dspex.ChatAdapter),
     ("json", dspy.JSONAdapter, dspex.JSONAdapter),
+    ("xml", dspy.XMLAdapter, dspex.XMLAdapter),
 ]
 
 

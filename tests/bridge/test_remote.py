@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -402,37 +403,36 @@ def test_dspy_execute_and_error_events(server: LMServer, lm: dspex.LM) -> None:
     assert meta["event"] == "dspex.dspy.execute" and measurements["duration"] > 0
 
 
-# DSPy's default code sandbox (Deno + Pyodide) imports its runner's modules from deno.land,
-# which these machines cannot reach; DSPy's LocalInterpreter runs the code inside the worker
-# process instead (contained by the pool's resource limits).
+# Code-running DSPy modules need the parent's opt-in (read when the DSPy pool starts); their
+# LM-generated code then runs in dspex.sandbox (bubblewrap), never in the worker itself.
 
 
-def test_program_of_thought_runs_code_in_the_worker(server: LMServer, lm: dspex.LM) -> None:
-    from dspy.primitives.local_interpreter import LocalInterpreter
+@pytest.fixture
+def code_pool(lm: dspex.LM) -> Iterator[None]:
+    from dspex.pool import shutdown_pools
 
-    pot = dspex.dspy(
-        "dspy.ProgramOfThought",
-        "question -> answer",
-        interpreter_factory=LocalInterpreter,
-        max_iters=2,
-    )
+    shutdown_pools()
+    dspex.configure(allow_code_execution=["ProgramOfThought", "RLM"])
+    yield
+    shutdown_pools()
+
+
+def test_program_of_thought_runs_code_in_the_sandbox(server: LMServer, code_pool: None) -> None:
+    pot = dspex.dspy("dspy.ProgramOfThought", "question -> answer", max_iters=2)
     server.reply(
-        {"reasoning": "compute", "generated_code": "result = 6 * 7\nSUBMIT(str(result))"},
+        {
+            "reasoning": "compute",
+            "generated_code": "import os\nresult = 6 * 7\nSUBMIT(str(result) + str(os.getuid() > 0))",
+        },
         {"reasoning": "done", "answer": "42"},
     )
     assert pot(question="6*7?").answer == "42"
-    assert "result = 6 * 7" in json.dumps(server.requests[-1].json["messages"])
+    # the code ran as an unprivileged uid (inside the sandbox), and its output reached the LM
+    assert "42True" in json.dumps(server.requests[-1].json["messages"])
 
 
-def test_rlm_explores_its_context_with_code(server: LMServer, lm: dspex.LM) -> None:
-    from dspy.primitives.local_interpreter import LocalInterpreter
-
-    rlm = dspex.dspy(
-        "dspy.RLM",
-        "context, question -> answer",
-        interpreter_factory=LocalInterpreter,
-        max_iters=3,
-    )
+def test_rlm_explores_its_context_with_code(server: LMServer, code_pool: None) -> None:
+    rlm = dspex.dspy("dspy.RLM", "context, question -> answer", max_iters=3)
     server.reply({"reasoning": "measure", "code": "SUBMIT(answer=str(len(context)))"})
     assert rlm(context="hello world", question="how long is it?").answer == "11"
 

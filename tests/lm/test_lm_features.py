@@ -64,9 +64,11 @@ def test_usage_is_tracked_and_cache_hits_are_not_billed(server: LMServer) -> Non
 
 def test_prediction_carries_usage(server: LMServer) -> None:
     lm = dspex.LM("openai/m", api_base=server.url, api_key="k", cache=False)
-    pred = dspex.Predict("question -> answer")(question="q", lm=lm)
+    with dspex.context(track_usage=True):  # DSPy's default is off
+        pred = dspex.Predict("question -> answer")(question="q", lm=lm)
     usage = pred.get_lm_usage()
     assert usage is not None and usage["openai/m"]["total_tokens"] > 0
+    assert dspex.Predict("question -> answer")(question="q", lm=lm).get_lm_usage() is None
 
 
 def test_history_is_bounded(server: LMServer) -> None:

@@ -5,12 +5,16 @@ from __future__ import annotations
 import gc
 
 import psutil
+import pytest
 
 import dspex
 from dspex.testing import LMServer
 
 
-def test_rss_stays_flat_over_10k_calls() -> None:
+def test_rss_stays_flat_over_10k_calls(monkeypatch: pytest.MonkeyPatch) -> None:
+    # the process-wide history (dspex.inspect_history) keeps DSPy's 10k entries; bound it to
+    # the warm-up size here so the test measures the LM's own state
+    monkeypatch.setattr("dspex.utils.inspect_history.MAX_HISTORY_SIZE", 1_000)
     process = psutil.Process()
     with LMServer() as server:
         lm = dspex.LM("openai/test", api_base=server.url, api_key="k", cache=False)

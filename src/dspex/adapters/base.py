@@ -7,8 +7,11 @@ from collections.abc import Generator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 from dspex.adapters.types import History
+from dspex.adapters.types.markers import CUSTOM_TYPE_START_IDENTIFIER as _CUSTOM_TYPE_START
+from dspex.adapters.types.markers import expand_custom_type_markers
 from dspex.adapters.values import apply_output_field_defaults
 from dspex.errors import AdapterParseError
+from dspex.utils.callback import with_callbacks
 
 if TYPE_CHECKING:
     from dspex.lm.base import BaseLM
@@ -57,6 +60,12 @@ class Adapter(ABC):
     DSPy 3.4.1 does: system message, demos (incomplete ones first), conversation history,
     then the user request.
     """
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for name in ("format", "parse"):  # callbacks see each format/parse, as in DSPy
+            if name in cls.__dict__:
+                setattr(cls, name, with_callbacks(cls.__dict__[name]))
 
     #: request options this adapter adds to every LM call (e.g. JSON mode)
     def prepare_lm_kwargs(self, lm_kwargs: dict[str, Any], signature: Any) -> dict[str, Any]:
@@ -132,6 +141,7 @@ class Adapter(ABC):
         return value
 
     # ------------------------------------------------------------------ formatting
+    @with_callbacks
     def format(
         self, signature: Any, demos: Sequence[Demo], inputs: Mapping[str, Any]
     ) -> list[dict[str, Any]]:
@@ -154,7 +164,14 @@ class Adapter(ABC):
         content = self.format_user_message_content(request_sig, inputs, main_request=True)
         if content:
             messages.append({"role": "user", "content": content})
+        for i, message in enumerate(messages):
+            if message["role"] == "user" and _CUSTOM_TYPE_START in message["content"]:
+                messages[i] = expand_custom_type_markers(message)
         return messages
+
+    def format_system_message(self, signature: Any) -> str:
+        """The system message: field descriptions, structure, and task (DSPy's hook name)."""
+        return self.system_message(signature)
 
     def system_message(self, signature: Any) -> str:
         """Cached per (signature class, adapter class): it never changes between calls."""

@@ -5,10 +5,11 @@ from __future__ import annotations
 import re
 import textwrap
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 from dspex.adapters.base import Adapter
 from dspex.adapters.values import (
+    _loaded,
     format_field_value,
     get_annotation_name,
     get_field_description_string,
@@ -17,7 +18,15 @@ from dspex.adapters.values import (
 )
 from dspex.signatures.field import FieldInfo
 
-__all__ = ["ChatAdapter"]
+__all__ = ["ChatAdapter", "FieldInfoWithName"]
+
+
+class FieldInfoWithName(NamedTuple):
+    """A field's name with its info (the key type of ``format_field_with_value``)."""
+
+    name: str
+    info: FieldInfo
+
 
 _HEADER = re.compile(r"\[\[ ## (\w+) ## \]\]")
 _FAST_HEADER = re.compile(r"^[ \t]*\[\[ ## (\w+) ## \]\]([^\n]*)", re.M)
@@ -136,6 +145,13 @@ class ChatAdapter(Adapter):
         ).strip()
         return body + "\n\n[[ ## completed ## ]]\n"
 
+    def format_field_with_value(self, fields_with_values: Mapping[Any, Any]) -> str:
+        """``[[ ## name ## ]]`` sections for ``{FieldInfoWithName: value}``."""
+        return "\n\n".join(
+            f"[[ ## {key.name} ## ]]\n{format_field_value(key.info, value)}"
+            for key, value in fields_with_values.items()
+        ).strip()
+
     # ------------------------------------------------------------------ parsing
     def parse(self, signature: Any, completion: str) -> dict[str, Any]:
         return parse_fields(
@@ -144,6 +160,9 @@ class ChatAdapter(Adapter):
 
 
 def _type_info(field: FieldInfo) -> str:
+    tool_calls = _loaded("dspex.adapters.types.tool_calls", "ToolCalls")
+    if tool_calls is not None and field.annotation is tool_calls:
+        return ' (must be a JSON object like {"tool_calls": [{"name": "...", "args": {...}}]})'
     if field.annotation is not str:
         return f" (must be formatted as a valid Python {get_annotation_name(field.annotation)})"
     return ""

@@ -12,6 +12,7 @@ import inspect
 import json
 import math
 import re
+import sys
 import types
 from collections.abc import Mapping
 from functools import lru_cache
@@ -21,6 +22,7 @@ from dspex.errors import AdapterParseError
 from dspex.signatures.field import FieldInfo
 
 __all__ = [
+    "AdapterFormatted",
     "annotation_allows_none",
     "apply_output_field_defaults",
     "format_field_value",
@@ -36,6 +38,20 @@ __all__ = [
 _MARKER = re.compile(r"\[\[ ## (\w+) ## \]\]")
 
 
+def _loaded(module: str, name: str) -> Any:
+    """A class from one of our custom-type modules if it was imported (else no value can be one)."""
+    loaded = sys.modules.get(module)
+    return getattr(loaded, name, None) if loaded is not None else None
+
+
+def _custom_type_base() -> Any:
+    return _loaded("dspex.adapters.types.base_type", "Type")
+
+
+def _reasoning_type() -> Any:
+    return _loaded("dspex.adapters.types.reasoning", "Reasoning")
+
+
 def neutralize_markers(text: str) -> str:
     """Escape field markers inside a value so it cannot forge prompt/response structure.
 
@@ -45,6 +61,16 @@ def neutralize_markers(text: str) -> str:
     if "[[ ## " not in text:
         return text
     return _MARKER.sub(lambda m: f"[[ \\## {m.group(1)} \\## ]]", text)
+
+
+class AdapterFormatted(str):
+    """Text an adapter produced itself (ReAct's formatted trajectory) passed back as an input.
+
+    Its ``[[ ## name ## ]]`` markers are structure, not forged input, so it is sent as is; the
+    values inside it were already neutralized when the adapter formatted them.
+    """
+
+    __slots__ = ()
 
 
 def annotation_allows_none(annotation: Any) -> bool:
@@ -179,6 +205,8 @@ def _format_input_list(value: list[Any]) -> str:
 
 def format_field_value(field_info: FieldInfo, value: Any) -> str:
     """How DSPy renders one value into a message (lists of text for ``str`` fields, JSON...)."""
+    if isinstance(value, AdapterFormatted):
+        return str(value)
     if isinstance(value, list) and field_info.annotation is str:
         text = _format_input_list(value)
     elif type(value) is str:
@@ -216,7 +244,12 @@ def _is_subclass(annotation: Any, base: type) -> bool:
 def translate_field_type(field_name: str, field_info: FieldInfo) -> str:
     """The ``{name}  # note: ...`` placeholder DSPy puts in the field-structure section."""
     field_type = field_info.annotation
-    if field_info.json_schema_extra.get("__dspy_field_type") == "input" or field_type is str:
+    code = _loaded("dspex.adapters.types.code", "Code")
+    if (
+        field_info.json_schema_extra.get("__dspy_field_type") == "input"
+        or field_type is str
+        or (field_type is not None and field_type is _reasoning_type())
+    ):
         desc = ""
     elif field_type is bool:
         desc = "must be True or False"
@@ -228,6 +261,8 @@ def translate_field_type(field_name: str, field_info: FieldInfo) -> str:
         desc = "must exactly match (no extra characters) one of: " + "; ".join(
             str(x) for x in field_type.__args__
         )
+    elif code is not None and _is_subclass(field_type, code) and field_type.description():
+        desc = ""  # Code's description already says how to write it
     else:
         desc = f"must adhere to the JSON schema: {json.dumps(_json_schema(field_type), ensure_ascii=False)}"
     desc = (" " * 8) + f"# note: the value you produce {desc}" if desc else ""
@@ -252,6 +287,8 @@ def get_annotation_name(annotation: Any) -> str:
     if origin is types.UnionType:
         origin = Union
     if origin is None:
+        if annotation is not None and annotation is _reasoning_type():
+            return "str"  # DSPy names Reasoning as str (ChainOfThought's old reasoning field)
         if hasattr(annotation, "__name__"):
             return str(annotation.__name__)
         return str(annotation)
@@ -269,7 +306,16 @@ def get_field_description_string(fields: Mapping[str, FieldInfo]) -> str:
     for idx, (name, info) in enumerate(fields.items()):
         line = f"{idx + 1}. `{name}` ({get_annotation_name(info.annotation)})"
         desc = info.json_schema_extra["desc"]
-        line += f": {desc if desc != f'${{{name}}}' else ''}"
+        desc = desc if desc != f"${{{name}}}" else ""
+        base = _custom_type_base()
+        if base is not None:
+            for custom in base.extract_custom_type_from_annotation(info.annotation):
+                if custom.description():
+                    desc += (
+                        f"\n    Type description of {get_annotation_name(custom)}: "
+                        f"{custom.description()}"
+                    )
+        line += f": {desc}"
         constraints = info.json_schema_extra.get("constraints")
         if constraints:
             line += f"\nConstraints: {constraints}"
@@ -342,7 +388,18 @@ def parse_value(value: Any, annotation: Any) -> Any:
             candidate = ast.literal_eval(value)
         except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
             candidate = value
-    return _type_adapter(annotation).validate_python(candidate)
+    try:
+        return _type_adapter(annotation).validate_python(candidate)
+    except ValueError:
+        base = _custom_type_base()
+        if base is None or not _is_subclass(annotation, base):
+            raise
+        # a custom type may parse the raw text itself (e.g. Code strips a markdown fence)
+        try:
+            return _type_adapter(annotation).validate_python(value)
+        except ValueError:
+            pass
+        raise
 
 
 _INT = re.compile(r"-?(?:0|[1-9][0-9]{0,17})")

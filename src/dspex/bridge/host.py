@@ -6,10 +6,11 @@ attributes (``get``/``set``), move their state (``dump_state``/``load_state``), 
 module's output (``stream``) and forget them (``release``). Objects live per pool session:
 a session's objects are dropped when the session ends.
 
-Security: only import roots on the allow-list can be reached through the protocol —
-``dspy``, ``dspex`` and the modules the parent configured (``dspy_import_roots``). A few
-side-effect-free standard modules may additionally be named *as types* (``datetime:date``
-in a signature), never as functions to call.
+Security: what the protocol may reach is decided by :mod:`dspex.bridge.allowlist` — public
+classes and functions *defined in* ``dspy``, ``dspex`` and the parent's ``dspy_import_roots``,
+minus a deny-list (interpreters, pickle loaders, ``os``/``subprocess``/``builtins``...); a
+few side-effect-free standard modules may be named *as types* only. Code-running DSPy
+modules need the parent's opt-in and then run their code in :mod:`dspex.sandbox`.
 
 Every method answers ``[True, value]`` or ``[False, error]``; the error is the wire form of
 a DSPex error (:mod:`dspex.bridge.errors`) with the DSPy exception type and traceback, and
@@ -28,18 +29,18 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from dspex.bridge.convert import TAG, Decoder, Encoder, decode_type, import_path, import_root
+from dspex.bridge.allowlist import ALWAYS_ALLOWED, Policy, parse_code_opt_in
+from dspex.bridge.convert import TAG, Decoder, Encoder, decode_type
 from dspex.bridge.errors import error_payload
 from dspex.errors import SecurityError, SessionLost, UserError
 
-__all__ = ["ALWAYS_ALLOWED", "IMPORT_ROOTS_ENV", "DSPyHost", "make_host"]
+__all__ = ["ALWAYS_ALLOWED", "CODE_EXECUTION_ENV", "IMPORT_ROOTS_ENV", "DSPyHost", "make_host"]
 
-ALWAYS_ALLOWED = ("dspy", "dspex")
 IMPORT_ROOTS_ENV = "DSPEX_DSPY_IMPORT_ROOTS"
 """Comma-separated extra import roots, set by the parent from ``dspy_import_roots``."""
-_TYPE_ONLY_ROOTS = frozenset(
-    {"datetime", "decimal", "uuid", "typing", "pydantic", "enum", "pathlib", "collections"}
-)
+CODE_EXECUTION_ENV = "DSPEX_ALLOW_CODE_EXECUTION"
+"""Comma-separated code-running modules opted in, set by the parent (``allow_code_execution``)."""
+_INTERPRETER_KWARGS = ("interpreter", "interpreter_factory")
 _LM_CACHE_SIZE = 32
 
 Envelope = list[Any]
@@ -48,7 +49,7 @@ Envelope = list[Any]
 def make_host() -> DSPyHost:
     """Pool factory (``target="dspex.bridge.host:make_host"``)."""
     extra = [r.strip() for r in os.environ.get(IMPORT_ROOTS_ENV, "").split(",") if r.strip()]
-    return DSPyHost(extra)
+    return DSPyHost(extra, parse_code_opt_in(os.environ.get(CODE_EXECUTION_ENV, "")))
 
 
 def _enveloped(fn: Callable[..., Any]) -> Callable[..., Envelope]:
@@ -67,11 +68,16 @@ def _enveloped(fn: Callable[..., Any]) -> Callable[..., Envelope]:
 class DSPyHost:
     """Hosts DSPy objects for the parent process (one per worker)."""
 
-    def __init__(self, import_roots: list[str] | tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        import_roots: list[str] | tuple[str, ...] = (),
+        code_opt_in: tuple[str, ...] = (),
+    ) -> None:
         import dspy
 
         self._dspy = dspy
-        self.roots = frozenset((*ALWAYS_ALLOWED, *import_roots))
+        self.policy = Policy(import_roots, code_opt_in)
+        self.roots = self.policy.roots
         self._sessions: dict[str | None, dict[str, Any]] = {}
         self._lms: collections.OrderedDict[tuple[Any, ...], Any] = collections.OrderedDict()
         self._secrets: set[str] = set()
@@ -83,26 +89,8 @@ class DSPyHost:
 
     # ------------------------------------------------------------------ import policy
     def resolve(self, path: str) -> Any:
-        """Import ``path`` if its root is allowed (types may also come from safe stdlib roots)."""
-        if not isinstance(path, str):
-            raise SecurityError(f"import path must be a string, got {type(path).__name__}")
-        root = import_root(path)
-        if root not in self.roots and root not in _TYPE_ONLY_ROOTS:
-            raise SecurityError(
-                f"import of {path!r} refused: {root!r} is not an allowed import root "
-                f"(allowed: {', '.join(sorted(self.roots))}); allow it in the parent with "
-                f"dspex.configure(dspy_import_roots=[{root!r}])",
-                path=path,
-            )
-        try:
-            obj = import_path(path)
-        except (ImportError, AttributeError) as exc:
-            raise UserError(f"cannot import {path!r} in the DSPy worker: {exc}") from exc
-        if root not in self.roots and not isinstance(obj, type):
-            raise SecurityError(
-                f"{path!r} may only be named as a type, not used as a callable", path=path
-            )
-        return obj
+        """A class or function named inside a value (types may come from safe stdlib roots)."""
+        return self.policy.resolve(path, "type")
 
     # ------------------------------------------------------------------ objects
     def _objects(self, create: bool = False) -> dict[str, Any]:
@@ -166,19 +154,15 @@ class DSPyHost:
         return NotImplemented
 
     def _rebuild_native(self, data: dict[str, Any]) -> Any:
-        """A native DSPex Predict/ChainOfThought sent by value becomes the DSPy module."""
-        dspy = self._dspy
-        kinds = {"predict": dspy.Predict, "chain_of_thought": dspy.ChainOfThought}
-        cls = kinds.get(data.get("kind", ""))
-        if cls is None:
-            raise UserError(
-                f"a native {data.get('kind')!r} module cannot be sent to DSPy; "
-                "pass a Predict, a ChainOfThought or a module created with dspex.dspy(...)"
-            )
+        """A native DSPex module sent by value becomes its DSPy equivalent (the parent names
+        the DSPy class and the output fields the native signature carries on top)."""
+        target = data.get("dspy")
+        if not isinstance(target, str) or not target.startswith("dspy."):
+            raise UserError(f"a native {data.get('kind')!r} module cannot be sent to DSPy")
+        cls = self.resolve(target)
         signature = self._decoder.decode(data["signature"])
-        if data.get("kind") == "chain_of_thought":
-            # the native signature already carries the reasoning field
-            signature = signature.delete("reasoning")
+        for name in data.get("drop_outputs") or ():
+            signature = signature.delete(name)
         module = cls(signature, **self._decoder.decode(data.get("config") or {}))
         state = data.get("state")
         if state:
@@ -294,7 +278,11 @@ class DSPyHost:
             overrides["lm"] = self._lm(ctx["lm"])
         adapter = ctx.get("adapter")
         if adapter:
-            overrides["adapter"] = getattr(self._dspy, adapter)()
+            overrides["adapter"] = self.policy.adapter(self._dspy, adapter)()
+        if self.policy.code_opt_in:
+            from dspex.sandbox.dspy_compat import sandbox_interpreter_factory
+
+            overrides["interpreter_factory"] = sandbox_interpreter_factory()
         try:
             with self._dspy.context(**overrides):
                 yield
@@ -312,11 +300,14 @@ class DSPyHost:
         return self._dspy.__version__  # type: ignore[no-any-return]
 
     def _create(self, oid: str, path: str, args: Any, kwargs: Any, state: Any) -> Any:
-        factory = self.resolve(path)
+        factory = self.policy.resolve(path, "object")
         if not callable(factory):
             raise UserError(f"{path!r} is not a class or function")
+        decoded_kwargs = self._decoder.decode(kwargs)
+        self.policy.check_kwargs(decoded_kwargs, path)
+        _refuse_interpreters(decoded_kwargs)
         with self._context(None):
-            obj = factory(*self._decoder.decode(args), **self._decoder.decode(kwargs))
+            obj = factory(*self._decoder.decode(args), **decoded_kwargs)
         if state is not None:
             obj.load_state(self._decoder.decode(state))
         self._objects(create=True)[oid] = obj
@@ -344,26 +335,39 @@ class DSPyHost:
     ) -> Any:
         """``obj.method(*args, **kwargs)`` under the parent's settings; the encoded result."""
         obj = self._obj(oid, make)
-        if method.startswith("_") and method != "__call__":
-            raise SecurityError(f"method {method!r} is private", method=method)
+        if not isinstance(method, str) or (method.startswith("_") and method != "__call__"):
+            raise SecurityError(f"method {method!r} is private", method=str(method))
+        self.policy.check_target(obj, f"method {method!r}")
         fn = getattr(obj, method)
+        decoded_args = self._decoder.decode(args)
+        decoded_kwargs = self._decoder.decode(kwargs)
+        self.policy.check_call(fn, method, decoded_kwargs)
+        _refuse_interpreters(decoded_kwargs)
+        # forward(interpreter, /, ...): a caller-owned interpreter would bypass the sandbox
+        if any(hasattr(a, "execute") and hasattr(a, "shutdown") for a in decoded_args):
+            raise SecurityError("passing an interpreter as an argument is refused")
         with self._context(ctx):
-            result = fn(*self._decoder.decode(args), **self._decoder.decode(kwargs))
+            result = fn(*decoded_args, **decoded_kwargs)
         return self._encoder.encode(result)
 
     def _walk(self, obj: Any, name: str) -> tuple[Any, str]:
         """``(owner, last)`` for a dotted attribute path; private names are refused."""
-        parts = name.split(".")
+        parts = name.split(".") if isinstance(name, str) else [""]
         if any(not p or p.startswith("_") for p in parts):
-            raise SecurityError(f"attribute {name!r} is private or malformed", attribute=name)
+            raise SecurityError(f"attribute {name!r} is private or malformed", attribute=str(name))
+        self.policy.check_target(obj, f"attribute {name!r}")
         for part in parts[:-1]:
             obj = getattr(obj, part)
+            self.policy.check_target(obj, f"attribute {name!r}")
         return obj, parts[-1]
 
     @_enveloped
     def get(self, oid: str, name: str, make: list[Any] | None = None) -> Any:
         owner, last = self._walk(self._obj(oid, make), name)
-        return self._encoder.encode(getattr(owner, last))
+        value = getattr(owner, last)
+        if inspect.ismodule(value):
+            raise SecurityError(f"attribute {name!r} is a module", attribute=name)
+        return self._encoder.encode(value)
 
     @_enveloped
     def set(self, oid: str, name: str, value: Any, make: list[Any] | None = None) -> None:
@@ -423,6 +427,17 @@ class DSPyHost:
     def drop_session(self, session_id: str) -> None:
         self._sessions.pop(session_id, None)
         self._active.pop(session_id, None)
+
+
+def _refuse_interpreters(kwargs: dict[str, Any]) -> None:
+    """Code-running modules use the sandbox the worker installs; no caller-chosen interpreter."""
+    named = [k for k in _INTERPRETER_KWARGS if k in kwargs]
+    if named:
+        raise SecurityError(
+            f"{named[0]}= is refused through the DSPy bridge: opted-in code-running modules "
+            "always run their code in dspex.sandbox",
+            argument=named[0],
+        )
 
 
 def _describe(obj: Any, dspy: Any) -> dict[str, Any]:

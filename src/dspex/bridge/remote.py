@@ -18,34 +18,23 @@ from contextlib import AbstractContextManager, nullcontext
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from dspex.bridge.session import DSPySession
-from dspex.errors import PoolUnhealthy, RemoteError, StateError, UserError
+from dspex.errors import RemoteError, StateError, UserError
 from dspex.primitives.module import Module
 from dspex.primitives.prediction import Prediction
+from dspex.router.kinds import _REGISTRY, Entry
 from dspex.telemetry import events
 
 if TYPE_CHECKING:
     from dspex.primitives.streaming import StreamChunk
 
-__all__ = ["NATIVE_EQUIVALENTS", "RemoteModule", "RemoteObject", "dspy", "handle_for"]
+__all__ = ["RemoteModule", "RemoteObject", "handle_for"]
 
 _LOCAL = frozenset({"callbacks", "history"})
 
-# DSPy keeps some attributes one level down; the native API has them on the module
-_ALIASES: dict[str, dict[str, str]] = {
-    "dspy.ChainOfThought": {"demos": "predict.demos", "signature": "predict.signature"},
-}
 
-# the class paths workers report for objects they return -> the names users write
-_CANONICAL = {
-    "dspy.predict.predict.Predict": "dspy.Predict",
-    "dspy.predict.chain_of_thought.ChainOfThought": "dspy.ChainOfThought",
-}
-
-NATIVE_EQUIVALENTS: dict[str, tuple[str, str]] = {
-    "dspy.Predict": ("dspex.modules.predict", "Predict"),
-    "dspy.ChainOfThought": ("dspex.modules.chain_of_thought", "ChainOfThought"),
-}
-"""DSPy classes whose state can be pulled into a native DSPex module (``to_native``)."""
+def _entry(type_path: str) -> Entry | None:
+    """The registry entry of a DSPy class path, if it names a known module kind."""
+    return _REGISTRY.by_dspy_type(type_path)
 
 
 class RemoteObject:
@@ -61,7 +50,9 @@ class RemoteObject:
         object.__setattr__(self, "_dspy_session", session)
         object.__setattr__(self, "_oid", oid)
         kind = info.get("type", "?")
-        object.__setattr__(self, "_type", _CANONICAL.get(kind, kind))
+        entry = _entry(kind)
+        # the class paths workers report -> the names users write ("dspy.ChainOfThought")
+        object.__setattr__(self, "_type", entry.dspy if entry is not None else kind)
         object.__setattr__(self, "_is_module", bool(info.get("is_module")))
         object.__setattr__(self, "_callable", bool(info.get("callable", True)))
 
@@ -81,7 +72,9 @@ class RemoteObject:
             self.set(name, value)
 
     def _path(self, name: str) -> str:
-        return _ALIASES.get(self._type, {}).get(name, name)
+        # DSPy keeps some attributes one level down; the native API has them on the module
+        entry = _entry(self._type)
+        return dict(entry.dspy_attributes).get(name, name) if entry is not None else name
 
     def get(self, name: str) -> Any:
         """The hosted object's attribute ``name`` (a method comes back as a callable handle).
@@ -204,56 +197,10 @@ class RemoteModule(RemoteObject, Module):
         return await super().acall_method(method, *args, **kwargs)
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return self.call_method("__call__", *args, **dict(kwargs))
-        except PoolUnhealthy as exc:
-            return self._fallback(exc)(*args, **kwargs)
+        return self.call_method("__call__", *args, **dict(kwargs))
 
     async def aforward(self, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return await self.acall_method("__call__", *args, **dict(kwargs))
-        except PoolUnhealthy as exc:
-            return await self._fallback(exc).acall(*args, **kwargs)
-
-    def _fallback(self, error: PoolUnhealthy) -> Module:
-        """The native equivalent to run while the DSPy pool is unhealthy (``allow_fallback``)."""
-        from dspex import settings
-
-        native: Module | None = self.__dict__.get("_native_fallback")
-        if native is not None:
-            return native
-        recipe = self._dspy_session.recipe(self._oid)
-        if (
-            not settings.current().allow_fallback
-            or self._type not in NATIVE_EQUIVALENTS
-            or recipe is None
-        ):
-            raise error
-        decode = self._dspy_session.decoder.decode
-        native = self._native_class()(*decode(recipe.args), **decode(recipe.kwargs))
-        if recipe.state is not None:
-            native.load_state(decode(recipe.state))
-        if self.__dict__.get("_lm") is not None:
-            native.set_lm(self.__dict__["_lm"])
-        object.__setattr__(self, "_native_fallback", native)
-        events.emit(
-            "dspex.router.fallback",
-            {},
-            {
-                "kind": self._type,
-                "from": "dspy",
-                "to": "native",
-                "when": "call",
-                "reason": f"dspy pool unhealthy: {error.message}",
-            },
-        )
-        return native
-
-    def _native_class(self) -> Any:
-        import importlib
-
-        module, name = NATIVE_EQUIVALENTS[self._type]
-        return getattr(importlib.import_module(module), name)
+        return await self.acall_method("__call__", *args, **dict(kwargs))
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return Module.__call__(self, *args, **kwargs)
@@ -280,24 +227,47 @@ class RemoteModule(RemoteObject, Module):
     def named_parameters(self) -> list[tuple[str, Any]]:
         return []
 
+    def _native_entry(self) -> Entry:
+        entry = _entry(self._type)
+        if entry is None or entry.native is None or not entry.state_compatible:
+            have = [e.dspy for e in map(_REGISTRY.entry, _REGISTRY.kinds()) if e.state_compatible]
+            raise UserError(
+                f"{self._type} has no native DSPex equivalent (available: {', '.join(map(str, have))})"
+            )
+        return entry
+
+    def _build_native(self, entry: Entry, args: Any, kwargs: Any) -> Module:
+        from dspex.router import build
+
+        return build(entry.kind, *args, implementation="native", **kwargs)
+
     def to_native(self) -> Module:
         """A native module with this one's constructor arguments and current state."""
-        if self._type not in NATIVE_EQUIVALENTS:
-            raise UserError(
-                f"{self._type} has no native DSPex equivalent (available: "
-                f"{', '.join(NATIVE_EQUIVALENTS)})"
-            )
+        entry = self._native_entry()
         recipe = self._dspy_session.recipe(self._oid)
         module: Module
         if recipe is not None:
             decode = self._dspy_session.decoder.decode
-            module = self._native_class()(*decode(recipe.args), **decode(recipe.kwargs))
+            module = self._build_native(entry, decode(recipe.args), decode(recipe.kwargs))
         else:  # a program the worker made (e.g. compiled by an optimizer): by its signature
             signature = self.get("signature")
-            if self._type == "dspy.ChainOfThought":
-                signature = signature.delete("reasoning")
-            module = self._native_class()(signature)
+            for name in entry.added_outputs:
+                signature = signature.delete(name)
+            module = self._build_native(entry, (signature,), {})
         return module.load_state(self.dump_state())
+
+    def native_from_recipe(self) -> Module:
+        """The native equivalent rebuilt from this process's recipe alone (no worker call):
+        constructor arguments and the last recorded state. Used while the pool is down."""
+        entry = self._native_entry()
+        recipe = self._dspy_session.recipe(self._oid)
+        if recipe is None:
+            raise UserError(f"{self!r} has no recipe to rebuild it natively")
+        decode = self._dspy_session.decoder.decode
+        module = self._build_native(entry, decode(recipe.args), decode(recipe.kwargs))
+        if recipe.state is not None:
+            module.load_state(decode(recipe.state))
+        return module
 
     def push_native(self, native: Module) -> RemoteModule:
         """Load a native module's state here (e.g. demos learned natively)."""
@@ -334,24 +304,3 @@ def _account(value: Any) -> Any:
             for model, counts in usage.items():
                 tracker.add(model, {k: v for k, v in counts.items() if isinstance(v, int)})
     return value
-
-
-def dspy(
-    target: str,
-    *args: Any,
-    session: DSPySession | None = None,
-    rehydrate: bool = True,
-    **kwargs: Any,
-) -> RemoteModule:
-    """Any DSPy class, hosted in a worker: ``dspex.dspy("dspy.ReAct", "q -> a", tools=[f])``.
-
-    ``target`` is an import path (``"dspy.ReAct"``, or ``"mypkg.programs:MyProgram"`` for a
-    package allowed by ``dspy_import_roots``). Arguments may include signatures, examples,
-    pydantic types, native or remote modules and Python callables (tools, metrics): callables
-    the worker cannot import become callbacks into this process. The object is created on
-    first use; with ``rehydrate=True`` it is rebuilt (constructor + last state) if its worker
-    dies, otherwise its next call raises ``SessionLost``.
-    """
-    if not isinstance(target, str):
-        raise UserError(f"dspex.dspy() takes an import path such as 'dspy.ReAct', got {target!r}")
-    return RemoteModule(target, *args, session=session, rehydrate=rehydrate, **kwargs)

@@ -23,7 +23,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from dspex import settings
-from dspex.bridge.convert import TAG, Decoder, Encoder, encode_type, import_root, is_importable
+from dspex.bridge.allowlist import exportable
+from dspex.bridge.convert import TAG, Decoder, Encoder, encode_type, is_importable
 from dspex.bridge.errors import error_payload, raise_payload
 from dspex.errors import ConfigurationError, SignatureError, UserError
 
@@ -39,7 +40,7 @@ DSPY_POOL = "dspy"
 
 
 def _pool_defaults() -> dict[str, Any]:
-    from dspex.bridge.host import IMPORT_ROOTS_ENV
+    from dspex.bridge.host import CODE_EXECUTION_ENV, IMPORT_ROOTS_ENV
 
     current = settings.current()
     cache_dir = current.cache_dir / "dspy"
@@ -56,6 +57,7 @@ def _pool_defaults() -> dict[str, Any]:
             "LITELLM_LOCAL_MODEL_COST_MAP": "True",
             "DSPY_CACHEDIR": str(cache_dir),
             IMPORT_ROOTS_ENV: ",".join(current.dspy_import_roots),
+            CODE_EXECUTION_ENV: ",".join(current.allow_code_execution),
         },
     }
 
@@ -246,8 +248,7 @@ class DSPySession:
         if isinstance(fn, BaseLM):  # an LM crosses as its spec
             return {TAG: "lm", "spec": self.lm_spec(fn)}
         path = is_importable(fn)
-        roots = {"dspy", "dspex", *settings.current().dspy_import_roots}
-        if path is not None and import_root(path) in roots:
+        if path is not None and exportable(path, settings.current().dspy_import_roots):
             return {TAG: "callable", "path": path}
         name = self._register(fn, fn)
         return {TAG: "callback", "name": name, **_describe_callable(fn, self.encoder)}
@@ -276,20 +277,43 @@ class DSPySession:
     def _encode_module(self, value: Any) -> dict[str, Any] | None:
         from dspex.bridge.remote import RemoteObject
         from dspex.primitives.module import Module
+        from dspex.router.wrappers import unwrap
 
+        value = unwrap(value)
         if isinstance(value, RemoteObject):
             return self._encode_remote(value)
         if isinstance(value, Module):
-            kind = getattr(value, "_dspex_kind", None)
-            predictor = getattr(value, "predict", value)
-            return {
-                TAG: "module",
-                "kind": kind,
-                "signature": self.encoder.encode(value.signature),  # type: ignore[attr-defined]
-                "config": self.encoder.encode(dict(getattr(predictor, "config", {}) or {})),
-                "state": self.encoder.encode(value.dump_state()),
-            }
+            return self._encode_native(value)
         return None
+
+    def _encode_native(self, value: Any) -> dict[str, Any]:
+        """A native module sent by value: DSPy builds its own equivalent from the signature,
+        config and state (only kinds whose states are interchangeable, per the registry)."""
+        from dspex.router.kinds import _REGISTRY
+
+        inner = value
+        kind = _REGISTRY.kind_of(inner)
+        entry = _REGISTRY.entry(kind) if kind is not None else None
+        if entry is None or not entry.state_compatible or entry.dspy is None:
+            sendable = [
+                e.name for e in map(_REGISTRY.entry, _REGISTRY.kinds()) if e.state_compatible
+            ]
+            raise UserError(
+                f"{type(inner).__name__} is a native module, which cannot be sent to a DSPy "
+                f"worker (only {', '.join(map(str, sendable))} can, by value). Run it with the "
+                "native implementations instead (dspex.Evaluate, dspex.BootstrapFewShot... take "
+                "user modules natively), or build the whole program with dspex.dspy(...)"
+            )
+        predictor = getattr(inner, "predict", inner)
+        return {
+            TAG: "module",
+            "kind": kind,
+            "dspy": entry.dspy,
+            "drop_outputs": list(entry.added_outputs),
+            "signature": self.encoder.encode(inner.signature),
+            "config": self.encoder.encode(dict(getattr(predictor, "config", {}) or {})),
+            "state": self.encoder.encode(inner.dump_state()),
+        }
 
     def _encode_remote(self, value: RemoteObject) -> dict[str, Any]:
         other = value._dspy_session

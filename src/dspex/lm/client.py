@@ -45,6 +45,7 @@ from dspex.lm.transport import DEFAULT_MAX_BODY, HTTPError, Response, Target
 from dspex.lm.usage import current_tracker
 from dspex.lm.wire import HTTPTransport
 from dspex.telemetry import events
+from dspex.utils.callback import with_callbacks
 
 __all__ = ["LM"]
 
@@ -203,6 +204,7 @@ class LM(BaseLM):
         self._owns_transport = True  # closed with the LM (the transport's own finalizer)
 
     # ------------------------------------------------------------------ calls
+    @with_callbacks
     def __call__(
         self, prompt: str | None = None, messages: list[Message] | None = None, **kwargs: Any
     ) -> list[str]:
@@ -230,6 +232,7 @@ class LM(BaseLM):
                 flow.close()
         return self._end(call)
 
+    @with_callbacks
     async def acall(
         self, prompt: str | None = None, messages: list[Message] | None = None, **kwargs: Any
     ) -> list[str]:
@@ -371,7 +374,7 @@ class LM(BaseLM):
         if call.blob is not None:
             shared_cache(settings.current().cache_dir).put(call.blob, texts, call.usage)
         tracker = current_tracker()
-        if tracker is not None and settings.current().track_usage:
+        if tracker is not None:
             tracker.add(self.model, call.usage)
         self._remember(call.messages, call.options, texts, call.usage, cached=False)
         return list(texts)
@@ -385,7 +388,9 @@ class LM(BaseLM):
         *,
         cached: bool,
     ) -> None:
-        self.history.append({
+        from dspex.utils.inspect_history import record_history
+
+        record_history(self, {
             "model": self.model, "messages": messages, "kwargs": options, "outputs": texts,
             "usage": {} if cached else usage, "cached": cached, "timestamp": time.time(),
         })  # fmt: skip

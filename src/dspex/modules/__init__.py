@@ -1,6 +1,41 @@
-"""Native modules: Predict, ChainOfThought."""
+"""Native modules: Predict, ChainOfThought, ReAct, BestOfN, Refine, MultiChainComparison,
+Parallel, majority, KNN (the ones beyond Predict/ChainOfThought load on first use)."""
 
+from typing import TYPE_CHECKING
+
+from dspex._lazy import lazy_getattr
 from dspex.modules.chain_of_thought import ChainOfThought
 from dspex.modules.predict import Predict
 
-__all__ = ["ChainOfThought", "Predict"]
+if TYPE_CHECKING:
+    from dspex.modules.aggregation import majority
+    from dspex.modules.best_of_n import BestOfN
+    from dspex.modules.knn import KNN
+    from dspex.modules.multi_chain_comparison import MultiChainComparison
+    from dspex.modules.parallel import Parallel
+    from dspex.modules.react import ReAct
+    from dspex.modules.refine import Refine
+
+__all__ = [
+    "KNN",
+    "BestOfN",
+    "ChainOfThought",
+    "MultiChainComparison",
+    "Parallel",
+    "Predict",
+    "ReAct",
+    "Refine",
+    "majority",
+]
+
+_WHERE = {
+    "BestOfN": "dspex.modules.best_of_n",
+    "KNN": "dspex.modules.knn",
+    "MultiChainComparison": "dspex.modules.multi_chain_comparison",
+    "Parallel": "dspex.modules.parallel",
+    "ReAct": "dspex.modules.react",
+    "Refine": "dspex.modules.refine",
+    "majority": "dspex.modules.aggregation",
+}
+
+__getattr__ = lazy_getattr("dspex.modules", _WHERE, globals())

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import replace
-from typing import Any, ClassVar
+from typing import Any
 
 from dspex.modules.predict import Predict
 from dspex.primitives.module import Module
@@ -17,8 +17,6 @@ __all__ = ["ChainOfThought"]
 class ChainOfThought(Module):
     """Reason step by step, then answer: the signature gains ``reasoning`` as first output."""
 
-    _dspex_kind: ClassVar[str] = "chain_of_thought"
-    _dspy_target: ClassVar[str] = "dspy.ChainOfThought"
     implementation: str = "native"
 
     def __init__(

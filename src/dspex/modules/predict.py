@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import logging
 from collections.abc import AsyncIterator, Generator, Mapping
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
 from dspex import settings
 from dspex.adapters.base import LMRequest, drive_async, drive_sync
@@ -57,8 +57,6 @@ class Predict(Module, Parameter):
     ``config={...}``, ``lm=...``, ``demos=[...]`` or ``signature=...`` to override them.
     """
 
-    _dspex_kind: ClassVar[str] = "predict"
-    _dspy_target: ClassVar[str] = "dspy.Predict"
     implementation: str = "native"
 
     def __init__(
@@ -92,10 +90,20 @@ class Predict(Module, Parameter):
         return result
 
     def forward(self, **kwargs: Any) -> Prediction:
+        if settings.current().send_stream is not None:  # inside dspex.streamify
+            from dspex.streaming.streamify import listened, streamed_sync
+
+            if listened(self):
+                return streamed_sync(self, kwargs)
         lm, flow = self._flow(kwargs)
         return drive_sync(flow, lm)
 
     async def aforward(self, **kwargs: Any) -> Prediction:
+        if settings.current().send_stream is not None:  # inside dspex.streamify
+            from dspex.streaming.streamify import listened, stream_predict
+
+            if listened(self):
+                return await stream_predict(self, kwargs)
         lm, flow = self._flow(kwargs)
         return await drive_async(flow, lm)
 
@@ -112,9 +120,10 @@ class Predict(Module, Parameter):
     def _flow(
         self, kwargs: dict[str, Any]
     ) -> tuple[BaseLM, Generator[LMRequest, list[Any], Prediction]]:
+        record = kwargs.pop("_trace", True)
         lm, config, signature, demos, inputs = self._prepare(kwargs)
         adapter = settings.current().adapter or _default_adapter()
-        return lm, self._run(adapter, config, signature, demos, inputs)
+        return lm, self._run(adapter, config, signature, demos, inputs, bool(record))
 
     def _run(
         self,
@@ -123,6 +132,7 @@ class Predict(Module, Parameter):
         signature: Any,
         demos: list[Any],
         inputs: dict[str, Any],
+        record: bool = True,
     ) -> Generator[LMRequest, list[Any], Prediction]:
         if events.has_handlers():
             meta = {"module": "predict", "signature": signature.signature}
@@ -130,7 +140,21 @@ class Predict(Module, Parameter):
                 completions = yield from adapter.flow(config, signature, demos, inputs)
         else:
             completions = yield from adapter.flow(config, signature, demos, inputs)
-        return Prediction.from_completions(completions, signature=signature)
+        prediction = Prediction.from_completions(completions, signature=signature)
+        if record:
+            self._record_trace(inputs, prediction)
+        return prediction
+
+    def _record_trace(self, inputs: dict[str, Any], prediction: Prediction) -> None:
+        """Append ``(self, inputs, prediction)`` to the trace in force (``context(trace=[])``),
+        as DSPy does; optimizers read demos from it. Bounded by ``max_trace_size``."""
+        current = settings.current()
+        trace = current.trace
+        if trace is None or current.max_trace_size <= 0:
+            return
+        if len(trace) >= current.max_trace_size:
+            trace.pop(0)
+        trace.append((self, dict(inputs), prediction))
 
     def _prepare(
         self, kwargs: dict[str, Any]

@@ -139,6 +139,10 @@ def step(
     if isinstance(target, str):
         return _dspy_target(target, args, kwargs, implementation, label, options, io)
 
+    kind = _routed_kind(target)
+    if kind is not None:
+        return _routed(kind, None, args, kwargs, implementation, label, options, io)
+
     if isinstance(target, type):
         return _module_class(target, args, kwargs, implementation, label, options, io)
 
@@ -182,6 +186,44 @@ def step(
     )
 
 
+def _routed_kind(target: Any) -> str | None:
+    """The module kind the router builds for ``target`` (``dspex.Predict``, or a native class
+    registered for a kind), or ``None`` for anything else (user classes run as given)."""
+    from dspex.router import REGISTRY
+    from dspex.router.factories import RoutedFactory
+
+    if isinstance(target, RoutedFactory):
+        return target.kind
+    if isinstance(target, type):
+        return REGISTRY.kind_of(target)
+    return None
+
+
+def _routed(
+    kind: str,
+    path: str | None,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    implementation: str,
+    label: str,
+    options: dict[str, Any],
+    io: dict[str, Any],
+) -> Step:
+    """One routing decision for the step; a DSPy choice runs in the pipeline's DSPy session."""
+    from dspex.router import realize, route
+
+    decision = route(kind, implementation, args, kwargs)
+    if decision.implementation == "dspy":
+        target = path or decision.entry.dspy
+        assert target is not None
+        return DSPyStep(target, args, kwargs, label, **io, **options)
+    try:
+        module = realize(decision, args, kwargs)
+    except TypeError as exc:
+        raise _spec_error(f"step {label!r}: cannot build {kind}: {exc}", label) from exc
+    return ModuleStep(module, label, **io, **options)
+
+
 def _dspy_target(
     target: str,
     args: tuple[Any, ...],
@@ -197,23 +239,20 @@ def _dspy_target(
             label,
             "target",
         )
-    if implementation != "dspy":
-        from dspex.router import REGISTRY, choose
+    from dspex.router import REGISTRY
 
-        entry = REGISTRY.by_dspy(target)
-        if entry is not None and entry.native is not None:
-            if choose(entry.kind, implementation) != "dspy":  # the router decides, as for modules
-                cls = REGISTRY.native_class(entry.kind)
-                return _module_class(cls, args, kwargs, implementation, label, options, io)
-        elif implementation == "native":
-            entries = [REGISTRY.entry(kind) for kind in REGISTRY.kinds()]
-            natives = [e.dspy for e in entries if e.native and e.dspy]
-            raise ImplementationUnavailable(
-                f"step {label!r}: {target} has no native implementation; use "
-                f"implementation='dspy' or 'auto' (native ones: {', '.join(natives)})",
-                kind=target,
-                requested="native",
-            )
+    entry = REGISTRY.by_dspy(target)
+    if entry is not None:  # a module kind: the router decides, as for dspex.Predict(...)
+        return _routed(entry.kind, target, args, kwargs, implementation, label, options, io)
+    if implementation == "native":
+        entries = [REGISTRY.entry(kind) for kind in REGISTRY.kinds()]
+        natives = [e.dspy for e in entries if e.native and e.dspy]
+        raise ImplementationUnavailable(
+            f"step {label!r}: {target} has no native implementation; use "
+            f"implementation='dspy' or 'auto' (native ones: {', '.join(natives)})",
+            kind=target,
+            requested="native",
+        )
     return DSPyStep(target, args, kwargs, label, **io, **options)
 
 
@@ -226,15 +265,7 @@ def _module_class(
     options: dict[str, Any],
     io: dict[str, Any],
 ) -> Step:
-    target = cls.__dict__.get("_dspy_target")
-    if target is not None:
-        from dspex.router import choose
-
-        chosen = choose(cls.__dict__["_dspex_kind"], implementation)
-        if chosen == "dspy":
-            return DSPyStep(target, args, kwargs, label, **io, **options)
-        kwargs = {**kwargs, "implementation": "native"}
-    elif implementation == "dspy":
+    if implementation == "dspy":
         raise _spec_error(
             f"step {label!r}: {cls.__name__} has no DSPy implementation; name a DSPy class "
             f"by import path instead ('dspy.X')",

@@ -8,10 +8,17 @@ is built (names spelled in the source) and when it renders. Values render litera
 containing ``{{ ... }}`` is text, never a template. No HTML autoescaping (the output is a
 prompt or a report, not HTML). A field the template names that the state lacks raises
 ``StepInputMissing`` naming the step and the field.
+
+Templates are bounded (:mod:`dspex.pipelines.template_bounds`): loops, calls and arithmetic
+spend a per-render budget, sizes are checked before strings, sequences or integers are
+built, and the render runs in a thread that stops soon after the step's ``timeout`` (or the
+pipeline's) cancels it: the timeout holds even for a resource bomb.
 """
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from collections.abc import Mapping
 from typing import Any
 
@@ -19,6 +26,7 @@ from dspex.errors import PipelineError, PipelineSpecError, SecurityError
 from dspex.pipelines.result import StepResult
 from dspex.pipelines.runner import Frame, Run
 from dspex.pipelines.steps import Step, missing_input
+from dspex.pipelines.template_bounds import Budget, environment, render
 
 __all__ = ["TemplateStep"]
 
@@ -29,12 +37,7 @@ def _environment() -> Any:
     """The shared sandboxed environment (Jinja2 imported on first template only)."""
     global _ENV
     if _ENV is None:
-        from jinja2 import StrictUndefined
-        from jinja2.sandbox import ImmutableSandboxedEnvironment
-
-        _ENV = ImmutableSandboxedEnvironment(
-            undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True
-        )
+        _ENV = environment()
     return _ENV
 
 
@@ -92,7 +95,7 @@ class TemplateStep(Step):
         # Jinja's globals (range, dict, cycler...) are not state fields, unless the state has them
         self.fields = tuple(sorted(n for n in names if n not in env.globals))
         self.shadowing = tuple(sorted(n for n in names if n in env.globals))
-        self.template = env.from_string(ast)
+        self.template = env.from_string(env.bound(ast))
 
     async def execute(
         self,
@@ -114,8 +117,13 @@ class TemplateStep(Step):
         for key in self.shadowing:
             if key in state:
                 context[key] = state[key]
+        cancelled = threading.Event()
+        budget = Budget(path, cancelled)
         try:
-            text = self.template.render(context)
+            text = await asyncio.to_thread(render, self.template, context, budget)
+        except asyncio.CancelledError:
+            cancelled.set()  # the render thread stops within a few budget steps
+            raise
         except JinjaSecurityError as exc:
             raise SecurityError(
                 f"template step {path!r} was refused by the sandbox: {exc}", step=path

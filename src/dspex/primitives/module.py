@@ -49,28 +49,14 @@ class Parameter:
 
 
 class _ModuleMeta(type):
-    """Guarantees base attributes even when a subclass forgets ``super().__init__()``.
+    """Guarantees base attributes even when a subclass forgets ``super().__init__()``."""
 
-    A class that declares ``_dspy_target`` (``Predict`` -> ``"dspy.Predict"``) is routed at
-    construction: ``implementation=`` and the settings decide whether a native object or a
-    :class:`~dspex.bridge.remote.RemoteModule` running the DSPy class is built.
-    """
-
-    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
-        if "_dspy_target" in cls.__dict__:
-            from dspex.router import construct
-
-            return construct(cls, args, kwargs)  # type: ignore[arg-type]
-        return build_native(cls, args, kwargs)
-
-
-def build_native(cls: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    """``cls(*args, **kwargs)`` without routing, with the base attributes guaranteed."""
-    obj: Any = cls.__new__(cls)
-    if isinstance(obj, cls):
-        Module._base_init(obj)
-        obj.__init__(*args, **kwargs)
-    return obj
+    def __call__(cls: Any, *args: Any, **kwargs: Any) -> Any:
+        obj: Any = cls.__new__(cls)
+        if isinstance(obj, cls):
+            Module._base_init(obj)
+            obj.__init__(*args, **kwargs)
+        return obj
 
 
 class Module(metaclass=_ModuleMeta):
@@ -79,8 +65,6 @@ class Module(metaclass=_ModuleMeta):
     callbacks: list[Any]
     history: list[Any]
     _compiled: bool
-    _dspex_measure: tuple[str, str] | None = None
-    """``(kind, implementation)`` when the router measures this module's calls."""
 
     def _base_init(self) -> None:
         self._compiled = False
@@ -106,25 +90,11 @@ class Module(metaclass=_ModuleMeta):
         return type(self).aforward is not Module.aforward
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        if self._dspex_measure is not None:
-            from dspex.router.stats import measured_sync
-
-            return measured_sync(self._dspex_measure, self._call, args, kwargs)
-        return self._call(*args, **kwargs)
-
-    def _call(self, *args: Any, **kwargs: Any) -> Any:
         if self._has_sync_forward() or not self._has_async_forward():
             return _tracked_sync(self.forward, args, kwargs)
         return run_sync(self.acall(*args, **kwargs))
 
     async def acall(self, *args: Any, **kwargs: Any) -> Any:
-        if self._dspex_measure is not None:
-            from dspex.router.stats import measured_async
-
-            return await measured_async(self._dspex_measure, self._acall(*args, **kwargs))
-        return await self._acall(*args, **kwargs)
-
-    async def _acall(self, *args: Any, **kwargs: Any) -> Any:
         if self._has_async_forward() or not self._has_sync_forward():
             return await _tracked_async(self.aforward(*args, **kwargs))
         # A sync-only program: keep the event loop free while it runs.

@@ -1,5 +1,11 @@
 """Which implementation runs a module: ``native`` (DSPex's engine) or ``dspy`` (a DSPy worker).
 
+The router decides once, at the front door: :func:`build` (``dspex.module``, ``dspex.Predict``,
+``dspex.ReAct``..., pipeline steps named by DSPy path and ``to_native()`` all come here) picks an
+implementation, builds it, and wraps it for the behaviours that need it (compare mode,
+performance measurement, call-time fallback: :mod:`dspex.router.wrappers`). Engine classes are
+plain: a native module never routes its children.
+
 The selection policy, in order:
 
 1. the explicit ``implementation=`` of the constructor (``native``, ``dspy``, ``auto``,
@@ -21,12 +27,13 @@ fraction of calls of routed kinds on both implementations (see :mod:`dspex.route
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from dspex import settings
 from dspex.errors import ConfigurationError, ImplementationUnavailable
 from dspex.router.kinds import _REGISTRY as REGISTRY
-from dspex.router.kinds import Registry, register_native, registry
+from dspex.router.kinds import Entry, Registry, register_native, registry
 from dspex.telemetry import events
 
 if TYPE_CHECKING:
@@ -36,12 +43,16 @@ __all__ = [
     "REGISTRY",
     "Choice",
     "Registry",
+    "Route",
+    "build",
     "choose",
-    "construct",
+    "dspy",
     "explain",
     "module",
+    "realize",
     "register_native",
     "registry",
+    "route",
 ]
 
 logger = logging.getLogger(__name__)
@@ -110,9 +121,41 @@ def _decide(kind: str, requested: str | None) -> tuple[Choice, str, str]:
     )
 
 
-def choose(kind: str, requested: str | None = None) -> Choice:
-    """The implementation to build for module ``kind`` (emits ``dspex.router.route``)."""
-    chosen, source, _ = _decide(kind, requested)
+@dataclass(frozen=True, slots=True)
+class Route:
+    """One routing decision: what to build for ``kind`` and why."""
+
+    entry: Entry
+    implementation: Choice
+    source: str
+    reason: str
+    requested: str | None
+
+    @property
+    def kind(self) -> str:
+        return self.entry.kind
+
+
+def route(
+    kind: str,
+    requested: str | None = None,
+    args: tuple[Any, ...] = (),
+    kwargs: dict[str, Any] | None = None,
+) -> Route:
+    """Decide the implementation of ``kind`` for these constructor arguments.
+
+    The only place a choice is made. Emits exactly one ``dspex.router.route`` event, with the
+    final decision (after a creation-time fallback to DSPy for arguments native cannot take).
+    """
+    chosen, source, reason = _decide(kind, requested)
+    if chosen != "dspy":
+        unsupported = native_unsupported(args, kwargs or {})
+        if unsupported is not None:
+            chosen, source, reason = (
+                _fall_back(kind, requested, unsupported),
+                "fallback",
+                unsupported,
+            )
     if events.has_handlers():
         events.emit(
             "dspex.router.route",
@@ -125,7 +168,12 @@ def choose(kind: str, requested: str | None = None) -> Choice:
                 "native_available": REGISTRY.has_native(kind),
             },
         )
-    return chosen
+    return Route(REGISTRY.entry(kind), chosen, source, reason, requested)
+
+
+def choose(kind: str, requested: str | None = None) -> Choice:
+    """The implementation :func:`build` would pick for ``kind`` now (emits the route event)."""
+    return route(kind, requested).implementation
 
 
 def explain(kind: str) -> tuple[str | None, str]:
@@ -138,6 +186,86 @@ def explain(kind: str) -> tuple[str | None, str]:
 
 
 # ---------------------------------------------------------------------------- building
+
+
+def build(kind: str, *args: Any, implementation: str | None = None, **kwargs: Any) -> Module:
+    """Build a module of ``kind`` (``"predict"``, ``"react"``...) where the router says.
+
+    ``dspex.module(kind, ...)``; ``dspex.Predict(...)``, ``dspex.ReAct(...)`` and the other
+    DSPy names call this for their kind, so ``import dspex as dspy`` programs run unchanged.
+    """
+    return realize(route(kind, implementation, args, kwargs), args, kwargs)
+
+
+module = build
+"""``dspex.module(kind, *args, implementation=None, **kwargs)``: :func:`build`."""
+
+
+def dspy(
+    target: str,
+    *args: Any,
+    session: Any = None,
+    rehydrate: bool = True,
+    **kwargs: Any,
+) -> Module:
+    """Any DSPy class, hosted in a worker: ``dspex.dspy("dspy.ReAct", "q -> a", tools=[f])``.
+
+    ``target`` is an import path (``"dspy.ReAct"``, or ``"mypkg.programs:MyProgram"`` for a
+    package allowed by ``dspy_import_roots``). Arguments may include signatures, examples,
+    pydantic types, native or remote modules and Python callables (tools, metrics): callables
+    the worker cannot import become callbacks into this process. The object is created on
+    first use; with ``rehydrate=True`` it is rebuilt (constructor + last state) if its worker
+    dies, otherwise its next call raises ``SessionLost``. A DSPy class that is a module kind
+    (``dspy.Predict``...) is built through :func:`build` with ``implementation="dspy"``, so
+    the router's wrappers (call-time fallback) apply as for ``dspex.Predict(...)``.
+    """
+    from dspex.bridge.remote import RemoteModule
+    from dspex.errors import UserError
+
+    if not isinstance(target, str):
+        raise UserError(f"dspex.dspy() takes an import path such as 'dspy.ReAct', got {target!r}")
+    options = {"session": session, "rehydrate": rehydrate}
+    entry = REGISTRY.by_dspy(target)
+    if entry is not None:
+        return build(entry.kind, *args, implementation="dspy", **options, **kwargs)
+    return RemoteModule(target, *args, **options, **kwargs)
+
+
+def realize(decision: Route, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Module:
+    """Build what ``decision`` says, wrapped for the router behaviours that apply."""
+    from dspex.router import wrappers
+
+    entry, chosen = decision.entry, decision.implementation
+    built: Module
+    if chosen == "dspy":
+        built = _remote(entry, args, kwargs)
+    else:
+        built = REGISTRY.native_class(entry.kind)(*args, **kwargs)
+        if chosen == "compare":
+            from dspex.router.compare import CompareModule
+
+            rate = (
+                1.0 if decision.requested == "compare" else settings.current().compare_sample_rate
+            )
+            return CompareModule(
+                entry.kind, built, _remote(entry, args, kwargs, fallback=False), sample_rate=rate
+            )
+    if settings.current().routing_strategy == "performance":
+        built = wrappers.MeasuredModule(entry.kind, built, chosen)
+    return built
+
+
+def _remote(
+    entry: Entry, args: tuple[Any, ...], kwargs: dict[str, Any], *, fallback: bool = True
+) -> Module:
+    from dspex.bridge.remote import RemoteModule
+    from dspex.router.wrappers import FallbackModule
+
+    assert entry.dspy is not None
+    remote = RemoteModule(entry.dspy, *args, **kwargs)
+    if fallback and entry.state_compatible and entry.native is not None:
+        return FallbackModule(entry.kind, remote)
+    return remote
 
 
 def _foreign(value: Any) -> str | None:
@@ -165,31 +293,6 @@ def native_unsupported(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str | N
     return None
 
 
-def construct(cls: type[Module], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Module:
-    """Build ``cls(*args, **kwargs)`` where the router says (``Predict`` and friends)."""
-    kind: str = cls.__dict__["_dspex_kind"]
-    requested = kwargs.pop("implementation", None)
-    chosen = choose(kind, requested)
-    if chosen != "dspy":
-        reason = native_unsupported(args, kwargs)
-        if reason is not None:
-            chosen = _fall_back(kind, requested, reason)
-    if chosen == "dspy":
-        from dspex.bridge.remote import RemoteModule
-
-        return RemoteModule(cls.__dict__["_dspy_target"], *args, **kwargs)
-    native = _make_native(cls, args, kwargs)
-    if chosen == "compare":
-        from dspex.bridge.remote import RemoteModule
-        from dspex.router.compare import CompareModule
-
-        remote = RemoteModule(cls.__dict__["_dspy_target"], *args, **kwargs)
-        rate = 1.0 if requested == "compare" else settings.current().compare_sample_rate
-        return CompareModule(kind, native, remote, sample_rate=rate)
-    _measure(native, kind, "native")
-    return native
-
-
 def _fall_back(kind: str, requested: str | None, reason: str) -> Choice:
     current = settings.current()
     if requested == "native" or not current.allow_fallback:
@@ -212,47 +315,3 @@ def _fall_back(kind: str, requested: str | None, reason: str) -> Choice:
         {"kind": kind, "from": "native", "to": "dspy", "when": "create", "reason": reason},
     )
     return "dspy"
-
-
-def _make_native(cls: type[Module], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Module:
-    from dspex.primitives.module import build_native
-
-    native: Module = build_native(cls, args, kwargs)
-    return native
-
-
-def _measure(module: Module, kind: str, implementation: str) -> None:
-    if settings.current().routing_strategy == "performance":
-        object.__setattr__(module, "_dspex_measure", (kind, implementation))
-
-
-def module(kind: str, *args: Any, implementation: str | None = None, **kwargs: Any) -> Module:
-    """Build a module of ``kind`` (``"react"``, ``"best_of_n"``...) where the router says.
-
-    ``dspex.ReAct(...)``, ``dspex.BestOfN(...)`` and the other DSPy names are this function
-    for their kind, so ``import dspex as dspy`` programs run unchanged.
-    """
-    entry = REGISTRY.entry(kind)
-    native_cls = REGISTRY.native_class(kind) if entry.native else None
-    if native_cls is not None and "_dspy_target" in getattr(native_cls, "__dict__", {}):
-        # routed classes (Predict, ChainOfThought) decide in their constructor
-        return native_cls(*args, implementation=implementation, **kwargs)  # type: ignore[no-any-return]
-    chosen = choose(kind, implementation)
-    if chosen != "dspy" and native_cls is not None:
-        built: Module = native_cls(*args, **kwargs)
-        if chosen == "compare":
-            from dspex.bridge.remote import RemoteModule
-            from dspex.router.compare import CompareModule
-
-            assert entry.dspy is not None
-            remote = RemoteModule(entry.dspy, *args, **kwargs)
-            rate = 1.0 if implementation == "compare" else settings.current().compare_sample_rate
-            return CompareModule(kind, built, remote, sample_rate=rate)
-        _measure(built, kind, "native")
-        return built
-    from dspex.bridge.remote import RemoteModule
-
-    assert entry.dspy is not None
-    remote_module = RemoteModule(entry.dspy, *args, **kwargs)
-    _measure(remote_module, kind, "dspy")
-    return remote_module

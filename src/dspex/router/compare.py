@@ -128,6 +128,10 @@ class CompareModule(Module):
         return f"CompareModule({self.kind!r}, primary={self.primary!r})"
 
     @property
+    def _dspex_kind(self) -> str:
+        return self.kind
+
+    @property
     def last_report(self) -> CompareReport | None:
         return self.reports[-1] if self.reports else None
 

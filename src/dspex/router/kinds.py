@@ -35,6 +35,20 @@ class Entry:
     name: str | None = None
     """The DSPy-compatible public name (``dspex.ReAct``) that builds this kind."""
     note: str = ""
+    state_compatible: bool = False
+    """Native and DSPy objects of this kind read each other's ``dump_state()``: a DSPy one can
+    become native (``to_native``, call-time fallback) and a native one can be sent to DSPy."""
+    added_outputs: tuple[str, ...] = ()
+    """Output fields the module adds to the user's signature (ChainOfThought's ``reasoning``):
+    removed before a signature read from one implementation builds the other."""
+    dspy_attributes: tuple[tuple[str, str], ...] = ()
+    """Attributes the native class has on itself but DSPy keeps deeper (``demos`` ->
+    ``predict.demos``): how a remote handle reaches them."""
+
+    @property
+    def dspy_class_name(self) -> str | None:
+        """The DSPy class's own name (``"ChainOfThought"``), however its module is spelled."""
+        return self.dspy.rpartition(".")[2] if self.dspy else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,8 +76,12 @@ _BUILTIN: tuple[Entry, ...] = (
     Entry("template", "dspex.pipelines.spec:template", None, note="sandboxed Jinja2 pipeline step"),
     Entry("validator", "dspex.pipelines.spec:validate", None, note="pipeline step checking values against a signature"),
     Entry("metrics", None, "dspy.evaluate.answer_exact_match", note="any DSPy metric by path"),
-    Entry("predict", "dspex.modules.predict:Predict", "dspy.Predict", "Predict"),
-    Entry("chain_of_thought", "dspex.modules.chain_of_thought:ChainOfThought", "dspy.ChainOfThought", "ChainOfThought"),
+    Entry("predict", "dspex.modules.predict:Predict", "dspy.Predict", "Predict", state_compatible=True),
+    Entry(
+        "chain_of_thought", "dspex.modules.chain_of_thought:ChainOfThought", "dspy.ChainOfThought", "ChainOfThought",
+        state_compatible=True, added_outputs=("reasoning",),
+        dspy_attributes=(("demos", "predict.demos"), ("signature", "predict.signature")),
+    ),
     Entry("react", None, "dspy.ReAct", "ReAct"),
     Entry("program_of_thought", None, "dspy.ProgramOfThought", "ProgramOfThought", "runs with DSPy's LocalInterpreter here"),
     Entry("multi_chain_comparison", None, "dspy.MultiChainComparison", "MultiChainComparison"),
@@ -115,6 +133,28 @@ class Registry:
         """The entry whose DSPy class is ``target`` (``"dspy.ChainOfThought"``)."""
         return next((e for e in self._entries.values() if e.dspy == target), None)
 
+    def by_dspy_type(self, type_path: str) -> Entry | None:
+        """The entry for a DSPy class however its path is spelled (a worker reports
+        ``"dspy.predict.chain_of_thought.ChainOfThought"`` for ``"dspy.ChainOfThought"``)."""
+        exact = self.by_dspy(type_path)
+        if exact is not None or not type_path.startswith("dspy."):
+            return exact
+        name = type_path.rpartition(".")[2]
+        return next((e for e in self._entries.values() if e.dspy_class_name == name), None)
+
+    def kind_of(self, obj: Any) -> str | None:
+        """The kind whose native class ``obj`` is an instance of (exact class first)."""
+        cls = obj if isinstance(obj, type) else type(obj)
+        with self._lock:
+            loaded = list(self._classes.items())
+        for kind, native in loaded:
+            if native is cls:
+                return kind
+        for entry in self._entries.values():
+            if entry.native and entry.native == f"{cls.__module__}:{cls.__qualname__}":
+                return entry.kind
+        return None
+
     def has_native(self, kind: str) -> bool:
         return self.entry(kind).native is not None
 
@@ -158,6 +198,9 @@ class Registry:
                 dspy if dspy is not None else (old.dspy if old else None),
                 old.name if old else None,
                 "registered at runtime",
+                # a plugin's state format is its own business: never assumed DSPy's
+                added_outputs=old.added_outputs if old else (),
+                dspy_attributes=old.dspy_attributes if old else (),
             )
             self._classes.pop(kind, None)
             if cls is not None:

@@ -13,7 +13,7 @@ import keyword
 import re
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from functools import lru_cache
 from typing import Any, NamedTuple
 
@@ -74,17 +74,59 @@ def referenced_names(text: str) -> frozenset[str]:
     return frozenset(found)
 
 
-_dspex_types: dict[str, Any] | None = None
+# DSPex's own type names -> defining module; imported on first use so ``import dspex`` and
+# plain signatures stay light (the custom types need pydantic)
+_DSPEX_TYPE_MODULES: dict[str, str] = {
+    "Audio": "dspex.adapters.types.audio",
+    "Citations": "dspex.adapters.types.citation",
+    "Code": "dspex.adapters.types.code",
+    "Document": "dspex.adapters.types.citation",
+    "File": "dspex.adapters.types.file",
+    "History": "dspex.adapters.types.history",
+    "Image": "dspex.adapters.types.image",
+    "Reasoning": "dspex.adapters.types.reasoning",
+    "Tool": "dspex.adapters.types.tool",
+    "ToolCallResults": "dspex.adapters.types.tool",
+    "ToolCalls": "dspex.adapters.types.tool",
+    "Type": "dspex.adapters.types.base_type",
+}
+# ``dspy.Image`` / ``dspex.Image`` in a string signature name the same types
+_TYPE_NAMESPACES = ("dspy", "dspex", "dspy.experimental", "dspex.experimental")
 
 
-def _DSPEX_TYPES() -> dict[str, Any]:
-    """DSPex's own type names (imported on first use: ``import dspex`` stays light)."""
-    global _dspex_types
-    if _dspex_types is None:
-        from dspex.adapters.types import History
+class _LazyTypes(Mapping[str, Any]):
+    """The table above as a mapping whose values are imported when first read."""
 
-        _dspex_types = {"History": History}
-    return _dspex_types
+    def __getitem__(self, name: str) -> Any:
+        module = _DSPEX_TYPE_MODULES[name]
+        import importlib
+
+        return getattr(importlib.import_module(module), name)
+
+    def __contains__(self, name: object) -> bool:
+        return name in _DSPEX_TYPE_MODULES
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(_DSPEX_TYPE_MODULES)
+
+    def __len__(self) -> int:
+        return len(_DSPEX_TYPE_MODULES)
+
+
+_LAZY_TYPES = _LazyTypes()
+
+
+def _DSPEX_TYPES() -> Mapping[str, Any]:
+    """DSPex's own type names (each imported on first use)."""
+    return _LAZY_TYPES
+
+
+def _namespaced_type(dotted: str) -> Any:
+    """The DSPex type a ``dspy.X``-style dotted name stands for, or ``_MISSING``."""
+    head, _, name = dotted.rpartition(".")
+    if head in _TYPE_NAMESPACES and name in _DSPEX_TYPE_MODULES:
+        return _LAZY_TYPES[name]
+    return _MISSING
 
 
 def _error(source: str, position: int | None, reason: str) -> SignatureError:
@@ -268,6 +310,8 @@ def _resolve(source: str, node: ast.expr, offset: int, custom: Mapping[str, Any]
         raise fail(f"unknown type name {name!r} (pass it with custom_types={{{name!r}: ...}})")
     if isinstance(node, ast.Attribute):
         dotted = _dotted(node)
+        if dotted and (found := _namespaced_type(dotted)) is not _MISSING:
+            return found
         if dotted and custom and dotted in custom:
             return _type_like(custom[dotted], dotted, fail)
         if dotted and custom:
@@ -344,15 +388,30 @@ def resolve_simple_name(name: str, first: Mapping[str, Any], second: Mapping[str
     return value if _is_type_like(value) else _MISSING
 
 
-_known: dict[str, Any] | None = None
+def _known_names() -> Mapping[str, Any]:
+    """The fixed table: builtins win over typing names, which win over DSPex's."""
+    return _KNOWN
 
 
-def _known_names() -> dict[str, Any]:
-    """The fixed table, one dict: builtins win over typing names, which win over DSPex's."""
-    global _known
-    if _known is None:
-        _known = {**_DSPEX_TYPES(), **_TYPING_NAMES, **_BUILTIN_TYPES}
-    return _known
+class _Known(Mapping[str, Any]):
+    def __getitem__(self, name: str) -> Any:
+        if name in _BUILTIN_TYPES:
+            return _BUILTIN_TYPES[name]
+        if name in _TYPING_NAMES:
+            return _TYPING_NAMES[name]
+        return _LAZY_TYPES[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter({**dict.fromkeys(_DSPEX_TYPE_MODULES), **_TYPING_NAMES, **_BUILTIN_TYPES})
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+    def __contains__(self, name: object) -> bool:
+        return name in _BUILTIN_TYPES or name in _TYPING_NAMES or name in _DSPEX_TYPE_MODULES
+
+
+_KNOWN = _Known()
 
 
 def _literal_value(source: str, node: ast.expr, offset: int) -> Any:

@@ -19,7 +19,7 @@ from functools import lru_cache
 from types import FrameType
 from typing import Any, ClassVar, NamedTuple
 
-from dspex.errors import SignatureError
+from dspex.errors import SignatureError, SignatureFieldError
 from dspex.signatures.field import IS_TYPE_UNDEFINED, FieldInfo, InputField, OutputField
 from dspex.signatures.parse import (
     _MISSING,
@@ -144,7 +144,7 @@ class SignatureMeta(type):
             ):
                 if isinstance(raw, str) and raw.startswith(("ClassVar", "typing.ClassVar")):
                     continue
-                raise SignatureError(
+                raise SignatureFieldError(
                     f"Field `{key}` in `{name}` must be declared with InputField or OutputField",
                     source=None,
                     position=None,
@@ -249,7 +249,7 @@ def _complete_fields(
         elif kind == "output":
             outputs[key] = field
         else:
-            raise SignatureError(
+            raise SignatureFieldError(
                 f"Field `{key}` in `{name}` must be declared with InputField or OutputField",
                 reason="not an InputField/OutputField",
             )
@@ -294,6 +294,14 @@ def _caller_types(text: str) -> dict[str, Any] | None:
 
 class Signature(metaclass=SignatureMeta):
     """Base of all signatures. See the module docstring."""
+
+    def __init__(self, **values: Any) -> None:
+        """An instance holds values for the signature's fields (as DSPy's pydantic model does;
+        names that are not fields are ignored)."""
+        fields = type(self)._fields
+        for name, value in values.items():
+            if name in fields:
+                setattr(self, name, value)
 
     @classmethod
     def with_instructions(cls, instructions: str) -> type[Signature]:
@@ -514,7 +522,9 @@ def ensure_signature(signature: Any, instructions: str | None = None) -> Any:
         return signature
     if signature is None:
         return None
-    if isinstance(signature, str | Mapping):
+    if isinstance(signature, str):  # names in the string resolve from the caller's scopes
+        return make_signature(signature, instructions, custom_types=_caller_types(signature))
+    if isinstance(signature, Mapping):
         return make_signature(signature, instructions)
     raise SignatureError(
         f"expected a signature string, dict or Signature class, got {type(signature).__name__}",

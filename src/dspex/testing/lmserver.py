@@ -16,10 +16,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument(
+        "--latency", type=float, default=0.0, help="seconds added before every reply"
+    )
     args = parser.parse_args(argv)
     from dspex.testing.server import LMServer
 
-    server = LMServer(host=args.host, port=args.port).start()
+    server = LMServer(host=args.host, port=args.port, latency=args.latency).start()
     print(
         f"LMServer listening: OpenAI base {server.url} | Anthropic POST {server.url}/messages",
         flush=True,

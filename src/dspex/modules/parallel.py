@@ -1,0 +1,125 @@
+"""Native ``Parallel``: run ``(module, example)`` pairs concurrently on one event loop.
+
+DSPy's API and rules: an ``Example`` is unpacked with ``.inputs()`` (``access_examples``), a
+dict as keyword arguments, a tuple as positional ones, a list is handed whole to a nested
+``Parallel``; a failed pair leaves ``None`` in the results; ``max_errors`` failures cancel the
+rest (:class:`~dspex.errors.ExecutionCancelled`); ``return_failed_examples=True`` returns
+``(results, failed_examples, exceptions)``. Underneath, modules run through ``acall`` with at
+most ``num_threads`` in flight (a plain sync callable runs in a worker thread); ``timeout`` is
+a per-pair deadline instead of DSPy's straggler re-submission.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from dspex.errors import EvaluationInterrupted
+from dspex.modules.executor import AsyncCaller, Executor, RunOutcome
+from dspex.primitives.example import Example
+
+__all__ = ["Parallel"]
+
+
+class Parallel:
+    """Concurrent execution of ``(module, example)`` pairs (see the module docstring)."""
+
+    def __init__(
+        self,
+        num_threads: int | None = None,
+        max_errors: int | None = None,
+        access_examples: bool = True,
+        return_failed_examples: bool = False,
+        provide_traceback: bool | None = None,
+        disable_progress_bar: bool = False,
+        timeout: float | None = None,
+        straggler_limit: int = 3,
+    ) -> None:
+        self.num_threads = num_threads
+        self.max_errors = max_errors
+        self.access_examples = access_examples
+        self.return_failed_examples = return_failed_examples
+        self.provide_traceback = provide_traceback
+        self.disable_progress_bar = disable_progress_bar
+        self.timeout = timeout
+        self.straggler_limit = straggler_limit  # accepted for DSPy compatibility; unused
+        self.failed_examples: list[Any] = []
+        self.exceptions: list[BaseException] = []
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.forward(*args, **kwargs)
+
+    async def acall(self, *args: Any, **kwargs: Any) -> Any:
+        return await self.aforward(*args, **kwargs)
+
+    def forward(self, exec_pairs: Sequence[tuple[Any, Any]], num_threads: int | None = None) -> Any:
+        executor, progress = self._executor(exec_pairs, num_threads)
+        with progress:
+            outcome = executor.run(self._process(executor), exec_pairs)
+        return self._finish(exec_pairs, outcome)
+
+    async def aforward(
+        self, exec_pairs: Sequence[tuple[Any, Any]], num_threads: int | None = None
+    ) -> Any:
+        executor, progress = self._executor(exec_pairs, num_threads)
+        with progress:
+            outcome = await executor.arun(self._process(executor), exec_pairs)
+        return self._finish(exec_pairs, outcome)
+
+    # ------------------------------------------------------------------ shared decisions
+    def _executor(
+        self, exec_pairs: Sequence[tuple[Any, Any]], num_threads: int | None
+    ) -> tuple[Executor[tuple[Any, Any], Any], Any]:
+        from dspex.evaluate.display import CountProgress
+
+        progress = CountProgress(len(exec_pairs), not self.disable_progress_bar)
+        executor: Executor[tuple[Any, Any], Any] = Executor(
+            num_threads=num_threads if num_threads is not None else self.num_threads,
+            max_errors=self.max_errors,
+            provide_traceback=self.provide_traceback,
+            timeout=self.timeout,
+            on_result=lambda _i, _v: progress.add(None),
+            on_error=lambda _i, _e: progress.fail(),
+        )
+        return executor, progress
+
+    def _process(self, executor: Executor[tuple[Any, Any], Any]) -> Any:
+        inline = executor.num_threads == 1
+        callers: dict[int, AsyncCaller] = {}
+
+        async def process(pair: tuple[Any, Any]) -> Any:
+            module, example = pair
+            caller = callers.get(id(module))
+            if caller is None:
+                caller = callers[id(module)] = AsyncCaller(module, inline=inline)
+            if isinstance(example, Example):
+                if self.access_examples:
+                    return await caller(**example.inputs())
+                return await caller(example)
+            if isinstance(example, dict):
+                return await caller(**example)
+            if isinstance(example, list) and type(module).__name__ == "Parallel":
+                return await caller(example)
+            if isinstance(example, tuple):
+                return await caller(*example)
+            raise ValueError(
+                f"Invalid example type: {type(example)}, only supported types are Example, "
+                "dict, list and tuple"
+            )
+
+        return process
+
+    def _finish(self, exec_pairs: Sequence[tuple[Any, Any]], outcome: RunOutcome[Any]) -> Any:
+        if outcome.interrupted:
+            raise EvaluationInterrupted(
+                f"Parallel interrupted after {outcome.completed} of {len(exec_pairs)} pairs",
+                partial=outcome.results,
+                completed=outcome.completed,
+                total=len(exec_pairs),
+            )
+        if not self.return_failed_examples:
+            return outcome.results
+        for idx in outcome.failed_indices:
+            self.failed_examples.append(exec_pairs[idx][1])
+            self.exceptions.append(outcome.errors[idx])
+        return outcome.results, self.failed_examples, self.exceptions

@@ -1,0 +1,238 @@
+"""Callbacks as DSPy has them: :class:`BaseCallback` hooks called around module, LM, adapter,
+tool, evaluate and compile calls.
+
+Callbacks come from ``dspex.configure(callbacks=[...])`` (global) plus the called object's own
+``callbacks`` list. :func:`with_callbacks` wraps a method (sync or async): it calls
+``on_<kind>_start(call_id, instance, inputs)`` before and ``on_<kind>_end(call_id, outputs,
+exception)`` after, where the kind follows from the object (an LM, an adapter's ``format`` or
+``parse``, a tool, an evaluation, an optimizer, otherwise a module). A failing callback is
+logged and never breaks the call.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+import uuid
+from collections.abc import Callable
+from contextvars import ContextVar
+from typing import Any, TypeVar, cast
+
+from dspex import settings
+
+__all__ = ["ACTIVE_CALL_ID", "BaseCallback", "active_callbacks", "callback_kind", "with_callbacks"]
+
+logger = logging.getLogger(__name__)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+ACTIVE_CALL_ID: ContextVar[str | None] = ContextVar("dspex_active_call_id", default=None)
+"""The id of the innermost call whose callbacks are running (its children see it as parent)."""
+
+
+class BaseCallback:
+    """Override the hooks you need; every hook does nothing by default.
+
+    ``inputs`` is the call's arguments by name; ``outputs`` its result (``None`` on error);
+    ``exception`` the error it raised, if any.
+    """
+
+    def on_module_start(self, call_id: str, instance: Any, inputs: dict[str, Any]) -> None:
+        """A module's ``__call__``/``acall`` starts."""
+
+    def on_module_end(
+        self, call_id: str, outputs: Any | None, exception: BaseException | None = None
+    ) -> None:
+        """A module call ended."""
+
+    def on_lm_start(self, call_id: str, instance: Any, inputs: dict[str, Any]) -> None:
+        """An LM call starts (``inputs`` holds ``prompt``/``messages`` and the options)."""
+
+    def on_lm_end(
+        self, call_id: str, outputs: Any | None, exception: BaseException | None = None
+    ) -> None:
+        """An LM call ended."""
+
+    def on_adapter_format_start(self, call_id: str, instance: Any, inputs: dict[str, Any]) -> None:
+        """An adapter starts formatting a signature, demos and inputs into messages."""
+
+    def on_adapter_format_end(
+        self, call_id: str, outputs: Any | None, exception: BaseException | None = None
+    ) -> None:
+        """An adapter's ``format`` ended."""
+
+    def on_adapter_parse_start(self, call_id: str, instance: Any, inputs: dict[str, Any]) -> None:
+        """An adapter starts parsing an LM reply."""
+
+    def on_adapter_parse_end(
+        self, call_id: str, outputs: Any | None, exception: BaseException | None = None
+    ) -> None:
+        """An adapter's ``parse`` ended."""
+
+    def on_tool_start(self, call_id: str, instance: Any, inputs: dict[str, Any]) -> None:
+        """A tool call starts."""
+
+    def on_tool_end(
+        self, call_id: str, outputs: Any | None, exception: BaseException | None = None
+    ) -> None:
+        """A tool call ended."""
+
+    def on_evaluate_start(self, call_id: str, instance: Any, inputs: dict[str, Any]) -> None:
+        """An evaluation starts."""
+
+    def on_evaluate_end(
+        self, call_id: str, outputs: Any | None, exception: BaseException | None = None
+    ) -> None:
+        """An evaluation ended."""
+
+    def on_compile_start(self, call_id: str, instance: Any, inputs: dict[str, Any]) -> None:
+        """An optimizer's ``compile`` starts."""
+
+    def on_compile_end(
+        self, call_id: str, outputs: Any | None, exception: BaseException | None = None
+    ) -> None:
+        """An optimizer's ``compile`` ended."""
+
+    def on_interpreter_execute_start(
+        self, call_id: str, instance: Any, inputs: dict[str, Any]
+    ) -> None:
+        """A code interpreter starts running code."""
+
+    def on_interpreter_execute_end(
+        self, call_id: str, outputs: Any | None, exception: BaseException | None = None
+    ) -> None:
+        """A code interpreter finished running code."""
+
+
+_CLASS_KINDS = (
+    ("BaseLM", "lm"),
+    ("Evaluate", "evaluate"),
+    ("Teleprompter", "compile"),
+    ("Tool", "tool"),
+)
+
+
+def callback_kind(instance: Any, method: str) -> str:
+    """Which hooks a call of ``instance.method`` fires: ``lm``, ``adapter_format``, ``module``...
+
+    A class may name its kind with a ``_dspex_callback_kind`` attribute; otherwise the kind
+    follows from its bases (an LM, an adapter, a tool, an evaluation, an optimizer, a module).
+    """
+    declared = getattr(type(instance), "_dspex_callback_kind", None)
+    if isinstance(declared, str):
+        return declared
+    from dspex.adapters.base import Adapter
+    from dspex.lm.base import BaseLM
+
+    if isinstance(instance, BaseLM):
+        return "lm"
+    if isinstance(instance, Adapter):
+        if method in ("format", "parse"):
+            return f"adapter_{method}"
+        raise ValueError(f"Unsupported adapter method for using callback: {method}.")
+    names = {cls.__name__ for cls in type(instance).__mro__}
+    for name, kind in _CLASS_KINDS:
+        if name in names:
+            return kind
+    return "module"
+
+
+def active_callbacks(instance: Any) -> list[Any]:
+    """The global callbacks, then the instance's own."""
+    return [*settings.current().callbacks, *(getattr(instance, "callbacks", None) or ())]
+
+
+def _inputs(
+    fn: Callable[..., Any], instance: Any, args: tuple[Any, ...], kw: dict[str, Any]
+) -> dict[str, Any]:
+    """The call's arguments by parameter name, defaults included (``self`` left out)."""
+    try:
+        bound = inspect.signature(fn).bind(instance, *args, **kw)
+    except TypeError:
+        return {"args": args, "kwargs": kw}
+    bound.apply_defaults()
+    inputs = dict(bound.arguments)
+    inputs.pop(next(iter(inputs)), None)
+    return inputs
+
+
+class _Call:
+    """One call's callbacks: start, then end with the outcome (each callback's error logged)."""
+
+    __slots__ = ("call_id", "callbacks", "kind", "token")
+
+    def __init__(self, callbacks: list[Any], kind: str) -> None:
+        self.callbacks = callbacks
+        self.kind = kind
+        self.call_id = uuid.uuid4().hex
+        self.token: Any = None
+
+    def start(self, instance: Any, inputs: dict[str, Any]) -> None:
+        for callback in self.callbacks:
+            try:
+                getattr(callback, f"on_{self.kind}_start")(
+                    call_id=self.call_id, instance=instance, inputs=inputs
+                )
+            except Exception as exc:
+                logger.warning(f"Error when calling callback {callback}: {exc}")
+        self.token = ACTIVE_CALL_ID.set(self.call_id)
+
+    def end(self, outputs: Any, exception: BaseException | None) -> None:
+        ACTIVE_CALL_ID.reset(self.token)
+        for callback in self.callbacks:
+            try:
+                getattr(callback, f"on_{self.kind}_end")(
+                    call_id=self.call_id, outputs=outputs, exception=exception
+                )
+            except Exception as exc:
+                logger.warning(
+                    f"Error when applying callback {callback}'s end handler on {self.kind}: {exc}."
+                )
+
+
+def begin(
+    instance: Any, method: Callable[..., Any], args: tuple[Any, ...], kw: dict[str, Any]
+) -> _Call | None:
+    """Start the callbacks of one call (``None`` when there are none: the fast path)."""
+    callbacks = active_callbacks(instance)
+    if not callbacks:
+        return None
+    call = _Call(callbacks, callback_kind(instance, method.__name__))
+    call.start(instance, _inputs(method, instance, args, kw))
+    return call
+
+
+def with_callbacks(fn: F) -> F:
+    """Decorate a method (sync or async) so callbacks see its calls, as DSPy's decorator does."""
+    if inspect.iscoroutinefunction(fn):
+
+        @functools.wraps(fn)
+        async def async_wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+            call = begin(self, fn, args, kwargs)
+            if call is None:
+                return await fn(self, *args, **kwargs)
+            try:
+                result = await fn(self, *args, **kwargs)
+            except BaseException as exc:
+                call.end(None, exc)
+                raise
+            call.end(result, None)
+            return result
+
+        return cast(F, async_wrapper)
+
+    @functools.wraps(fn)
+    def sync_wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+        call = begin(self, fn, args, kwargs)
+        if call is None:
+            return fn(self, *args, **kwargs)
+        try:
+            result = fn(self, *args, **kwargs)
+        except BaseException as exc:
+            call.end(None, exc)
+            raise
+        call.end(result, None)
+        return result
+
+    return cast(F, sync_wrapper)

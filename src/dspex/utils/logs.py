@@ -1,0 +1,75 @@
+"""DSPy's logging and cache switches: ``enable_logging``, ``disable_logging``,
+``configure_dspy_loggers``, ``enable/disable_litellm_logging``, ``configure_cache``."""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+from dspex import settings
+
+__all__ = [
+    "configure_cache",
+    "configure_dspy_loggers",
+    "disable_litellm_logging",
+    "disable_logging",
+    "enable_litellm_logging",
+    "enable_logging",
+]
+
+logger = logging.getLogger(__name__)
+
+
+def enable_logging() -> None:
+    """Let DSPex's loggers (``dspex.*``) emit again."""
+    logging.getLogger("dspex").disabled = False
+
+
+def disable_logging() -> None:
+    """Silence DSPex's loggers (``dspex.*``)."""
+    logging.getLogger("dspex").disabled = True
+
+
+def configure_dspy_loggers(root_module_name: str) -> None:
+    """Give the ``root_module_name`` logger a stream handler (DSPy's default set-up)."""
+    root = logging.getLogger(root_module_name)
+    if not any(isinstance(h, logging.StreamHandler) for h in root.handlers):
+        handler = logging.StreamHandler()
+        handler.setFormatter(
+            logging.Formatter(
+                "%(asctime)s %(levelname)s %(name)s: %(message)s", "%Y/%m/%d %H:%M:%S"
+            )
+        )
+        root.addHandler(handler)
+    root.setLevel(logging.INFO)
+
+
+def enable_litellm_logging() -> None:
+    """DSPex does not use litellm in process; this only affects DSPy workers' litellm logger."""
+    logging.getLogger("LiteLLM").disabled = False
+
+
+def disable_litellm_logging() -> None:
+    logging.getLogger("LiteLLM").disabled = True
+
+
+def configure_cache(
+    enable_disk_cache: bool | None = True,
+    enable_memory_cache: bool | None = True,
+    disk_cache_dir: str | os.PathLike[str] | None = None,
+    disk_size_limit_bytes: int | None = None,
+    memory_max_entries: int | None = None,
+    **kwargs: Any,
+) -> None:
+    """Where LM responses are cached on disk (``disk_cache_dir`` -> ``settings.cache_dir``).
+
+    DSPex caches per LM (``dspex.LM(..., cache=False)`` turns it off for one LM); the
+    process-wide on/off switches of DSPy have no equivalent and are logged when used.
+    """
+    if disk_cache_dir is not None:
+        settings.configure(cache_dir=disk_cache_dir)
+    if enable_disk_cache is False or enable_memory_cache is False:
+        logger.warning(
+            "configure_cache(enable_*=False): DSPex caches per LM; use dspex.LM(..., cache=False)"
+        )
