@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
@@ -62,12 +63,12 @@ class Endpoint:
             f"api_base={self.display_base!r})"
         )
 
-    @property
+    @cached_property
     def display_base(self) -> str:
         """``api_base`` with any ``user:password@`` password masked (for reprs and errors)."""
         return redact_url(self.api_base)
 
-    @property
+    @cached_property
     def secrets(self) -> tuple[str, ...]:
         """Strings that must never appear in an error, repr, log line or event."""
         found: list[str] = []
