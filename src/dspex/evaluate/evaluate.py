@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from dspex.errors import EvaluationInterrupted
 from dspex.evaluate import display
-from dspex.modules.executor import AsyncCaller, Executor, RunOutcome
+from dspex.modules.executor import AsyncCaller, Executor, RunOutcome, customized_sync_lm
 from dspex.primitives.example import Example
 from dspex.primitives.prediction import Prediction
 from dspex.utils.callback import with_callbacks
@@ -269,7 +269,9 @@ class _Run:
             on_error=lambda _i, _e: self.progress.fail(),
         )
         sequential = self.executor.num_threads == 1
-        self.call_program = AsyncCaller(program, inline=sequential, adaptive=False)
+        self.call_program = AsyncCaller(
+            program, inline=sequential, sync=customized_sync_lm(program)
+        )
         self.call_metric = AsyncCaller(self.metric, inline=sequential, adaptive=True)
 
     async def process(self, example: Example) -> Scored:
