@@ -51,7 +51,14 @@ from dspex.settings import configure, context, current, reset_defaults
 
 if TYPE_CHECKING:
     from dspex import evaluate, experimental, telemetry, testing
-    from dspex.adapters import Adapter, ChatAdapter, History, JSONAdapter, XMLAdapter
+    from dspex.adapters import (
+        Adapter,
+        ChatAdapter,
+        History,
+        JSONAdapter,
+        TwoStepAdapter,
+        XMLAdapter,
+    )
     from dspex.adapters.types import (
         Audio,
         Code,
@@ -107,6 +114,7 @@ _LAZY: dict[str, str] = {
     "Prediction": "dspex.primitives",
     "Signature": "dspex.signatures",
     "StreamChunk": "dspex.primitives",
+    "TwoStepAdapter": "dspex.adapters",
     "XMLAdapter": "dspex.adapters",
     "Tool": "dspex.adapters.types",
     "ToolCallResults": "dspex.adapters.types",
@@ -210,6 +218,7 @@ __all__ = [
     "Tool",
     "ToolCallResults",
     "ToolCalls",
+    "TwoStepAdapter",
     "Type",
     "UserError",
     "WorkerCrashed",

@@ -21,6 +21,7 @@ import pydantic
 from dspex.adapters.types.base_type import Type
 from dspex.adapters.types.tool_calls import ToolCallResults, ToolCalls
 from dspex.errors import ToolError, ToolExecutionError
+from dspex.utils.callback import with_callbacks
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable
@@ -130,6 +131,7 @@ class Tool(Type):
             parsed[key] = value if annotation is Any else _coerce(annotation, value)
         return parsed
 
+    @with_callbacks
     def __call__(self, **kwargs: Any) -> Any:
         result = self.func(**self._validate_and_parse_args(**kwargs))
         if not asyncio.iscoroutine(result):
@@ -144,6 +146,7 @@ class Tool(Type):
             )
         return _run_coroutine_sync(result, self.name)
 
+    @with_callbacks
     async def acall(self, **kwargs: Any) -> Any:
         result = self.func(**self._validate_and_parse_args(**kwargs))
         if asyncio.iscoroutine(result):
