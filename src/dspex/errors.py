@@ -504,6 +504,20 @@ def is_retryable_lm_error(error: BaseException) -> bool:
     return is_retryable(error)
 
 
+# --- optimizers ---
+
+
+class OptimizerError(UserError, AssertionError):
+    """An optimizer was given a program or data it cannot work with.
+
+    DSPy signals these cases with ``assert``; this class is also an ``AssertionError`` so
+    code written against DSPy keeps catching it.
+    """
+
+
+__all__ += ["OptimizerError"]
+
+
 # --- server ---
 
 

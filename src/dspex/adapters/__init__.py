@@ -10,6 +10,7 @@ from dspex.adapters.json import JSONAdapter
 from dspex.adapters.types import History
 
 if TYPE_CHECKING:
+    from dspex.adapters.two_step_adapter import TwoStepAdapter
     from dspex.adapters.types import (
         Audio,
         Code,
@@ -36,6 +37,7 @@ __all__ = [
     "Tool",
     "ToolCallResults",
     "ToolCalls",
+    "TwoStepAdapter",
     "Type",
     "XMLAdapter",
 ]
@@ -51,6 +53,11 @@ def __getattr__(name: str) -> Any:
 
         globals()[name] = XMLAdapter
         return XMLAdapter
+    if name == "TwoStepAdapter":
+        from dspex.adapters.two_step_adapter import TwoStepAdapter
+
+        globals()[name] = TwoStepAdapter
+        return TwoStepAdapter
     if name in _FROM_TYPES:
         from dspex.adapters import types
 

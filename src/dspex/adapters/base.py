@@ -6,10 +6,10 @@ from abc import ABC, abstractmethod
 from collections.abc import Generator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
+from dspex.adapters.native import completion_values, plan_native_features
 from dspex.adapters.types import History
 from dspex.adapters.types.markers import CUSTOM_TYPE_START_IDENTIFIER as _CUSTOM_TYPE_START
 from dspex.adapters.types.markers import expand_custom_type_markers
-from dspex.adapters.values import apply_output_field_defaults
 from dspex.errors import AdapterParseError
 from dspex.utils.callback import with_callbacks
 
@@ -20,22 +20,23 @@ __all__ = ["Adapter", "LMRequest", "drive_async", "drive_sync"]
 
 Demo = Mapping[str, Any]
 T = TypeVar("T")
-_TOOL_OPTIONS = frozenset(("tools", "tool_choice", "parallel_tool_calls"))
 _UNSET: Any = object()
 
 
 class LMRequest(NamedTuple):
-    """What a flow asks of the LM: messages and request options."""
+    """What a flow asks of the LM: messages and request options (``lm``: another LM to ask,
+    e.g. TwoStepAdapter's extraction model; ``None`` means the call's LM)."""
 
     messages: list[dict[str, Any]]
     options: dict[str, Any]
+    lm: Any = None
 
 
 def drive_sync(flow: Generator[LMRequest, list[Any], T], lm: BaseLM) -> T:
     """Run a flow, answering its LM requests with the LM's sync call."""
     request = next(flow)
     while True:
-        outputs = lm(messages=request.messages, **request.options)
+        outputs = (request.lm or lm)(messages=request.messages, **request.options)
         try:
             request = flow.send(outputs)
         except StopIteration as done:
@@ -46,7 +47,7 @@ async def drive_async(flow: Generator[LMRequest, list[Any], T], lm: BaseLM) -> T
     """Run a flow, awaiting the LM for each request."""
     request = next(flow)
     while True:
-        outputs = await lm.acall(messages=request.messages, **request.options)
+        outputs = await (request.lm or lm).acall(messages=request.messages, **request.options)
         try:
             request = flow.send(outputs)
         except StopIteration as done:
@@ -61,6 +62,32 @@ class Adapter(ABC):
     then the user request.
     """
 
+    def __init__(
+        self,
+        callbacks: list[Any] | None = None,
+        use_native_function_calling: bool = False,
+        native_response_types: list[type] | None = None,
+        parallel_tool_calls: bool | None = None,
+    ) -> None:
+        self.callbacks = callbacks or []
+        self.use_native_function_calling = use_native_function_calling
+        self.parallel_tool_calls = parallel_tool_calls
+        self._native_response_types = native_response_types
+
+    @property
+    def native_response_types(self) -> list[type]:
+        """Output types filled by native LM features (default: ``Citations``, ``Reasoning``)."""
+        if self._native_response_types:
+            return self._native_response_types
+        from dspex.adapters.types.citation import Citations
+        from dspex.adapters.types.reasoning import Reasoning
+
+        return [Citations, Reasoning]
+
+    @native_response_types.setter
+    def native_response_types(self, value: list[type] | None) -> None:
+        self._native_response_types = value
+
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         for name in ("format", "parse"):  # callbacks see each format/parse, as in DSPy
@@ -68,7 +95,9 @@ class Adapter(ABC):
                 setattr(cls, name, with_callbacks(cls.__dict__[name]))
 
     #: request options this adapter adds to every LM call (e.g. JSON mode)
-    def prepare_lm_kwargs(self, lm_kwargs: dict[str, Any], signature: Any) -> dict[str, Any]:
+    def prepare_lm_kwargs(
+        self, lm_kwargs: dict[str, Any], signature: Any, lm: Any = None
+    ) -> dict[str, Any]:
         return lm_kwargs
 
     # ------------------------------------------------------------------ the call
@@ -78,23 +107,32 @@ class Adapter(ABC):
         signature: Any,
         demos: Sequence[Demo],
         inputs: Mapping[str, Any],
+        lm: Any = None,
     ) -> Generator[LMRequest, list[Any], list[dict[str, Any]]]:
         """The call without I/O: yields the LM request, receives the completions, returns values.
 
         ``__call__`` (sync) and ``acall`` (async) only drive this generator, so every decision
-        is shared and an in-process LM runs without an event loop. On an
+        is shared and an in-process LM runs without an event loop. ``lm`` (optional) is asked
+        for its capabilities (native tools, reasoning, structured outputs). On an
         :class:`AdapterParseError` the call is redone once with :meth:`fallback_adapter`.
         """
         try:
-            messages = self.format(signature, demos, inputs)
-            options = {k: v for k, v in lm_kwargs.items() if k not in _TOOL_OPTIONS}
-            outputs = yield LMRequest(messages, self.prepare_lm_kwargs(options, signature))
-            return [self._postprocess(signature, output) for output in outputs]
+            options = dict(lm_kwargs)
+            options = self.prepare_lm_kwargs(options, signature, lm)
+            rendered = plan_native_features(self, lm, options, signature, inputs)
+            messages = self.format(rendered, demos, inputs)
+            if options.get("parallel_tool_calls") is not None:
+                options.setdefault("tool_choice", "auto")
+            outputs = yield LMRequest(messages, options)
+            return [
+                completion_values(self, rendered, signature, output, self.parse)
+                for output in outputs
+            ]
         except AdapterParseError:
             fallback = self.fallback_adapter()
             if fallback is None:
                 raise
-            return (yield from fallback.flow(lm_kwargs, signature, demos, inputs))
+            return (yield from fallback.flow(lm_kwargs, signature, demos, inputs, lm))
 
     def fallback_adapter(self) -> Adapter | None:
         """The adapter that retries a call whose reply did not parse (none by default)."""
@@ -108,7 +146,7 @@ class Adapter(ABC):
         demos: Sequence[Demo],
         inputs: Mapping[str, Any],
     ) -> list[dict[str, Any]]:
-        return drive_sync(self.flow(lm_kwargs, signature, demos, inputs), lm)
+        return drive_sync(self.flow(lm_kwargs, signature, demos, inputs, lm), lm)
 
     async def acall(
         self,
@@ -119,26 +157,7 @@ class Adapter(ABC):
         inputs: Mapping[str, Any],
     ) -> list[dict[str, Any]]:
         """Format, call ``lm``, parse every choice. Raises :class:`AdapterParseError`."""
-        return await drive_async(self.flow(lm_kwargs, signature, demos, inputs), lm)
-
-    def _postprocess(self, signature: Any, output: Any) -> dict[str, Any]:
-        text = output.get("text") if isinstance(output, dict) else output
-        if not text:
-            raise AdapterParseError(
-                f"{type(self).__name__}: the LM returned an empty or null response",
-                adapter=type(self).__name__,
-                raw=str(output),
-                parsed={},
-                missing=list(signature.output_fields),
-            )
-        value = self.parse(signature, text)
-        outputs = signature._output_fields
-        if len(value) == len(outputs) and list(value) == list(outputs):
-            return value  # what the defaults below would rebuild, key for key
-        value = apply_output_field_defaults(outputs, value)
-        for name in outputs:
-            value.setdefault(name, None)
-        return value
+        return await drive_async(self.flow(lm_kwargs, signature, demos, inputs, lm), lm)
 
     # ------------------------------------------------------------------ formatting
     @with_callbacks

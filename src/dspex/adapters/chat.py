@@ -67,7 +67,20 @@ class ChatAdapter(Adapter):
     errors (a failed LM call is not retried under another format).
     """
 
-    def __init__(self, use_json_adapter_fallback: bool = True) -> None:
+    def __init__(
+        self,
+        callbacks: list[Any] | None = None,
+        use_native_function_calling: bool = False,
+        native_response_types: list[type] | None = None,
+        use_json_adapter_fallback: bool = True,
+        parallel_tool_calls: bool | None = None,
+    ) -> None:
+        super().__init__(
+            callbacks=callbacks,
+            use_native_function_calling=use_native_function_calling,
+            native_response_types=native_response_types,
+            parallel_tool_calls=parallel_tool_calls,
+        )
         self.use_json_adapter_fallback = use_json_adapter_fallback
 
     def fallback_adapter(self) -> Adapter | None:
@@ -75,7 +88,10 @@ class ChatAdapter(Adapter):
 
         if isinstance(self, JSONAdapter) or not self.use_json_adapter_fallback:
             return None
-        return JSONAdapter()
+        return JSONAdapter(
+            use_native_function_calling=self.use_native_function_calling,
+            parallel_tool_calls=self.parallel_tool_calls,
+        )
 
     # ------------------------------------------------------------------ system message
     def format_field_description(self, signature: Any) -> str:

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from dspex.adapters.chat import ChatAdapter, _type_info
+from dspex.adapters.structured import response_format
 from dspex.adapters.values import (
     _json_repair_loads,
     parse_fields,
@@ -19,18 +20,31 @@ __all__ = ["JSONAdapter"]
 
 
 class JSONAdapter(ChatAdapter):
-    """Inputs in ``[[ ## field ## ]]`` sections, outputs as a JSON object (JSON mode requested).
+    """Inputs in ``[[ ## field ## ]]`` sections, outputs as a JSON object.
 
-    DSPy asks litellm whether the model supports structured outputs and may send a JSON
-    schema as ``response_format``; DSPex sends ``{"type": "json_object"}`` (what DSPy sends for
-    models litellm does not know, e.g. any OpenAI-compatible server). Messages are identical.
+    ``response_format`` is chosen per model and signature as DSPy 3.4.1 does (none, JSON mode,
+    or a strict JSON schema: see :mod:`dspex.adapters.structured`). Native function calling is on by default, as in DSPy.
     """
 
-    def __init__(self) -> None:
-        super().__init__(use_json_adapter_fallback=False)
+    def __init__(
+        self,
+        callbacks: list[Any] | None = None,
+        use_native_function_calling: bool = True,
+        parallel_tool_calls: bool | None = None,
+    ) -> None:
+        super().__init__(
+            callbacks=callbacks,
+            use_native_function_calling=use_native_function_calling,
+            use_json_adapter_fallback=False,
+            parallel_tool_calls=parallel_tool_calls,
+        )
 
-    def prepare_lm_kwargs(self, lm_kwargs: dict[str, Any], signature: Any) -> dict[str, Any]:
-        lm_kwargs.setdefault("response_format", {"type": "json_object"})
+    def prepare_lm_kwargs(
+        self, lm_kwargs: dict[str, Any], signature: Any, lm: Any = None
+    ) -> dict[str, Any]:
+        fmt = response_format(lm, signature, self.use_native_function_calling)
+        if fmt is not None:  # as DSPy: the chosen format replaces one given in the options
+            lm_kwargs["response_format"] = fmt
         return lm_kwargs
 
     def format_field_structure(self, signature: Any) -> str:

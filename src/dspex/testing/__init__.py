@@ -15,15 +15,16 @@ from dspex._lazy import lazy_getattr
 
 if TYPE_CHECKING:
     from dspex.testing.dummy import DummyLM
-    from dspex.testing.server import Fault, LMServer, RecordedRequest
+    from dspex.testing.server import Fault, LMServer, RecordedRequest, ToolCallReply
 
-__all__ = ["DummyLM", "Fault", "LMServer", "RecordedRequest"]
+__all__ = ["DummyLM", "Fault", "LMServer", "RecordedRequest", "ToolCallReply"]
 
 _WHERE = {
     "DummyLM": "dspex.testing.dummy",
     "Fault": "dspex.testing.server",
     "LMServer": "dspex.testing.server",
     "RecordedRequest": "dspex.testing.server",
+    "ToolCallReply": "dspex.testing.server",
 }
 
 

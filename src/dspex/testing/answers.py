@@ -18,7 +18,14 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-__all__ = ["PromptSpec", "answer_messages", "read_prompt", "render_reply"]
+__all__ = [
+    "PromptSpec",
+    "ToolCallSpec",
+    "answer_messages",
+    "auto_tool_calls",
+    "read_prompt",
+    "render_reply",
+]
 
 _OUTPUTS = re.compile(r"Your output fields are:\n(.*?)\nAll interactions will be structured", re.S)
 _FIELD_LINE = re.compile(r"^\d+\. `(\w+)` \(", re.M)
@@ -37,6 +44,7 @@ class PromptSpec:
     fields: tuple[str, ...]
     notes: Mapping[str, str]  # read-only by convention (cached specs are shared)
     json_mode: bool
+    xml_mode: bool = False
 
 
 def _text(content: Any) -> str:
@@ -49,11 +57,11 @@ def _text(content: Any) -> str:
 
 def read_prompt(system: str, last_user: str) -> PromptSpec | None:
     """Parse the adapter's system message; ``None`` for a prompt that is not adapter-formatted."""
-    return _read_prompt(system, "Respond with a JSON object" in last_user)
+    return _read_prompt(system, "Respond with a JSON object" in last_user, _XML_HINT in last_user)
 
 
 @lru_cache(maxsize=256)
-def _read_prompt(system: str, json_hint: bool) -> PromptSpec | None:
+def _read_prompt(system: str, json_hint: bool, xml_hint: bool = False) -> PromptSpec | None:
     match = _OUTPUTS.search(system)
     if not match:
         return None
@@ -72,7 +80,8 @@ def _read_prompt(system: str, json_hint: bool) -> PromptSpec | None:
             pass
     else:
         notes.update({name: note for name, note in _NOTE.findall(system) if name in fields})
-    return PromptSpec(fields, notes, json_mode)
+    xml_mode = not json_mode and (xml_hint or any(f"\n</{f}>" in system for f in fields))
+    return PromptSpec(fields, notes, json_mode, xml_mode)
 
 
 class _Rng:
@@ -171,6 +180,10 @@ def _render_value(value: Any) -> str:
 
 def render_reply(spec: PromptSpec, values: Mapping[str, Any]) -> str:
     """Render field values in the format the prompt asked for."""
+    if spec.xml_mode:
+        return "\n\n".join(
+            f"<{n}>\n{_escape_xml(_render_value(v))}\n</{n}>" for n, v in values.items()
+        )
     if spec.json_mode:
         return json.dumps(dict(values), ensure_ascii=False, indent=2)
     parts = [f"[[ ## {name} ## ]]\n{_render_value(value)}" for name, value in values.items()]
@@ -199,4 +212,140 @@ def answer_messages(
     if spec is None:
         return f"This is a scripted reply about {_WORDS[rng.next() % len(_WORDS)]}."
     values = {name: _from_note(spec.notes.get(name), name, rng) for name in spec.fields}
+    _name_tool_calls(values, last_user)
+    if spec.xml_mode:
+        return _render_xml(spec, values, last_user, rng)
     return render_reply(spec, values)
+
+
+_TOOL_IN_PROMPT = re.compile(r"(\w+)(?:, whose description is <desc>|\. It takes arguments )")
+
+
+def _name_tool_calls(values: dict[str, Any], last_user: str) -> None:
+    """Text-mode ``ToolCalls`` outputs call a tool the prompt lists (not a made-up name)."""
+    names = _TOOL_IN_PROMPT.findall(last_user)
+    if not names:
+        return
+    for value in values.values():
+        calls = value.get("tool_calls") if isinstance(value, dict) else None
+        if isinstance(calls, list) and calls:
+            value["tool_calls"] = [{"name": names[0], "args": {}}]
+
+
+# ---------------------------------------------------------------------------- XML prompts
+
+_XML_HINT = "Respond with the corresponding output fields wrapped in XML tags"
+_XML_NESTED = re.compile(r"Use this nested XML structure: (.*)$", re.S)
+
+
+def _escape_xml(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;")
+
+
+def _fill_template(template: str, rng: _Rng) -> str:
+    """A nested-XML structure with each ``...`` placeholder replaced by a word."""
+    out = []
+    for i, piece in enumerate(template.split("...")):
+        if i:
+            out.append(_WORDS[rng.next() % len(_WORDS)])
+        out.append(piece)
+    return "".join(out)
+
+
+def _nested_templates(last_user: str) -> dict[str, str]:
+    found = _XML_NESTED.search(last_user)
+    if not found:
+        return {}
+    templates: dict[str, str] = {}
+    for match in re.finditer(r"<(\w+)>(.*?)</\1>", found.group(1), re.S):
+        templates[match.group(1)] = match.group(0)
+    return templates
+
+
+def _render_xml(spec: PromptSpec, values: Mapping[str, Any], last_user: str, rng: _Rng) -> str:
+    """``<field>value</field>`` per output field; nested outputs follow the prompt's structure
+    (their leaves get words: the prompt does not say their types)."""
+    templates = _nested_templates(last_user)
+    parts = []
+    for name in spec.fields:
+        if name in templates and name not in spec.notes:
+            parts.append(_fill_template(templates[name], rng))
+            continue
+        value = values.get(name)
+        text = value if isinstance(value, str) else _render_value(value)
+        parts.append(f"<{name}>\n{_escape_xml(text)}\n</{name}>")
+    return "\n\n".join(parts)
+
+
+# ---------------------------------------------------------------------------- tool calls
+
+
+@dataclass(frozen=True)
+class ToolCallSpec:
+    """One tool call the server answers with: a tool name and its JSON arguments."""
+
+    name: str
+    args: Mapping[str, Any]
+
+
+def _tool_schemas(body: Mapping[str, Any], provider: str) -> list[tuple[str, Mapping[str, Any]]]:
+    """``(name, parameters JSON schema)`` of each tool in an OpenAI or Anthropic request."""
+    tools = body.get("tools")
+    if not isinstance(tools, list):
+        return []
+    found: list[tuple[str, Mapping[str, Any]]] = []
+    for tool in tools:
+        if not isinstance(tool, dict):
+            continue
+        if provider == "anthropic":
+            name, params = tool.get("name"), tool.get("input_schema")
+        else:
+            fn = tool.get("function") or {}
+            name, params = fn.get("name"), fn.get("parameters")
+        if isinstance(name, str):
+            found.append((name, params if isinstance(params, dict) else {}))
+    return found
+
+
+def _answered_tool_call(messages: Sequence[Mapping[str, Any]]) -> bool:
+    """Whether the conversation already holds a tool result after its last user turn."""
+    for m in reversed(messages):
+        role = m.get("role")
+        if role == "tool":
+            return True
+        content = m.get("content")
+        if role == "user":
+            return isinstance(content, list) and any(
+                isinstance(b, dict) and b.get("type") == "tool_result" for b in content
+            )
+    return False
+
+
+def auto_tool_calls(
+    body: Mapping[str, Any], provider: str, messages: Sequence[Mapping[str, Any]]
+) -> list[ToolCallSpec]:
+    """The tool call the server makes on its own: one, to a tool the request offers, unless the
+    request forbids tools or already carries a tool result (then the reply is text)."""
+    tools = _tool_schemas(body, provider)
+    choice = body.get("tool_choice")
+    if not tools or choice == "none" or (isinstance(choice, dict) and choice.get("type") == "none"):
+        return []
+    if _answered_tool_call(messages):
+        return []
+    seed = hashlib.blake2b(
+        json.dumps([messages, [t[0] for t in tools]], ensure_ascii=False, default=str).encode(),
+        digest_size=16,
+    ).digest()
+    rng = _Rng(seed)
+    name, params = tools[rng.next() % len(tools)]
+    if isinstance(choice, dict):  # a forced tool: {"type": "function", "function": {"name"}}
+        forced = (choice.get("function") or {}).get("name") or choice.get("name")
+        if forced:
+            name, params = next(((n, p) for n, p in tools if n == forced), (name, params))
+    props = params.get("properties") or {}
+    required = params.get("required") or list(props)
+    args = {
+        key: _from_schema(props.get(key, {}), params.get("$defs", {}), rng, depth=0)
+        for key in required
+    }
+    return [ToolCallSpec(name, args)]

@@ -21,12 +21,31 @@ from typing import Any
 
 import orjson
 
-from dspex.testing.answers import answer_messages, read_prompt, render_reply
+from dspex.testing.answers import (
+    ToolCallSpec,
+    answer_messages,
+    auto_tool_calls,
+    read_prompt,
+    render_reply,
+)
 
-__all__ = ["Fault", "LMServer", "RecordedRequest"]
+__all__ = ["Fault", "LMServer", "RecordedRequest", "ToolCallReply"]
+
+
+@dataclass(frozen=True)
+class ToolCallReply:
+    """A scripted reply that calls tools: ``ToolCallReply([("search", {"q": "x"})], text=None)``.
+
+    Sent as ``tool_calls`` (OpenAI) or ``tool_use`` blocks (Anthropic), with ``text`` (if any)
+    as the message content.
+    """
+
+    calls: list[tuple[str, Mapping[str, Any]]]
+    text: str | None = None
+
 
 Match = str | Callable[["RecordedRequest"], bool] | None
-ReplySpec = str | Mapping[str, Any] | Callable[["RecordedRequest"], str]
+ReplySpec = str | Mapping[str, Any] | Callable[["RecordedRequest"], str] | ToolCallReply
 
 
 @dataclass
@@ -461,18 +480,36 @@ class LMServer:
         system = body.get("system") if request.provider == "anthropic" else None
         if isinstance(system, list):
             system = "".join(b.get("text", "") for b in system if isinstance(b, dict))
-        texts = [self._text_for(request, body["messages"], system, i) for i in range(n)]
+        scripted = self._scripted(request)
+        calls: list[ToolCallSpec] = []
+        if isinstance(scripted, ToolCallReply):
+            calls = [ToolCallSpec(name, dict(args)) for name, args in scripted.calls]
+            texts: list[str | None] = [scripted.text] * n
+        else:
+            if scripted is None:
+                calls = auto_tool_calls(body, request.provider, body["messages"])
+            texts = [
+                self._text_for(request, body["messages"], system, i, scripted if i == 0 else None)
+                for i in range(n)
+            ]
+            if calls:  # a tool call replaces the text answer (the adapter removed its fields)
+                texts = [_text_beside_calls(t, system, body["messages"]) for t in texts]
         model = str(body.get("model", "test-model"))
         prompt_tokens = max(1, len(request.body) // 4)
+        stream = bool(body.get("stream"))
         if request.provider == "anthropic":
-            return _anthropic(model, texts[0], prompt_tokens, bool(body.get("stream")))
-        return _openai(model, texts, prompt_tokens, bool(body.get("stream")))
+            return _anthropic(model, texts[0], prompt_tokens, stream, calls)
+        return _openai(model, texts, prompt_tokens, stream, calls)
 
     def _text_for(
-        self, request: RecordedRequest, messages: list[Any], system: str | None, choice: int
+        self,
+        request: RecordedRequest,
+        messages: list[Any],
+        system: str | None,
+        choice: int,
+        scripted: ReplySpec | None,
     ) -> str:
-        scripted = self._scripted(request) if choice == 0 else None
-        if scripted is None:
+        if scripted is None or isinstance(scripted, ToolCallReply):
             return answer_messages(messages, system=system, choice=choice)
         if callable(scripted):
             return str(scripted(request))
@@ -487,6 +524,21 @@ class LMServer:
         return render_reply(spec, scripted)
 
 
+def _text_beside_calls(text: str | None, system: str | None, messages: list[Any]) -> str | None:
+    """The content sent with tool calls: the field answer if the prompt still asks for fields."""
+    sys_text = system or next(
+        (str(m.get("content")) for m in messages if m.get("role") == "system"), ""
+    )
+    last_user = next((m.get("content") for m in reversed(messages) if m.get("role") == "user"), "")
+    spec = read_prompt(sys_text, last_user if isinstance(last_user, str) else "")
+    return text if spec is not None and spec.fields else None
+
+
+def _call_id(prefix: str, index: int, call: ToolCallSpec) -> str:
+    digest = orjson.dumps([index, call.name, dict(call.args)], option=orjson.OPT_SORT_KEYS)
+    return prefix + uuid.uuid5(uuid.NAMESPACE_OID, digest.decode()).hex[:24]
+
+
 def _usage_openai(prompt: int, text: str) -> dict[str, int]:
     completion = max(1, len(text) // 4)
     return {
@@ -496,11 +548,31 @@ def _usage_openai(prompt: int, text: str) -> dict[str, int]:
     }
 
 
-def _openai(model: str, texts: list[str], prompt_tokens: int, stream: bool) -> _Response:
+def _openai_message(text: str | None, calls: list[ToolCallSpec]) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": text}
+    if calls:
+        message["tool_calls"] = [
+            {
+                "id": _call_id("call_", i, c),
+                "type": "function",
+                "function": {"name": c.name, "arguments": orjson.dumps(dict(c.args)).decode()},
+            }
+            for i, c in enumerate(calls)
+        ]
+    return message
+
+
+def _openai(
+    model: str,
+    texts: list[str | None],
+    prompt_tokens: int,
+    stream: bool,
+    calls: list[ToolCallSpec] | None = None,
+) -> _Response:
     rid = "chatcmpl-" + uuid.uuid4().hex[:24]
     created = int(time.time())
-    usage = _usage_openai(prompt_tokens, "".join(texts))
-    if not stream:
+    usage = _usage_openai(prompt_tokens, "".join(t or "" for t in texts))
+    if not stream or calls:  # tool calls are always sent whole
         body = {
             "id": rid,
             "object": "chat.completion",
@@ -509,8 +581,8 @@ def _openai(model: str, texts: list[str], prompt_tokens: int, stream: bool) -> _
             "choices": [
                 {
                     "index": i,
-                    "message": {"role": "assistant", "content": t},
-                    "finish_reason": "stop",
+                    "message": _openai_message(t, calls or []),
+                    "finish_reason": "tool_calls" if calls else "stop",
                 }
                 for i, t in enumerate(texts)
             ],
@@ -522,7 +594,8 @@ def _openai(model: str, texts: list[str], prompt_tokens: int, stream: bool) -> _
     def event(payload: Any) -> None:
         chunks.append(b"data: " + orjson.dumps(payload) + b"\n\n")
 
-    for i, text in enumerate(texts):
+    for i, maybe_text in enumerate(texts):
+        text = maybe_text or ""
         base = {"id": rid, "object": "chat.completion.chunk", "created": created, "model": model}
         event(
             {
@@ -558,17 +631,34 @@ def _openai(model: str, texts: list[str], prompt_tokens: int, stream: bool) -> _
     return _Response(200, {}, b"", chunks)
 
 
-def _anthropic(model: str, text: str, prompt_tokens: int, stream: bool) -> _Response:
+def _anthropic(
+    model: str,
+    maybe_text: str | None,
+    prompt_tokens: int,
+    stream: bool,
+    calls: list[ToolCallSpec] | None = None,
+) -> _Response:
     mid = "msg_" + uuid.uuid4().hex[:24]
+    text = maybe_text or ""
     out_tokens = max(1, len(text) // 4)
-    if not stream:
+    if not stream or calls:  # tool calls are always sent whole
+        content: list[dict[str, Any]] = [{"type": "text", "text": text}] if text else []
+        content.extend(
+            {
+                "type": "tool_use",
+                "id": _call_id("toolu_", i, c),
+                "name": c.name,
+                "input": dict(c.args),
+            }
+            for i, c in enumerate(calls or [])
+        )
         body = {
             "id": mid,
             "type": "message",
             "role": "assistant",
             "model": model,
-            "content": [{"type": "text", "text": text}],
-            "stop_reason": "end_turn",
+            "content": content,
+            "stop_reason": "tool_use" if calls else "end_turn",
             "stop_sequence": None,
             "usage": {"input_tokens": prompt_tokens, "output_tokens": out_tokens},
         }

@@ -52,7 +52,9 @@ class Reasoning(Type):
             effort = lm_defaults["reasoning_effort"]
         else:
             effort = "low"
-        if effort is None or not getattr(lm, "supports_reasoning", False):
+        from dspex.adapters.capabilities import capabilities
+
+        if effort is None or not capabilities(lm).reasoning:
             return signature
         model = str(getattr(lm, "model", ""))
         if "gpt-5" in model and getattr(lm, "model_type", "chat") == "chat":
