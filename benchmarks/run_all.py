@@ -27,6 +27,7 @@ ORDER = [
     "server",
     "evaluate",
     "modules",
+    "optimizers",
 ]
 
 
