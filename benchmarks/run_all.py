@@ -28,6 +28,7 @@ ORDER = [
     "evaluate",
     "modules",
     "optimizers",
+    "sandbox",
 ]
 
 
