@@ -429,6 +429,9 @@ class RayPool:
                 pool=self.name,
                 last_error=_cause(exc),
             ) from None
+        if slot.actor is not None:  # another caller started this slot's actor meanwhile
+            ray.kill(actor)
+            return
         slot.actor, slot.pid = actor, int(pid)
         slot.generation += 1
         self._state = "running"
