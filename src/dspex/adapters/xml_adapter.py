@@ -12,6 +12,7 @@ import types
 import xml.etree.ElementTree as ET
 from collections import defaultdict
 from collections.abc import Mapping
+from functools import lru_cache
 from typing import Any, Union, get_args, get_origin
 from xml.sax.saxutils import quoteattr
 
@@ -43,9 +44,19 @@ def _is_output(info: FieldInfo) -> bool:
     return (info.json_schema_extra or {}).get("__dspy_field_type") == "output"
 
 
-def _schema(annotation: Any) -> _Schema:
+@lru_cache(maxsize=512)
+def _cached_schema(annotation: Any) -> _Schema:
     schema: _Schema = _type_adapter(annotation).json_schema(by_alias=False)
     return schema
+
+
+def _schema(annotation: Any) -> _Schema:
+    """The field type's JSON schema (cached; never mutated by the readers below)."""
+    try:
+        return _cached_schema(annotation)
+    except TypeError:  # an unhashable annotation
+        schema: _Schema = _type_adapter(annotation).json_schema(by_alias=False)
+        return schema
 
 
 class XMLAdapter(ChatAdapter):
