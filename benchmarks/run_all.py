@@ -1,7 +1,7 @@
 """Run every benchmark and assemble ``benchmarks/RESULTS.md`` from their sections.
 
 Usage: ``.venv/bin/python benchmarks/run_all.py [name ...]`` (names: core, lm, lmserver, pool,
-bridge, router, pipeline; default all). Each ``bench_<name>.py`` writes
+bridge, router, pipeline, server, evaluate, modules; default all). Each ``bench_<name>.py`` writes
 ``benchmarks/results/<name>.md``; this script runs them one after another (never in parallel:
 the machine has two cores) and concatenates the sections in a fixed order.
 """
@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-ORDER = ["core", "lmserver", "lm", "pool", "bridge", "router", "pipeline"]
+ORDER = ["core", "lmserver", "lm", "pool", "bridge", "router", "pipeline", "server", "evaluate", "modules"]
 
 
 def main(argv: list[str]) -> int:

@@ -73,7 +73,7 @@ if TYPE_CHECKING:
     from dspex.bridge import DSPySession
     from dspex.evaluate import Evaluate
     from dspex.lm import LM, BaseLM
-    from dspex.modules import ChainOfThought, Predict
+    from dspex.modules import KNN, ChainOfThought, Predict, majority
     from dspex.pipelines import Pipeline, PipelineResult, pipeline
     from dspex.primitives import Completions, Example, Module, Prediction, StreamChunk
     from dspex.router import dspy, module, register_native, registry
@@ -104,6 +104,7 @@ _LAZY: dict[str, str] = {
     "Example": "dspex.primitives",
     "History": "dspex.adapters",
     "InputField": "dspex.signatures",
+    "KNN": "dspex.modules",
     "JSONAdapter": "dspex.adapters",
     "LM": "dspex.lm",
     "Module": "dspex.primitives",
@@ -124,6 +125,7 @@ _LAZY: dict[str, str] = {
     "infer_prefix": "dspex.signatures",
     "make_signature": "dspex.signatures",
     "module": "dspex.router",
+    "majority": "dspex.modules",
     "pipeline": "dspex.pipelines",
     "register_native": "dspex.router",
     "registry": "dspex.router",
@@ -155,6 +157,7 @@ _ROUTED = frozenset(
 )
 
 __all__ = [
+    "KNN",
     "LM",
     "Adapter",
     "AdapterParseError",
@@ -231,6 +234,7 @@ __all__ = [
     "experimental",
     "infer_prefix",
     "is_retryable",
+    "majority",
     "make_signature",
     "module",
     "pipeline",

@@ -82,6 +82,9 @@ NATIVE: dict[str, str] = {
     "syncify": "dspex.utils.syncify:syncify",
     "streamify": "dspex.streaming:streamify",
     "load": "dspex.utils.saving:load",
+    # optimizers (the others are module kinds in the router's registry)
+    "BootstrapRS": "dspex.teleprompt:BootstrapRS",
+    "Ensemble": "dspex.teleprompt:Ensemble",
 }
 
 PREFER_NATIVE: dict[str, tuple[str, ...]] = {
@@ -136,13 +139,11 @@ ROUTED: dict[str, str] = {
             "BetterTogether",
             "BootstrapFewShotWithOptuna",
             "BootstrapFinetune",
-            "BootstrapRS",
             "CodeAct",
             "CodeExecutionError",
             "CodeInterpreter",
             "CodeInterpreterError",
             "EmbeddingsWithScores",
-            "Ensemble",
             "FinalOutput",
             "Flex",
             "InferRules",

@@ -29,6 +29,11 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
         "--lm", default=os.environ.get("DSPEX_LM"), help="model id, e.g. openai/gpt-4o-mini"
     )
     parser.add_argument("--api-base", default=os.environ.get("DSPEX_API_BASE"))
+    parser.add_argument(
+        "--api-key",
+        default=os.environ.get("DSPEX_API_KEY"),
+        help="the provider's API key (default: the provider's usual environment variable)",
+    )
     return parser.parse_args(argv)
 
 
@@ -41,7 +46,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     console = Console()
     with ExitStack() as stack:
         if args.lm:
-            lm = dspex.LM(args.lm, api_base=args.api_base)
+            lm = dspex.LM(args.lm, api_base=args.api_base, api_key=args.api_key)
             console.print(f"[bold]LM:[/] {args.lm}")
         else:
             from dspex.testing import LMServer

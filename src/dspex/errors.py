@@ -38,10 +38,15 @@ The tree::
     │   ├── PoolClosed                  the pool was shut down
     │   └── ProtocolError               a malformed frame or message crossed the pipe
     ├── RemoteError                     an exception raised by code inside a worker (e.g. DSPy)
-    └── PipelineError                   a pipeline step failed (carries the step name)
-        ├── StepInputMissing            a step's required input is absent from the state
-        ├── StepValidationError         a state value does not fit a validation step's signature
-        └── StepTimeout                 a step exceeded its timeout and was cancelled
+    ├── PipelineError                   a pipeline step failed (carries the step name)
+    │   ├── StepInputMissing            a step's required input is absent from the state
+    │   ├── StepValidationError         a state value does not fit a validation step's signature
+    │   └── StepTimeout                 a step exceeded its timeout and was cancelled
+    └── ServerError                     ``dspex serve`` refused or cut short a request
+        ├── ServerSaturated             every call slot and queue place is taken (retry_after)
+        ├── ServerDraining              the server is shutting down
+        ├── RequestDeadlineExceeded     a request ran past its deadline
+        └── ProgramNotFound             no program is served under that name
 
 Errors cross process boundaries, so every class is picklable: the structured fields are
 keyword arguments kept in ``self.fields`` and restored by ``__reduce__``. The router and the
@@ -89,9 +94,11 @@ __all__ = [
     "PoolError",
     "PoolSaturated",
     "PoolUnhealthy",
+    "ProgramNotFound",
     "ProtocolError",
     "QueueTimeout",
     "RemoteError",
+    "RequestDeadlineExceeded",
     "ResourceLimitExceeded",
     "SandboxCodeError",
     "SandboxError",
@@ -100,6 +107,9 @@ __all__ = [
     "SandboxUnavailable",
     "SandboxViolation",
     "SecurityError",
+    "ServerDraining",
+    "ServerError",
+    "ServerSaturated",
     "SessionLost",
     "SignatureError",
     "SignatureFieldError",
@@ -505,3 +515,40 @@ class LMStreamAssemblyError(LMUnexpectedError):
 def is_retryable_lm_error(error: BaseException) -> bool:
     """DSPy's name for :func:`is_retryable`."""
     return is_retryable(error)
+
+
+# --- optimizers ---
+
+
+class OptimizerError(UserError, AssertionError):
+    """An optimizer was given a program or data it cannot work with.
+
+    DSPy signals these cases with ``assert``; this class is also an ``AssertionError`` so
+    code written against DSPy keeps catching it.
+    """
+
+
+__all__ += ["OptimizerError"]
+
+
+# --- server ---
+
+
+class ServerError(DSPexError):
+    """``dspex serve`` refused or cut short a request. Field: ``program`` (name, if any)."""
+
+
+class ServerSaturated(ServerError):
+    """Every call slot and queue place is taken; retry after ``retry_after`` seconds."""
+
+
+class ServerDraining(ServerError):
+    """The server is shutting down: calls in flight finish, new ones are refused."""
+
+
+class RequestDeadlineExceeded(ServerError, TimeoutError):
+    """A request ran past its deadline (``timeout`` seconds) and was cancelled."""
+
+
+class ProgramNotFound(ServerError, LookupError):
+    """No program is served under that name (``program``)."""

@@ -266,3 +266,33 @@ def test_bad_arguments() -> None:
 def test_top_level_names() -> None:
     assert dspex.Evaluate is Evaluate
     assert dspex.evaluate.answer_exact_match is answer_exact_match
+
+
+def test_callbacks_see_the_evaluation_and_its_program_calls(lm: Any, server: LMServer) -> None:
+    from dspex.utils.callback import ACTIVE_CALL_ID, BaseCallback
+
+    _script(server, 3)
+
+    class Seen(BaseCallback):
+        def __init__(self) -> None:
+            self.events: list[tuple[str, Any]] = []
+            self.parents: list[Any] = []
+            self.evaluate_id: Any = None
+
+        def on_evaluate_start(self, call_id: str, instance: Any, inputs: dict[str, Any]) -> None:
+            self.evaluate_id = call_id
+            self.events.append(("start", inputs["program"]))
+
+        def on_evaluate_end(self, call_id: str, outputs: Any, exception: Any = None) -> None:
+            self.events.append(("end", outputs.score))
+
+        def on_module_start(self, call_id: str, instance: Any, inputs: dict[str, Any]) -> None:
+            self.parents.append(ACTIVE_CALL_ID.get())
+
+    seen = Seen()
+    program = dspex.Predict("question -> answer")
+    dspex.configure(callbacks=[seen])
+    result = Evaluate(devset=_devset(3), metric=answer_exact_match, num_threads=2)(program)
+    assert seen.events == [("start", program), ("end", result.score)]
+    # module callbacks (fired by Module calls where the runtime wires them) are its children
+    assert all(parent == seen.evaluate_id for parent in seen.parents)

@@ -10,9 +10,11 @@ import pytest
 import dspex
 from dspex.errors import ExecutionCancelled
 from dspex.modules.aggregation import majority
+from dspex.modules.best_of_n import BestOfN
 from dspex.modules.knn import KNN
 from dspex.modules.multi_chain_comparison import MultiChainComparison
 from dspex.modules.parallel import Parallel
+from dspex.modules.refine import Refine
 from dspex.testing import LMServer
 
 dspy = pytest.importorskip("dspy")
@@ -193,3 +195,25 @@ def test_knn_matches_dspy_when_numpy_is_installed() -> None:
     ours = KNN(k=3, trainset=train, vectorizer=_embed)
     for query in ("bbbb", "cc", "abc", "a"):
         assert [e.label for e in ours(text=query)] == [e.label for e in theirs(text=query)]
+
+
+def test_public_names_build_the_native_modules() -> None:
+    def tool(x: str) -> str:
+        """Echo."""
+        return x
+
+    assert dspex.ReAct("question -> answer", tools=[tool]).implementation == "native"
+    assert isinstance(dspex.MultiChainComparison("question -> answer"), MultiChainComparison)
+    assert isinstance(dspex.Parallel(), Parallel)
+    program = dspex.Predict("question -> answer")
+    assert isinstance(
+        dspex.BestOfN(module=program, N=2, reward_fn=lambda a, p: 1.0, threshold=1.0), BestOfN
+    )
+    assert isinstance(
+        dspex.Refine(module=program, N=2, reward_fn=lambda a, p: 1.0, threshold=1.0), Refine
+    )
+    rows = {r.kind: r.default for r in dspex.registry()}
+    assert {
+        rows[k]
+        for k in ("react", "best_of_n", "refine", "parallel", "multi_chain_comparison", "evaluate")
+    } == {"native"}

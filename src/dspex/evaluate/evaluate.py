@@ -25,6 +25,7 @@ from dspex.evaluate import display
 from dspex.modules.executor import AsyncCaller, Executor, RunOutcome
 from dspex.primitives.example import Example
 from dspex.primitives.prediction import Prediction
+from dspex.utils.callback import with_callbacks
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -53,6 +54,8 @@ class EvaluationResult(Prediction):
             f"EvaluationResult(score={self.score}, results=<list of {len(self.results)} results>)"
         )
 
+    __str__ = __repr__
+
 
 def is_in_ipython_notebook_environment() -> bool:
     """Best-effort check for a Jupyter kernel (tables are then shown as HTML)."""
@@ -78,7 +81,13 @@ def display_dataframe(df: pd.DataFrame, notebook: bool) -> None:
 
 
 class Evaluate:
-    """Score ``program`` on ``devset`` with ``metric``; see the module docstring."""
+    """Score ``program`` on ``devset`` with ``metric``; see the module docstring.
+
+    Callbacks (``dspex.configure(callbacks=[...])``) get ``on_evaluate_start`` / ``_end``
+    around each run, and the program's module calls are its children (``ACTIVE_CALL_ID``).
+    """
+
+    _dspex_callback_kind = "evaluate"
 
     def __init__(
         self,
@@ -116,6 +125,7 @@ class Evaluate:
         self.timeout = timeout
 
     # ------------------------------------------------------------------ entry points
+    @with_callbacks
     def __call__(
         self,
         program: Any,
@@ -144,6 +154,7 @@ class Evaluate:
             outcome = run.executor.run(run.process, run.devset)
         return run.finish(outcome)
 
+    @with_callbacks
     async def acall(
         self,
         program: Any,

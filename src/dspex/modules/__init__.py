@@ -1,5 +1,5 @@
 """Native modules: Predict, ChainOfThought, ReAct, BestOfN, Refine, MultiChainComparison,
-Parallel, majority, KNN (the ones beyond Predict/ChainOfThought load on first use)."""
+Parallel, ProgramOfThought, majority, KNN (the ones beyond Predict/ChainOfThought load on first use)."""
 
 from typing import TYPE_CHECKING
 
@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from dspex.modules.knn import KNN
     from dspex.modules.multi_chain_comparison import MultiChainComparison
     from dspex.modules.parallel import Parallel
+    from dspex.modules.program_of_thought import ProgramOfThought
     from dspex.modules.react import ReAct
     from dspex.modules.refine import Refine
 
@@ -23,6 +24,7 @@ __all__ = [
     "MultiChainComparison",
     "Parallel",
     "Predict",
+    "ProgramOfThought",
     "ReAct",
     "Refine",
     "majority",
@@ -33,6 +35,7 @@ _WHERE = {
     "KNN": "dspex.modules.knn",
     "MultiChainComparison": "dspex.modules.multi_chain_comparison",
     "Parallel": "dspex.modules.parallel",
+    "ProgramOfThought": "dspex.modules.program_of_thought",
     "ReAct": "dspex.modules.react",
     "Refine": "dspex.modules.refine",
     "majority": "dspex.modules.aggregation",

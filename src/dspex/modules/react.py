@@ -14,6 +14,7 @@ call from the trajectory and retries (3 attempts), and ends the loop if it persi
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -73,6 +74,13 @@ def _instructions(signature: Any, tools: dict[str, Tool]) -> str:
         "When providing `next_tool_args`, the value inside the field must be in JSON format"
     )
     return "\n".join(lines)
+
+
+@functools.lru_cache(maxsize=512)
+def _trajectory_signature(keys: tuple[str, ...]) -> Any:
+    """``"thought_0, tool_name_0, ... -> x"``: the signature DSPy formats a trajectory with
+    (built once per distinct key list; signatures are immutable)."""
+    return make_signature(f"{', '.join(keys)} -> x")
 
 
 def _finish_tool(outputs: str) -> Tool:
@@ -199,7 +207,7 @@ class ReAct(Module):
         from dspex.adapters import ChatAdapter
 
         adapter = settings.current().adapter or ChatAdapter()
-        trajectory_signature = make_signature(f"{', '.join(trajectory.keys())} -> x")
+        trajectory_signature = _trajectory_signature(tuple(trajectory))
         text = adapter.format_user_message_content(trajectory_signature, trajectory)
         # the adapter's own markers are structure (observations inside were neutralized)
         return AdapterFormatted(text)

@@ -88,9 +88,24 @@ class PoolConfig:
     codec: str | None = None
     """``"module:object"`` with ``default(obj)`` and ``ext_hook(code, data)`` for msgpack
     extension types; imported in the parent and in every worker."""
+    backend: Literal["process", "ray"] = "process"
+    """Where workers run: ``"process"`` (supervised subprocesses here) or ``"ray"`` (Ray
+    actors, see :mod:`dspex.pool.ray_backend`; needs ``pip install 'dspex[ray]'``)."""
+    address: str | None = None
+    """For ``backend="ray"``: the cluster to join (``None`` starts a local one unless Ray is
+    already initialized; ``"auto"``; ``"ray://host:10001"``)."""
 
     def __post_init__(self) -> None:
         _check_target(self.target, "target")
+        if self.backend not in ("process", "ray"):
+            raise ConfigurationError(
+                f"pool option 'backend' must be 'process' or 'ray', got {self.backend!r}",
+                field="backend",
+            )
+        if self.address is not None and not isinstance(self.address, str):
+            raise ConfigurationError(
+                f"pool option 'address' must be a string, got {self.address!r}", field="address"
+            )
         _check_int(self, "size", 1)
         _check_int(self, "startup_batch", 1)
         _check_int(self, "max_queue", 0)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import atexit
 import threading
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 from dspex.errors import ConfigurationError
 from dspex.pool.config import PoolConfig
@@ -59,9 +59,15 @@ def get_pool(name: str = "default", *, default: Mapping[str, Any] | None = None)
             spec = {**default, **dict(declared or {})}
             spec["env"] = {**dict(default.get("env") or {}), **dict(spec.get("env") or {})}
             config = PoolConfig.from_mapping(spec)
-        pool = Pool(config, name=name)
-        _pools[name] = pool
-        return pool
+        if config.backend == "ray":
+            from dspex.pool.ray_backend import RayPool
+
+            # a PoolBackend with the registry's Pool surface (state, stats, close_sync)
+            built = cast(Pool, RayPool(config, name=name))
+        else:
+            built = Pool(config, name=name)
+        _pools[name] = built
+        return built
 
 
 def running_pools() -> dict[str, Pool]:

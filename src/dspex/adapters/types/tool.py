@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import inspect
+import json
 from collections.abc import Callable, Coroutine
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Literal, Protocol, get_origin, get_type_hints
@@ -294,14 +295,26 @@ def _coerce(annotation: Any, value: Any) -> Any:
     return wrapper.model_validate({"value": value}).value  # type: ignore[attr-defined]
 
 
+_VALIDATORS: dict[str, Any] = {}
+
+
 def _schema_error(instance: Any, schema: dict[str, Any]) -> str | None:
-    """The JSON-schema validation message for ``instance``, or ``None`` when it is valid."""
+    """The JSON-schema validation message for ``instance``, or ``None`` when it is valid.
+
+    The same message as ``jsonschema.validate`` (its best-matching error), with the checked
+    validator cached per schema: checking the schema itself is most of ``validate``'s cost.
+    """
     jsonschema: Any = importlib.import_module("jsonschema")  # untyped; imported on first use
-    try:
-        jsonschema.validate(instance=instance, schema=schema)
-    except jsonschema.ValidationError as exc:
-        return str(exc.message)
-    return None
+    key = json.dumps(schema, sort_keys=True, default=repr)
+    validator = _VALIDATORS.get(key)
+    if validator is None:
+        if len(_VALIDATORS) > 1024:
+            _VALIDATORS.clear()
+        cls = jsonschema.validators.validator_for(schema)
+        cls.check_schema(schema)
+        validator = _VALIDATORS[key] = cls(schema)
+    error = jsonschema.exceptions.best_match(validator.iter_errors(instance))
+    return None if error is None else str(error.message)
 
 
 def _to_json_default(value: Any) -> Any:

@@ -1,0 +1,50 @@
+"""Native optimizers with DSPy 3.4.1's classes, arguments and results (``dspy.teleprompt``).
+
+Optimizers without a native implementation yet (``MIPROv2``, ``SIMBA``, ``GEPA``, and the
+DSPy-only ones such as ``BetterTogether``) resolve here to routed names, built on DSPy in a
+worker pool.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dspex.teleprompt.bootstrap import BootstrapFewShot
+from dspex.teleprompt.copro_optimizer import COPRO
+from dspex.teleprompt.ensemble import Ensemble
+from dspex.teleprompt.knn_fewshot import KNNFewShot
+from dspex.teleprompt.random_search import BootstrapFewShotWithRandomSearch
+from dspex.teleprompt.teleprompt import Teleprompter
+from dspex.teleprompt.vanilla import LabeledFewShot
+
+BootstrapRS = BootstrapFewShotWithRandomSearch
+
+__all__ = [
+    "COPRO",
+    "BootstrapFewShot",
+    "BootstrapFewShotWithRandomSearch",
+    "BootstrapRS",
+    "Ensemble",
+    "KNNFewShot",
+    "LabeledFewShot",
+    "Teleprompter",
+]
+
+_ROUTED = frozenset({"MIPROv2", "SIMBA", "GEPA"})
+
+
+def __getattr__(name: str) -> Any:
+    value: Any
+    if name in _ROUTED:
+        from dspex.router.factories import factory
+
+        value = factory(name)
+    else:
+        # DSPy-only optimizers (BetterTogether, BootstrapFinetune...): routed to a DSPy worker
+        from dspex._dspy_names import resolve
+
+        value = None if name.startswith("__") else resolve(name)
+        if value is None:
+            raise AttributeError(f"module 'dspex.teleprompt' has no attribute {name!r}")
+    globals()[name] = value
+    return value

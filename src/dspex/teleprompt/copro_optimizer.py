@@ -1,0 +1,295 @@
+"""``COPRO``: coordinate ascent over each predictor's instruction and output prefix.
+
+DSPy's algorithm and prompts: for every predictor, ask the prompt model for ``breadth - 1``
+instruction/prefix candidates (plus the current one), score each candidate program with
+:class:`~dspex.evaluate.Evaluate` on the trainset, keep the best, and for ``depth`` rounds
+propose new candidates from the scored attempts.
+
+DSPy scores one candidate after the other. The candidates of one predictor in one round are
+independent (the other predictors are fixed while they are scored), so here they are scored at
+the same time on their own copies under one limit of ``num_threads`` program runs, and the
+scores are read in DSPy's order; ``num_threads=1`` (in ``eval_kwargs``) keeps DSPy's order of
+LM requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import statistics
+from collections import defaultdict
+from collections.abc import Callable
+from typing import Any
+
+from dspex import settings
+from dspex._sync import run_sync
+from dspex.modules.predict import Predict
+from dspex.signatures import InputField, OutputField, Signature
+from dspex.teleprompt.limits import Limited, default_threads
+from dspex.teleprompt.teleprompt import Teleprompter
+
+__all__ = ["COPRO", "BasicGenerateInstruction", "GenerateInstructionGivenAttempts"]
+
+logger = logging.getLogger(__name__)
+
+
+class BasicGenerateInstruction(Signature):
+    """You are an instruction optimizer for large language models. I will give you a ``signature`` of fields (inputs and outputs) in English. Your task is to propose an instruction that will lead a good language model to perform the task well. Don't be afraid to be creative."""
+
+    basic_instruction: str = InputField(desc="The initial instructions before optimization")
+    proposed_instruction: str = OutputField(desc="The improved instructions for the language model")
+    proposed_prefix_for_output_field: str = OutputField(
+        desc="The string at the end of the prompt, which will help the model start solving the task",
+    )
+
+
+class GenerateInstructionGivenAttempts(Signature):
+    """You are an instruction optimizer for large language models. I will give some task instructions I've tried, along with their corresponding validation scores. The instructions are arranged in increasing order based on their scores, where higher scores indicate better quality.
+
+    Your task is to propose a new instruction that will lead a good language model to perform the task even better. Don't be afraid to be creative."""
+
+    attempted_instructions: str = InputField()
+    proposed_instruction: str = OutputField(desc="The improved instructions for the language model")
+    proposed_prefix_for_output_field: str = OutputField(
+        desc="The string at the end of the prompt, which will help the model start solving the task",
+    )
+
+
+def _stats() -> dict[str, list[Any]]:
+    return {"depth": [], "max": [], "average": [], "min": [], "std": []}
+
+
+def _record(stats: dict[str, list[Any]], depth: int, scores: list[float]) -> None:
+    stats["depth"].append(depth)
+    stats["max"].append(max(scores))
+    stats["average"].append(sum(scores) / len(scores))
+    stats["min"].append(min(scores))
+    stats["std"].append(statistics.pstdev(scores))
+
+
+class COPRO(Teleprompter):
+    """DSPy's ``COPRO`` with the same arguments, defaults, prompts and result."""
+
+    def __init__(
+        self,
+        prompt_model: Any = None,
+        metric: Callable[..., Any] | None = None,
+        breadth: int = 10,
+        depth: int = 3,
+        init_temperature: float = 1.4,
+        track_stats: bool = False,
+        **_kwargs: Any,
+    ) -> None:
+        if breadth <= 1:
+            raise ValueError("Breadth must be greater than 1")
+        self.metric = metric
+        self.breadth = breadth
+        self.depth = depth
+        self.init_temperature = init_temperature
+        self.prompt_model = prompt_model
+        self.track_stats = track_stats
+
+    # ------------------------------------------------------------------ helpers (DSPy's names)
+    @staticmethod
+    def _get_signature(predictor: Any) -> Any:
+        return predictor.signature
+
+    @staticmethod
+    def _set_signature(predictor: Any, updated_signature: Any) -> None:
+        predictor.signature = updated_signature
+
+    def _check_candidates_equal(
+        self, candidate1: dict[str, Any], candidate2: dict[str, Any]
+    ) -> bool:
+        pairs = zip(
+            candidate1["program"].predictors(), candidate2["program"].predictors(), strict=False
+        )
+        for p1, p2 in pairs:
+            sig1, sig2 = self._get_signature(p1), self._get_signature(p2)
+            if sig1.instructions != sig2.instructions:
+                return False
+            # DSPy compares the last fields' FieldInfo objects, which compare by identity.
+            if list(sig1.fields.values())[-1] is not list(sig2.fields.values())[-1]:
+                return False
+        return True
+
+    def _drop_duplicates(self, candidates: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        final: list[dict[str, Any]] = []
+        last_batch: list[dict[str, Any]] = []
+        last_batch_score: float = -1
+        for c in candidates:
+            repeat = False
+            if c["score"] == last_batch_score:
+                repeat = any(self._check_candidates_equal(c, c2) for c2 in last_batch)
+                if not repeat:
+                    last_batch.append(c)
+            else:
+                last_batch = [c]
+                last_batch_score = c["score"]
+            if not repeat:
+                final.append(c)
+        return final
+
+    def _propose(self, signature: Any, n: int, **inputs: Any) -> Any:
+        predict = Predict(signature, n=n, temperature=self.init_temperature)
+        if self.prompt_model:
+            with settings.context(lm=self.prompt_model):
+                return predict(**inputs).completions
+        return predict(**inputs).completions
+
+    # ------------------------------------------------------------------ compile
+    def compile(  # type: ignore[override]
+        self, student: Any, *, trainset: list[Any], eval_kwargs: dict[str, Any] | None = None
+    ) -> Any:
+        return run_sync(self.acompile(student, trainset=trainset, eval_kwargs=eval_kwargs))
+
+    async def acompile(
+        self, student: Any, *, trainset: list[Any], eval_kwargs: dict[str, Any] | None = None
+    ) -> Any:
+        """``compile`` for async callers."""
+        from dspex.evaluate import Evaluate
+
+        eval_kwargs = eval_kwargs or {}
+        module = student.deepcopy()
+        evaluate = Evaluate(devset=trainset, metric=self.metric, **eval_kwargs)
+        threads = eval_kwargs.get("num_threads") or default_threads()
+        limiter = asyncio.Semaphore(threads)
+        total_calls = 0
+        predictors = module.predictors()
+        results_best = {id(p): _stats() for p in predictors}
+        results_latest = {id(p): _stats() for p in predictors}
+        evaluated: dict[int, dict[tuple[str, str], dict[str, Any]]] = defaultdict(dict)
+
+        candidates: dict[int, Any] = {}
+        for predictor in predictors:
+            signature = self._get_signature(predictor)
+            last_key = list(signature.fields)[-1]
+            basic_instruction = signature.instructions
+            basic_prefix = signature.fields[last_key].json_schema_extra["prefix"]
+            proposed = self._propose(
+                BasicGenerateInstruction, self.breadth - 1, basic_instruction=basic_instruction
+            )
+            proposed.proposed_instruction.append(basic_instruction)
+            proposed.proposed_prefix_for_output_field.append(basic_prefix)
+            candidates[id(predictor)] = proposed
+            evaluated[id(predictor)] = {}
+
+        latest_candidates = all_candidates = candidates
+        module_clone = module.deepcopy()
+        d = 0
+        for d in range(self.depth):
+            logger.info("Iteration Depth: %d/%d.", d + 1, self.depth)
+            latest_scores: list[float] = []
+            clone_predictors = module_clone.predictors()
+            for p_i, (p_old, p_new) in enumerate(zip(predictors, clone_predictors, strict=False)):
+                pool = all_candidates if len(predictors) > 1 else latest_candidates
+                candidates_ = pool[id(p_old)]
+                trials: list[tuple[str, str, Any]] = []
+                for c in candidates_:
+                    instruction = c.proposed_instruction.strip('"').strip()
+                    prefix = c.proposed_prefix_for_output_field.strip('"').strip()
+                    last_key = list(self._get_signature(p_new).fields)[-1]
+                    updated = (
+                        self._get_signature(p_new)
+                        .with_instructions(instruction)
+                        .with_updated_fields(last_key, prefix=prefix)
+                    )
+                    self._set_signature(p_new, updated)
+                    trials.append((instruction, prefix, module_clone.deepcopy()))
+                logger.info(
+                    "At Depth %d/%d, evaluating %d prompt candidates for Predictor %d of %d.",
+                    d + 1,
+                    self.depth,
+                    len(trials),
+                    p_i + 1,
+                    len(predictors),
+                )
+                scores = await self._score(evaluate, trainset, eval_kwargs, trials, limiter)
+                for c_i, ((instruction, prefix, program), score) in enumerate(
+                    zip(trials, scores, strict=True)
+                ):
+                    total_calls += 1
+                    seen = evaluated[id(p_old)].get((instruction, prefix))
+                    if seen is None or seen["score"] < score:
+                        evaluated[id(p_old)][(instruction, prefix)] = {
+                            "score": score,
+                            "program": program,
+                            "instruction": instruction,
+                            "prefix": prefix,
+                            "depth": d,
+                        }
+                    if len(candidates_) - self.breadth <= c_i:
+                        latest_scores.append(score)
+                if self.track_stats:
+                    _record(results_latest[id(p_old)], d, latest_scores)
+                best = max(evaluated[id(p_old)].values(), key=lambda cand: cand["score"])
+                last_key = list(self._get_signature(p_old).fields)[-1]
+                updated = (
+                    self._get_signature(p_new)
+                    .with_instructions(best["instruction"])
+                    .with_updated_fields(last_key, prefix=best["prefix"])
+                )
+                self._set_signature(p_new, updated)
+
+            if d == self.depth - 1:
+                break
+
+            new_candidates: dict[int, Any] = {}
+            for p_base in predictors:
+                ranked = sorted(
+                    evaluated[id(p_base)].values(), key=lambda x: x["score"], reverse=True
+                )
+                shortest_len = min(len(evaluated[id(p_base)]), self.breadth)
+                if self.track_stats:
+                    _record(results_best[id(p_base)], d, [x["score"] for x in ranked][:10])
+                attempts: list[str] = []
+                for i in range(shortest_len - 1, -1, -1):
+                    attempts.append(f"Instruction #{shortest_len - i}: {ranked[i]['instruction']}")
+                    attempts.append(f"Prefix #{shortest_len - i}: {ranked[i]['prefix']}")
+                    attempts.append(f"Resulting Score #{shortest_len - i}: {ranked[i]['score']}")
+                proposed = self._propose(
+                    GenerateInstructionGivenAttempts, self.breadth, attempted_instructions=attempts
+                )
+                new_candidates[id(p_base)] = proposed
+                all_candidates[id(p_base)].proposed_instruction.extend(
+                    proposed.proposed_instruction
+                )
+                all_candidates[id(p_base)].proposed_prefix_for_output_field.extend(
+                    proposed.proposed_prefix_for_output_field
+                )
+            latest_candidates = new_candidates
+
+        final: list[dict[str, Any]] = []
+        for predictor in predictors:
+            final.extend(evaluated[id(predictor)].values())
+            if self.track_stats:
+                ranked = sorted(
+                    evaluated[id(predictor)].values(), key=lambda x: x["score"], reverse=True
+                )
+                _record(results_best[id(predictor)], d, [x["score"] for x in ranked][:10])
+        final.sort(key=lambda x: x["score"], reverse=True)
+        final = self._drop_duplicates(final)
+
+        best_program = final[0]["program"]
+        best_program.candidate_programs = final
+        best_program.total_calls = total_calls
+        if self.track_stats:
+            best_program.results_best = results_best
+            best_program.results_latest = results_latest
+        return best_program
+
+    @staticmethod
+    async def _score(
+        evaluate: Any,
+        trainset: list[Any],
+        eval_kwargs: dict[str, Any],
+        trials: list[tuple[str, str, Any]],
+        limiter: asyncio.Semaphore,
+    ) -> list[float]:
+        async def one(program: Any) -> float:
+            result = await evaluate.acall(Limited(program, limiter), devset=trainset, **eval_kwargs)
+            return float(result.score)
+
+        if eval_kwargs.get("num_threads") == 1:
+            return [await one(program) for *_, program in trials]
+        return list(await asyncio.gather(*(one(program) for *_, program in trials)))

@@ -1,0 +1,26 @@
+"""``Teleprompter``: the base of every optimizer (DSPy's name and ``compile`` contract)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["Teleprompter"]
+
+
+class Teleprompter:
+    """An optimizer: ``compile(student, trainset=...)`` returns an improved copy of ``student``.
+
+    Subclasses keep DSPy 3.4.1's constructor arguments and defaults, so a DSPy script that
+    builds one with ``import dspex as dspy`` behaves the same.
+    """
+
+    def __init__(self) -> None:
+        pass
+
+    def compile(self, student: Any, *, trainset: list[Any], **kwargs: Any) -> Any:
+        """Optimize ``student`` on ``trainset``; the result is a new program."""
+        raise NotImplementedError(f"{type(self).__name__} does not define compile()")
+
+    def get_params(self) -> dict[str, Any]:
+        """The optimizer's settings and working state (DSPy returns ``__dict__``)."""
+        return self.__dict__
