@@ -16,7 +16,18 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-ORDER = ["core", "lmserver", "lm", "pool", "bridge", "router", "pipeline", "server", "evaluate", "modules"]
+ORDER = [
+    "core",
+    "lmserver",
+    "lm",
+    "pool",
+    "bridge",
+    "router",
+    "pipeline",
+    "server",
+    "evaluate",
+    "modules",
+]
 
 
 def main(argv: list[str]) -> int:
