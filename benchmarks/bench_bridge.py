@@ -2,7 +2,7 @@
 
 One run, one LMServer in its own process, cache off everywhere. Measures:
 - per-call latency of ``dspy.Predict`` in this process vs ``dspex.Predict(implementation="dspy")``
-  (real DSPy in a pool worker) — the difference is the pool + bridge overhead (target ≤ +0.3 ms p50);
+  (real DSPy in a pool worker) — the difference is the pool + bridge overhead (target ≤ +0.25 ms p50);
 - first-call latency of a new remote module on a warm pool (object created on the way);
 - cold start: pool start (template imports DSPy, forks workers) to the first prediction;
 - native ``dspex.Predict`` for reference.
@@ -85,7 +85,8 @@ def main() -> None:
 | cold start: pool start + DSPy import + first prediction | {ms(cold)} |
 
 Pool + bridge overhead over the same DSPy call in process: {overhead * 1e3:+.3f} ms p50 sync,
-{overhead_async * 1e3:+.3f} ms p50 async (target ≤ +0.3 ms).
+{overhead_async * 1e3:+.3f} ms p50 async (target ≤ +0.25 ms; the machine is shared and busy:
+one noisy run).
 """
     write("bridge", text)
 

@@ -27,6 +27,8 @@ ORDER = [
     "server",
     "evaluate",
     "modules",
+    "optimizers",
+    "sandbox",
 ]
 
 

@@ -26,6 +26,7 @@ The tree::
     │   ├── LMServerError               5xx, 408, 409
     │   ├── LMTimeoutError              the call's deadline passed
     │   ├── LMTransportError            connect/read failures below HTTP
+    │   ├── LMResponseTooLarge          a reply passed the LM's body/inflation cap (carries limit)
     │   └── CircuitOpenError            the endpoint's circuit breaker is open
     ├── PoolError                       the worker-pool runtime failed a call
     │   ├── PoolUnhealthy               workers crash-loop; carries the last error
@@ -81,6 +82,7 @@ __all__ = [
     "LMNotConfiguredError",
     "LMProviderError",
     "LMRateLimitError",
+    "LMResponseTooLarge",
     "LMServerError",
     "LMStreamAssemblyError",
     "LMTimeoutError",
@@ -552,3 +554,14 @@ class RequestDeadlineExceeded(ServerError, TimeoutError):
 
 class ProgramNotFound(ServerError, LookupError):
     """No program is served under that name (``program``)."""
+
+
+# --- lm ---
+
+
+class LMResponseTooLarge(LMError):
+    """A reply (its body, or its body once gzip/deflate-inflated) passed the LM's size cap.
+
+    Fields: ``provider``, ``model``, ``status``, ``limit`` (bytes). Not retryable: the same
+    request would get the same reply. Raise the cap with ``LM(max_response_bytes=...)``.
+    """

@@ -244,7 +244,9 @@ def test_bootstrap_a_native_program_then_serve_it_natively(server: LMServer, lm:
         dspex.Example(question=f"q{i}", answer="a").with_inputs("question") for i in range(3)
     ]
     optimizer = dspex.BootstrapFewShot(
-        metric=lambda example, pred, trace=None: True, max_bootstrapped_demos=2
+        metric=lambda example, pred, trace=None: True,
+        max_bootstrapped_demos=2,
+        implementation="dspy",  # the optimizer runs in DSPy; the program it makes comes back
     )
     assert optimizer.implementation == "dspy"
     compiled = optimizer.compile(dspex.ChainOfThought("question -> answer"), trainset=trainset)

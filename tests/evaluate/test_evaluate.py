@@ -296,3 +296,21 @@ def test_callbacks_see_the_evaluation_and_its_program_calls(lm: Any, server: LMS
     assert seen.events == [("start", program), ("end", result.score)]
     # module callbacks (fired by Module calls where the runtime wires them) are its children
     assert all(parent == seen.evaluate_id for parent in seen.parents)
+
+
+def test_an_lm_with_a_customized_sync_call_is_called_the_sync_way() -> None:
+    from dspex.testing.dummy import DummyLM
+
+    threads: list[str] = []
+
+    class CountingLM(DummyLM):
+        def __call__(self, *args: Any, **kwargs: Any) -> list[str]:
+            threads.append(threading.current_thread().name)
+            return super().__call__(*args, **kwargs)
+
+    dspex.configure(lm=CountingLM([{"answer": "value 1"}] * 4))
+    result = Evaluate(devset=_devset(4), metric=answer_exact_match, num_threads=2)(
+        dspex.Predict("question -> answer")
+    )
+    assert len(threads) == 4  # the override ran for every example (DSPy calls programs sync)
+    assert result.score == 25.0

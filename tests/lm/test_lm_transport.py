@@ -219,7 +219,7 @@ def test_copies_and_pickles_carry_configuration_not_connections(server: LMServer
     lm = make_lm(server.url, temperature=0.5)
     assert lm(messages=MSGS)
     for clone in (copy.copy(lm), copy.deepcopy(lm), pickle.loads(pickle.dumps(lm))):
-        assert clone._sync_pool is not lm._sync_pool and clone.kwargs == {"temperature": 0.5}
+        assert clone.transport is not lm.transport and clone.kwargs == {"temperature": 0.5}
         assert clone(messages=MSGS)
         clone.close()
     predict = dspex.Predict("question -> answer")

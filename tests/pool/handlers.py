@@ -95,6 +95,9 @@ class Handler:
     def get(self, key: str) -> Any:
         return self.state.get(f"{current_call().session}:{key}")
 
+    def keys(self) -> list[str]:
+        return sorted(self.state)
+
     def drop_session(self, session: str) -> None:
         for key in [k for k in self.state if k.startswith(session + ":")]:
             del self.state[key]
@@ -130,6 +133,19 @@ class Handler:
         r, w = os.pipe()
         pid = os.fork()
         if pid == 0:
+            if os.fork() == 0:
+                os.write(w, str(os.getpid()).encode())
+                time.sleep(3600)
+            os._exit(0)
+        os.waitpid(pid, 0)
+        return int(os.read(r, 64))
+
+    def setsid_grandchild(self) -> int:
+        """A grandchild in its own session (escapes the worker's process group); its pid."""
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            os.setsid()
             if os.fork() == 0:
                 os.write(w, str(os.getpid()).encode())
                 time.sleep(3600)
@@ -180,3 +196,23 @@ def _environment(self: Handler) -> dict[str, Any]:
 
 
 Handler.environment = _environment  # type: ignore[attr-defined]
+
+
+class TypedErrors(Handler):
+    """A handler that describes its errors as typed DSPex errors (``_error_payload``)."""
+
+    def _error_payload(self, exc: BaseException) -> dict[str, Any] | None:
+        if isinstance(exc, KeyError):
+            return None  # not described: a plain RemoteError
+        return {
+            "type": "ConfigurationError",
+            "message": str(exc).replace("hunter2", "***"),
+            "fields": {"field": "demo", "remote_traceback": "scrubbed traceback"},
+        }
+
+    def missing(self) -> None:
+        raise KeyError("nope")
+
+
+def make_typed() -> TypedErrors:
+    return TypedErrors()

@@ -26,7 +26,30 @@ def host() -> Any:
     pytest.importorskip("dspy")
     from dspex.bridge.host import DSPyHost
 
-    return DSPyHost(["tests"])
+    return _Enveloped(DSPyHost(["tests"]))
+
+
+class _Enveloped:
+    """A host whose protocol methods answer ``[ok, value]``: the host raises, and what a pool
+    worker would put in its Error frame (``_error_payload``) is the value of a refusal."""
+
+    _METHODS = frozenset({"create", "call", "get", "set", "dump_state", "load_state", "release"})
+
+    def __init__(self, host: Any) -> None:
+        self._host = host
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._host, name)
+        if name not in self._METHODS:
+            return attr
+
+        def answer(*args: Any, **kwargs: Any) -> list[Any]:
+            try:
+                return [True, attr(*args, **kwargs)]
+            except Exception as exc:
+                return [False, self._host._error_payload(exc)]
+
+        return answer
 
 
 def _error(envelope: list[Any]) -> dict[str, Any]:
@@ -107,7 +130,7 @@ def test_the_worker_refuses_a_root_on_the_deny_list_even_if_configured() -> None
     pytest.importorskip("dspy")
     from dspex.bridge.host import DSPyHost
 
-    host = DSPyHost(["os", "subprocess", "builtins"])
+    host = _Enveloped(DSPyHost(["os", "subprocess", "builtins"]))
     assert "os" not in host.roots
     for path in ("os:system", "subprocess:run", "builtins:exec"):
         _refused(host.create("o", path, ["true"], {}))
@@ -155,7 +178,7 @@ def test_interpreters_cannot_be_smuggled_into_an_opted_in_module() -> None:
     pytest.importorskip("dspy")
     from dspex.bridge.host import DSPyHost
 
-    host = DSPyHost([], ("ProgramOfThought",))
+    host = _Enveloped(DSPyHost([], ("ProgramOfThought",)))
     for factory in (
         "dspy.primitives.local_interpreter:LocalInterpreter",
         "tests.security.test_allowlist:BYPASS_PATHS",

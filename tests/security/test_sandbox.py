@@ -221,3 +221,36 @@ def test_a_sandbox_left_unclosed_is_killed_when_collected() -> None:
     assert _processes_of(uid) == []
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
+
+
+def test_the_sandbox_dies_with_the_process_that_started_it(tmp_path: Path) -> None:
+    """A worker killed with SIGKILL (no cleanup runs) takes its sandbox tree with it."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = tmp_path / "worker.py"
+    script.write_text(
+        "import sys\n"
+        "from dspex.sandbox import PythonSandbox\n"
+        "sb = PythonSandbox(timeout=600)\n"
+        "sb.start()\n"
+        "print(sb._proc.uid, flush=True)\n"
+        "sb('import os, time\\nif os.fork() == 0:\\n    os.setsid()\\n"
+        "    while True: time.sleep(0.1)\\nNone')\n"
+        "print('forked', flush=True)\n"
+        "sb('while True: pass')\n"
+    )
+    worker = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    assert worker.stdout is not None
+    uid = int(worker.stdout.readline())
+    assert worker.stdout.readline().strip() == "forked"
+    assert _processes_of(uid)  # the runner and its daemonized child are alive
+    worker.send_signal(signal.SIGKILL)
+    worker.wait()
+    worker.stdout.close()
+    deadline = time.monotonic() + 30  # the kernel reaps asynchronously; not a speed assertion
+    while _processes_of(uid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _processes_of(uid) == []

@@ -21,6 +21,10 @@ def test_ordinary_templates_still_render() -> None:
     source = "Hi {{ name }}{% for x in items %} [{{ x }}]{% endfor %} {{ 2**10 }} {{ 'ab' * 3 }}"
     assert _run(source).state["text"] == "Hi bob [1] [2] 1024 ababab"
     assert _run("{{ '%5s|' | format('a') }}{{ 'x' | center(5) }}").state["text"] == "    a|  x  "
+    counted = (
+        "{% set ns = namespace(n=0) %}{% for x in items %}{% set ns.n = ns.n + x %}{% endfor %}"
+    )
+    assert _run(counted + "{{ ns.n }}").state["text"] == "3"
 
 
 @pytest.mark.parametrize(
@@ -36,6 +40,8 @@ def test_ordinary_templates_still_render() -> None:
         "{{ '{:>99999999999}'.format('a') }}",
         "{{ lipsum(10**9) }}",
         "{{ ('a' * 9000000) | replace('a', 'aaaa') }}",
+        "{% set ns = namespace(s='a') %}{% for i in range(60) %}{% set ns.s = ns.s ~ ns.s %}"
+        "{% endfor %}{{ ns.s | length }}",
     ],
 )
 def test_size_bombs_are_refused_before_they_allocate(source: str) -> None:

@@ -12,15 +12,16 @@ minus a deny-list (interpreters, pickle loaders, ``os``/``subprocess``/``builtin
 few side-effect-free standard modules may be named *as types* only. Code-running DSPy
 modules need the parent's opt-in and then run their code in :mod:`dspex.sandbox`.
 
-Every method answers ``[True, value]`` or ``[False, error]``; the error is the wire form of
-a DSPex error (:mod:`dspex.bridge.errors`) with the DSPy exception type and traceback, and
-API keys scrubbed. Values cross in the tagged form of :mod:`dspex.bridge.convert`.
+Methods return values or raise; the pool worker sends an error as its Error frame with the
+wire form of the DSPex error (:meth:`DSPyHost._error_payload`, :mod:`dspex.bridge.errors`:
+the DSPy exception type and traceback, API keys scrubbed) and the parent raises that error.
+Streams still yield ``[True, item]`` / ``[False, error]`` envelopes. Values cross in the
+tagged form of :mod:`dspex.bridge.convert`.
 """
 
 from __future__ import annotations
 
 import collections
-import functools
 import inspect
 import itertools
 import os
@@ -52,19 +53,6 @@ def make_host() -> DSPyHost:
     return DSPyHost(extra, parse_code_opt_in(os.environ.get(CODE_EXECUTION_ENV, "")))
 
 
-def _enveloped(fn: Callable[..., Any]) -> Callable[..., Envelope]:
-    """Answer ``[True, result]`` or ``[False, wire error]`` instead of raising."""
-
-    @functools.wraps(fn)
-    def wrapper(self: DSPyHost, *args: Any, **kwargs: Any) -> Envelope:
-        try:
-            return [True, fn(self, *args, **kwargs)]
-        except Exception as exc:
-            return [False, error_payload(exc, self._secrets)]
-
-    return wrapper
-
-
 class DSPyHost:
     """Hosts DSPy objects for the parent process (one per worker)."""
 
@@ -80,12 +68,18 @@ class DSPyHost:
         self.roots = self.policy.roots
         self._sessions: dict[str | None, dict[str, Any]] = {}
         self._lms: collections.OrderedDict[tuple[Any, ...], Any] = collections.OrderedDict()
+        self._lm_refs: dict[str | None, dict[str, Any]] = {}  # per session: reference -> LM
         self._secrets: set[str] = set()
         self._ids = itertools.count(1)
         self._active: dict[str | None, Any] = {}
         self._parent_lock = threading.Lock()
         self._encoder = Encoder(on_module=self._hold_module, on_other=self._hold_object)
         self._decoder = Decoder("dspy", resolve=self.resolve, on_tag=self._decode_tag)
+
+    def _error_payload(self, exc: BaseException) -> dict[str, Any]:
+        """How the pool worker reports our errors: the DSPex error, secrets scrubbed (the
+        pool's Error frame carries it; the parent raises it)."""
+        return error_payload(exc, self._secrets)
 
     # ------------------------------------------------------------------ import policy
     def resolve(self, path: str) -> Any:
@@ -220,6 +214,21 @@ class DSPyHost:
 
     # ------------------------------------------------------------------ LMs and settings
     def _lm(self, spec: dict[str, Any]) -> Any:
+        ref = spec.get("ref")
+        if ref is not None:  # the parent sends a session's LM spec once, then its reference
+            refs = self._lm_refs.setdefault(self._session(), {})
+            if len(spec) == 1:
+                lm = refs.get(ref)
+                if lm is None:
+                    raise SessionLost(
+                        f"LM reference {ref} is not in this worker", reason="lm_lost", object=ref
+                    )
+                return lm
+            refs[ref] = lm = self._build_lm(spec)
+            return lm
+        return self._build_lm(spec)
+
+    def _build_lm(self, spec: dict[str, Any]) -> Any:
         if "callback" in spec:
             return self._parent_lm(spec)
         key = (
@@ -318,12 +327,10 @@ class DSPyHost:
             return self._create(oid, *make)
         return self._get(oid)
 
-    @_enveloped
     def create(self, oid: str, path: str, args: Any, kwargs: Any, state: Any = None) -> Any:
         """Instantiate ``path(*args, **kwargs)`` as object ``oid`` of this session."""
         return _describe(self._create(oid, path, args, kwargs, state), self._dspy)
 
-    @_enveloped
     def call(
         self,
         oid: str,
@@ -361,7 +368,6 @@ class DSPyHost:
             self.policy.check_target(obj, f"attribute {name!r}")
         return obj, parts[-1]
 
-    @_enveloped
     def get(self, oid: str, name: str, make: list[Any] | None = None) -> Any:
         owner, last = self._walk(self._obj(oid, make), name)
         value = getattr(owner, last)
@@ -369,21 +375,17 @@ class DSPyHost:
             raise SecurityError(f"attribute {name!r} is a module", attribute=name)
         return self._encoder.encode(value)
 
-    @_enveloped
     def set(self, oid: str, name: str, value: Any, make: list[Any] | None = None) -> None:
         owner, last = self._walk(self._obj(oid, make), name)
         setattr(owner, last, self._decoder.decode(value))
 
-    @_enveloped
     def dump_state(self, oid: str, make: list[Any] | None = None) -> Any:
         # tagged, so values JSON cannot carry (enum members in demos...) survive the trip
         return self._encoder.encode(self._obj(oid, make).dump_state())
 
-    @_enveloped
     def load_state(self, oid: str, state: Any, make: list[Any] | None = None) -> None:
         self._obj(oid, make).load_state(self._decoder.decode(state))
 
-    @_enveloped
     def release(self, oid: str, make: list[Any] | None = None) -> None:
         self._objects().pop(oid, None)
 
@@ -427,6 +429,7 @@ class DSPyHost:
     def drop_session(self, session_id: str) -> None:
         self._sessions.pop(session_id, None)
         self._active.pop(session_id, None)
+        self._lm_refs.pop(session_id, None)
 
 
 def _refuse_interpreters(kwargs: dict[str, Any]) -> None:

@@ -13,6 +13,7 @@ signature that calls back into this process (ReAct tools, metrics, reward functi
 
 from __future__ import annotations
 
+import functools
 import inspect
 import itertools
 import os
@@ -25,18 +26,31 @@ from typing import TYPE_CHECKING, Any
 from dspex import settings
 from dspex.bridge.allowlist import exportable
 from dspex.bridge.convert import TAG, Decoder, Encoder, encode_type, is_importable
-from dspex.bridge.errors import error_payload, raise_payload
-from dspex.errors import ConfigurationError, SignatureError, UserError
+from dspex.bridge.errors import error_payload
+from dspex.errors import ConfigurationError, SessionLost, SignatureError, UserError
 
 if TYPE_CHECKING:
     from dspex.bridge.remote import RemoteObject
-    from dspex.pool.pool import Pool
-    from dspex.pool.session import Session
+    from dspex.pool.base import PoolBackend, SessionBackend
 
 __all__ = ["DSPY_POOL", "DSPySession", "dspy_pool", "http_lm_spec"]
 
 DSPY_POOL = "dspy"
 """Name of the pool that runs DSPy (declare it in ``dspex.configure(pools=...)`` to tune it)."""
+
+
+@functools.cache
+def _nproc_default() -> int:
+    """``RLIMIT_NPROC`` for DSPy workers: what this user runs now (tasks) plus 2,048."""
+    import psutil
+
+    uid = os.getuid()
+    tasks = 0
+    for proc in psutil.process_iter(["uids", "num_threads"]):
+        uids, threads = proc.info["uids"], proc.info["num_threads"]
+        if uids is not None and uids.real == uid and threads:
+            tasks += threads
+    return tasks + 2048
 
 
 def _pool_defaults() -> dict[str, Any]:
@@ -51,6 +65,10 @@ def _pool_defaults() -> dict[str, Any]:
         "request_timeout": 600.0,
         "queue_timeout": 120.0,
         "startup_timeout": 60.0,
+        # bounded by default (docs/pool.md): recycle a worker grown past 1.5 GB when idle,
+        # and cap the processes/threads a handler may start
+        "recycle_rss_mb": 1536.0,
+        "max_processes": _nproc_default(),
         # the parent's import path, so user modules on the allow-list import the same way
         "pythonpath": tuple(p for p in sys.path if p and os.path.isdir(p)),
         "env": {
@@ -62,7 +80,7 @@ def _pool_defaults() -> dict[str, Any]:
     }
 
 
-def dspy_pool() -> Pool:
+def dspy_pool() -> PoolBackend:
     """The pool of DSPy workers (built from the settings on first use)."""
     from dspex.pool.registry import get_pool
 
@@ -96,7 +114,7 @@ class DSPySession:
 
     _numbers = itertools.count(1)
 
-    def __init__(self, *, rehydrate: bool = True, pool: Pool | None = None) -> None:
+    def __init__(self, *, rehydrate: bool = True, pool: PoolBackend | None = None) -> None:
         self._pool = pool
         self._rehydrate = rehydrate
         self._tag = f"s{next(self._numbers)}{uuid.uuid4().hex[:6]}"
@@ -105,7 +123,11 @@ class DSPySession:
         self._created: set[str] = set()
         self._pending: set[str] = set()
         self._callbacks: dict[int, tuple[str, Any]] = {}
-        self._session: Session | None = None
+        # LMs by id(): (reference, last spec sent, the LM kept alive so its id stays unique)
+        self._lm_refs: dict[int, tuple[str, dict[str, Any], Any]] = {}
+        self._lm_sent: set[str] = set()  # references the worker is known to hold
+        self._lm_pending: set[str] = set()  # sent in full with a request still unanswered
+        self._session: SessionBackend | None = None
         self.encoder = Encoder(on_callable=self._export_callable, on_module=self._encode_module)
         self.decoder = Decoder("dspex", on_tag=self._decode_tag)
 
@@ -114,7 +136,7 @@ class DSPySession:
 
     # ------------------------------------------------------------------ pool session
     @property
-    def pool_session(self) -> Session:
+    def pool_session(self) -> SessionBackend:
         if self._session is None:
             pool = self._pool or dspy_pool()
             self._session = pool.session(
@@ -126,17 +148,15 @@ class DSPySession:
 
     @property
     def worker_pid(self) -> int | None:
-        return None if self._session is None else self._session.worker_pid
+        pid: int | None = getattr(self._session, "worker_pid", None)  # backends without pids: None
+        return pid
 
-    async def _rebuild(self, session: Session) -> None:
+    async def _rebuild(self, session: SessionBackend) -> None:
         """Recreate every recipe object on the new worker (the pool calls this after a loss)."""
         self._created.clear()
+        self._lm_sent.clear()  # the new worker has none of our LMs yet
         for oid, recipe in list(self._recipes.items()):
-            ok, value = await session.call(
-                "create", oid, recipe.path, recipe.args, recipe.kwargs, recipe.state
-            )
-            if not ok:
-                raise_payload(value)
+            await session.call("create", oid, recipe.path, recipe.args, recipe.kwargs, recipe.state)
             self._created.add(oid)
 
     def close(self) -> None:
@@ -145,6 +165,7 @@ class DSPySession:
             self._session.close()
             self._session = None
         self._created.clear()
+        self._lm_sent.clear()
 
     # ------------------------------------------------------------------ objects
     def new_object(self, path: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
@@ -177,41 +198,76 @@ class DSPySession:
             return None
         return [recipe.path, recipe.args, recipe.kwargs, recipe.state]
 
-    def _unwrap(self, oid: str | None, answer: Any) -> Any:
-        ok, value = answer
-        if not ok:
-            raise_payload(value)
+    def _done(self, oid: str | None, value: Any) -> Any:
+        """A request succeeded: what the worker now holds (objects, LMs) is remembered."""
         if oid is not None:
             self._created.add(oid)
         if self._pending:
             self._created.update(self._pending)
             self._pending.clear()
+        if self._lm_pending:  # the worker built these LMs: references suffice from now on
+            self._lm_sent.update(self._lm_pending)
+            self._lm_pending.clear()
         return value
 
     async def request(self, method: str, oid: str | None, *args: Any) -> Any:
         """Run host ``method`` for object ``oid`` in the worker; the (wire) result."""
         extra = [] if oid is None else [oid, *args, self._make(oid)]
-        answer = await self.pool_session.call(method, *extra)
-        return self._unwrap(oid, answer)
+        try:
+            answer = await self.pool_session.call(method, *extra)
+        except SessionLost as exc:
+            if not self._lm_lost(exc):
+                raise
+            answer = await self.pool_session.call(method, *self._with_full_lms(extra))
+        return self._done(oid, answer)
 
     def request_sync(self, method: str, oid: str | None, *args: Any) -> Any:
         extra = [] if oid is None else [oid, *args, self._make(oid)]
-        answer = self.pool_session.call_sync(method, *extra)
-        return self._unwrap(oid, answer)
+        try:
+            answer = self.pool_session.call_sync(method, *extra)
+        except SessionLost as exc:
+            if not self._lm_lost(exc):
+                raise
+            answer = self.pool_session.call_sync(method, *self._with_full_lms(extra))
+        return self._done(oid, answer)
+
+    def _lm_lost(self, exc: SessionLost) -> bool:
+        """The worker lacks an LM we sent by reference (it was replaced meanwhile): the call
+        did not run; it is sent again with the full specs."""
+        if exc.fields.get("reason") != "lm_lost":
+            return False
+        self._lm_sent.clear()
+        return True
+
+    def _with_full_lms(self, args: list[Any]) -> list[Any]:
+        specs = {ref: spec for ref, spec, _ in self._lm_refs.values()}
+        out = []
+        for arg in args:
+            lm = arg.get("lm") if isinstance(arg, dict) else None
+            if isinstance(lm, dict) and set(lm) == {"ref"} and lm["ref"] in specs:
+                self._lm_pending.add(lm["ref"])
+                arg = {**arg, "lm": {**specs[lm["ref"]], "ref": lm["ref"]}}
+            out.append(arg)
+        return out
 
     def stream(self, oid: str, kwargs: Any, ctx: dict[str, Any]) -> Any:
         return self.pool_session.stream("stream", oid, kwargs, ctx, self._make(oid))
 
     # ------------------------------------------------------------------ encoding hooks
     # ------------------------------------------------------------------ LMs and settings
-    def lm_spec(self, lm: Any) -> dict[str, Any]:
+    def lm_spec(self, lm: Any, *, short: bool = False) -> dict[str, Any]:
         """How the worker gets ``lm``: an HTTP LM is rebuilt as ``dspy.LM``; any other
-        ``BaseLM`` (``DummyLM``, your own) answers DSPy's requests from this process."""
+        ``BaseLM`` (``DummyLM``, your own) answers DSPy's requests from this process.
+
+        ``short``: a per-call context, where an LM the session's worker already holds is sent
+        as its reference only (values kept for later, such as creation recipes, carry the
+        full spec: they may be replayed on another worker)."""
         from dspex.lm import LM
         from dspex.lm.base import BaseLM
 
         if isinstance(lm, LM):
-            return http_lm_spec(lm)
+            spec = http_lm_spec(lm)
+            return self._lm_ref(spec, lm) if short else spec
         if isinstance(lm, BaseLM):
 
             def ask(messages: list[dict[str, Any]], options: dict[str, Any]) -> list[str]:
@@ -220,13 +276,27 @@ class DSPySession:
             return {"model": lm.model, "callback": self._register(lm, ask)}
         raise ConfigurationError(f"lm must be a dspex.BaseLM instance, got {type(lm).__name__}")
 
+    def _lm_ref(self, spec: dict[str, Any], lm: Any) -> dict[str, Any]:
+        """The spec once per session (with a reference), then the reference alone: the worker
+        keeps the LM it built, and the key does not travel with every call."""
+        known = self._lm_refs.get(id(lm))
+        if known is None or known[1] != spec:  # new, or changed since: send it (again)
+            ref = known[0] if known is not None else f"{self._tag}.lm{len(self._lm_refs) + 1}"
+            self._lm_refs[id(lm)] = (ref, spec, lm)
+            self._lm_sent.discard(ref)
+        ref = self._lm_refs[id(lm)][0]
+        if ref in self._lm_sent:
+            return {"ref": ref}
+        self._lm_pending.add(ref)
+        return {**spec, "ref": ref}
+
     def call_context(self, lm: Any = None) -> dict[str, Any]:
         """The parent's settings a worker call runs under: the LM and the adapter."""
         current = settings.current()
         lm = lm if lm is not None else current.lm
         adapter = current.adapter
         return {
-            "lm": None if lm is None else self.lm_spec(lm),
+            "lm": None if lm is None else self.lm_spec(lm, short=True),
             "adapter": None if adapter is None else type(adapter).__name__,
         }
 

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from dspex.errors import EvaluationInterrupted
 from dspex.evaluate import display
-from dspex.modules.executor import AsyncCaller, Executor, RunOutcome
+from dspex.modules.executor import AsyncCaller, Executor, RunOutcome, customized_sync_lm
 from dspex.primitives.example import Example
 from dspex.primitives.prediction import Prediction
 from dspex.utils.callback import with_callbacks
@@ -66,15 +66,31 @@ def is_in_ipython_notebook_environment() -> bool:
     return "IPKernelApp" in getattr(get_ipython(), "config", {})
 
 
+def _ipython_display(obj: Any) -> None:
+    """IPython's ``display`` in a notebook; ``print`` where IPython is not installed."""
+    try:
+        from IPython.display import display
+    except ImportError:
+        print(obj)
+        return
+    display(obj)
+
+
+def _html(text: str) -> Any:
+    try:
+        from IPython.display import HTML
+    except ImportError:
+        return text
+    return HTML(text)
+
+
 def display_dataframe(df: pd.DataFrame, notebook: bool) -> None:
     """Show ``df``: rich HTML in a notebook, every row and column printed in a terminal."""
     import pandas as pd
 
     if notebook:
-        from IPython.display import display
-
         pd.options.display.max_colwidth = 70
-        display(df)
+        _ipython_display(df)
     else:
         with pd.option_context("display.max_rows", None, "display.max_columns", None):
             print(df)
@@ -216,17 +232,11 @@ class Evaluate:
         notebook = is_in_ipython_notebook_environment()
         display_dataframe(shown, notebook)
         if hidden > 0:
+            message = f"... {hidden} more rows not displayed ..."
             if notebook:
-                from IPython.display import HTML
-                from IPython.display import display as ipy_display
-
-                ipy_display(
-                    HTML(
-                        f"<div style='text-align:center'>... {hidden} more rows not displayed ...</div>"
-                    )
-                )
+                _ipython_display(_html(f"<div style='text-align:center'>{message}</div>"))
             else:
-                print(f"... {hidden} more rows not displayed ...")
+                print(message)
 
 
 class _Run:
@@ -269,7 +279,9 @@ class _Run:
             on_error=lambda _i, _e: self.progress.fail(),
         )
         sequential = self.executor.num_threads == 1
-        self.call_program = AsyncCaller(program, inline=sequential, adaptive=False)
+        self.call_program = AsyncCaller(
+            program, inline=sequential, sync=customized_sync_lm(program)
+        )
         self.call_metric = AsyncCaller(self.metric, inline=sequential, adaptive=True)
 
     async def process(self, example: Example) -> Scored:

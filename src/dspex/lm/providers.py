@@ -8,11 +8,23 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
+from urllib.parse import unquote, urlsplit, urlunsplit
+
+import orjson
 
 from dspex.errors import ConfigurationError
 
-__all__ = ["PROVIDERS", "Endpoint", "ParsedResponse", "resolve"]
+__all__ = [
+    "PROVIDERS",
+    "Endpoint",
+    "ParsedResponse",
+    "StreamDecoder",
+    "redact_url",
+    "resolve",
+    "scrub",
+]
 
 
 @dataclass(frozen=True)
@@ -44,6 +56,31 @@ class Endpoint:
     model: str
     api_base: str
     api_key: str | None = field(repr=False)
+
+    def __repr__(self) -> str:
+        return (
+            f"Endpoint(provider={self.provider!r}, model={self.model!r}, "
+            f"api_base={self.display_base!r})"
+        )
+
+    @cached_property
+    def display_base(self) -> str:
+        """``api_base`` with any ``user:password@`` password masked (for reprs and errors)."""
+        return redact_url(self.api_base)
+
+    @cached_property
+    def secrets(self) -> tuple[str, ...]:
+        """Strings that must never appear in an error, repr, log line or event."""
+        found: list[str] = []
+        if self.api_key:
+            found.append(self.api_key)
+        try:
+            password = urlsplit(self.api_base).password
+        except ValueError:
+            password = None
+        if password:
+            found += [password, unquote(password)]
+        return tuple(sorted({s for s in found if len(s) >= 4}, key=len, reverse=True))
 
     @property
     def url(self) -> str:
@@ -146,3 +183,102 @@ def error_message(data: Any, fallback: str) -> str:
         if isinstance(err, str):
             return err
     return fallback
+
+
+def redact_url(url: str) -> str:
+    """``url`` with the password of its ``user:password@`` part replaced by ``***``."""
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return url
+    if password is None:
+        return url
+    user, _, host = parts.netloc.rpartition("@")
+    name = user.partition(":")[0]
+    return urlunsplit(parts._replace(netloc=f"{name}:***@{host}"))
+
+
+def scrub(text: str, secrets: tuple[str, ...]) -> str:
+    """``text`` with every secret (longest first) replaced by ``***``."""
+    for secret in secrets:
+        if secret in text:
+            text = text.replace(secret, "***")
+    return text
+
+
+class StreamDecoder:
+    """Text deltas and token usage from a server-sent-events body (OpenAI or Anthropic shapes).
+
+    :meth:`feed` takes raw body chunks and returns the text deltas they complete; ``done``
+    turns true at OpenAI's ``[DONE]``; ``usage`` holds the counts the events reported
+    (OpenAI's final ``usage`` chunk; Anthropic's ``message_start`` and ``message_delta``).
+    """
+
+    def __init__(self, wire: str) -> None:
+        self.wire = wire
+        self.done = False
+        self._pending = b""
+        self._prompt = 0
+        self._completion = 0
+
+    @property
+    def usage(self) -> dict[str, int]:
+        return {
+            "prompt_tokens": self._prompt,
+            "completion_tokens": self._completion,
+            "total_tokens": self._prompt + self._completion,
+        }
+
+    def feed(self, chunk: bytes, final: bool = False) -> list[str]:
+        *lines, self._pending = (self._pending + chunk).split(b"\n")
+        if final:
+            lines.append(self._pending)
+            self._pending = b""
+        texts = []
+        for line in lines:
+            if self.done:
+                break
+            text = self._line(line)
+            if text:
+                texts.append(text)
+        return texts
+
+    def _line(self, raw: bytes) -> str:
+        line = raw.decode("utf-8", "replace").rstrip("\r")
+        if not line.startswith("data:"):
+            return ""
+        payload = line[5:].strip()
+        if payload == "[DONE]":
+            self.done = True
+            return ""
+        try:
+            event = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            return ""
+        if not isinstance(event, dict):
+            return ""
+        return self._openai(event) if self.wire == "openai" else self._anthropic(event)
+
+    def _openai(self, event: dict[str, Any]) -> str:
+        usage = event.get("usage")
+        if isinstance(usage, dict):
+            self._prompt = int(usage.get("prompt_tokens") or 0)
+            self._completion = int(usage.get("completion_tokens") or 0)
+        return "".join(
+            str((choice.get("delta") or {}).get("content") or "")
+            for choice in event.get("choices") or []
+            if choice.get("index", 0) == 0
+        )
+
+    def _anthropic(self, event: dict[str, Any]) -> str:
+        kind = event.get("type")
+        if kind == "content_block_delta":
+            return str((event.get("delta") or {}).get("text") or "")
+        usage = (event.get("message") or {}).get("usage") if kind == "message_start" else None
+        if kind == "message_delta":
+            usage = event.get("usage")
+        if isinstance(usage, dict):
+            self._prompt = int(usage.get("input_tokens") or self._prompt)
+            self._completion = int(usage.get("output_tokens") or self._completion)
+        return ""

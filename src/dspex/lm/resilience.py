@@ -8,7 +8,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from dspex.errors import CircuitOpenError
+from dspex.errors import CircuitOpenError, ConfigurationError
 
 __all__ = ["CircuitBreaker", "RetryPolicy", "breaker_for", "parse_retry_after"]
 
@@ -44,7 +44,15 @@ class RetryPolicy:
 
 @dataclass
 class CircuitBreaker:
-    """Opens after ``threshold`` consecutive failures; after ``cooldown`` one probe may pass."""
+    """Opens after ``threshold`` consecutive failures; after ``cooldown`` one probe may pass.
+
+    Each request the breaker admits ends with exactly one :meth:`settle`: ``ok=True`` (the
+    endpoint answered: a success, or an answer retrying cannot change such as a 400),
+    ``ok=False`` (a retryable failure), or ``ok=None`` (no verdict: the caller was cancelled
+    or gave up before an answer). A probe therefore always ends in ``closed`` (it succeeded),
+    ``open`` for a new cooldown (it failed), or ``open`` with the cooldown still elapsed so
+    the next call probes again (it was abandoned) — never stuck half-open.
+    """
 
     threshold: int = 5
     cooldown: float = 30.0
@@ -52,6 +60,10 @@ class CircuitBreaker:
     opened_at: float | None = None
     probing: bool = False
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.threshold < 1 or self.cooldown < 0:
+            raise ConfigurationError("circuit_threshold must be >= 1 and circuit_cooldown >= 0")
 
     @property
     def state(self) -> str:
@@ -61,26 +73,34 @@ class CircuitBreaker:
             return "half_open"
         return "open"
 
-    def before_request(self, endpoint: str) -> None:
+    def admit(self, endpoint: str) -> bool:
+        """Let one request through (``True`` if it is the half-open probe), or raise
+        :class:`CircuitOpenError`."""
         with self._lock:
             state = self.state
             if state == "closed":
-                return
+                return False
             if state == "half_open" and not self.probing:
                 self.probing = True
-                return
+                return True
             assert self.opened_at is not None
             remaining = max(0.0, self.cooldown - (time.monotonic() - self.opened_at))
             raise CircuitOpenError(
                 f"circuit open for {endpoint} after {self.failures} consecutive failures; "
-                f"retry in {remaining:.1f}s",
+                + (
+                    "a probe is in flight" if state == "half_open" else f"retry in {remaining:.1f}s"
+                ),
                 endpoint=endpoint,
                 retry_after=remaining,
             )
 
-    def record(self, ok: bool) -> None:
+    def settle(self, probe: bool, ok: bool | None) -> None:
+        """The end of one admitted request (see the class docstring)."""
         with self._lock:
-            self.probing = False
+            if probe:
+                self.probing = False
+            if ok is None:
+                return
             if ok:
                 self.failures = 0
                 self.opened_at = None
@@ -89,14 +109,30 @@ class CircuitBreaker:
             if self.failures >= self.threshold:
                 self.opened_at = time.monotonic()
 
+    # the names of the first version, kept for callers outside the LM
+    def before_request(self, endpoint: str) -> None:
+        self.admit(endpoint)
 
-_breakers: dict[str, CircuitBreaker] = {}
+    def record(self, ok: bool) -> None:
+        self.settle(True, ok)
+
+
+_breakers: dict[tuple[str, int, float], CircuitBreaker] = {}
 _breakers_lock = threading.Lock()
 
 
 def breaker_for(endpoint: str, threshold: int, cooldown: float) -> CircuitBreaker:
+    """The breaker shared by every LM calling ``endpoint`` with these settings.
+
+    Keyed by endpoint *and* settings: an LM built with ``circuit_threshold=100`` never gets
+    the breaker of an earlier LM that asked for 5 at the same URL.
+    """
+    key = (endpoint, threshold, float(cooldown))
+    breaker = _breakers.get(key)
+    if breaker is not None:
+        return breaker
     with _breakers_lock:
-        breaker = _breakers.get(endpoint)
+        breaker = _breakers.get(key)
         if breaker is None:
-            breaker = _breakers[endpoint] = CircuitBreaker(threshold, cooldown)
+            breaker = _breakers[key] = CircuitBreaker(threshold, cooldown)
         return breaker

@@ -14,6 +14,10 @@ does only that:
 - a request that fails on a reused connection before any byte of its reply arrived (the
   server closed the idle connection as we sent) is resent once on a fresh connection;
 - Content-Length, chunked and read-to-close bodies; gzip/deflate bodies are decoded;
+- bounded: a reply whose body, or whose body once inflated, passes ``max_body`` bytes fails
+  fast with :class:`ResponseTooLarge` (a Content-Length beyond it before any body byte is
+  read; inflation stops at the cap, so a gzip bomb costs at most ``max_body`` bytes), and
+  a response head past 256 KiB is a :class:`RemoteProtocolError`;
 - https through the standard :mod:`ssl` module (certifi's CA bundle when installed, as httpx);
 - no timeouts of its own: callers wrap calls in ``asyncio.timeout`` (the LM's deadline), and
   a request cancelled half-way closes its connection instead of returning it to the pool.
@@ -23,7 +27,8 @@ across threads, one request per connection at a time), bounded by an explicit de
 saves sync calls the event loop's per-call machinery (a sync ``LM`` call against the local
 server went from 0.31 to 0.21 ms).
 
-Failures raise :class:`HTTPError` subclasses; :mod:`dspex.lm.client` maps them to LM errors.
+Failures raise :class:`HTTPError` subclasses; :class:`dspex.lm.wire.HTTPTransport` owns these
+pools and :mod:`dspex.lm.flow` maps failures to LM errors.
 """
 
 from __future__ import annotations
@@ -44,17 +49,23 @@ if TYPE_CHECKING:
     import ssl
 
 __all__ = [
+    "DEFAULT_MAX_BODY",
     "ConnectError",
     "ConnectionPool",
+    "DeadlineExceeded",
     "HTTPError",
     "RemoteProtocolError",
     "Response",
+    "ResponseTooLarge",
     "StreamResponse",
     "SyncConnectionPool",
     "Target",
 ]
 
 _USER_AGENT = "dspex-python"
+#: Default cap on a reply body, before and after gzip/deflate inflation (32 MiB).
+DEFAULT_MAX_BODY = 32 << 20
+_MAX_HEAD = 256 << 10
 
 
 class HTTPError(Exception):
@@ -67,6 +78,22 @@ class ConnectError(HTTPError):
 
 class RemoteProtocolError(HTTPError):
     """The server closed the connection early or sent something that is not HTTP/1.1."""
+
+
+class DeadlineExceeded(HTTPError):
+    """The caller's deadline passed before the reply was complete."""
+
+
+class ResponseTooLarge(HTTPError):
+    """The reply body (raw or inflated) passed ``limit`` bytes; the connection was dropped."""
+
+    def __init__(self, message: str, limit: int) -> None:
+        super().__init__(message)
+        self.limit = limit
+
+
+def _too_large(limit: int, what: str = "response body") -> ResponseTooLarge:
+    return ResponseTooLarge(f"{what} exceeds the {limit:,}-byte limit", limit)
 
 
 class Target:
@@ -123,9 +150,10 @@ class Response:
 class _Connection(asyncio.Protocol):
     """One keep-alive connection; runs one request at a time."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_body: int = DEFAULT_MAX_BODY) -> None:
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
+        self.max_body = max_body
         self.closed = False
         self.active = False
         self.idle_since = 0.0
@@ -137,6 +165,7 @@ class _Connection(asyncio.Protocol):
         self.reason = b""
         self.headers: dict[str, str] = {}
         self.body: list[bytes] = []
+        self.received = 0  # body bytes (and head bytes until the head is done)
         self.head_done = False
         self.done = False
         self.got_bytes = False
@@ -173,7 +202,7 @@ class _Connection(asyncio.Protocol):
             self.status,
             self.reason.decode("latin-1"),
             self.headers,
-            _decode(self.headers, b"".join(self.body)),
+            _decode(self.headers, b"".join(self.body), self.max_body),
         )
 
     def _wake(self) -> None:
@@ -206,8 +235,8 @@ class _Connection(asyncio.Protocol):
         self.got_bytes = True
         try:
             self.parser.feed_data(data)
-        except httptools.HttpParserError as exc:
-            if not self.done:
+        except httptools.HttpParserError as exc:  # includes errors raised by our callbacks
+            if not self.done and self.error is None:
                 self.error = RemoteProtocolError(f"malformed HTTP response: {exc}")
             self.abort()
             self._wake()
@@ -216,7 +245,15 @@ class _Connection(asyncio.Protocol):
     def on_status(self, status: bytes) -> None:
         self.reason += status
 
+    def _fail(self, error: HTTPError) -> None:
+        """Stop parsing: the error reaches the caller through ``data_received``."""
+        self.error = error
+        raise error
+
     def on_header(self, name: bytes, value: bytes) -> None:
+        self.received += len(name) + len(value)
+        if self.received > _MAX_HEAD:
+            self._fail(RemoteProtocolError(f"response head exceeds {_MAX_HEAD:,} bytes"))
         key = name.decode("latin-1").lower()
         text = value.decode("latin-1")
         old = self.headers.get(key)
@@ -229,7 +266,11 @@ class _Connection(asyncio.Protocol):
             return
         self.status = status
         self.head_done = True
+        self.received = 0
         headers = self.headers
+        length = headers.get("content-length", "")
+        if length.isdigit() and int(length) > self.max_body:
+            self._fail(_too_large(self.max_body))
         self.to_close = (
             "content-length" not in headers
             and "chunked" not in headers.get("transfer-encoding", "").lower()
@@ -239,6 +280,10 @@ class _Connection(asyncio.Protocol):
             self._wake()
 
     def on_body(self, body: bytes) -> None:
+        self.received += len(body)
+        if self.received > self.max_body:
+            self.body = []
+            self._fail(_too_large(self.max_body))
         self.body.append(body)
         if self.stream:
             self._wake()
@@ -252,16 +297,38 @@ class _Connection(asyncio.Protocol):
         self._wake()
 
 
-def _decode(headers: dict[str, str], body: bytes) -> bytes:
+def _decode(headers: dict[str, str], body: bytes, limit: int) -> bytes:
     encoding = headers.get("content-encoding")
     if not encoding or encoding == "identity" or not body:
         return body
     if encoding in ("gzip", "deflate", "x-gzip"):
         try:
-            return zlib.decompress(body, 47)  # 47: zlib or gzip header, detected
+            return _Inflater(limit).feed(body)
         except zlib.error:
-            return zlib.decompress(body, -15)  # raw deflate
+            try:
+                return _Inflater(limit, raw=True).feed(body)
+            except zlib.error as exc:
+                raise RemoteProtocolError(f"corrupt {encoding} body: {exc}") from None
     raise RemoteProtocolError(f"unsupported content-encoding {encoding!r}")
+
+
+class _Inflater:
+    """gzip/zlib (or raw deflate) decoding that stops as soon as the output passes ``limit``."""
+
+    __slots__ = ("_inflate", "left", "limit")
+
+    def __init__(self, limit: int, *, raw: bool = False) -> None:
+        self._inflate = zlib.decompressobj(-15 if raw else 47)  # 47: zlib or gzip, detected
+        self.limit = limit
+        self.left = limit
+
+    def feed(self, data: bytes) -> bytes:
+        # max_length bounds the output (and the memory): a bomb stops one byte past the cap
+        out = self._inflate.decompress(data, self.left + 1)
+        self.left -= len(out)
+        if self.left < 0:
+            raise _too_large(self.limit, "inflated response body")
+        return out
 
 
 class StreamResponse:
@@ -274,7 +341,7 @@ class StreamResponse:
         self.headers = conn.headers
         encoding = conn.headers.get("content-encoding")
         self._inflate = (
-            zlib.decompressobj(47) if encoding in ("gzip", "deflate", "x-gzip") else None
+            _Inflater(conn.max_body) if encoding in ("gzip", "deflate", "x-gzip") else None
         )
 
     async def aiter_bytes(self) -> AsyncIterator[bytes]:
@@ -283,7 +350,7 @@ class StreamResponse:
             if conn.body:
                 data = b"".join(conn.body)
                 conn.body = []
-                yield self._inflate.decompress(data) if self._inflate else data
+                yield self._inflate.feed(data) if self._inflate else data
             elif conn.done:
                 return
             else:
@@ -304,9 +371,11 @@ class ConnectionPool:
         *,
         max_connections: int = 256,
         keepalive_expiry: float = 15.0,
+        max_body: int = DEFAULT_MAX_BODY,
     ) -> None:
         self.scheme, self.host, self.port = scheme, host, port
         self.keepalive_expiry = keepalive_expiry
+        self.max_body = max_body
         self._idle: list[_Connection] = []
         self._slots = asyncio.Semaphore(max_connections)
         self._closed = False
@@ -398,7 +467,9 @@ class ConnectionPool:
         if self.scheme == "https":
             kwargs = {"ssl": _ssl_context(self), "server_hostname": self.host}
         try:
-            _, conn = await loop.create_connection(_Connection, self.host, self.port, **kwargs)
+            _, conn = await loop.create_connection(
+                lambda: _Connection(self.max_body), self.host, self.port, **kwargs
+            )
         except OSError as exc:  # refused, unreachable, DNS (gaierror), TLS (SSLError)
             raise ConnectError(f"{type(exc).__name__}: {exc}") from exc
         return conn
@@ -429,10 +500,17 @@ class SyncConnectionPool:
     """
 
     def __init__(
-        self, scheme: str, host: str, port: int, *, keepalive_expiry: float = 15.0
+        self,
+        scheme: str,
+        host: str,
+        port: int,
+        *,
+        keepalive_expiry: float = 15.0,
+        max_body: int = DEFAULT_MAX_BODY,
     ) -> None:
         self.scheme, self.host, self.port = scheme, host, port
         self.keepalive_expiry = keepalive_expiry
+        self.max_body = max_body
         self._idle: list[_Connection] = []
         self._lock = threading.Lock()
         self._closed = False
@@ -528,7 +606,7 @@ class SyncConnectionPool:
             except OSError as exc:
                 sock.close()
                 raise ConnectError(f"{type(exc).__name__}: {exc}") from exc
-        conn = _Connection()
+        conn = _Connection(self.max_body)
         conn.transport = cast(asyncio.Transport, _SocketTransport(sock))
         return conn
 

@@ -37,6 +37,7 @@ __all__ = [
     "AsyncCaller",
     "Executor",
     "RunOutcome",
+    "customized_sync_lm",
 ]
 
 logger = logging.getLogger(__name__)
@@ -63,11 +64,15 @@ class AsyncCaller:
     A plain sync callable runs inline when ``inline`` (``num_threads=1``: nothing to overlap,
     and DSPy runs it in the caller's thread), otherwise in a worker thread — or, when
     ``adaptive``, inline until :data:`SLOW_CALLS` calls took longer than :data:`INLINE_BUDGET`.
+    ``sync=True`` calls a module through its sync ``__call__`` even though it has ``acall``
+    (see :func:`customized_sync_lm`).
     """
 
-    def __init__(self, fn: Callable[..., Any], *, inline: bool, adaptive: bool = False) -> None:
+    def __init__(
+        self, fn: Callable[..., Any], *, inline: bool, adaptive: bool = False, sync: bool = False
+    ) -> None:
         self.fn = fn
-        acall = getattr(fn, "acall", None)
+        acall = None if sync else getattr(fn, "acall", None)
         self.async_fn: Callable[..., Any] | None = (
             acall if acall is not None and inspect.iscoroutinefunction(acall) else None
         )
@@ -90,6 +95,38 @@ class AsyncCaller:
                 self.adaptive = self.slow_calls < SLOW_CALLS  # it blocks: use a thread
             return value
         return await asyncio.to_thread(self.fn, *args, **kwargs)
+
+
+def _defined_in(cls: type, name: str) -> type | None:
+    return next((klass for klass in cls.__mro__ if name in klass.__dict__), None)
+
+
+def customized_sync_lm(program: Any) -> bool:
+    """Whether an LM the program uses customizes its sync ``__call__`` below its ``acall``
+    (a test double that sleeps or counts in ``__call__``, as DSPy users write them).
+
+    DSPy's ``Evaluate``/``Parallel`` call programs synchronously, so such an override runs
+    there; ours would be bypassed by the async path, so these programs run the sync way (in
+    worker threads) instead.
+    """
+    from dspex import settings
+
+    lms = [settings.current().lm]
+    named = getattr(program, "named_predictors", None)
+    if callable(named):
+        try:
+            lms += [getattr(p, "lm", None) for _, p in named()]
+        except Exception:  # a user object with an unusual named_predictors
+            pass
+    for lm in lms:
+        if lm is None:
+            continue
+        sync_def, async_def = _defined_in(type(lm), "__call__"), _defined_in(type(lm), "acall")
+        if sync_def is None or async_def is None or sync_def is async_def:
+            continue
+        if issubclass(sync_def, async_def):
+            return True
+    return False
 
 
 def _setting(name: str, default: Any) -> Any:

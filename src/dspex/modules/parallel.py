@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from dspex.errors import EvaluationInterrupted
-from dspex.modules.executor import AsyncCaller, Executor, RunOutcome
+from dspex.modules.executor import AsyncCaller, Executor, RunOutcome, customized_sync_lm
 from dspex.primitives.example import Example
 
 __all__ = ["Parallel"]
@@ -91,7 +91,8 @@ class Parallel:
             module, example = pair
             caller = callers.get(id(module))
             if caller is None:
-                caller = callers[id(module)] = AsyncCaller(module, inline=inline)
+                sync = customized_sync_lm(module)
+                caller = callers[id(module)] = AsyncCaller(module, inline=inline, sync=sync)
             if isinstance(example, Example):
                 if self.access_examples:
                     return await caller(**example.inputs())

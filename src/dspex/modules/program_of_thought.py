@@ -52,16 +52,17 @@ def _is_code_error(exc: BaseException) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class _Execute:
-    """Step: run ``code`` in ``interpreter`` (in a worker thread on the async path)."""
+    """Step: ``pot._execute_code(code, interpreter)`` (in a worker thread on the async path)."""
 
+    pot: ProgramOfThought
     interpreter: Any
     code: str
 
     def run(self) -> Any:
-        return self.interpreter.execute(self.code)
+        return self.pot._execute_code(self.code, self.interpreter)
 
     async def arun(self) -> Any:
-        return await asyncio.to_thread(self.interpreter.execute, self.code)
+        return await asyncio.to_thread(self.pot._execute_code, self.code, self.interpreter)
 
 
 class ProgramOfThought(Module):
@@ -156,11 +157,13 @@ class ProgramOfThought(Module):
             block += "\n" + last.group(1)
         return block, None
 
-    def _run_code(self, interpreter: Any, code: str) -> Steps[tuple[str | None, str | None]]:
+    def _execute_code(self, code: str, interpreter: Any) -> tuple[str | None, str | None]:
+        """Run ``code``: ``(json output, None)``, or ``(None, error text)`` when the code
+        itself failed; a failing sandbox (timeout, memory...) raises."""
         if not code:
             return None, "Error: Empty code before execution."
         try:
-            result = yield _Execute(interpreter, code)
+            result = interpreter.execute(code)
         except Exception as exc:
             if not _is_code_error(exc):
                 raise
@@ -197,7 +200,7 @@ class ProgramOfThought(Module):
             output: str | None = None
             code, error = self._parse_code(code_data)
             if not error:
-                output, error = yield from self._run_code(interpreter, code)
+                output, error = yield _Execute(self, interpreter, code)
             hop = 1
             while error is not None:
                 logger.error(f"Error in code execution: {error}")
@@ -207,7 +210,7 @@ class ProgramOfThought(Module):
                 code_data = yield CallModule(self.code_regenerate, dict(inputs))
                 code, error = self._parse_code(code_data)
                 if not error:
-                    output, error = yield from self._run_code(interpreter, code)
+                    output, error = yield _Execute(self, interpreter, code)
                 hop += 1
             inputs.update({"final_generated_code": code, "code_output": output})
             answer: Prediction = yield CallModule(self.generate_output, dict(inputs))

@@ -300,6 +300,14 @@ def to_step(spec: Any) -> Step:
             raise _spec_error(
                 f"the third item of a tuple step must be a dict of arguments, got {kwargs!r}"
             )
+        bad = [k for k in kwargs if not isinstance(k, str) or not k.isidentifier()]
+        bad += [k for k in kwargs if k in ("implementation", "target")]
+        if bad:
+            raise _spec_error(
+                f"a tuple step's arguments must be keyword names (and not 'implementation' "
+                f"or 'target', given by the tuple itself), got {bad[0]!r}",
+                reason="option",
+            )
         return step(spec[1], implementation=spec[0], **dict(kwargs))
     if isinstance(spec, str):
         raise _spec_error(
@@ -315,7 +323,12 @@ def normalize(specs: Any) -> list[Step]:
         raise _spec_error(f"a pipeline takes a list of steps, got {type(specs).__name__}")
     if isinstance(specs, tuple) and specs and isinstance(specs[0], str):
         specs = [specs]  # a single tuple step
-    steps = [to_step(s) for s in specs]
+    steps = []
+    for index, spec in enumerate(specs):
+        try:
+            steps.append(to_step(spec))
+        except PipelineSpecError as exc:
+            raise _at_position(exc, index) from None
     seen: dict[str, int] = {}
     for s in steps:
         if s.name in seen:
@@ -329,6 +342,15 @@ def normalize(specs: Any) -> list[Step]:
             s.name = f"{s.name}_{seen[s.name]}"
         seen.setdefault(s.name, 1)
     return steps
+
+
+def _at_position(exc: PipelineSpecError, index: int) -> PipelineSpecError:
+    """``exc`` again, its ``position`` (indices from the outermost step list) one level up."""
+    position = [index, *exc.fields.get("position", [])]
+    detail = exc.fields.get("detail", exc.message)
+    where = "".join(f"[{i}]" for i in position)
+    fields = {**exc.fields, "position": position, "detail": detail}
+    return PipelineSpecError(f"steps{where}: {detail}", **fields)
 
 
 def _named(name: str | None, default: str, options: dict[str, Any]) -> str:
@@ -417,4 +439,12 @@ def validate(signature: Any, *, name: str | None = None, **options: Any) -> Step
     """Check and convert the state fields a signature names against their types."""
     from dspex.pipelines.validation import ValidateStep
 
-    return ValidateStep(signature, _named(name, "validate", options), **options)
+    label = _named(name, "validate", options)
+    if not isinstance(signature, str) and not isinstance(signature, type):
+        raise _spec_error(
+            f"step {label!r}: validate() takes a signature ('a: int -> b') or a Signature "
+            f"class, got {type(signature).__name__}",
+            label,
+            "signature",
+        )
+    return ValidateStep(signature, label, **options)

@@ -59,7 +59,14 @@ class Step:
         retries: int | None = None,
         backoff: float | None = None,
         explicit_name: bool = False,
+        **unknown: Any,
     ) -> None:
+        require(
+            not unknown,
+            name, "option",
+            f"unknown option(s) {', '.join(map(repr, sorted(unknown)))} for a {self.kind} step "
+            "(options every step takes: name, timeout, retries, backoff)",
+        )  # fmt: skip
         require(
             timeout is None or (isinstance(timeout, int | float) and timeout > 0),
             name, "timeout", f"timeout must be a positive number of seconds, got {timeout!r}",

@@ -170,6 +170,21 @@ def _lipsum(n: int = 5, html: bool = True, min: int = 20, max: int = 100) -> str
     return str(generate_lorem_ipsum(n, html, min, max))
 
 
+def _namespace_class() -> Any:
+    """Jinja's ``namespace()`` whose assignments are size-checked (``ns.s = ns.s ~ ns.s``
+    in a loop would otherwise double a string past any bound without a checked operator)."""
+    from jinja2.utils import Namespace
+
+    class BoundedNamespace(Namespace):
+        def __setitem__(self, name: str, value: Any) -> None:
+            _spend()
+            if isinstance(value, str | bytes | list | tuple | dict):
+                _check_size(len(value), "a namespace value")
+            super().__setitem__(name, value)
+
+    return BoundedNamespace
+
+
 def environment() -> Any:
     """A new bounded sandboxed environment (Jinja2 imported here, on first use)."""
     from jinja2 import StrictUndefined, nodes
@@ -217,6 +232,7 @@ def environment() -> Any:
     env.filters["replace"] = _bounded_replace(env.filters["replace"])
     env.filters["format"] = _bounded_format(env.filters["format"])
     env.globals["lipsum"] = _lipsum
+    env.globals["namespace"] = _namespace_class()
     return env
 
 

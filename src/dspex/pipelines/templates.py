@@ -77,25 +77,33 @@ class TemplateStep(Step):
                 step=name,
                 reason="output",
             )
-        from jinja2 import TemplateSyntaxError, meta
+        from jinja2 import TemplateError, TemplateSyntaxError, meta
 
         env = _environment()
         try:
             ast = env.parse(source)
+            _refuse_private_names(name, ast)
+            names = meta.find_undeclared_variables(ast)  # compiles: finds unknown filters/tests
+            self.template = env.from_string(env.bound(ast))
         except TemplateSyntaxError as exc:
             raise PipelineSpecError(
                 f"step {name!r}: template syntax error on line {exc.lineno}: {exc.message}",
                 step=name,
                 reason="template syntax",
+                line=exc.lineno,
             ) from None
-        _refuse_private_names(name, ast)
+        except TemplateError as exc:  # an unknown filter or test, found when compiling
+            raise PipelineSpecError(
+                f"step {name!r}: template error on line {getattr(exc, 'lineno', '?')}: {exc}",
+                step=name,
+                reason="template",
+                line=getattr(exc, "lineno", None),
+            ) from None
         self.source = source
         self.output = output
-        names = meta.find_undeclared_variables(ast)
         # Jinja's globals (range, dict, cycler...) are not state fields, unless the state has them
         self.fields = tuple(sorted(n for n in names if n not in env.globals))
         self.shadowing = tuple(sorted(n for n in names if n in env.globals))
-        self.template = env.from_string(env.bound(ast))
 
     async def execute(
         self,

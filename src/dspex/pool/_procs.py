@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import msgpack
-
+from dspex.errors import ProtocolError
 from dspex.pool.config import PoolConfig
+from dspex.pool.protocol import fs_decode, fs_encode
 
 __all__ = [
     "PARENT_MARKER",
@@ -29,6 +29,7 @@ __all__ = [
     "ExitInfo",
     "SpawnError",
     "Spawner",
+    "TemplateLost",
     "TemplateSpawner",
     "kill_group",
     "make_spawner",
@@ -43,6 +44,10 @@ _PAGE = os.sysconf("SC_PAGE_SIZE")
 
 class SpawnError(Exception):
     """A worker or template could not be started; ``args[0]`` says why."""
+
+
+class TemplateLost(SpawnError):
+    """The fork-server template died while a fork was pending (not the worker's fault)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +124,7 @@ def _worker_env(config: PoolConfig, role: str, fd: int, pool: str) -> dict[str, 
         "memory_limit_kind": config.memory_limit_kind,
         "cpu_limit_s": config.cpu_limit_s,
         "open_files_limit": config.open_files_limit,
+        "max_processes": config.max_processes,
     }
     env["DSPEX_POOL_SPEC"] = json.dumps(spec)
     env["DSPEX_POOL_FD"] = str(fd)
@@ -231,7 +237,12 @@ class TemplateSpawner(Spawner):
             if not data:
                 self._lost()
                 return
-            self._handle(msgpack.unpackb(data, raw=False))
+            try:
+                msg = fs_decode(data)
+            except ProtocolError:
+                self._lost()
+                return
+            self._handle(msg)
 
     def _handle(self, msg: list[Any]) -> None:
         kind = msg[0]
@@ -258,13 +269,13 @@ class TemplateSpawner(Spawner):
             asyncio.get_running_loop().remove_reader(self.sock.fileno())
             self.sock.close()
             self.sock = None
-        error = SpawnError("the fork-server template exited")
+        error: SpawnError = TemplateLost("the fork-server template exited")
         if self.init_error is not None:
             error = SpawnError(
                 f"worker initialization failed: {self.init_error[0]}: {self.init_error[1]}"
             )
-        if self._ready is not None and not self._ready.done():
-            self._ready.set_exception(error)
+        if self._ready is not None and not self._ready.done():  # dying at start: it counts
+            self._ready.set_exception(SpawnError(f"{error} while starting"))
         for fut in self._forks.values():
             if not fut.done():
                 fut.set_exception(error)
@@ -283,18 +294,22 @@ class TemplateSpawner(Spawner):
                 proc.wait(timeout=5.0)
 
     async def spawn(self, fd: int) -> int:
-        if self.sock is None:
-            await self.start()
-        sock = self.sock
-        assert sock is not None
-        self._token += 1
-        fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._forks[self._token] = fut
-        try:
-            socket.send_fds(sock, [msgpack.packb(["fork", self._token])], [fd])
-        except OSError as exc:
-            self._forks.pop(self._token, None)
-            raise SpawnError(f"cannot reach the fork-server template: {exc}") from exc
+        for attempt in (1, 2):
+            if self.sock is None:  # first use, or the template died: (re)create it
+                await self.start()
+            sock = self.sock
+            assert sock is not None
+            self._token += 1
+            fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+            self._forks[self._token] = fut
+            try:
+                socket.send_fds(sock, [fs_encode("fork", self._token)], [fd])
+                break
+            except OSError as exc:  # the template died before we noticed: replace it once
+                self._forks.pop(self._token, None)
+                if self.init_error is not None or attempt == 2:
+                    raise SpawnError(f"cannot reach the fork-server template: {exc}") from exc
+                self._lost()
         try:
             pid = await asyncio.wait_for(fut, self.config.startup_timeout)
         except TimeoutError:
@@ -317,7 +332,7 @@ class TemplateSpawner(Spawner):
         sock, proc = self.sock, self.proc
         if sock is not None:
             try:
-                sock.send(msgpack.packb(["stop"]))
+                sock.send(fs_encode("stop"))
             except OSError:
                 pass
         if proc is not None and await _wait_process(proc, 2.0) is None:
@@ -359,6 +374,9 @@ def sweep_leftovers() -> int:
 
     They are recognized by the ``DSPEX_POOL_PARENT=<pid>:<start time>`` marker every pool
     process (and anything it spawns) inherits. Runs once per process; returns how many died.
+    A pool never runs this by itself (it would kill what *other* programs' pools left): the
+    fork-server template contains its tree instead (:mod:`dspex.pool.template`). It is the
+    explicit clean-up for leftovers of a SIGKILLed parent with ``fork_server=False``.
     """
     global _swept
     if _swept:

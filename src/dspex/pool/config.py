@@ -67,6 +67,9 @@ class PoolConfig:
     """``RLIMIT_CPU`` of each worker (CPU seconds over its life)."""
     open_files_limit: int | None = None
     """``RLIMIT_NOFILE`` of each worker."""
+    max_processes: int | None = None
+    """``RLIMIT_NPROC`` of each worker: processes *and threads* its real user may have in all
+    (the kernel counts per user, not per worker; not enforced for root)."""
     max_restarts: int = 20
     """Crash restarts allowed within ``restart_window`` before the pool turns unhealthy."""
     restart_window: float = 10.0
@@ -112,7 +115,13 @@ class PoolConfig:
         _check_int(self, "max_init_failures", 1)
         _check_int(self, "max_restarts", 0)
         _check_int(self, "stream_window", 1)
-        for name in ("max_requests", "cpu_limit_s", "open_files_limit", "max_sessions"):
+        for name in (
+            "max_requests",
+            "cpu_limit_s",
+            "open_files_limit",
+            "max_processes",
+            "max_sessions",
+        ):
             if getattr(self, name) is not None:
                 _check_int(self, name, 1)
         for name in ("startup_timeout", "restart_window", "memory_check_interval"):

@@ -18,7 +18,7 @@ from typing import Any, Literal, NamedTuple
 
 import msgpack
 
-from dspex.errors import ProtocolError
+from dspex.errors import CallError, DSPexError, ProtocolError
 
 __all__ = [
     "MAX_FRAME",
@@ -38,8 +38,13 @@ __all__ = [
     "Ready",
     "Result",
     "Shutdown",
+    "call_frame",
     "decode",
+    "fs_decode",
+    "fs_encode",
     "load_codec",
+    "pack_args",
+    "payload_error",
 ]
 
 MAX_FRAME = 1 << 30
@@ -116,6 +121,7 @@ class Error(NamedTuple):
     traceback: str
     limit: str | None  # "memory" / "files" when a resource limit caused it
     cancelled: bool
+    payload: dict[str, Any] | None  # a typed error from the handler (see payload_error)
 
 
 class Item(NamedTuple):
@@ -209,6 +215,18 @@ class Codec:
         return decode(raw)
 
 
+def payload_error(payload: dict[str, Any]) -> DSPexError:
+    """The DSPex error a handler described as ``{"type", "message", "fields"}``: a class of
+    :mod:`dspex.errors` by name (anything else becomes ``RemoteError``)."""
+    from dspex import errors
+
+    name = payload.get("type")
+    cls = getattr(errors, name, None) if name in errors.__all__ else None
+    if not (isinstance(cls, type) and issubclass(cls, errors.DSPexError)):
+        cls = errors.RemoteError
+    return cls(str(payload.get("message", "")), **dict(payload.get("fields") or {}))
+
+
 def load_codec(spec: str | None) -> Codec:
     """The codec named by ``"module:object"`` (an object with ``default`` and ``ext_hook``)."""
     if spec is None:
@@ -245,5 +263,76 @@ class FrameBuffer:
             del buf[:pos]
         return out
 
+    def take(self) -> bytes:
+        """The bytes of an incomplete frame held so far (the buffer is emptied)."""
+        data = bytes(self._buf)
+        self._buf.clear()
+        return data
+
     def __len__(self) -> int:
         return len(self._buf)
+
+
+# ------------------------------------------------------------------ the call fast path
+# A Call frame is assembled from pre-packed parts: fixarray(8) + "call" + id + method + the
+# caller-packed args/kwargs + the last three fields (a packed 3-tuple minus its array header).
+_CALL_PREFIX = b"\x98" + msgpack.packb("call")
+
+
+def pack_args(args: tuple[Any, ...], kwargs: dict[str, Any], codec: Codec) -> bytes:
+    """The ``args`` and ``kwargs`` fields of a Call, packed once by the caller."""
+    try:
+        return msgpack.packb(list(args), use_bin_type=True, default=codec.default) + msgpack.packb(
+            kwargs, use_bin_type=True, default=codec.default
+        )
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise CallError(
+            f"arguments cannot be sent to a worker ({exc}); pass msgpack-compatible values "
+            "or configure a codec (PoolConfig.codec)"
+        ) from exc
+
+
+def call_frame(
+    req_id: int,
+    method: str,
+    args_bytes: bytes,
+    timeout: float | None,
+    session: str | None,
+    stream: int,
+) -> bytes:
+    """A complete length-prefixed :class:`Call` frame around pre-packed arguments."""
+    pack = msgpack.packb  # (thread-safe: sync callers build frames on their own threads)
+    body = b"".join(
+        (
+            _CALL_PREFIX,
+            pack(req_id),
+            pack(method),
+            args_bytes,
+            pack((timeout, session, stream))[1:],
+        )
+    )
+    return _HEADER.pack(len(body)) + body
+
+
+# ------------------------------------------------------------------ fork-server control channel
+# One msgpack array per SOCK_SEQPACKET packet (no length prefix).
+# parent -> template: ["fork", token] (with the worker's socket as SCM_RIGHTS), ["stop"]
+# template -> parent: ["ready", pid], ["init_failed", type, message, traceback],
+#                     ["forked", token, pid], ["exited", pid, wait status]
+
+
+def fs_encode(*fields: Any) -> bytes:
+    """One fork-server control packet."""
+    packed: bytes = msgpack.packb(list(fields), use_bin_type=True)
+    return packed
+
+
+def fs_decode(data: bytes) -> list[Any]:
+    """The fields of a fork-server control packet (``ProtocolError`` if it is not one)."""
+    try:
+        msg = msgpack.unpackb(data, raw=False)
+    except Exception as exc:
+        raise ProtocolError(f"undecodable fork-server packet: {exc}") from exc
+    if not isinstance(msg, list) or not msg or not isinstance(msg[0], str):
+        raise ProtocolError(f"malformed fork-server packet {msg!r:.200}")
+    return msg

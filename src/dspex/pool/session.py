@@ -21,20 +21,67 @@ import time
 import uuid
 import weakref
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from dspex import telemetry
 from dspex.errors import ConfigurationError, PoolClosed, SessionLost
-from dspex.pool.pool import DEFAULT
+from dspex.pool.records import DEFAULT, Req, Worker
 
 if TYPE_CHECKING:
-    from dspex.pool.pool import Pool, _Req, _Worker
+    from dspex.pool.pool import Pool
 
-__all__ = ["PoolStream", "Session", "SessionMode"]
+__all__ = ["PoolPort", "PoolStream", "Session", "SessionMode"]
 
 SessionMode = Literal["hint", "strict_queue", "strict_fail_fast"]
 _MODES = ("hint", "strict_queue", "strict_fail_fast")
 Recipe = Callable[["Session"], Awaitable[None]]
+
+
+class PoolPort(Protocol):
+    """What sessions and streams need from a pool (``Pool.port``), and nothing more."""
+
+    @property
+    def name(self) -> str: ...
+
+    def open_session(self, st: _SessionState) -> None: ...
+
+    def close_session(self, st: _SessionState) -> None: ...
+
+    async def acall(
+        self,
+        method: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        st: _SessionState | None,
+        timeout: Any,  # noqa: ASYNC109
+        idempotent: bool,
+    ) -> Any: ...
+
+    def call_sync(
+        self,
+        method: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        st: _SessionState | None,
+        timeout: Any,
+        idempotent: bool,
+    ) -> Any: ...
+
+    def new_stream(
+        self,
+        method: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        st: _SessionState | None,
+        timeout: Any,
+        window: int,
+    ) -> Req: ...
+
+    def submit(self, req: Req) -> None: ...
+
+    def credit(self, req: Req, n: int) -> None: ...
+
+    def cancel(self, req: Req) -> None: ...
 
 
 class _SessionState:
@@ -60,7 +107,7 @@ class _SessionState:
         self.ttl = ttl
         self.recipe = recipe
         self.callbacks: dict[str, Callable[..., Any]] = {}
-        self.worker: _Worker | None = None
+        self.worker: Worker | None = None
         self.lost = False
         self.closed = False
         self.expired = False
@@ -99,6 +146,7 @@ class Session:
         if recipe is not None and not callable(recipe):
             raise ConfigurationError("session recipe must be an async callable", field="recipe")
         self._pool = pool
+        self._port: PoolPort = pool.port
         self._state = _SessionState(mode, ttl, recipe)
         self._opened = False
         self._locks: dict[asyncio.AbstractEventLoop, asyncio.Lock] = {}
@@ -133,7 +181,7 @@ class Session:
     def open(self) -> Session:
         """Register with the pool (done by ``async with``/``with`` or the first call)."""
         if not self._opened:
-            self._pool._run_on_loop(self._pool._open_session, self._state)
+            self._port.open_session(self._state)
             self._opened = True
         return self
 
@@ -153,7 +201,7 @@ class Session:
         """End the session: the worker is told to drop its state (``handler.drop_session``)."""
         if self._opened and not self._state.closed:
             try:
-                self._pool._run_on_loop(self._pool._close_session, self._state)
+                self._port.close_session(self._state)
             except PoolClosed:
                 pass
         self._state.closed = True
@@ -175,9 +223,11 @@ class Session:
                 await self._rehydrate()
             st.busy += 1
             try:
-                return await self._pool._acall(method, args, kwargs, st, timeout, idempotent)
+                return await self._port.acall(method, args, kwargs, st, timeout, idempotent)
             except SessionLost:
                 if st.recipe is None or attempt == 1 or (st.closed and not st.expired):
+                    raise
+                if not (st.lost or st.expired):  # the handler's own SessionLost: not ours
                     raise
             finally:
                 st.busy -= 1
@@ -201,9 +251,11 @@ class Session:
             self.open()
             st.busy += 1
             try:
-                return self._pool._call_sync(method, args, kwargs, st, timeout, idempotent)
+                return self._port.call_sync(method, args, kwargs, st, timeout, idempotent)
             except SessionLost:
                 if st.recipe is None or (st.closed and not st.expired):
+                    raise
+                if not (st.lost or st.expired):  # the handler's own SessionLost: not ours
                     raise
             finally:
                 st.busy -= 1
@@ -229,7 +281,7 @@ class Session:
     async def _rehydrate(self) -> None:
         st = self._state
         if st.recipe is None:
-            raise st.lost_error(self._pool.name)
+            raise st.lost_error(self._port.name)
         loop = asyncio.get_running_loop()
         lock = self._locks.setdefault(loop, asyncio.Lock())
         async with lock:
@@ -237,7 +289,7 @@ class Session:
                 return  # another task rebuilt it meanwhile
             if st.expired:
                 st.closed = False
-                self._pool._run_on_loop(self._pool._open_session, st)
+                self._port.open_session(st)
             st.lost = st.expired = False
             st.worker = None
             started = time.perf_counter()
@@ -247,14 +299,14 @@ class Session:
                 st.lost = True
                 raise SessionLost(
                     f"session {st.id}: rehydration recipe failed: {type(exc).__name__}: {exc}",
-                    pool=self._pool.name,
+                    pool=self._port.name,
                     session=st.id,
                     reason="recipe_failed",
                 ) from exc
             telemetry.emit(
                 "dspex.pool.session.rehydrate",
                 {"duration": time.perf_counter() - started},
-                {"pool": self._pool.name, "session": st.id},
+                {"pool": self._port.name, "session": st.id},
             )
 
 
@@ -263,7 +315,7 @@ class PoolStream:
 
     def __init__(
         self,
-        pool: Pool,
+        pool: PoolPort,
         method: str,
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
@@ -277,9 +329,7 @@ class PoolStream:
             )
         self._pool = pool
         self._window = window
-        self._req: _Req = pool._new_req(
-            method, args, kwargs, session, timeout, False, stream=window
-        )
+        self._req: Req = pool.new_stream(method, args, kwargs, session, timeout, window)
         self._items: collections.deque[Any] = collections.deque()
         self._wake: asyncio.Future[None] | None = None
         self._started = False
@@ -318,7 +368,7 @@ class PoolStream:
         req.fut.add_done_callback(poke)
 
         req.on_item = on_item
-        self._pool._schedule(self._pool._submit, req)
+        self._pool.submit(req)
         self._started = True
 
     def _push(self, value: Any) -> None:
@@ -343,7 +393,7 @@ class PoolStream:
                 value = self._items.popleft()
                 self._consumed += 1
                 if self._consumed >= max(1, self._window // 2) and not fut.done():
-                    self._pool._schedule(self._pool._credit, req, self._consumed)
+                    self._pool.credit(req, self._consumed)
                     self._consumed = 0
                 return value
             if fut.done():
@@ -366,7 +416,7 @@ class PoolStream:
         # cancel the generator in the worker instead of leaving it waiting for credit.
         if self._started and not self._finished and not self._req.done:
             try:
-                self._pool._schedule(self._pool._cancel, self._req)
+                self._pool.cancel(self._req)
             except (PoolClosed, RuntimeError):
                 pass
 
@@ -376,7 +426,7 @@ class PoolStream:
             self._finished = True
             if not self._req.done:
                 try:
-                    self._pool._schedule(self._pool._cancel, self._req)
+                    self._pool.cancel(self._req)
                 except PoolClosed:
                     pass
         self._finished = True

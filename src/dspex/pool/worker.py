@@ -16,9 +16,7 @@ window. Code running inside a call reaches its context through :func:`current_ca
                 score = call.call_parent("metric", i)   # a callback registered by the parent
             return call.session               # the session id (None outside sessions)
 
-In template mode (the fork server) the process imports ``preload`` modules and the target
-module once, then forks a ready-to-initialize worker for each request of the parent; it reaps
-its children (and, as a child subreaper, their orphans) and reports every exit status.
+In template mode the process is the fork server (:mod:`dspex.pool.template`).
 
 Only the standard library and ``msgpack`` are needed here.
 """
@@ -34,7 +32,6 @@ import inspect
 import json
 import os
 import resource
-import select
 import signal
 import socket
 import sys
@@ -68,7 +65,10 @@ from dspex.pool.protocol import (
 __all__ = ["CallCancelled", "CallContext", "current_call", "main"]
 
 _PR_SET_PDEATHSIG = 1
-_PR_SET_CHILD_SUBREAPER = 36
+_PR_SET_NAME = 15
+WORKER_COMM = "dspexw"
+WORKER_ENV = "DSPEX_POOL_WORKER"
+"""Set in every worker (and so in everything it starts) to the worker's pid."""
 _RECV = 1 << 18
 
 
@@ -85,6 +85,15 @@ def _prctl(option: int, arg: int) -> None:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(option, arg, 0, 0, 0)
     except (OSError, AttributeError):  # not Linux: parent-death is then caught by pipe EOF
+        pass
+
+
+def _set_name(name: str) -> None:
+    """The process name (``/proc/<pid>/comm``, 15 bytes), inherited by forked children."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_NAME, ctypes.c_char_p(name.encode()[:15]), 0, 0, 0)
+    except (OSError, AttributeError):
         pass
 
 
@@ -350,18 +359,35 @@ class _Server:
         limit = _limit_of(exc)
         cancelled = ctx._cancelled or isinstance(exc, CallCancelled | asyncio.CancelledError)
         text = "".join(traceback.format_exception(exc))
+        message = str(exc)
+        payload = self._payload(exc)
+        if payload is not None:  # the handler's own (scrubbed) words replace ours
+            message = str(payload.get("message", ""))
+            text = str((payload.get("fields") or {}).get("remote_traceback", ""))
         try:
-            frame = Error("error", ctx.id, _qualname(exc), str(exc), text, limit, cancelled)
+            frame = Error("error", ctx.id, _qualname(exc), message, text, limit, cancelled, payload)
             self.channel.send(frame)
         except _ParentGone:
             raise
         except Exception:  # e.g. the codec cannot encode something in the message
             self.channel.send(
-                Error("error", ctx.id, _qualname(exc), repr(exc), text, limit, cancelled)
+                Error("error", ctx.id, _qualname(exc), repr(message), text, limit, cancelled, None)
             )
         if limit is not None:  # the process state is suspect: let the parent replace us
             sys.stdout.flush()
             os._exit(3)
+
+    def _payload(self, exc: BaseException) -> dict[str, Any] | None:
+        """``handler._error_payload(exc)``: a typed error for the parent to raise, if any."""
+        hook = getattr(self.handler, "_error_payload", None)
+        if hook is None:
+            return None
+        try:
+            payload = hook(exc)
+        except Exception:
+            traceback.print_exc()
+            return None
+        return payload if isinstance(payload, dict) else None
 
     def _run_async(self, ctx: CallContext, awaitable: Any) -> Any:
         loop = self.loop
@@ -437,6 +463,11 @@ def _apply_limits(spec: dict[str, Any]) -> None:
     cpu = spec.get("cpu_limit_s")
     if cpu:
         resource.setrlimit(resource.RLIMIT_CPU, (int(cpu), int(cpu) + 1))
+    nproc = spec.get("max_processes")
+    if nproc:
+        _soft, hard = resource.getrlimit(resource.RLIMIT_NPROC)
+        n = int(nproc) if hard == resource.RLIM_INFINITY else min(int(nproc), hard)
+        resource.setrlimit(resource.RLIMIT_NPROC, (n, n))
     files = spec.get("open_files_limit")
     if files:
         resource.setrlimit(resource.RLIMIT_NOFILE, (int(files), int(files)))
@@ -458,6 +489,10 @@ def _init_failed(sock: socket.socket, codec: Codec, exc: BaseException) -> None:
 
 def _run_worker(fd: int, spec: dict[str, Any], factory: Callable[[], Any] | None) -> None:
     os.set_inheritable(fd, False)  # programs the handler runs must not hold our channel
+    # marks inherited by all it starts (containment, see dspex.pool.template): the
+    # environment (kept across exec) and the process name (kept across fork)
+    os.environ[WORKER_ENV] = str(os.getpid())
+    _set_name(f"{WORKER_COMM}{os.getpid()}")
     sock = socket.socket(fileno=fd)
     sock.setblocking(True)
     codec = Codec()
@@ -482,97 +517,6 @@ def _run_worker(fd: int, spec: dict[str, Any], factory: Callable[[], Any] | None
     os._exit(0)
 
 
-def _template(ctl_fd: int, spec: dict[str, Any]) -> None:
-    """The fork server: pre-import once, fork workers on request, reap and report exits."""
-    ctl = socket.socket(fileno=ctl_fd)
-    codec = Codec()
-    _prctl(_PR_SET_CHILD_SUBREAPER, 1)
-    try:
-        factory = _preload(spec)
-    except BaseException as exc:
-        text = "".join(traceback.format_exception(exc))
-        ctl.send(codec.frame(("init_failed", _qualname(exc), str(exc), text))[4:])
-        os._exit(1)
-    wake_r, wake_w = os.pipe()
-    os.set_blocking(wake_w, False)
-    os.set_blocking(wake_r, False)
-    signal.set_wakeup_fd(wake_w)
-    signal.signal(signal.SIGCHLD, lambda *_: None)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    workers: set[int] = set()
-
-    def send(msg: tuple[Any, ...]) -> None:
-        ctl.send(codec.frame(msg)[4:])
-
-    def stop_all() -> None:
-        for pid in workers:
-            _killpg(pid)
-        os._exit(0)
-
-    send(("ready", os.getpid()))
-    while True:
-        try:
-            readable, _, _ = select.select([ctl.fileno(), wake_r], [], [])
-        except InterruptedError:
-            continue
-        if wake_r in readable:
-            try:
-                os.read(wake_r, 4096)
-            except BlockingIOError:
-                pass
-            while True:
-                try:
-                    pid, status = os.waitpid(-1, os.WNOHANG)
-                except ChildProcessError:
-                    break
-                if pid == 0:
-                    break
-                if pid in workers:
-                    workers.discard(pid)
-                    _killpg(pid)  # grandchildren left in the worker's group
-                    send(("exited", pid, status))
-        if ctl.fileno() in readable:
-            try:
-                data, fds, _flags, _addr = socket.recv_fds(ctl, 1 << 16, 1)
-            except OSError:
-                stop_all()
-            if not data:
-                stop_all()
-            msg = _unpack_plain(data)
-            if msg[0] == "fork" and fds:
-                pid = os.fork()
-                if pid == 0:
-                    try:
-                        ctl.close()
-                        signal.set_wakeup_fd(-1)
-                        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-                        os.close(wake_r)
-                        os.close(wake_w)
-                        os.setpgid(0, 0)
-                        _die_with_parent(spec["template_pid"])
-                        _run_worker(fds[0], spec, factory)
-                    finally:
-                        os._exit(1)
-                try:
-                    os.setpgid(pid, pid)
-                except OSError:
-                    pass
-                os.close(fds[0])
-                workers.add(pid)
-                send(("forked", msg[1], pid))
-            else:
-                for fd in fds:
-                    os.close(fd)
-                if msg[0] == "stop":
-                    stop_all()
-
-
-def _unpack_plain(data: bytes) -> Any:
-    import msgpack
-
-    return msgpack.unpackb(data, raw=False)
-
-
 def _killpg(pid: int) -> None:
     for kill in (os.killpg, os.kill):
         try:
@@ -588,7 +532,8 @@ def main() -> None:
     _die_with_parent(spec["parent_pid"])
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C goes to the parent, which stops us
     if spec.get("role") == "template":
-        spec["template_pid"] = os.getpid()
-        _template(fd, spec)
+        from dspex.pool.template import serve
+
+        serve(fd, spec)
     else:
         _run_worker(fd, spec, None)

@@ -26,6 +26,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -146,10 +147,32 @@ class _Cgroup:
                         os.kill(int(pid), signal.SIGKILL)
 
     def close(self) -> None:
-        self.kill()
+        """Kill what is left and remove the cgroup (it empties once the kernel reaps)."""
+        deadline = time.monotonic() + 5.0
         for path in self.dirs:
+            while True:
+                self.kill()
+                try:
+                    path.rmdir()
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        break
+                    time.sleep(0.01)
+        self.dirs = []
+
+    @staticmethod
+    def sweep() -> None:
+        """Remove empty cgroups left by sandbox owners that no longer exist."""
+        for root in _CGROUP_ROOTS:
             with contextlib.suppress(OSError):
-                path.rmdir()
+                for path in root.glob("dspex-sandbox-*"):
+                    owner = path.name.split("-")[2]
+                    if owner.isdigit() and not Path(f"/proc/{owner}").exists():
+                        with contextlib.suppress(OSError):
+                            path.rmdir()
 
 
 @dataclass
@@ -179,6 +202,7 @@ def spawn(limits: Limits) -> Sandboxed:
     """Start a sandboxed runner; its stdin/stdout carry the JSON-lines protocol."""
     uid = _UID_RANGE[0] + secrets.randbelow(_UID_RANGE[1] - _UID_RANGE[0])
     argv = _argv(limits, uid)
+    _Cgroup.sweep()
     cgroup = _Cgroup(f"dspex-sandbox-{os.getpid()}-{uid}", limits)
 
     def prepare() -> None:  # in the child, before exec

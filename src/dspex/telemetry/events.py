@@ -15,7 +15,9 @@ __all__ = ["Handler", "attach", "attached", "capture", "detach", "emit", "has_ha
 Handler = Callable[[str, Mapping[str, float], Mapping[str, Any]], None]
 
 _log = logging.getLogger("dspex.telemetry")
-_lock = threading.Lock()
+# Reentrant: a garbage-collected generator holding a span (closed by GC while this lock is
+# held, e.g. during the allocation in _matching) emits from inside the locked block.
+_lock = threading.RLock()
 _handlers: dict[int, tuple[str, Handler]] = {}
 _next_id = 0
 # event name -> handlers whose prefix matches; rebuilt lazily after attach/detach.

@@ -14,6 +14,9 @@ class Teleprompter:
     builds one with ``import dspex as dspy`` behaves the same.
     """
 
+    implementation: str = "native"
+    """Where the optimizer runs (``"dspy"`` on a routed one), as on modules."""
+
     def __init__(self) -> None:
         pass
 

@@ -1,0 +1,394 @@
+"""The request path on the pool thread: submit, queue, dispatch, deadlines, cancellation,
+replies from workers, and check-in; plus the session table (affinity bookkeeping).
+
+Worker selection is :func:`dspex.pool.scheduler.pick_worker`; supervision (kills, restarts,
+recycling) is :mod:`dspex.pool.supervisor`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING
+
+from dspex import telemetry
+from dspex.errors import (
+    DSPexError,
+    ExecutionTimeout,
+    PoolSaturated,
+    ProtocolError,
+    QueueTimeout,
+    RemoteError,
+)
+from dspex.pool.core import PoolCore
+from dspex.pool.protocol import (
+    Cancel,
+    Credit,
+    DropSession,
+    End,
+    Error,
+    InitFailed,
+    Item,
+    Message,
+    ParentCall,
+    Ready,
+    Result,
+    call_frame,
+    payload_error,
+)
+from dspex.pool.records import Req, Worker
+from dspex.pool.scheduler import pick_worker
+
+if TYPE_CHECKING:
+    from dspex.pool.session import _SessionState
+
+__all__ = ["Dispatch", "remote_error"]
+
+
+def remote_error(msg: Error) -> DSPexError:
+    """The caller's exception for a worker's Error reply (no resource limit involved): the
+    handler's typed error if it described one, else ``RemoteError``."""
+    if isinstance(msg.payload, dict):
+        return payload_error(msg.payload)
+    return RemoteError(
+        f"{msg.type}: {msg.message}", remote_type=msg.type, remote_traceback=msg.traceback
+    )
+
+
+class Dispatch(PoolCore):
+    """Mixin: everything a request goes through between submission and its outcome."""
+
+    def _submit(self, req: Req) -> None:
+        now = self._now()
+        req.submitted = now
+        if req.deadline is not None:
+            req.deadline += now
+        self._counts["calls"] += 1
+        if telemetry.has_handlers():
+            telemetry.emit(
+                "dspex.pool.call.start",
+                {"system_time": time.time()},
+                {"pool": self.name, "method": req.method, "id": req.id},
+            )
+        if req.done:  # cancelled before it got here
+            return
+        if self._state in ("closing", "closed"):
+            self._fail(req, self._closed_error())
+            return
+        if self._state == "unhealthy":
+            self._fail(req, self._unhealthy_error())
+            return
+        if self._state == "new":
+            self._begin()
+        self._route(req, now)
+
+    def _route(self, req: Req, now: float) -> None:
+        self._claim_pinned(req)
+        picked = pick_worker(req, self._idle, self.name)
+        if picked is None and (self._parked or self._parked_pinned) and self._unpark_one():
+            picked = pick_worker(req, self._idle, self.name)
+        if isinstance(picked, Worker):
+            self._dispatch(req, picked, now)
+            return
+        if picked is not None:
+            self._fail(req, picked)
+            return
+        if len(self._queue) >= self.config.max_queue:
+            if telemetry.has_handlers():
+                telemetry.emit(
+                    "dspex.pool.saturated", {"queued": len(self._queue)}, {"pool": self.name}
+                )
+            self._fail(
+                req,
+                PoolSaturated(
+                    f"pool {self.name!r} queue is full ({self.config.max_queue} waiting)",
+                    pool=self.name,
+                ),
+            )
+            return
+        self._enqueue(req, now, front=False)
+        if self._parked or self._parked_pinned:  # a sync caller parked one after we looked
+            self._pump()
+
+    def _claim_pinned(self, req: Req) -> None:
+        """A session's worker parked for sync callers is taken back for this call."""
+        sess = req.session
+        w = None if sess is None else sess.worker
+        if w is not None and w.leased and w.state == "idle" and self._reclaim(w):
+            self._idle[w] = None
+
+    def _enqueue(self, req: Req, now: float, *, front: bool) -> None:
+        req.state = "queued"
+        if front:
+            self._queue.appendleft(req)
+        else:
+            self._queue.append(req)
+        qt = self.config.queue_timeout
+        limit = req.deadline
+        if qt is not None:
+            limit = now + qt if limit is None else min(limit, now + qt)
+        req.queue_deadline = limit
+        if limit is not None and req.timer is None:
+            assert self._loop is not None
+            req.timer = self._loop.call_at(limit, self._queue_expired, req)
+
+    def _queue_expired(self, req: Req) -> None:
+        req.timer = None
+        if req.state != "queued":
+            return
+        try:
+            self._queue.remove(req)
+        except ValueError:
+            pass
+        req.state = "finished"
+        waited = self._now() - req.submitted
+        self._fail(
+            req,
+            QueueTimeout(
+                f"no worker of pool {self.name!r} became free within {waited:.3f}s",
+                pool=self.name,
+            ),
+        )
+
+    def _pump(self) -> None:
+        """Hand queued calls to idle workers, oldest first (respecting session affinity)."""
+        if not self._queue or (not self._idle and not self._unpark_one()):
+            return
+        now = self._now()
+        for req in list(self._queue):
+            if not self._idle and not self._unpark_one():
+                break
+            if req.done:
+                self._queue.remove(req)
+                continue
+            self._claim_pinned(req)
+            picked = pick_worker(req, self._idle, self.name)
+            if picked is None:
+                continue
+            self._queue.remove(req)
+            if isinstance(picked, Worker):
+                self._dispatch(req, picked, now)
+            else:
+                self._fail(req, picked)
+
+    def _dispatch(self, req: Req, w: Worker, now: float) -> None:
+        self._idle.pop(w, None)
+        if req.timer is not None:
+            req.timer.cancel()
+            req.timer = None
+        remaining: float | None = None
+        if req.deadline is not None:
+            remaining = req.deadline - now
+            if remaining <= 0:
+                self._idle[w] = None
+                req.state = "finished"
+                self._fail(
+                    req, QueueTimeout(f"call {req.method} expired in the queue", pool=self.name)
+                )
+                return
+        w.state = "busy"
+        w.req = req
+        req.worker = w
+        req.state = "running"
+        req.started = now
+        sess = req.session
+        if sess is not None and sess.worker is None:
+            sess.worker = w
+            w.sessions.add(sess.id)
+        w.send(
+            call_frame(
+                req.id,
+                req.method,
+                req.args_bytes,
+                remaining,
+                None if sess is None else sess.id,
+                req.stream,
+            )
+        )
+        t = w.transport
+        if t is None or t.is_closing():  # the write failed (EPIPE): the worker is gone
+            req.undelivered = True
+        if req.deadline is not None:
+            assert self._loop is not None
+            req.timer = self._loop.call_at(req.deadline, self._deadline_passed, req)
+        if telemetry.has_handlers():
+            telemetry.emit(
+                "dspex.pool.checkout",
+                {"queue_time": now - req.submitted},
+                {"pool": self.name, "pid": w.pid, "method": req.method, "id": req.id},
+            )
+
+    def _deadline_passed(self, req: Req) -> None:
+        req.timer = None
+        w = req.worker
+        if req.state != "running" or w is None or w.req is not req:
+            return
+        self._fail(
+            req,
+            ExecutionTimeout(
+                f"call {req.method} exceeded its {req.deadline - req.submitted if req.deadline else 0:.3f}s "
+                f"deadline; worker {w.pid} was killed",
+                pool=self.name,
+                pid=w.pid,
+            ),
+        )
+        self._kill(w, "timeout")
+
+    def _cancel(self, req: Req) -> None:
+        """The caller went away: drop a queued call, or cancel it in its worker."""
+        if req.state == "queued":
+            try:
+                self._queue.remove(req)
+            except ValueError:
+                pass
+            if req.timer is not None:
+                req.timer.cancel()
+                req.timer = None
+            req.state = "finished"
+            req.resolve(False, asyncio.CancelledError())
+            return
+        req.resolve(False, asyncio.CancelledError())
+        w = req.worker
+        if req.state == "running" and w is not None and w.req is req and w.cancel_timer is None:
+            w.send(self._codec.frame(Cancel("cancel", req.id)))
+            assert self._loop is not None
+            w.cancel_timer = self._loop.call_later(
+                self.config.cancel_grace, self._cancel_expired, w, req
+            )
+
+    def _cancel_expired(self, w: Worker, req: Req) -> None:
+        w.cancel_timer = None
+        if w.req is req and w.state == "busy":
+            self._kill(w, "cancel")
+
+    def _credit(self, req: Req, n: int) -> None:
+        w = req.worker
+        if w is not None and w.req is req:
+            w.send(self._codec.frame(Credit("credit", req.id, n)))
+
+    def _on_message(self, w: Worker, msg: Message) -> None:
+        kind = msg[0]
+        if kind == "result" or kind == "error" or kind == "end":
+            assert isinstance(msg, Result | Error | End)
+            req = w.req
+            if req is None or req.id != msg.id:
+                return
+            self._finish(w, req)
+            if isinstance(msg, Result):
+                if req.resolve(True, msg.value):
+                    self._latencies.append(self._now() - req.submitted)
+                    self._emit_stop(req)
+            elif isinstance(msg, End):
+                if req.resolve(True, None):
+                    self._emit_stop(req)
+            elif msg.limit is not None:
+                w.limit_hit = (msg.limit, 0.0)
+                self._fail(req, self._limit_error(w, msg.limit, f"{msg.type}: {msg.message}"))
+            else:
+                self._fail(req, remote_error(msg))
+            self._checkin(w)
+        elif isinstance(msg, Item):
+            req = w.req
+            if req is not None and req.id == msg.id and not req.done and req.on_item is not None:
+                req.items_sent += 1
+                req.on_item(msg.value)
+        elif isinstance(msg, ParentCall):
+            self._parent_call(w, msg)
+        elif isinstance(msg, Ready):
+            self._on_ready(w, msg)
+        elif isinstance(msg, InitFailed):
+            w.init_error = msg
+            self._last_error = f"worker initialization failed: {msg.type}: {msg.message}"
+        else:
+            self._on_protocol_error(
+                w, ProtocolError(f"unexpected {msg[0]!r} message from a worker")
+            )
+
+    def _emit_stop(self, req: Req) -> None:
+        if telemetry.has_handlers():
+            now = self._now()
+            telemetry.emit(
+                "dspex.pool.call.stop",
+                {"duration": now - req.submitted, "queue_time": req.started - req.submitted},
+                {"pool": self.name, "method": req.method, "id": req.id},
+            )
+
+    def _finish(self, w: Worker, req: Req) -> None:
+        w.req = None
+        req.state = "finished"
+        w.requests_done += 1
+        if req.timer is not None:
+            req.timer.cancel()
+            req.timer = None
+        if w.cancel_timer is not None:
+            w.cancel_timer.cancel()
+            w.cancel_timer = None
+
+    def _checkin(self, w: Worker) -> None:
+        if w.state != "busy":
+            return
+        if telemetry.has_handlers():
+            telemetry.emit("dspex.pool.checkin", {}, {"pool": self.name, "pid": w.pid})
+        if w.limit_hit is not None:
+            self._kill(w, "limit")
+            return
+        reason = self._recycle_reason(w)
+        if reason is not None and self._may_recycle(w):
+            self._retire(w, reason)
+            return
+        self._make_idle(w)
+        self._pump()
+
+    # ------------------------------------------------------------------ sessions
+
+    def _drop_sessions_of(self, w: Worker) -> None:
+        """The worker is leaving on purpose: its sessions must rehydrate or be lost."""
+        self._lose_sessions_of(w)
+
+    def _lose_sessions_of(self, w: Worker) -> None:
+        for sid in list(w.sessions):
+            sess = self._sessions.get(sid)
+            if sess is not None and sess.worker is w:
+                sess.worker = None
+                sess.lost = True
+        w.sessions.clear()
+        if self._queue:
+            self._pump_lost()
+
+    def _pump_lost(self) -> None:
+        for req in list(self._queue):
+            sess = req.session
+            if sess is not None and sess.lost:
+                self._queue.remove(req)
+                if req.timer is not None:
+                    req.timer.cancel()
+                    req.timer = None
+                req.state = "finished"
+                self._fail(req, sess.lost_error(self.name))
+
+    def _open_session(self, sess: _SessionState) -> None:
+        c = self.config
+        if self._state in ("closing", "closed"):
+            raise self._closed_error()
+        if c.max_sessions is not None and len(self._sessions) >= c.max_sessions:
+            raise PoolSaturated(
+                f"pool {self.name!r} already has {c.max_sessions} open sessions", pool=self.name
+            )
+        self._sessions[sess.id] = sess
+
+    def _close_session(self, sess: _SessionState) -> None:
+        self._sessions.pop(sess.id, None)
+        w = sess.worker
+        sess.closed = True
+        sess.worker = None
+        if w is not None:
+            w.sessions.discard(sess.id)
+            if w.leased and not self._reclaim(w):  # a sync caller holds it: drop on return
+                w.drops.append(sess.id)
+                return
+            if w.state in ("idle", "busy"):
+                w.send(self._codec.frame(DropSession("drop_session", sess.id)))
+                if w.state == "idle" and self._recycle_reason(w) and self._may_recycle(w):
+                    self._retire(w, self._recycle_reason(w) or "recycle")
+                elif w.state == "idle" and w not in self._idle:  # it was parked
+                    self._make_idle(w)
