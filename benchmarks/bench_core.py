@@ -47,6 +47,56 @@ def interleaved(
     return p50(a), p50(b)
 
 
+def function_calling_row(dspy: object) -> tuple[str, float, float]:
+    """Native function calling, one call's adapter work without I/O: plan the tools, format
+    the messages, then turn a provider reply with two tool calls into values."""
+
+    def search(query: str, limit: int = 3) -> list[str]:
+        """Search the web."""
+        return [query] * limit
+
+    def add(x: int, y: int = 2) -> int:
+        """Add two numbers."""
+        return x + y
+
+    text = "question: str, tools: list[{0}.Tool] -> answer: str, calls: {0}.ToolCalls"
+    n_sig = dspex.Signature(text.format("dspex"))
+    d_sig = dspy.Signature(text.format("dspy"))  # type: ignore[attr-defined]
+    n_in = {"question": "q?", "tools": [dspex.Tool(search), dspex.Tool(add)]}
+    d_in = {"question": "q?", "tools": [dspy.Tool(search), dspy.Tool(add)]}  # type: ignore[attr-defined]
+    reply = {
+        "text": "[[ ## answer ## ]]\nok\n\n[[ ## completed ## ]]",
+        "tool_calls": [
+            {"id": "c1", "type": "function", "function": {"name": "search", "arguments": '{"query": "x"}'}},
+            {"id": "c2", "type": "function", "function": {"name": "add", "arguments": '{"x": 1}'}},
+        ],
+    }  # fmt: skip
+    n_lm = dspex.LM("openai/gpt-4o-mini", api_key="k")
+    d_lm = dspy.LM("openai/gpt-4o-mini", api_key="k")  # type: ignore[attr-defined]
+    n_ad = dspex.ChatAdapter(use_native_function_calling=True)
+    d_ad = dspy.ChatAdapter(use_native_function_calling=True)  # type: ignore[attr-defined]
+
+    def ours() -> object:
+        flow = n_ad.flow({}, n_sig, [], n_in, n_lm)
+        next(flow)
+        try:
+            flow.send([reply])
+        except StopIteration as done:
+            return done.value
+        raise AssertionError("one request expected")
+
+    def theirs() -> object:
+        kwargs: dict[str, object] = {}
+        rendered = d_ad._call_preprocess(d_lm, kwargs, d_sig, d_in)
+        d_ad.format(rendered, [], d_in)
+        return d_ad._call_postprocess(rendered, d_sig, [reply], d_lm, kwargs)
+
+    got, expected = ours(), theirs()
+    assert got[0]["calls"].model_dump() == expected[0]["calls"].model_dump()  # type: ignore[index]
+    return ("native function calling: plan + format + parse 2 tool calls",
+            *interleaved(ours, theirs, 2000, 500))  # fmt: skip
+
+
 def main() -> None:
     import dspy
     from dspy.utils.dummies import DummyLM as DspyDummyLM
@@ -98,6 +148,20 @@ def main() -> None:
             500,
         ),
     ))  # fmt: skip
+
+    xml_completion = "<answer>\nParis\n</answer>\n\n<confidence>\n0.9\n</confidence>"
+    n_xml, d_xml = dspex.XMLAdapter(), dspy.XMLAdapter()
+    assert n_xml.parse(n_sig, xml_completion) == d_xml.parse(d_sig, xml_completion)
+    rows.append((
+        "XMLAdapter format + parse",
+        *interleaved(
+            lambda: (n_xml.format(n_sig, demos, inputs), n_xml.parse(n_sig, xml_completion)),
+            lambda: (d_xml.format(d_sig, demos, inputs), d_xml.parse(d_sig, xml_completion)),
+            2000,
+            500,
+        ),
+    ))  # fmt: skip
+    rows.append(function_calling_row(dspy))
 
     # Predict: both LMs answer in process, both configured as the default LM, each framework
     # with its defaults (DSPy: no callbacks, usage tracking off; DSPex: usage tracking on).

@@ -213,8 +213,21 @@ class AdapterParseError(DSPexError, ValueError):
     """The LM's completion could not be parsed into the signature's output fields.
 
     Fields: ``adapter`` (name), ``raw`` (the completion text), ``parsed`` (what was
-    recovered), ``missing`` (output field names not found).
+    recovered), ``missing`` (output field names not found). DSPy's names for them are
+    properties: ``adapter_name``, ``lm_response``, ``parsed_result``.
     """
+
+    @property
+    def adapter_name(self) -> Any:
+        return self.fields.get("adapter")
+
+    @property
+    def lm_response(self) -> Any:
+        return self.fields.get("raw")
+
+    @property
+    def parsed_result(self) -> Any:
+        return self.fields.get("parsed")
 
 
 # ---------------------------------------------------------------------------- LM calls

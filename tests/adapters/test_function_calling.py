@@ -273,3 +273,49 @@ def test_response_format_on_the_wire(server: LMServer, model: str, spec: dict[st
     request = next(dspex.JSONAdapter().flow({}, _sig(dspex, spec), [], {"q": "hi"}, native_lm))
     assert request.options.get("response_format") == sent.get("response_format")
     assert request.messages == sent["messages"]
+
+
+# ---------------------------------------------------------------------------- history replay
+
+
+def _history_case(lib: Any, with_ids: bool) -> tuple[Any, dict[str, Any]]:
+    sig = lib.Signature(
+        {
+            "question": (str, lib.InputField()),
+            "history": (lib.History, lib.InputField()),
+            "answer": (str, lib.OutputField()),
+            "calls": (lib.ToolCalls, lib.OutputField()),
+        }
+    )
+    calls = [
+        {"id": "call_1" if with_ids else None, "name": "search", "args": {"q": "a"}},
+        {"id": "call_2" if with_ids else None, "name": "add", "args": {"x": 1}},
+    ]
+    turns = [
+        {
+            "question": "first?",
+            "calls": {
+                "tool_calls": calls,
+                "tool_call_results": [
+                    {"call_id": "call_1" if with_ids else None, "name": "search", "value": ["r"]},
+                    {"call_id": "call_2" if with_ids else None, "name": "add", "value": 3},
+                ],
+            },
+        },
+        {"question": "second?", "answer": "done", "calls": {"tool_calls": []}},
+    ]
+    history = lib.History(messages=turns) if lib is dspy else lib.History(turns)
+    return sig, {"question": "now?", "history": history}
+
+
+@pytest.mark.parametrize("native", [True, False])
+@pytest.mark.parametrize("with_ids", [True, False])
+@pytest.mark.parametrize("adapter", ["ChatAdapter", "JSONAdapter", "XMLAdapter"])
+def test_tool_history_is_replayed_like_dspy(adapter: str, native: bool, with_ids: bool) -> None:
+    d_sig, d_inputs = _history_case(dspy, with_ids)
+    n_sig, n_inputs = _history_case(dspex, with_ids)
+    expected = getattr(dspy, adapter)(use_native_function_calling=native).format(
+        d_sig, [], d_inputs
+    )
+    got = getattr(dspex, adapter)(use_native_function_calling=native).format(n_sig, [], n_inputs)
+    assert json.dumps(got) == json.dumps(expected)

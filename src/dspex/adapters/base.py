@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import sys
 from abc import ABC, abstractmethod
 from collections.abc import Generator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
-from dspex.adapters.native import completion_values, plan_native_features
+from dspex.adapters.native import completion_values, history_tool_turn, plan_native_features
 from dspex.adapters.types import History
 from dspex.adapters.types.markers import CUSTOM_TYPE_START_IDENTIFIER as _CUSTOM_TYPE_START
 from dspex.adapters.types.markers import expand_custom_type_markers
@@ -134,6 +135,26 @@ class Adapter(ABC):
                 raise
             return (yield from fallback.flow(lm_kwargs, signature, demos, inputs, lm))
 
+    def _call_preprocess(
+        self, lm: Any, lm_kwargs: dict[str, Any], signature: Any, inputs: Mapping[str, Any]
+    ) -> Any:
+        """DSPy's hook: the signature to render (``lm_kwargs`` updated in place)."""
+        return plan_native_features(self, lm, lm_kwargs, signature, inputs)
+
+    def _call_postprocess(
+        self,
+        processed_signature: Any,
+        original_signature: Any,
+        outputs: list[Any],
+        lm: Any = None,
+        lm_kwargs: dict[str, Any] | None = None,
+    ) -> list[dict[str, Any]]:
+        """DSPy's hook: the output values of each completion (text or provider dict)."""
+        return [
+            completion_values(self, processed_signature, original_signature, o, self.parse)
+            for o in outputs
+        ]
+
     def fallback_adapter(self) -> Adapter | None:
         """The adapter that retries a call whose reply did not parse (none by default)."""
         return None
@@ -237,12 +258,18 @@ class Adapter(ABC):
         if history is None:
             return []
         messages: list[dict[str, Any]] = []
+        with_tools = "dspex.adapters.types.tool" in sys.modules  # else no turn holds tool calls
         for message in getattr(history, "messages", history):
             user = self.format_user_message_content(
                 signature, message, main_request=any(n in message for n in signature._input_fields)
             )
             if user:
                 messages.append({"role": "user", "content": user})
+            if with_tools:
+                turn = history_tool_turn(self, signature, message)
+                if turn is not None:
+                    messages.extend(turn)
+                    continue
             assistant = self.format_assistant_message_content(signature, message)
             if assistant:
                 messages.append({"role": "assistant", "content": assistant})

@@ -63,12 +63,18 @@ def capabilities(lm: Any) -> Capabilities:
     """The native features ``lm`` supports (all False for ``None``)."""
     if lm is None:
         return _NONE
-    if hasattr(lm, "supported_params") or hasattr(lm, "supports_function_calling"):
-        params = getattr(lm, "supported_params", None) or set()
-        return Capabilities(
-            bool(getattr(lm, "supports_function_calling", False)),
-            bool(getattr(lm, "supports_response_schema", False)),
-            "response_format" in params,
-            bool(getattr(lm, "supports_reasoning", False)),
-        )
-    return _from_table(str(getattr(lm, "model", "")))
+    table = _from_table(str(getattr(lm, "model", "")))
+
+    def ask(name: str, fallback: Any) -> Any:
+        try:  # a property may delegate to an object that lacks it (AttributeError)
+            return getattr(lm, name)
+        except AttributeError:
+            return fallback
+
+    params = ask("supported_params", None)
+    return Capabilities(
+        bool(ask("supports_function_calling", table.function_calling)),
+        bool(ask("supports_response_schema", table.response_schema)),
+        table.response_format if params is None else "response_format" in params,
+        bool(ask("supports_reasoning", table.reasoning)),
+    )

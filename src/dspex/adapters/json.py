@@ -10,11 +10,11 @@ from dspex.adapters.chat import ChatAdapter, _type_info
 from dspex.adapters.structured import response_format
 from dspex.adapters.values import (
     _json_repair_loads,
+    parse_error,
     parse_fields,
     serialize_for_json,
     translate_field_type,
 )
-from dspex.errors import AdapterParseError
 
 __all__ = ["JSONAdapter"]
 
@@ -87,12 +87,11 @@ class JSONAdapter(ChatAdapter):
                 fields = _json_repair_loads(completion)
         outputs = signature._output_fields
         if not isinstance(fields, dict):
-            raise AdapterParseError(
-                "JSONAdapter: the LM response cannot be read as a JSON object",
-                adapter="JSONAdapter",
-                raw=completion,
-                parsed={},
-                missing=list(outputs),
+            raise parse_error(
+                "JSONAdapter",
+                completion,
+                outputs,
+                message="LM response cannot be serialized to a JSON object.",
             )
         return parse_fields("JSONAdapter", outputs, fields.items(), completion)
 

@@ -15,10 +15,10 @@ from collections.abc import Callable, Mapping
 from typing import Any, get_origin
 
 from dspex.adapters.capabilities import capabilities
-from dspex.adapters.values import apply_output_field_defaults
+from dspex.adapters.values import apply_output_field_defaults, parse_error
 from dspex.errors import AdapterParseError, UserError
 
-__all__ = ["completion_values", "plan_native_features", "tool_fields"]
+__all__ = ["completion_values", "history_tool_turn", "plan_native_features", "tool_fields"]
 
 _TOOL_OPTIONS = ("tools", "tool_choice", "parallel_tool_calls")
 
@@ -143,12 +143,11 @@ def completion_values(
         except AdapterParseError:
             value = {}
     else:
-        raise AdapterParseError(
-            f"{type(adapter).__name__}: the LM returned an empty or null response",
-            adapter=type(adapter).__name__,
-            raw=str(output),
-            parsed={},
-            missing=list(original._output_fields),
+        raise parse_error(
+            type(adapter).__name__,
+            str(output),
+            original._output_fields,
+            message="The LM returned an empty or null response.",
         )
     outputs = original._output_fields
     if not (len(value) == len(outputs) and list(value) == list(outputs)):
@@ -168,3 +167,112 @@ def completion_values(
     if logprobs:
         value["logprobs"] = logprobs
     return value
+
+
+# ---------------------------------------------------------------------------- history turns
+
+
+def _history_tool_calls(message: Mapping[str, Any]) -> tuple[str | None, Any]:
+    from dspex.adapters.types.tool import ToolCalls
+
+    for name, value in message.items():
+        if isinstance(value, ToolCalls) or (isinstance(value, dict) and "tool_calls" in value):
+            return name, ToolCalls.model_validate(value)
+    return None, None
+
+
+def _result_text(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    import json
+
+    from dspex.adapters.values import serialize_for_json
+
+    return json.dumps(serialize_for_json(value), ensure_ascii=False)
+
+
+def _openai_tool_call(call: Any) -> dict[str, Any]:
+    return {
+        "id": call.id,
+        "type": "function",
+        "function": {"name": call.name, "arguments": _result_text(call.args)},
+    }
+
+
+_RESULTS_SIGNATURE: list[Any] = []
+
+
+def _results_signature() -> Any:
+    if not _RESULTS_SIGNATURE:
+        from dspex.adapters.types.tool import ToolCallResults
+        from dspex.signatures import InputField, make_signature
+
+        _RESULTS_SIGNATURE.append(
+            make_signature({"tool_call_results": (ToolCallResults, InputField())})
+        )
+    return _RESULTS_SIGNATURE[0]
+
+
+def history_tool_turn(
+    adapter: Any, signature: Any, message: Mapping[str, Any]
+) -> list[dict[str, Any]] | None:
+    """The assistant side of a history turn that holds tool calls (``None``: it holds none).
+
+    With native function calling the calls (and their results, when every call has an id
+    matching its result) replay as ``tool_calls`` and ``tool`` messages; otherwise they stay
+    text, with the results in a following user message.
+    """
+    from dspex.adapters.types.tool import ToolCallResults, ToolCalls
+
+    field_name, calls = _history_tool_calls(message)
+    if calls is None:
+        return None
+    results = (
+        ToolCallResults.model_validate(calls.tool_call_results)
+        if calls.tool_call_results is not None
+        else None
+    )
+    out: list[dict[str, Any]] = []
+    if adapter.use_native_function_calling:
+        content_sig = signature
+        for name, info in signature._output_fields.items():
+            if info.annotation == ToolCalls or message.get(name) is None:
+                content_sig = content_sig.delete(name)
+        content = (
+            adapter.format_assistant_message_content(content_sig, message)
+            if content_sig._output_fields
+            else ""
+        )
+        if results is not None:
+            ids = [c.id for c in calls.tool_calls]
+            if ids != [r.call_id for r in results.tool_call_results] or not all(ids):
+                results = None
+        if content or results is not None:
+            reply: dict[str, Any] = {"role": "assistant", "content": content or None}
+            if results is not None:
+                reply["tool_calls"] = [_openai_tool_call(c) for c in calls.tool_calls]
+            out.append(reply)
+        if results is not None:
+            out.extend(
+                {
+                    "role": "tool",
+                    "tool_call_id": r.call_id,
+                    "name": r.name,
+                    "content": _result_text(r.value),
+                }
+                for r in results.tool_call_results
+            )
+        return out
+    values: Mapping[str, Any] = message
+    if field_name is not None and results is not None:
+        values = dict(message)
+        values[field_name] = calls.model_copy(update={"tool_call_results": None})
+    assistant = adapter.format_assistant_message_content(signature, values)
+    if assistant:
+        out.append({"role": "assistant", "content": assistant})
+    if results is not None:
+        content = adapter.format_user_message_content(
+            _results_signature(), {"tool_call_results": results}
+        )
+        out.append({"role": "user", "content": content})
+    return out

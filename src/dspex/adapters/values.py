@@ -29,6 +29,7 @@ __all__ = [
     "get_annotation_name",
     "get_field_description_string",
     "neutralize_markers",
+    "parse_error",
     "parse_fields",
     "parse_value",
     "serialize_for_json",
@@ -99,6 +100,29 @@ def apply_output_field_defaults(
     return completed
 
 
+def parse_error(
+    adapter: str,
+    raw: str,
+    expected: Any,
+    parsed: dict[str, Any] | None = None,
+    message: str | None = None,
+) -> AdapterParseError:
+    """An :class:`AdapterParseError` whose text reads as DSPy 3.4.1's (``expected``: field names)."""
+    names = list(expected)
+    text = f"{message}\n\n" if message else ""
+    text += (
+        f"Adapter {adapter} failed to parse the LM response. \n\n"
+        f"LM Response: {raw} \n\n"
+        f"Expected to find output fields in the LM response: [{', '.join(names)}] \n\n"
+    )
+    if parsed is not None:
+        text += f"Actual output fields parsed from the LM response: [{', '.join(parsed)}] \n\n"
+    missing = [n for n in names if parsed is None or n not in parsed]
+    return AdapterParseError(
+        text, adapter=adapter, raw=raw, parsed=dict(parsed or {}), missing=missing
+    )
+
+
 def parse_fields(
     adapter: str, outputs: Mapping[str, FieldInfo], raw_fields: Any, completion: str
 ) -> dict[str, Any]:
@@ -114,25 +138,18 @@ def parse_fields(
         try:
             fields[name] = parse_value(raw, outputs[name].annotation)
         except (ValueError, TypeError) as exc:
-            raise AdapterParseError(
-                f"{adapter}: failed to parse field {name!r} with value {raw!r} from the LM response: {exc}",
-                adapter=adapter,
-                raw=completion,
-                parsed=fields,
-                missing=[n for n in outputs if n not in fields],
+            raise parse_error(
+                adapter,
+                completion,
+                outputs,
+                message=f"Failed to parse field {name} with value {raw} from the LM response. "
+                f"Error message: {exc}",
             ) from None
     if len(fields) == len(outputs) and list(fields) == list(outputs):
         return fields  # all found, in order: the defaults below would change nothing
     fields = apply_output_field_defaults(outputs, fields)
     if fields.keys() != outputs.keys():
-        missing = [n for n in outputs if n not in fields]
-        raise AdapterParseError(
-            f"{adapter}: the LM response is missing output field(s) {missing}",
-            adapter=adapter,
-            raw=completion,
-            parsed=fields,
-            missing=missing,
-        )
+        raise parse_error(adapter, completion, outputs, fields)
     return fields
 
 

@@ -12,6 +12,7 @@ import types
 import xml.etree.ElementTree as ET
 from collections import defaultdict
 from collections.abc import Mapping
+from functools import lru_cache
 from typing import Any, Union, get_args, get_origin
 from xml.sax.saxutils import quoteattr
 
@@ -23,11 +24,11 @@ from dspex.adapters.values import (
     _type_adapter,
     apply_output_field_defaults,
     format_field_value,
+    parse_error,
     parse_value,
     serialize_for_json,
     translate_field_type,
 )
-from dspex.errors import AdapterParseError
 from dspex.signatures.field import FieldInfo
 
 __all__ = ["XMLAdapter"]
@@ -43,9 +44,19 @@ def _is_output(info: FieldInfo) -> bool:
     return (info.json_schema_extra or {}).get("__dspy_field_type") == "output"
 
 
-def _schema(annotation: Any) -> _Schema:
+@lru_cache(maxsize=512)
+def _cached_schema(annotation: Any) -> _Schema:
     schema: _Schema = _type_adapter(annotation).json_schema(by_alias=False)
     return schema
+
+
+def _schema(annotation: Any) -> _Schema:
+    """The field type's JSON schema (cached; never mutated by the readers below)."""
+    try:
+        return _cached_schema(annotation)
+    except TypeError:  # an unhashable annotation
+        schema: _Schema = _type_adapter(annotation).json_schema(by_alias=False)
+        return schema
 
 
 class XMLAdapter(ChatAdapter):
@@ -135,37 +146,25 @@ class XMLAdapter(ChatAdapter):
         try:
             root = ET.fromstring(f"<dspy_root>{completion}</dspy_root>")
         except ET.ParseError as exc:
-            raise AdapterParseError(
-                f"XMLAdapter: Failed to parse XML: {exc}",
-                adapter="XMLAdapter",
-                raw=completion,
-                parsed={},
-                missing=list(outputs),
+            raise parse_error(
+                "XMLAdapter", completion, outputs, message=f"Failed to parse XML: {exc}"
             ) from exc
         elements = self._group_children(root)
         fields: dict[str, Any] = {}
         for name, info in outputs.items():
             if name in elements:
-                fields[name] = self._field_value(name, info, elements[name], completion, fields)
+                fields[name] = self._field_value(info, elements[name], completion, outputs)
         fields = apply_output_field_defaults(outputs, fields)
         if fields.keys() != outputs.keys():
-            missing = [n for n in outputs if n not in fields]
-            raise AdapterParseError(
-                f"XMLAdapter: the LM response is missing output field(s) {missing}",
-                adapter="XMLAdapter",
-                raw=completion,
-                parsed=fields,
-                missing=missing,
-            )
+            raise parse_error("XMLAdapter", completion, outputs, fields)
         return fields
 
     def _field_value(
         self,
-        name: str,
         info: FieldInfo,
         found: list[ET.Element],
         completion: str,
-        parsed: dict[str, Any],
+        outputs: Mapping[str, FieldInfo],
     ) -> Any:
         annotation = info.annotation
         schema = _schema(annotation)
@@ -181,12 +180,11 @@ class XMLAdapter(ChatAdapter):
                     return _type_adapter(annotation).validate_python(value, by_name=True)
             except ValueError as exc:
                 error = exc
-        raise AdapterParseError(
-            f"XMLAdapter: failed to parse field {name!r} with value {value!r}: {error}",
-            adapter="XMLAdapter",
-            raw=completion,
-            parsed=parsed,
-            missing=[name],
+        raise parse_error(
+            "XMLAdapter",
+            completion,
+            outputs,
+            message=f"Failed to parse field {info} with value {value}: {error}",
         ) from error
 
     # ------------------------------------------------------------------ XML <-> values

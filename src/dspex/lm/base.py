@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
+from abc import ABC
 from typing import Any
 
 from dspex._sync import run_sync
@@ -28,14 +28,24 @@ class BaseLM(ABC):
         self.model = model
         self.kwargs = kwargs
 
-    @abstractmethod
     async def acall(
         self,
         prompt: str | None = None,
         messages: list[Message] | None = None,
         **kwargs: Any,
     ) -> list[str]:
-        """Send one request; return the completion text of each choice."""
+        """Send one request; return the completion text of each choice.
+
+        Subclasses implement this (the primitive). A subclass that only overrides
+        ``__call__`` (as DSPy ``BaseLM`` subclasses in tests often do) gets it run in a
+        worker thread here.
+        """
+        if type(self).__call__ is BaseLM.__call__:
+            raise NotImplementedError(f"{type(self).__name__} must implement acall()")
+        import asyncio
+
+        result: list[str] = await asyncio.to_thread(self.__call__, prompt, messages, **kwargs)
+        return result
 
     def __call__(
         self,

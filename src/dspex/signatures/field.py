@@ -139,7 +139,11 @@ class FieldInfo:
             return NotImplemented
         return all(getattr(self, s) == getattr(other, s) for s in self.__slots__)
 
-    __hash__ = None  # type: ignore[assignment]
+    def __hash__(self) -> int:
+        # consistent with __eq__ (equal fields share kind and prefix); lets FieldInfoWithName
+        # keys be hashed as in DSPy, where pydantic's FieldInfo is hashable
+        extra = self.json_schema_extra
+        return hash((extra.get("__dspy_field_type"), str(extra.get("prefix"))))
 
     def __repr__(self) -> str:
         parts = [f"annotation={getattr(self.annotation, '__name__', self.annotation)}"]

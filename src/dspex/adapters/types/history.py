@@ -41,4 +41,20 @@ class History:
         return f"History(messages={self._messages!r})"
 
     def model_dump(self, mode: str = "python") -> dict[str, Any]:
+        """``{"messages": [...]}``; with ``mode="json"`` the values are JSON-ready (as pydantic's)."""
+        if mode == "json":
+            from dspex.adapters.values import serialize_for_json
+
+            return {"messages": serialize_for_json(self._messages)}
         return {"messages": self._messages}
+
+    @classmethod
+    def model_validate(cls, data: Any) -> History:
+        """A History from ``{"messages": [...]}`` (or a History)."""
+        if isinstance(data, History):
+            return data
+        if isinstance(data, Mapping) and "messages" in data:
+            return cls(data["messages"])
+        from dspex.errors import UserError
+
+        raise UserError(f"History.model_validate expects {{'messages': [...]}}, got {data!r}")
