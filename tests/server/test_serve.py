@@ -121,7 +121,13 @@ def test_load_saved_program_call_and_delete(served: Served, lm: LMServer, tmp_pa
 
 
 def test_load_refuses_classes_outside_the_allow_list(served: Served) -> None:
-    for path in ("os:system", "subprocess:Popen", "dspex.settings:Settings"):
+    for path in (
+        "os:system",
+        "subprocess:Popen",
+        "dspex.settings:Settings",
+        "dspex.modules.predict:logging.Logger",  # a walk through a re-exported module
+        "dspex.modules.predict:_serialize",  # a private name
+    ):
         response = served.client.post("/v1/programs", json={"name": "bad", "class": path})
         assert response.status_code == 403, (path, response.text)
         assert response.json()["error"]["type"] == "SecurityError"

@@ -148,14 +148,20 @@ def load_class(path: Any, import_roots: Iterable[str] = ()) -> Callable[..., Any
             f"`dspex serve --import-root {root}`",
             path=path,
         )
-    try:
-        cls = import_path(path)
-    except (ImportError, AttributeError) as exc:
-        raise UserError(f"cannot import {path!r}: {exc}", path=path) from None
+    from dspex.bridge.allowlist import Policy, split_path
     from dspex.router.factories import RoutedFactory
 
-    if isinstance(cls, RoutedFactory):  # dspex.Predict & co.: built where the router says
-        return cls
+    module_name, parts = split_path(path)  # well formed, no private names
+    if module_name == "dspex" and len(parts) == 1:  # dspex.Predict & co.: routed factories
+        try:
+            factory = import_path(path)
+        except (ImportError, AttributeError) as exc:
+            raise UserError(f"cannot import {path!r}: {exc}", path=path) from None
+        if isinstance(factory, RoutedFactory):
+            return factory
+    # the worker's rules: a class defined in an allowed package, reached through classes
+    # only (never through re-exported modules), nothing denied or code-running unasked
+    cls = Policy(allowed).resolve(path)
     if not (isinstance(cls, type) and issubclass(cls, Module)):
         raise SecurityError(f"{path!r} is not a dspex.Module subclass", path=path)
     return cls
