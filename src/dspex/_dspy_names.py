@@ -177,6 +177,7 @@ SUBMODULES: dict[str, str] = {
     "clients": "dspex.clients",
     "dsp": "dspex.dsp",
     "evaluate": "dspex.evaluate",
+    "experimental": "dspex.experimental",
     "lm15": "dspex.clients",
     "predict": "dspex.predict",
     "primitives": "dspex.primitives",

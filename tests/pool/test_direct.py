@@ -91,6 +91,9 @@ def test_deadline_of_a_direct_call_kills_the_worker(make_pool: Callable[..., Poo
 def test_worker_killed_during_a_direct_call(make_pool: Callable[..., Pool]) -> None:
     pool = make_pool(size=2)
     warm(pool)
+    # a worker whose reply was just delivered may still read as busy for an instant: start
+    # from all idle, so the busy worker found below is the one running this call
+    assert wait_for(lambda: all(w.state != "busy" for w in pool._workers.values()))
     outcome: list[BaseException | Any] = []
 
     def run() -> None:

@@ -50,14 +50,23 @@ def test_size_bombs_are_refused_before_they_allocate(source: str) -> None:
     assert info.value.fields["reason"] == "template_budget"
 
 
-def test_a_loop_bomb_respects_the_step_timeout() -> None:
+@pytest.fixture
+def no_step_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The step budget ends a loop bomb on its own (below); lift it so that these tests
+    show the timeout stopping one, whatever the machine's speed."""
+    from dspex.pipelines import template_bounds
+
+    monkeypatch.setattr(template_bounds, "MAX_STEPS", 10**15)
+
+
+def test_a_loop_bomb_respects_the_step_timeout(no_step_budget: None) -> None:
     with pytest.raises(dspex.StepTimeout):
         _run(NESTED_LOOPS, step_timeout=0.5)
     with pytest.raises(dspex.StepTimeout):
         dspex.pipeline([pl.template(NESTED_LOOPS, timeout=0.5)]).run()
 
 
-def test_a_loop_bomb_respects_the_pipeline_timeout() -> None:
+def test_a_loop_bomb_respects_the_pipeline_timeout(no_step_budget: None) -> None:
     with pytest.raises(dspex.StepTimeout):
         _run(NESTED_LOOPS, timeout=0.5)
 
