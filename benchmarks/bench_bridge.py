@@ -85,8 +85,8 @@ def main() -> None:
 | cold start: pool start + DSPy import + first prediction | {ms(cold)} |
 
 Pool + bridge overhead over the same DSPy call in process: {overhead * 1e3:+.3f} ms p50 sync,
-{overhead_async * 1e3:+.3f} ms p50 async (target ≤ +0.25 ms; the machine is shared and busy:
-one noisy run).
+{overhead_async * 1e3:+.3f} ms p50 async (target ≤ +0.25 ms; one run on a shared 2-core
+machine).
 """
     write("bridge", text)
 

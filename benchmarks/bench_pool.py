@@ -311,8 +311,8 @@ def main() -> None:
         f"With DSPy preloaded, the template makes a restart {dspy_direct['restart'] / dspy_tpl['restart']:.0f}× "
         "faster than starting a fresh interpreter.",
         "",
-        "The machine is shared (8 concurrent sessions on 2 cores): figures are from one noisy "
-        "run; the ratios compare runs made minutes apart in the same process.",
+        "Figures are from one run on a shared 2-core machine; the ratios compare runs made "
+        "minutes apart in the same process.",
     ]
     write("pool", "\n".join(lines))
 
