@@ -158,10 +158,11 @@ class Settings:
                 f"dspy_import_roots must be a sequence of top-level package names, got {roots!r}"
             )
         object.__setattr__(self, "dspy_import_roots", tuple(roots))
-        from dspex.bridge.allowlist import parse_code_opt_in
+        if self.allow_code_execution != ():  # the default needs no check (every context())
+            from dspex.bridge.allowlist import parse_code_opt_in
 
-        opt_in = parse_code_opt_in(self.allow_code_execution)
-        object.__setattr__(self, "allow_code_execution", opt_in)
+            opt_in = parse_code_opt_in(self.allow_code_execution)
+            object.__setattr__(self, "allow_code_execution", opt_in)
 
         for name in _POSITIVE_INTS:
             value = getattr(self, name)
