@@ -565,3 +565,19 @@ class LMResponseTooLarge(LMError):
     Fields: ``provider``, ``model``, ``status``, ``limit`` (bytes). Not retryable: the same
     request would get the same reply. Raise the cap with ``LM(max_response_bytes=...)``.
     """
+
+
+# --- modules: code interpreters ---
+
+
+class CodeInterpreterError(DSPexError, RuntimeError):
+    """A code interpreter failed in a way the submitted code cannot repair (setup, a dead
+    process, a broken protocol, use after ``shutdown``). DSPy's
+    ``dspy.primitives.code_interpreter.CodeInterpreterError``; code-running modules do not
+    retry it."""
+
+
+class CodeExecutionError(CodeInterpreterError):
+    """The submitted code raised inside a healthy interpreter (recoverable: ProgramOfThought
+    and CodeAct feed the error back to the LM and retry). Field: ``type`` (the exception's
+    class name inside the interpreter), when known."""
