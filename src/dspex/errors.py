@@ -101,6 +101,7 @@ __all__ = [
     "QueueTimeout",
     "RemoteError",
     "RequestDeadlineExceeded",
+    "RetrieverError",
     "ResourceLimitExceeded",
     "SandboxCodeError",
     "SandboxError",
@@ -568,3 +569,10 @@ class LMResponseTooLarge(LMError):
     Fields: ``provider``, ``model``, ``status``, ``limit`` (bytes). Not retryable: the same
     request would get the same reply. Raise the cap with ``LM(max_response_bytes=...)``.
     """
+
+
+# --- retrieval ---
+
+
+class RetrieverError(DSPexError, ValueError):
+    """A retrieval server answered with an error or with something that is not a result."""
