@@ -55,19 +55,20 @@ def data() -> list[Any]:
     ]
 
 
-def task_lm(instruction_hits: dict[str, int]) -> DummyLM:
+def task_reply(messages: list[dict[str, Any]], hits: dict[str, int] | None = None) -> Any:
     """Right when the instruction mentions 'exactly', else wrong for odd messages."""
+    system, user = str(messages[0]["content"]), str(messages[-1]["content"])
+    number = int(user.split("message ")[1].split()[0]) if "message " in user else 0
+    if "`reply`" in system.split("Your output fields are:")[1].split("All interactions")[0]:
+        good = "exactly" in system or number % 2 == 0
+        if hits is not None:
+            hits["exactly" if "exactly" in system else "seed"] += 1
+        return {"reply": f"reply {number}" if good else "nope"}
+    return {"category": "greeting"}
 
-    def reply(messages: list[dict[str, Any]]) -> Any:
-        system, user = str(messages[0]["content"]), str(messages[-1]["content"])
-        number = int(user.split("message ")[1].split()[0]) if "message " in user else 0
-        if "`reply`" in system.split("Your output fields are:")[1].split("All interactions")[0]:
-            good = "exactly" in system or number % 2 == 0
-            instruction_hits["exactly" if "exactly" in system else "seed"] += 1
-            return {"reply": f"reply {number}" if good else "nope"}
-        return {"category": "greeting"}
 
-    return DummyLM(reply)
+def task_lm(hits: dict[str, int]) -> DummyLM:
+    return DummyLM(lambda messages: task_reply(messages, hits))
 
 
 # ---------------------------------------------------------------------------- arguments
@@ -342,6 +343,42 @@ def test_compile_improves_the_program_with_reflection() -> None:
         2,
         3,
     }
+
+
+def test_max_lm_calls_stops_with_the_best_so_far() -> None:
+    from dspex.testing import LMServer
+    from dspex.testing.answers import read_prompt, render_reply
+
+    def reply(request: Any) -> str:
+        system = str(request.messages[0]["content"])
+        spec = read_prompt(system, request.last_user_message)
+        assert spec is not None
+        if "new_instruction" in spec.fields:
+            return render_reply(spec, {"new_instruction": "Reply with `reply N` exactly."})
+        return render_reply(spec, task_reply(request.messages))
+
+    with LMServer() as server:
+        server.add_rule(None, reply)
+        lm = dspex.LM("openai/task", api_base=server.url, api_key="k", cache=False)
+        reflection = dspex.LM("openai/reflect", api_base=server.url, api_key="k", cache=False)
+        optimizer = GEPA(
+            metric=feedback_metric,
+            reflection_lm=reflection,
+            max_metric_calls=400,
+            num_threads=1,
+            track_stats=True,
+            max_lm_calls=30,
+        )
+        with dspex.context(lm=lm):
+            compiled = optimizer.compile(TwoStep(), trainset=data(), valset=data())
+        made = len(server.requests)
+    assert optimizer.budget.total == made
+    assert set(optimizer.budget.calls) == {"evaluate", "reflection"}
+    # Stopped between iterations: at most one iteration past the limit, far below the budget.
+    assert 30 <= made < 60
+    assert compiled.detailed_results.total_metric_calls < 400
+    with pytest.raises(dspex.errors.OptimizerError, match="max_lm_calls"):
+        GEPA(metric=float_metric, reflection_lm=DummyLM(), max_metric_calls=3, max_lm_calls=0)
 
 
 def test_acompile_and_custom_proposer_without_reflection_lm() -> None:

@@ -159,3 +159,21 @@ def test_gepa_same_requests_and_program(gepa_server: LMServer, args: dict[str, A
     assert json.dumps(ours.dump_state(), default=repr) == json.dumps(
         theirs.dump_state(), default=repr
     )
+
+
+def test_gepa_resume_from_log_dir_matches_dspy(gepa_server: LMServer, tmp_path: Any) -> None:
+    """A run stopped after 6 GEPA iterations and started again on the same ``log_dir`` continues
+    from the engine's checkpoint (adapter rng included) exactly as DSPy's does: the same
+    requests in both parts and the same final result."""
+
+    def parts(lib: Any) -> Any:
+        log_dir = str(tmp_path / lib.__name__)
+        stop = {"gepa_kwargs": {"stop_callbacks": [lambda state: state.i >= 6]}}
+        _run(gepa_server, lib, max_metric_calls=110, log_dir=log_dir, **stop)
+        first = _requests(gepa_server)
+        program = _run(gepa_server, lib, max_metric_calls=110, log_dir=log_dir)
+        return first, _requests(gepa_server), _summary(program)
+
+    theirs, ours = parts(dspy), parts(dspex)
+    assert ours[0] and ours[1], "both parts must call the LM"
+    assert ours == theirs

@@ -129,6 +129,12 @@ class DspyAdapter:
         self.custom_code_proposer = custom_code_proposer
         self.warn_on_score_mismatch = warn_on_score_mismatch
         self.reflection_minibatch_size = reflection_minibatch_size
+        self.budget: Any = None
+        """A :class:`~dspex.teleprompt.budget.CallBudget` whose phase this adapter names."""
+
+    def _phase(self, name: str) -> None:
+        if self.budget is not None:
+            self.budget.phase = name
 
     # ------------------------------------------------------------------ candidates
     def build_program(self, candidate: dict[str, str]) -> Any:
@@ -146,6 +152,7 @@ class DspyAdapter:
         components_to_update: list[str],
     ) -> dict[str, str]:
         reflection_lm = self.reflection_lm or settings.current().lm
+        self._phase("reflection")
         with settings.context(lm=reflection_lm):
             return dict(
                 self.custom_instruction_proposer(
@@ -170,6 +177,7 @@ class DspyAdapter:
     ) -> Any:
         """Score ``candidate`` on ``batch`` (GEPA's ``EvaluationBatch``), with traces if asked."""
         num_threads = self.num_threads if num_threads is None else num_threads
+        self._phase("evaluate")
         program = self.build_program(candidate)
         metadata = self._callback_metadata(batch)
         if capture_traces:

@@ -20,6 +20,7 @@ from typing import Any, Literal, Protocol
 
 from dspex.primitives.example import Example
 from dspex.primitives.prediction import Prediction
+from dspex.teleprompt.budget import CallBudget, counting
 from dspex.teleprompt.gepa.adapter import DspyAdapter, DSPyTrace, LoggerAdapter, ScoreWithFeedback
 from dspex.teleprompt.teleprompt import Teleprompter
 
@@ -179,6 +180,7 @@ class GEPA(Teleprompter):
         use_mlflow: bool = False,
         seed: int | None = 0,
         gepa_kwargs: dict[str, Any] | None = None,
+        max_lm_calls: int | None = None,
     ) -> None:
         try:
             inspect.signature(metric).bind(None, None, None, None, None)
@@ -230,6 +232,7 @@ class GEPA(Teleprompter):
         self.custom_code_proposer = code_proposer
         self.component_selector = component_selector
         self.gepa_kwargs = gepa_kwargs or {}
+        self.budget = CallBudget(max_lm_calls)
         if self.gepa_kwargs.get("max_reflection_cost") is not None:
             raise ValueError("max_reflection_cost is not supported by dspy.GEPA yet.")
         if "reflection_prompt_template" in self.gepa_kwargs:
@@ -299,8 +302,6 @@ class GEPA(Teleprompter):
     ) -> Any:
         """Evolve ``student``'s instructions on ``trainset`` (reflection) scored on ``valset``
         (Pareto tracking; ``trainset`` when omitted); returns the best program."""
-        from gepa.api import optimize
-
         assert trainset is not None and len(trainset) > 0, "Trainset must be provided and non-empty"
         assert teacher is None, "Teacher is not supported in DspyGEPA yet."
         predictors = list(student.named_predictors())
@@ -341,7 +342,34 @@ class GEPA(Teleprompter):
             (lambda x: adapter.stripped_lm_call(x)[0]) if self.reflection_lm is not None else None
         )
         engine_adapter: Any = adapter  # structurally a GEPAAdapter
-        result: Any = optimize(
+        self.budget = budget = CallBudget(self.budget.max_lm_calls)
+        adapter.budget = budget
+        extra = dict(self.gepa_kwargs)
+        if budget.max_lm_calls is not None:
+            # Checked between GEPA iterations: the run stops cleanly with the best so far.
+            stoppers = extra.pop("stop_callbacks", None) or []
+            stoppers = list(stoppers) if isinstance(stoppers, list | tuple) else [stoppers]
+            extra["stop_callbacks"] = [*stoppers, lambda _state: budget.spent]
+        with counting(budget):
+            result = self._optimize(engine_adapter, reflection, predictors, trainset, valset, extra)
+        program = adapter.build_program(result.best_candidate)
+        if self.track_stats:
+            program.detailed_results = DspyGEPAResult.from_gepa_result(result, adapter)
+        return program
+
+    def _optimize(
+        self,
+        engine_adapter: Any,
+        reflection: Any,
+        predictors: list[tuple[str, Any]],
+        trainset: list[Any],
+        valset: list[Any],
+        extra: dict[str, Any],
+    ) -> Any:
+        """The ``gepa`` engine run with DSPy's settings (``extra``: its other arguments)."""
+        from gepa.api import optimize
+
+        return optimize(
             seed_candidate={name: p.signature.instructions for name, p in predictors},
             trainset=trainset,
             valset=valset,
@@ -365,12 +393,8 @@ class GEPA(Teleprompter):
             display_progress_bar=False,
             raise_on_exception=True,
             seed=self.seed,  # type: ignore[arg-type]
-            **self.gepa_kwargs,
+            **extra,
         )
-        program = adapter.build_program(result.best_candidate)
-        if self.track_stats:
-            program.detailed_results = DspyGEPAResult.from_gepa_result(result, adapter)
-        return program
 
     async def acompile(
         self,
