@@ -1,6 +1,6 @@
 """Native optimizers with DSPy 3.4.1's classes, arguments and results (``dspy.teleprompt``).
 
-Optimizers without a native implementation yet (``MIPROv2``, ``SIMBA``, ``GEPA``, and the
+Optimizers without a native implementation yet (``SIMBA``, ``GEPA``, and the
 DSPy-only ones such as ``BetterTogether``) resolve here to routed names, built on DSPy in a
 worker pool.
 """
@@ -13,6 +13,7 @@ from dspex.teleprompt.bootstrap import BootstrapFewShot
 from dspex.teleprompt.copro_optimizer import COPRO
 from dspex.teleprompt.ensemble import Ensemble
 from dspex.teleprompt.knn_fewshot import KNNFewShot
+from dspex.teleprompt.mipro_optimizer_v2 import MIPROv2
 from dspex.teleprompt.random_search import BootstrapFewShotWithRandomSearch
 from dspex.teleprompt.teleprompt import Teleprompter
 from dspex.teleprompt.vanilla import LabeledFewShot
@@ -27,10 +28,11 @@ __all__ = [
     "Ensemble",
     "KNNFewShot",
     "LabeledFewShot",
+    "MIPROv2",
     "Teleprompter",
 ]
 
-_ROUTED = frozenset({"MIPROv2", "SIMBA", "GEPA"})
+_ROUTED = frozenset({"SIMBA", "GEPA"})
 
 
 def __getattr__(name: str) -> Any:
