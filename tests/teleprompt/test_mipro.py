@@ -131,3 +131,20 @@ def test_zero_shot_optimizes_instructions_only(lm: Any) -> None:
 def test_routed_name_builds_the_native_optimizer(lm: Any) -> None:
     optimizer = dspex.MIPROv2(metric=exact)
     assert isinstance(optimizer, MIPROv2) and optimizer.implementation == "native"
+
+
+def test_sync_compile_inside_a_running_loop_keeps_the_context(lm: Any) -> None:
+    """A notebook calls ``compile`` with an event loop running: the configured LM must still
+    reach every evaluation (run_sync's helper thread gets the caller's context)."""
+
+    async def in_notebook() -> Any:
+        return _small(seed=3).compile(
+            _oracle.two_step(dspex),
+            trainset=trainset(dspex, NUMBERS),
+            num_trials=2,
+            minibatch=False,
+        )
+
+    compiled = asyncio.run(in_notebook())
+    assert compiled.score > 0
+    assert all(c["score"] > 0 for c in compiled.candidate_programs)
