@@ -9,8 +9,8 @@ of failing or re-entering the running loop.
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import atexit
+import contextvars
 import threading
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
