@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from collections.abc import Iterator
 from typing import Any
 
@@ -158,18 +159,31 @@ def test_mipro_same_requests_scores_and_program(
     assert any(p.demos for p in ours.predictors())
 
 
-def test_mipro_concurrent_same_requests_and_program(mipro_server: LMServer) -> None:
-    """num_threads=4: bootstraps and proposals run concurrently here (DSPy runs them in
-    order), so the requests are compared as a multiset; the result must not change."""
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"num_trials": 6, "minibatch_size": 4, "minibatch_full_eval_steps": 3},
+        {"num_trials": 11, "minibatch": False},
+    ],
+    ids=["minibatch", "full"],
+)
+def test_mipro_concurrent_same_requests_and_program(
+    mipro_server: LMServer, kwargs: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    """num_threads=4: bootstraps, proposals and the sampler's random startup trials run
+    concurrently here (DSPy runs them in order), so the requests are compared as a multiset;
+    the trials, their scores and the result must not change."""
 
     def make(lib: Any) -> Any:
         return lib.MIPROv2(
             metric=exact, auto=None, num_candidates=4, num_threads=4, max_bootstrapped_demos=3
         )
 
-    kwargs = {"num_trials": 6, "minibatch_size": 4, "minibatch_full_eval_steps": 3}
     theirs = _run(mipro_server, dspy, make, kwargs)
     dspy_requests = sorted(_requests(mipro_server))
-    ours = _run(mipro_server, dspex, make, kwargs)
+    with caplog.at_level(logging.INFO, logger="dspex.teleprompt.mipro_search"):
+        ours = _run(mipro_server, dspex, make, kwargs)
     assert sorted(_requests(mipro_server)) == dspy_requests
     assert _summary(ours) == _summary(theirs)
+    ahead = 3 if kwargs.get("minibatch", True) else 9  # up to the first full eval / startup
+    assert f"Scoring the first {ahead} trials at once" in caplog.text

@@ -10,12 +10,17 @@ the best mean minibatch score and adds that result to the study.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import defaultdict
+from dataclasses import dataclass
 from typing import Any
 
+from dspex._sync import run_sync
 from dspex.errors import OptimizerError
+from dspex.teleprompt.limits import Limited, default_threads
 from dspex.teleprompt.mipro_utils import (
+    create_minibatch,
     eval_candidate_program,
     get_program_with_highest_avg_score,
     save_candidate_program,
@@ -53,6 +58,29 @@ def param_distributions(
         if demo_candidates:
             distributions[f"{i}_predictor_demos"] = categorical(range(len(demo_candidates[i])))
     return distributions
+
+
+@dataclass
+class _Trial:
+    """One prepared trial: its choices and the examples it is scored on."""
+
+    trial: Any
+    trial_num: int
+    candidate: Any
+    chosen: list[str]
+    raw: dict[str, int]
+    batch_size: int
+    devset: list[Any]
+    key: str
+
+
+def _scored(evaluate: Any, program: Any, devset: list[Any], key: str) -> float:
+    """DSPy's ``eval_candidate_program`` on an already drawn devset: a failure scores 0.0."""
+    try:
+        return float(evaluate(program, devset=devset, callback_metadata={"metric_key": key}).score)
+    except Exception:
+        logger.error("An exception occurred during evaluation", exc_info=True)
+        return 0.0
 
 
 class _Search:
@@ -147,37 +175,90 @@ class _Search:
                 raw[f"{i}_predictor_demos"] = demos_idx
         return chosen, raw
 
-    def objective(self, trial: Any) -> float:
+    def prepare(self, trial: Any) -> _Trial:
+        """Choose the trial's instructions and demos and draw its minibatch (no LM call)."""
         trial_num = trial.number + 1
         logger.info("== Trial %d / %d ==", trial_num, self.adjusted_num_trials)
         self.trial_logs[trial_num] = {}
         candidate = self.program.deepcopy()
         chosen, raw = self._insert(candidate, trial, trial_num)
         batch_size = self.minibatch_size if self.minibatch else len(self.valset)
-        score = self._score(batch_size, candidate)
-        self.total_eval_calls += batch_size
+        if batch_size >= len(self.valset):
+            devset, key = self.valset, "eval_full"
+        else:
+            devset, key = create_minibatch(self.valset, batch_size, self.opt.rng), "eval_minibatch"
+        return _Trial(trial, trial_num, candidate, chosen, raw, batch_size, devset, key)
+
+    def finish(self, t: _Trial, score: float) -> None:
+        """Record a scored trial (DSPy's bookkeeping) and run a due full evaluation."""
+        self.total_eval_calls += t.batch_size
         if not self.minibatch and score > self.best_score:
             self.best_score = score
-            self.best_program = candidate.deepcopy()
+            self.best_program = t.candidate.deepcopy()
             logger.info("Best full score so far! Score: %s", score)
         self.score_data.append(
-            {"score": score, "program": candidate, "full_eval": batch_size >= len(self.valset)}
+            {"score": score, "program": t.candidate, "full_eval": t.batch_size >= len(self.valset)}
         )
-        log = self.trial_logs[trial_num]
+        log = self.trial_logs[t.trial_num]
         prefix = "mb" if self.minibatch else "full_eval"
         log[f"{prefix}_program_path"] = save_candidate_program(
-            candidate, self.opt.log_dir, trial_num
+            t.candidate, self.opt.log_dir, t.trial_num
         )
         log[f"{prefix}_score"] = score
         log["total_eval_calls_so_far"] = self.total_eval_calls
-        log[f"{prefix}_program"] = candidate.deepcopy()
-        logger.info("Score: %s with parameters %s.", score, chosen)
-        self.param_score_dict[",".join(chosen)].append((score, candidate, raw))
-        if self.minibatch and (
+        log[f"{prefix}_program"] = t.candidate.deepcopy()
+        logger.info("Score: %s with parameters %s.", score, t.chosen)
+        self.param_score_dict[",".join(t.chosen)].append((score, t.candidate, t.raw))
+        if self.full_eval_due(t.trial_num):
+            self.full_evaluation(t.trial_num)
+
+    def full_eval_due(self, trial_num: int) -> bool:
+        return self.minibatch and (
             trial_num % (self.full_eval_steps + 1) == 0 or trial_num == self.adjusted_num_trials - 1
-        ):
-            self.full_evaluation(trial_num)
+        )
+
+    def objective(self, trial: Any) -> float:
+        t = self.prepare(trial)
+        score = _scored(self.evaluate, t.candidate, t.devset, t.key)
+        self.finish(t, score)
         return score
+
+    async def run_ahead(self, count: int, threads: int) -> None:
+        """The first ``count`` trials at once: asked and prepared in order (the sampler's and
+        the minibatch generator's draws in DSPy's order), evaluated concurrently under one
+        limit of ``threads`` program runs, then told to the study in order."""
+        logger.info("Scoring the first %d trials at once (the sampler's random startup)", count)
+        trials = [self.prepare(self.study.ask()) for _ in range(count)]
+        limiter = asyncio.Semaphore(threads)
+
+        async def score(t: _Trial) -> float:
+            try:
+                result = await self.evaluate.acall(
+                    Limited(t.candidate, limiter),
+                    devset=t.devset,
+                    callback_metadata={"metric_key": t.key},
+                )
+                return float(result.score)
+            except Exception:
+                logger.error("An exception occurred during evaluation", exc_info=True)
+                return 0.0
+
+        scores = await asyncio.gather(*(score(t) for t in trials))
+        for t, value in zip(trials, scores, strict=True):
+            self.finish(t, value)  # as in DSPy's objective: bookkeeping, then the study learns
+            self.study.tell(t.trial, value)
+
+    def ahead_count(self, n_startup_trials: int) -> int:
+        """How many leading trials are sampled at random whatever the scores (the sampler's
+        startup trials), up to the first one followed by a full evaluation."""
+        count = 0
+        for k in range(1, self.num_trials + 1):
+            if 1 + (k - 1) >= n_startup_trials:  # the default trial counts as completed
+                break
+            count = k
+            if self.full_eval_due(k + 1):
+                break
+        return count
 
     def full_evaluation(self, trial_num: int) -> None:
         optuna = import_optuna()
@@ -267,8 +348,18 @@ def optimize_prompt_parameters(
             logger.info("Stopping the search: %d LM calls made (max_lm_calls)", budget.total)
             study.stop()
 
-    if not budget.spent:
-        study.optimize(search.objective, n_trials=num_trials, callbacks=[stop_when_spent])
+    remaining = num_trials
+    threads = optimizer.num_threads or default_threads()
+    sampler = study.sampler
+    ahead = 0
+    if threads > 1 and budget.max_lm_calls is None and type(sampler).__name__ == "TPESampler":
+        ahead = search.ahead_count(sampler._n_startup_trials)
+    if ahead > 1:
+        # DSPex only: trials the sampler draws at random run at once (same draws, same order)
+        run_sync(search.run_ahead(ahead, threads))
+        remaining -= ahead
+    if remaining > 0 and not budget.spent:
+        study.optimize(search.objective, n_trials=remaining, callbacks=[stop_when_spent])
 
     best = search.best_program
     if best is not None and optimizer.track_stats:
