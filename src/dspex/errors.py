@@ -565,3 +565,10 @@ class LMResponseTooLarge(LMError):
     Fields: ``provider``, ``model``, ``status``, ``limit`` (bytes). Not retryable: the same
     request would get the same reply. Raise the cap with ``LM(max_response_bytes=...)``.
     """
+
+
+# --- ray / fan-out ---
+
+
+class ProgramNotPortable(UserError, ValueError):
+    """A program (or its metric) cannot be pickled to fan-out workers (``backend=``)."""

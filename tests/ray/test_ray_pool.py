@@ -28,10 +28,9 @@ HANDLERS = str(Path(__file__).resolve().parents[1] / "pool")
 
 
 @pytest.fixture(scope="module", autouse=True)
-def cluster() -> Iterator[None]:
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, address="local")
+def cluster(ray_cluster: Any) -> Iterator[None]:
+    """The session's local cluster (tests/ray/conftest.py)."""
     yield
-    ray.shutdown()
 
 
 def _pool(size: int = 2, **options: Any) -> Any:
