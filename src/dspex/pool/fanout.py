@@ -46,7 +46,16 @@ from typing import Any, Literal
 
 from dspex.errors import ConfigurationError, ProgramNotPortable, RemoteError
 
-__all__ = ["BACKENDS", "TRAVEL", "FanOut", "FanOutHost", "make_host", "pool_for"]
+__all__ = [
+    "BACKENDS",
+    "TRAVEL",
+    "FanOut",
+    "FanOutHost",
+    "dumps_by_value",
+    "make_host",
+    "pool_for",
+    "travelling_settings",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -210,20 +219,34 @@ class _Job:
     track_tracker: bool  # the caller records usage into its own tracker (track_usage())
 
 
-def _dump_job(job: _Job) -> bytes:
+def dumps_by_value(value: Any, parts: list[Any], where: str) -> bytes:
+    """``value`` cloudpickled, the code of ``parts`` (programs, metrics, callbacks) by value
+    when it lives outside installed packages; :class:`ProgramNotPortable` if it cannot be."""
     import cloudpickle
 
-    parts = [job.program, job.metric, *job.settings.get("callbacks", ())]
-    modules = _code_modules(parts)
-    with _pickled_by_value(modules):
+    with _pickled_by_value(_code_modules(parts)):
         try:
-            return bytes(cloudpickle.dumps(job))
+            return bytes(cloudpickle.dumps(value))
         except Exception as exc:
             raise ProgramNotPortable(
-                f"the program cannot be sent to {job.mode} workers: {type(exc).__name__}: {exc} "
-                "(everything the program and metric reference must pickle; run it in process "
-                "with backend=None instead)"
+                f"the program cannot be sent to {where}: {type(exc).__name__}: {exc} "
+                "(everything the program and metric reference must pickle)"
             ) from exc
+
+
+def travelling_settings() -> dict[str, Any]:
+    """The :data:`TRAVEL` settings in force here (callbacks that cannot pickle left out)."""
+    from dspex import settings
+
+    now = settings.current()
+    travel = {name: getattr(now, name) for name in TRAVEL}
+    travel["callbacks"] = _portable_callbacks(travel["callbacks"])
+    return travel
+
+
+def _dump_job(job: _Job) -> bytes:
+    parts = [job.program, job.metric, *job.settings.get("callbacks", ())]
+    return dumps_by_value(job, parts, f"{job.mode} workers (run it with backend=None instead)")
 
 
 # ---------------------------------------------------------------------------- worker side
@@ -367,8 +390,7 @@ class FanOut:
         if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
             raise ConfigurationError(f"chunk_size must be a positive integer, got {chunk_size!r}")
         now = settings.current()
-        travel = {name: getattr(now, name) for name in TRAVEL}
-        travel["callbacks"] = _portable_callbacks(travel["callbacks"])
+        travel = travelling_settings()
         self.backend = backend
         self.pool = pool_for(backend)
         size = int(self.pool.config.size)
