@@ -42,9 +42,8 @@ def free_port() -> int:
 
 
 def test_the_app_deploys_on_ray_serve(ray_cluster: Any) -> None:
-    from ray import serve
-
     from dspex.server.ray_serve import deployment
+    from ray import serve
 
     with pytest.raises(ConfigurationError, match="unknown server option"):
         deployment({"qa": Shout()}, max_concurency=3)
@@ -53,7 +52,9 @@ def test_the_app_deploys_on_ray_serve(ray_cluster: Any) -> None:
         dspex.configure(lm=dspex.LM("openai/t", api_base=lm_server.url, api_key="k", cache=False))
         serve.start(http_options={"host": "127.0.0.1", "port": port})
         try:
-            serve.run(deployment({"qa": Shout()}, max_concurrency=4), name="dspex", route_prefix="/")
+            serve.run(
+                deployment({"qa": Shout()}, max_concurrency=4), name="dspex", route_prefix="/"
+            )
             base = f"http://127.0.0.1:{port}"
             with httpx.Client(base_url=base, timeout=60) as client:
                 reply = client.post("/v1/programs/qa/call", json={"inputs": {"question": "hi"}})
