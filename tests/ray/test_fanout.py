@@ -187,3 +187,18 @@ def test_ray_evaluate_and_batch_equal_in_process(
     assert [p.toDict() for p in QA().batch(examples, backend="ray")] == [
         p.toDict() for p in QA().batch(examples)
     ]
+
+
+def test_a_pool_that_cannot_start_fails_the_run_once(lm: Any) -> None:
+    from dspex.errors import PoolUnhealthy
+    from dspex.pool import shutdown_pools
+
+    shutdown_pools()
+    dspex.configure(pools={"native": {"target": "no_such_module_here:make", "size": 1}})
+    try:
+        with pytest.raises(PoolUnhealthy):
+            dspex.Evaluate(devset=devset(3), metric=metric, backend="process")(QA())
+        with pytest.raises(PoolUnhealthy):
+            QA().batch(devset(2), backend="process")
+    finally:
+        shutdown_pools()

@@ -44,7 +44,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from dspex.errors import ConfigurationError, ProgramNotPortable, RemoteError
+from dspex.errors import (
+    ConfigurationError,
+    PoolClosed,
+    PoolUnhealthy,
+    ProgramNotPortable,
+    RemoteError,
+)
 
 __all__ = [
     "BACKENDS",
@@ -413,6 +419,8 @@ class FanOut:
         self._gate: asyncio.Semaphore | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self.chunks_sent = 0
+        self.fatal: BaseException | None = None
+        """A pool-level failure (no Ray, pool unhealthy or closed): raised by :meth:`drain`."""
 
     # ------------------------------------------------------------------ submit
     async def submit(self, item: Any) -> Any:
@@ -439,7 +447,9 @@ class FanOut:
 
     async def _gated(self, chunk: _Chunk, gate: asyncio.Semaphore) -> None:
         async with gate:
-            if not all(f.done() for f in chunk.futures):
+            if self.fatal is not None:
+                _fail(chunk, self.fatal)
+            elif not all(f.done() for f in chunk.futures):
                 await self._run(chunk)
 
     async def _run(self, chunk: _Chunk) -> None:
@@ -461,9 +471,9 @@ class FanOut:
                 future.cancel()
             raise
         except Exception as exc:  # the pool failed the whole chunk (worker death, deadline)
-            for future in chunk.futures:
-                if not future.done():
-                    future.set_exception(exc)
+            if isinstance(exc, PoolUnhealthy | PoolClosed | ConfigurationError):
+                self.fatal = exc  # no chunk can run: the caller gets this error, once
+            _fail(chunk, exc)
             return
         outcomes: list[Outcome] = pickle.loads(reply)
         for future, (ok, value, usage) in zip(chunk.futures, outcomes, strict=True):
@@ -479,11 +489,20 @@ class FanOut:
                 future.set_exception(value)
 
     async def drain(self) -> None:
-        """Cancel and wait for chunks still running (after the caller stopped early)."""
+        """Cancel and wait for chunks still running (after the caller stopped early); raise
+        the pool-level failure, if one stopped the run."""
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if self.fatal is not None:
+            raise self.fatal
+
+
+def _fail(chunk: _Chunk, exc: BaseException) -> None:
+    for future in chunk.futures:
+        if not future.done():
+            future.set_exception(exc)
 
 
 def resolve(
