@@ -7,6 +7,7 @@ file, which no worker can import: they travel by value.
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import os
 import threading
@@ -49,6 +50,7 @@ class QA(dspex.Module):
             raise Unpicklable(1, 2)
         if "crash" in question:
             os._exit(3)
+
         return self.answer(question=question)
 
 
@@ -172,6 +174,32 @@ def test_bad_backend_and_unportable_programs_are_typed_errors(lm: Any) -> None:
     program.lock = threading.Lock()  # type: ignore[attr-defined]
     with pytest.raises(ProgramNotPortable, match="cannot be sent"):
         program.batch(devset(1), backend="process")
+
+
+class AsyncQA(dspex.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.answer = dspex.Predict("question -> answer")
+
+    async def aforward(self, question: str) -> Any:
+        if "slow" in question:
+            await asyncio.sleep(60)
+        return await self.answer.acall(question=question)
+
+
+async def test_async_evaluate_with_per_example_deadlines(
+    server: LMServer, lm: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    dev = devset(6, bad=("slow",))
+    options: dict[str, Any] = {"devset": dev, "metric": metric, "timeout": 1.0}
+    local = await dspex.Evaluate(**options, failure_score=0.0).acall(AsyncQA())
+    assert caplog.text.count("did not finish within its deadline") == 1
+    remote = await dspex.Evaluate(**options, failure_score=0.0, backend="process").acall(AsyncQA())
+    assert caplog.text.count("did not finish within its deadline") == 2  # ExampleTimeout
+    assert remote.score == local.score
+    assert [r[2] for r in remote.results] == [r[2] for r in local.results]
+    with pytest.raises(ExecutionCancelled):
+        await dspex.Evaluate(**options, max_errors=1, backend="process").acall(AsyncQA())
 
 
 # ---------------------------------------------------------------------------- Ray
