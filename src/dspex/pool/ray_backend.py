@@ -313,6 +313,9 @@ class RayPool:
 
     def close_sync(self, *, cancel: bool = False, timeout: float | None = None) -> None:
         self._state = "closed"
+        for retired in self._retiring.values():
+            _kill(retired)
+        self._retiring.clear()
         for slot in self._slots:
             if slot.actor is not None:
                 try:
