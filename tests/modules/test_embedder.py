@@ -102,6 +102,8 @@ def test_callable_results_match_dspy() -> None:
         assert got.tobytes() == want.tobytes()
 
 
+# litellm's embedding path builds a pydantic schema that warns about TypedDict ReadOnly items
+@pytest.mark.filterwarnings("ignore:.*ReadOnly. qualifier:UserWarning")
 def test_hosted_model_sends_dspys_bytes_and_returns_its_arrays(server: _EmbeddingServer) -> None:
     dspy = pytest.importorskip("dspy")
     texts = ["a", "bb", "ccc"]
