@@ -11,9 +11,11 @@ and nothing hangs.
 from __future__ import annotations
 
 import asyncio
+import collections
 import os
 import random
 import signal
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -84,7 +86,9 @@ def run_sessions_under_kills(
         finally:
             task.cancel()
 
+    started = time.monotonic()
     asyncio.run(main())
+    elapsed = time.monotonic() - started
     terminal = [len(o) for o in outcomes.values()]
     errors = [o[0] for o in outcomes.values() if o and isinstance(o[0], BaseException)]
     crashed = [e.fields.get("pid") for e in errors if isinstance(e, WorkerCrashed)]
@@ -93,6 +97,7 @@ def run_sessions_under_kills(
         "errors": errors,
         "crashed": crashed,
         "killed": killed,
+        "elapsed": elapsed,
         "ok": sum(1 for o in outcomes.values() if o and isinstance(o[0], dspex.Prediction)),
     }
 
@@ -107,8 +112,9 @@ def check(tally: dict[str, Any]) -> None:
         if not isinstance(e, WorkerCrashed)
     ][:5]
     crashed = tally["crashed"]
-    assert set(crashed) <= tally["killed"]
-    assert len(crashed) == len(set(crashed))  # one call runs on a worker: one crash per kill
+    assert set(crashed) <= tally["killed"], set(crashed) - tally["killed"]
+    repeated = {pid: n for pid, n in collections.Counter(crashed).items() if n > 1}
+    assert not repeated  # one call runs on a worker: one crash per kill at most
     assert tally["killed"]  # the test did kill workers
 
 
@@ -119,11 +125,15 @@ def test_dspy_sessions_under_kills_small(dspy_lm: dspex.LM) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)
 def test_dspy_sessions_5000_calls_concurrency_64_kill_per_second(dspy_lm: dspex.LM) -> None:
     tally = run_sessions_under_kills(calls=5000, concurrency=64, sessions=64, kill_every=1.0)
+    kinds = collections.Counter(type(e).__name__ for e in tally["errors"])
+    per_pid = collections.Counter(collections.Counter(tally["crashed"]).values())
+    print(f"\nerrors by type {dict(kinds)}; WorkerCrashed per killed pid {dict(per_pid)}")
     print(
-        f"\n5000 calls: {tally['ok']} ok, {len(tally['errors'])} WorkerCrashed, "
-        f"{len(tally['killed'])} workers killed"
+        f"5000 calls: {tally['ok']} ok, {len(tally['errors'])} WorkerCrashed, "
+        f"{len(tally['killed'])} workers killed, {tally['elapsed']:.0f} s"
     )
     check(tally)
     assert tally["ok"] == 5000 - len(tally["errors"])

@@ -36,8 +36,10 @@ __all__ = ["PoolPort", "PoolStream", "Session", "SessionMode"]
 SessionMode = Literal["hint", "strict_queue", "strict_fail_fast"]
 _MODES = ("hint", "strict_queue", "strict_fail_fast")
 Recipe = Callable[["Session"], Awaitable[None]]
-_MAX_REBUILDS = 8
-"""Times one call rebuilds its lost session (each loss is a worker death it never saw run)."""
+_MAX_REBUILDS = 1000
+"""Times one call may rebuild its lost session before running. Each time is a real worker death
+that kept the call from running; a crash loop turns the pool unhealthy long before this (its
+``max_restarts``), which ends the call with ``PoolUnhealthy``."""
 _REBUILDING: contextvars.ContextVar[Session | None] = contextvars.ContextVar(
     "dspex_session_rebuilding", default=None
 )
