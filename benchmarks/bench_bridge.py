@@ -54,6 +54,15 @@ def main() -> None:
         loop.close()
         for name, xs in samples.items():
             rows[name] = (p50(xs), p99(xs))
+        # paired: each bridged call right after the same call in process, so load that drifts
+        # on a shared machine hits both alike; the median of the per-pair differences
+        paired = []
+        for _ in range(N):
+            start = time.perf_counter()
+            in_process(question="q")
+            mid = time.perf_counter()
+            remote(question="q")
+            paired.append((time.perf_counter() - mid) - (mid - start))
 
         firsts = []
         for _ in range(30):
@@ -86,7 +95,8 @@ def main() -> None:
 
 Pool + bridge overhead over the same DSPy call in process: {overhead * 1e3:+.3f} ms p50 sync,
 {overhead_async * 1e3:+.3f} ms p50 async (target ≤ +0.25 ms; one run on a shared 2-core
-machine).
+machine). Paired ({N} bridged calls, each right after the same call in process): median
+difference {p50(paired) * 1e3:+.3f} ms.
 """
     write("bridge", text)
 
