@@ -110,12 +110,9 @@ class _RayCall:
             ok, value = self._replies.pop(cbid)
         if ok:
             return value
-        remote_type, message = value
-        raise RemoteError(
-            f"parent callback {remote_type}: {message}",
-            remote_type=remote_type,
-            remote_traceback="",
-        )
+        from dspex.pool.protocol import payload_error
+
+        raise payload_error(value)  # the parent's error, typed (the pool's one error channel)
 
     async def acall_parent(self, name: str, *args: Any, **kwargs: Any) -> Any:
         return await asyncio.to_thread(self.call_parent, name, *args, **kwargs)
@@ -652,16 +649,20 @@ class RayPool:
 async def _callback(
     callbacks: dict[str, Callable[..., Any]], name: str, args: list[Any], kwargs: dict[str, Any]
 ) -> tuple[bool, Any]:
+    from dspex.pool.protocol import exception_payload
+
     fn = callbacks.get(name)
     if fn is None:
-        return False, ("KeyError", f"no parent callback named {name!r} is registered")
+        return False, exception_payload(
+            LookupError(f"no parent callback named {name!r} is registered")
+        )
     try:
         value = fn(*args, **kwargs)
         if inspect.isawaitable(value):
             value = await value
         return True, value
     except Exception as exc:
-        return False, (_qualname(exc), str(exc))
+        return False, exception_payload(exc)
 
 
 def _cause(exc: BaseException) -> str:
