@@ -132,7 +132,7 @@ def test_dspy_sessions_5000_calls_concurrency_64_kill_per_second(dspy_lm: dspex.
     per_pid = collections.Counter(collections.Counter(tally["crashed"]).values())
     print(f"\nerrors by type {dict(kinds)}; WorkerCrashed per killed pid {dict(per_pid)}")
     print(
-        f"5000 calls: {tally['ok']} ok, {len(tally['errors'])} WorkerCrashed, "
+        f"5000 calls: {tally['ok']} ok, {len(tally['errors'])} errors, "
         f"{len(tally['killed'])} workers killed, {tally['elapsed']:.0f} s"
     )
     check(tally)
