@@ -68,8 +68,10 @@ def run_sessions_under_kills(
                     outcomes[i].append(exc)
 
         async def killer() -> None:
+            wait = 0.2  # the first kill comes early, so even a fast run sees kills
             while True:
-                await asyncio.sleep(kill_every)
+                await asyncio.sleep(wait)
+                wait = kill_every
                 busy = [w.pid for w in pool._workers.values() if w.state == "busy" and w.pid]
                 if busy:
                     pid = rng.choice(busy)
