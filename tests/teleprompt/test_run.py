@@ -243,3 +243,14 @@ def test_run_api_checkpoint_restore_and_phases(server: LMServer, tmp_path: Path)
     assert again.summary.resumed == ["step"]
     assert run.summary.phases["propose"].lm_calls == 1
     assert run.summary.to_dict()["total"]["paid_calls"] == 1
+
+
+def test_each_compile_has_its_own_summary_and_budget(server: LMServer) -> None:
+    optimizer = BootstrapFewShot(
+        metric=exact, max_bootstrapped_demos=10, num_threads=1, max_lm_calls=4
+    )
+    first = _compile(server, optimizer)
+    second = _compile(server, optimizer)
+    assert first.run_summary.total.lm_calls == second.run_summary.total.lm_calls == 4
+    assert optimizer.budget.calls == {"bootstrap": 4}
+    assert second.run_summary.stopped == "max_lm_calls"

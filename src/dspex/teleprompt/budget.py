@@ -158,8 +158,9 @@ class RunSummary:
         if self.stopped:
             title += f" (stopped: {self.stopped})"
         table = Table(title=title)
-        for column in ("phase", "LM calls", "cache hits", "errors", "prompt tok", "compl tok"):
-            table.add_column(column, justify="left" if column == "phase" else "right")
+        table.add_column("phase", no_wrap=True)
+        for column in ("LM calls", "cache hits", "errors", "prompt tok", "compl tok"):
+            table.add_column(column, justify="right")
         table.add_column("cost (USD)", justify="right")
         rows = [*self.phases.items(), ("total", self.total)]
         for index, (name, s) in enumerate(rows):
@@ -246,6 +247,12 @@ class CallBudget(BaseCallback):
             with self._lock:
                 stats = self.stats.setdefault(name, PhaseStats())
         return stats
+
+    def reset(self) -> None:
+        """Forget what was counted (a budget counts one compile: :class:`~dspex.teleprompt.run.Run`
+        resets it when the compile starts)."""
+        with self._lock:
+            self.stats = {}
 
     # totals ------------------------------------------------------------
     @property

@@ -304,6 +304,7 @@ class COPRO(Teleprompter):
                     self._set_signature(p_new, updated)
 
                 if d == self.depth - 1 or run.spent:
+                    bar.advance()
                     break
 
                 new_candidates: dict[int, Any] = {}

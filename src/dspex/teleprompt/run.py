@@ -244,6 +244,7 @@ class Run:
         self._stopped: str | None = None
 
     def __enter__(self) -> Run:
+        self.budget.reset()
         stack = contextlib.ExitStack()
         stack.enter_context(counting(self.budget))
         self._counting = stack
