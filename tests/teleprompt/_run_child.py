@@ -42,7 +42,10 @@ def build(kind: str) -> Any:
         )
     if kind == "random_search":
         return BootstrapFewShotWithRandomSearch(
-            metric=metric, num_candidate_programs=4, num_threads=CONFIG.get("threads"), **common
+            metric=metric,
+            num_candidate_programs=CONFIG.get("candidates", 4),
+            num_threads=CONFIG.get("threads"),
+            **common,
         )
     return COPRO(metric=metric, breadth=3, depth=3, **common)
 
@@ -53,12 +56,14 @@ def main() -> None:
     lm = dspex.LM(
         CONFIG.get("model", "openai/test"), api_base=CONFIG["url"], api_key="k", num_retries=0
     )
-    numbers = NUMBERS[: CONFIG.get("examples", len(NUMBERS))]
+    numbers = CONFIG.get("numbers") or NUMBERS[: CONFIG.get("examples", len(NUMBERS))]
     optimizer = build(kind)
     with dspex.context(lm=lm, cache_dir=Path(CONFIG["cache_dir"])):
         kwargs: dict[str, Any] = {"trainset": _oracle.trainset(dspex, numbers)}
         if kind == "copro":
             kwargs["eval_kwargs"] = {"num_threads": CONFIG.get("threads") or 1}
+        if CONFIG.get("val"):
+            kwargs["valset"] = _oracle.trainset(dspex, CONFIG["val"])
         compiled = optimizer.compile(_oracle.two_step(dspex), **kwargs)
     out = {
         "state": compiled.dump_state(),
