@@ -101,7 +101,8 @@ def price_of(model: str) -> tuple[float, float] | None:
 # ---------------------------------------------------------------------- summary
 @dataclass
 class PhaseStats:
-    """What one phase of a compile spent."""
+    """What one phase of a compile spent. ``cost`` is priced when read (the price table is
+    loaded only then), from the paid tokens of each model."""
 
     lm_calls: int = 0
     """LM calls made (cache hits included)."""
@@ -112,14 +113,39 @@ class PhaseStats:
     paid_calls: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
-    cost: float = 0.0
-    """USD, from the paid calls' tokens (see :func:`price_of`)."""
-    unpriced_calls: int = 0
-    """Paid calls whose model has no known price (not in ``cost``)."""
+    models: dict[str, list[int]] = field(default_factory=dict)
+    """Per model: ``[paid calls, prompt tokens, completion tokens]``."""
+
+    @property
+    def cost(self) -> float:
+        """USD for the paid calls of models with a known price (see :func:`price_of`)."""
+        total = 0.0
+        for model, (_, prompt, completion) in self.models.items():
+            price = price_of(model)
+            if price is not None:
+                total += prompt * price[0] + completion * price[1]
+        return total
+
+    @property
+    def unpriced_calls(self) -> int:
+        """Paid calls whose model has no known price (not in ``cost``)."""
+        return sum(v[0] for model, v in self.models.items() if price_of(model) is None)
+
+    def copy(self) -> PhaseStats:
+        fields = {**asdict(self), "models": {m: list(v) for m, v in self.models.items()}}
+        return PhaseStats(**fields)
 
     def add(self, other: PhaseStats) -> None:
         for name, value in asdict(other).items():
-            setattr(self, name, getattr(self, name) + value)
+            if name != "models":
+                setattr(self, name, getattr(self, name) + value)
+        for model, counts in other.models.items():
+            mine = self.models.setdefault(model, [0, 0, 0])
+            for i, count in enumerate(counts):
+                mine[i] += count
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "cost": self.cost, "unpriced_calls": self.unpriced_calls}
 
 
 @dataclass
@@ -145,8 +171,8 @@ class RunSummary:
     def to_dict(self) -> dict[str, Any]:
         return {
             "optimizer": self.optimizer,
-            "phases": {name: asdict(stats) for name, stats in self.phases.items()},
-            "total": asdict(self.total),
+            "phases": {name: stats.to_dict() for name, stats in self.phases.items()},
+            "total": self.total.to_dict(),
             "stopped": self.stopped,
             "resumed": list(self.resumed),
         }
@@ -266,7 +292,10 @@ class CallBudget(BaseCallback):
 
     @property
     def cost(self) -> float:
-        return sum(s.cost for s in self.stats.values())
+        """USD paid so far (prices the tokens: reads the price table on first use)."""
+        with self._lock:
+            phases = [s.copy() for s in self.stats.values()]
+        return sum(s.cost for s in phases)
 
     @property
     def stopped_by(self) -> str | None:
@@ -284,7 +313,7 @@ class CallBudget(BaseCallback):
     def summary(self, optimizer: str) -> RunSummary:
         """A snapshot of the phases so far."""
         with self._lock:
-            phases = {name: PhaseStats(**asdict(s)) for name, s in self.stats.items()}
+            phases = {name: s.copy() for name, s in self.stats.items()}
         return RunSummary(optimizer, phases)
 
     # hooks --------------------------------------------------------------
@@ -306,17 +335,16 @@ class CallBudget(BaseCallback):
     def _paid(self, model: str, usage: Mapping[str, Any]) -> None:
         prompt = _int(usage.get("prompt_tokens"))
         completion = _int(usage.get("completion_tokens"))
-        price = price_of(model)
         stats = self._stats(self.phase)
         with self._lock:
             stats.paid_calls += 1
             stats.cache_hits -= 1
             stats.prompt_tokens += prompt
             stats.completion_tokens += completion
-            if price is None:
-                stats.unpriced_calls += 1
-            else:
-                stats.cost += prompt * price[0] + completion * price[1]
+            counts = stats.models.setdefault(model, [0, 0, 0])
+            counts[0] += 1
+            counts[1] += prompt
+            counts[2] += completion
 
     def check_prices(self, *lms: Any) -> None:
         """With ``max_cost``: every LM given (``None`` skipped) must have a known price."""
