@@ -254,3 +254,19 @@ def test_each_compile_has_its_own_summary_and_budget(server: LMServer) -> None:
     assert first.run_summary.total.lm_calls == second.run_summary.total.lm_calls == 4
     assert optimizer.budget.calls == {"bootstrap": 4}
     assert second.run_summary.stopped == "max_lm_calls"
+
+
+def test_copro_budget_stops_with_the_best_instruction_so_far(server: LMServer) -> None:
+    full = _compile(server, COPRO(metric=exact, breadth=2, depth=2), eval_kwargs={"num_threads": 1})
+    # 2 proposal calls, then predictor 1's 2 candidates x 10 examples x 2 calls: spent there
+    capped = COPRO(metric=exact, breadth=2, depth=2, max_lm_calls=3)
+    compiled = _compile(server, capped, eval_kwargs={"num_threads": 1})
+    summary = compiled.run_summary
+    assert summary.stopped == "max_lm_calls"
+    assert summary.phases["propose"].lm_calls == 2
+    assert summary.phases["evaluate"].lm_calls == 2 * 2 * len(NUMBERS)
+    assert summary.total.lm_calls < full.run_summary.total.lm_calls
+    scored = {(c["instruction"], c["prefix"]) for c in compiled.candidate_programs}
+    assert len(scored) == 2 and all(c["depth"] == 0 for c in compiled.candidate_programs)
+    best = max(compiled.candidate_programs, key=lambda c: c["score"])
+    assert compiled.draft.signature.instructions == best["instruction"]
