@@ -270,3 +270,34 @@ def test_copro_budget_stops_with_the_best_instruction_so_far(server: LMServer) -
     assert len(scored) == 2 and all(c["depth"] == 0 for c in compiled.candidate_programs)
     best = max(compiled.candidate_programs, key=lambda c: c["score"])
     assert compiled.draft.signature.instructions == best["instruction"]
+
+
+class _Terminal:
+    """A stdout that says it is a terminal and keeps what is written."""
+
+    def __init__(self) -> None:
+        self.text: list[str] = []
+
+    def write(self, text: str) -> int:
+        self.text.append(text)
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_bars_only_on_a_terminal(
+    server: LMServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    quiet = Run("X", CallBudget(), display_progress=True)  # pytest's stdout is no terminal
+    with quiet.phase("bootstrap", total=3) as bar:
+        assert bar._progress is None
+    terminal = _Terminal()
+    monkeypatch.setattr("sys.stdout", terminal)
+    assert Run("X", CallBudget(), display_progress=False).display_progress is False
+    _compile(server, BootstrapFewShot(metric=exact, max_bootstrapped_demos=10, num_threads=2))
+    shown = "".join(terminal.text)
+    assert "bootstrap" in shown and f"{len(NUMBERS)}/{len(NUMBERS)}" in shown
