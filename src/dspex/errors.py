@@ -102,6 +102,7 @@ __all__ = [
     "RemoteError",
     "RequestDeadlineExceeded",
     "ResourceLimitExceeded",
+    "RetrieverError",
     "SandboxCodeError",
     "SandboxError",
     "SandboxMemoryError",
@@ -584,3 +585,10 @@ class RunDirMismatch(RunDirError):
 
 
 __all__ += ["RunDirError", "RunDirMismatch"]
+
+
+# --- retrieval ---
+
+
+class RetrieverError(DSPexError, ValueError):
+    """A retrieval server answered with an error or with something that is not a result."""
