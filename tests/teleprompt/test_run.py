@@ -301,3 +301,15 @@ def test_progress_bars_only_on_a_terminal(
     _compile(server, BootstrapFewShot(metric=exact, max_bootstrapped_demos=10, num_threads=2))
     shown = "".join(terminal.text)
     assert "bootstrap" in shown and f"{len(NUMBERS)}/{len(NUMBERS)}" in shown
+
+
+def test_another_lm_is_another_run(server: LMServer, tmp_path: Path) -> None:
+    run_dir = tmp_path / "r"
+    _compile(server, BootstrapFewShot(metric=exact, run_dir=run_dir))
+    with pytest.raises(RunDirMismatch) as caught:
+        _compile(server, BootstrapFewShot(metric=exact, run_dir=run_dir), model=PRICED)
+    assert caught.value.parts == ["lm"]
+    with dspex.context(lm=_lm(server).copy(temperature=0.5)), pytest.raises(RunDirMismatch):
+        BootstrapFewShot(metric=exact, run_dir=run_dir).compile(
+            _oracle.two_step(dspex), trainset=trainset(dspex, NUMBERS)
+        )

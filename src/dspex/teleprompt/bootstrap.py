@@ -131,6 +131,7 @@ class BootstrapFewShot(Teleprompter):
                 "args": self._args(),
                 "student": student,
                 "teacher": teacher,
+                "lm": settings.current().lm,
                 "trainset": self.trainset,
             },
             display_progress=self.display_progress,

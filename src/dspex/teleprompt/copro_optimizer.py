@@ -185,6 +185,7 @@ class COPRO(Teleprompter):
             identity={
                 "args": self._args(),
                 "student": student,
+                "lm": settings.current().lm,
                 "trainset": list(trainset),
                 "eval_kwargs": {k: v for k, v in eval_kwargs.items() if k != "num_threads"},
             },

@@ -133,6 +133,7 @@ class BootstrapFewShotWithRandomSearch(Teleprompter):
                 "args": self._args(),
                 "student": student,
                 "teacher": teacher,
+                "lm": settings.current().lm,
                 "trainset": list(trainset),
                 "valset": list(self.valset),
                 "seeds": seeds,

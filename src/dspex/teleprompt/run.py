@@ -48,9 +48,12 @@ FORMAT_VERSION = 1
 # ---------------------------------------------------------------------- identity
 def _describe(value: Any) -> Any:
     """A JSON-able picture of ``value`` for hashing: examples by content, programs by state,
-    functions by qualified name."""
+    LMs by model and options, functions by qualified name."""
     if hasattr(value, "dump_state") and hasattr(value, "named_predictors"):
         return {"program": type(value).__qualname__, "state": value.dump_state()}
+    model = getattr(value, "model", None)
+    if isinstance(model, str) and isinstance(getattr(value, "kwargs", None), dict):
+        return {"lm": model, "kwargs": _describe(value.kwargs)}  # an LM and its options
     if hasattr(value, "toDict") and hasattr(value, "with_inputs"):
         keys = getattr(value, "_input_keys", None)
         return {"example": value.toDict(), "inputs": sorted(keys) if keys else None}
@@ -63,9 +66,6 @@ def _describe(value: Any) -> Any:
     if callable(value):
         name = getattr(value, "__qualname__", None) or type(value).__qualname__
         return f"{getattr(value, '__module__', '?')}.{name}"
-    model = getattr(value, "model", None)  # an LM
-    if isinstance(model, str):
-        return {"lm": model}
     return type(value).__qualname__
 
 
