@@ -313,3 +313,19 @@ def test_another_lm_is_another_run(server: LMServer, tmp_path: Path) -> None:
         BootstrapFewShot(metric=exact, run_dir=run_dir).compile(
             _oracle.two_step(dspex), trainset=trainset(dspex, NUMBERS)
         )
+
+
+def test_checkpoints_take_numpy_scores_and_predictions(tmp_path: Path) -> None:
+    np = pytest.importorskip("numpy")
+    run_dir = RunDir(tmp_path / "n", "X", {})
+    state = {
+        "scores": [np.float64(0.5), np.bool_(True), np.int64(3)],
+        "array": np.array([1, 2]),
+        "subscore": dspex.Prediction(score=0.25, feedback="ok"),
+    }
+    run_dir.save("k", state)
+    assert run_dir.load("k") == {
+        "scores": [0.5, True, 3],
+        "array": [1, 2],
+        "subscore": {"score": 0.25, "feedback": "ok"},
+    }

@@ -94,6 +94,21 @@ def _atomic_write(path: Path, data: bytes) -> None:
         raise
 
 
+def _jsonable(value: Any) -> Any:
+    """Scalars that know their Python value (``numpy.float64(0.5).item()``) and dict-likes
+    (a ``Prediction`` a metric returned) are written as those; anything else is an error."""
+    item = getattr(value, "item", None)
+    if callable(item) and not isinstance(value, Mapping):
+        try:
+            return item()
+        except (TypeError, ValueError):
+            pass
+    to_dict = getattr(value, "toDict", None)
+    if callable(to_dict):
+        return to_dict()
+    raise TypeError(f"Type is not JSON serializable: {type(value).__name__}")
+
+
 class RunDir:
     """A run directory: the manifest (``run.json``) and one JSON file per checkpoint key."""
 
@@ -153,7 +168,11 @@ class RunDir:
 
     def _write(self, path: Path, value: Any) -> None:
         try:
-            data = orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS)
+            data = orjson.dumps(
+                value,
+                default=_jsonable,
+                option=orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY,
+            )
         except TypeError as exc:
             raise RunDirError(
                 f"checkpoint {path.name} is not JSON-serializable: {exc}", path=str(self.path)
