@@ -329,3 +329,24 @@ def test_checkpoints_take_numpy_scores_and_predictions(tmp_path: Path) -> None:
         "array": [1, 2],
         "subscore": {"score": 0.25, "feedback": "ok"},
     }
+
+
+def test_a_compile_that_fails_before_a_checkpoint_leaves_the_dir_free(
+    server: LMServer, tmp_path: Path
+) -> None:
+    run_dir = tmp_path / "r"
+    with pytest.raises(OptimizerError, match="no price"):
+        _compile(server, BootstrapFewShot(metric=exact, max_cost=1.0, run_dir=run_dir))
+    assert not (run_dir / "run.json").exists()
+    _compile(server, BootstrapFewShot(metric=exact, max_rounds=2, run_dir=run_dir))
+    assert (run_dir / "run.json").exists()
+
+
+def test_a_budget_met_by_the_last_call_is_not_a_stop(server: LMServer) -> None:
+    # 10 examples x 2 calls: the whole trainset fits max_lm_calls=20 exactly
+    optimizer = BootstrapFewShot(
+        metric=exact, max_bootstrapped_demos=10, num_threads=1, max_lm_calls=2 * len(NUMBERS)
+    )
+    compiled = _compile(server, optimizer)
+    assert compiled.run_summary.total.lm_calls == 2 * len(NUMBERS)
+    assert compiled.run_summary.stopped is None

@@ -216,9 +216,9 @@ class BootstrapFewShot(Teleprompter):
             while True:
                 # Start an example only if the ones before it cannot already fill the quota.
                 while (
-                    not (run.spent if run is not None else self.budget.spent)
-                    and consumed + len(pending) < len(self.trainset)
+                    consumed + len(pending) < len(self.trainset)
                     and len(pending) < min(width, max_bootstraps - len(bootstrapped))
+                    and not (run.spent if run is not None else self.budget.spent)
                 ):
                     example = self.trainset[consumed + len(pending)]
                     pending.append(asyncio.ensure_future(self._run_example(example)))

@@ -122,13 +122,10 @@ class RunDir:
             raise RunDirError(
                 f"cannot use run_dir {self.path}: {exc}", path=str(self.path)
             ) from exc
-        manifest = self.path / "run.json"
-        if manifest.exists():
-            self._check(self._read(manifest))
-        else:
-            self._write(
-                manifest, {"version": FORMAT_VERSION, "optimizer": optimizer, "parts": parts}
-            )
+        self._manifest = self.path / "run.json"
+        self._claimed = self._manifest.exists()
+        if self._claimed:
+            self._check(self._read(self._manifest))
 
     def _check(self, found: Any) -> None:
         if not isinstance(found, dict) or found.get("version") != FORMAT_VERSION:
@@ -180,6 +177,11 @@ class RunDir:
         _atomic_write(path, data)
 
     def save(self, key: str, state: Any) -> None:
+        if not self._claimed:  # written with the first checkpoint: a run that failed before
+            # saving anything (bad arguments, no price...) leaves the directory free
+            manifest = {"version": FORMAT_VERSION, "optimizer": self.optimizer, "parts": self.parts}
+            self._write(self._manifest, manifest)
+            self._claimed = True
         self._write(self._file(key), {"version": FORMAT_VERSION, "key": key, "state": state})
 
     def load(self, key: str) -> Any | None:
