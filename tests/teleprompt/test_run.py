@@ -350,3 +350,18 @@ def test_a_budget_met_by_the_last_call_is_not_a_stop(server: LMServer) -> None:
     compiled = _compile(server, optimizer)
     assert compiled.run_summary.total.lm_calls == 2 * len(NUMBERS)
     assert compiled.run_summary.stopped is None
+
+
+def test_one_progress_bar_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    from dspex.teleprompt.run import PhaseProgress
+
+    monkeypatch.setattr("sys.stdout", _Terminal())
+    outer = PhaseProgress("outer", 2, enabled=True)
+    inner = PhaseProgress("inner", 2, enabled=True)  # e.g. BootstrapFewShot inside MIPROv2
+    assert outer._progress is not None and inner._progress is None
+    inner.advance()
+    inner.close()
+    outer.close()
+    again = PhaseProgress("again", 1, enabled=True)
+    assert again._progress is not None
+    again.close()

@@ -30,6 +30,7 @@ import os
 import re
 import sys
 import tempfile
+import threading
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
@@ -195,8 +196,30 @@ class RunDir:
 
 
 # ---------------------------------------------------------------------- progress
+_bar_lock = threading.Lock()
+_bar_active = False
+
+
+def _claim_bar() -> bool:
+    """Take the one progress-bar slot of the process (rich shows one live display at a time):
+    optimizers running inside optimizers, or side by side, show only the first bar."""
+    global _bar_active
+    with _bar_lock:
+        if _bar_active:
+            return False
+        _bar_active = True
+        return True
+
+
+def _release_bar() -> None:
+    global _bar_active
+    with _bar_lock:
+        _bar_active = False
+
+
 class PhaseProgress:
-    """A rich progress bar for one phase (``phase: 3/10``), shown only on a terminal."""
+    """A rich progress bar for one phase (``phase: 3/10``), shown only on a terminal, and only
+    when no other bar of ours is showing (then this one counts silently)."""
 
     def __init__(self, name: str, total: int | None, enabled: bool) -> None:
         self.name = name
@@ -204,25 +227,32 @@ class PhaseProgress:
         self.done = 0
         self._progress: Any = None
         self._task: Any = None
-        if enabled:
-            from rich.console import Console
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                TextColumn,
-                TimeElapsedColumn,
-            )
+        if enabled and _claim_bar():
+            try:
+                self._start(name, total)
+            except Exception:  # another live display (an Evaluate bar) is showing: no bar
+                self._progress = None
+                _release_bar()
 
-            self._progress = Progress(
-                TextColumn("{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeElapsedColumn(),
-                console=Console(file=sys.stdout),
-            )
-            self._progress.start()
-            self._task = self._progress.add_task(name, total=total)
+    def _start(self, name: str, total: int | None) -> None:
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+        )
+
+        self._progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=Console(file=sys.stdout),
+        )
+        self._progress.start()
+        self._task = self._progress.add_task(name, total=total)
 
     def advance(self, steps: int = 1) -> None:
         self.done += steps
@@ -231,8 +261,11 @@ class PhaseProgress:
 
     def close(self) -> None:
         if self._progress is not None:
-            self._progress.stop()
-            self._progress = None
+            try:
+                self._progress.stop()
+            finally:
+                self._progress = None
+                _release_bar()
 
 
 # ---------------------------------------------------------------------- run
