@@ -571,6 +571,22 @@ class LMResponseTooLarge(LMError):
     """
 
 
+# --- optimizer runs ---
+
+
+class RunDirError(OptimizerError):
+    """An optimizer's run directory (``run_dir=``) cannot be used: unreadable, written by an
+    incompatible version, or a checkpoint state that is not JSON. Field: ``path``."""
+
+
+class RunDirMismatch(RunDirError):
+    """``run_dir`` holds another run: a different optimizer, arguments, student or data.
+    Field: ``parts`` (the names of what differs, e.g. ``["args", "trainset"]``)."""
+
+
+__all__ += ["RunDirError", "RunDirMismatch"]
+
+
 # --- retrieval ---
 
 
