@@ -95,7 +95,7 @@ _BUILTIN: tuple[Entry, ...] = (
     Entry("knn_few_shot", "dspex.teleprompt.knn_fewshot:KNNFewShot", "dspy.KNNFewShot", "KNNFewShot"),
     Entry("copro", "dspex.teleprompt.copro_optimizer:COPRO", "dspy.COPRO", "COPRO"),
     Entry("mipro_v2", None, "dspy.MIPROv2", "MIPROv2"),
-    Entry("simba", None, "dspy.SIMBA", "SIMBA"),
+    Entry("simba", "dspex.teleprompt.simba:SIMBA", "dspy.SIMBA", "SIMBA"),
     Entry("gepa", None, "dspy.GEPA", "GEPA"),
     Entry("retrieve", None, "dspy.Retrieve", "Retrieve"),
     Entry("colbert_v2", None, "dspy.ColBERTv2", "ColBERTv2"),

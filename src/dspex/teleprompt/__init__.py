@@ -1,6 +1,6 @@
 """Native optimizers with DSPy 3.4.1's classes, arguments and results (``dspy.teleprompt``).
 
-Optimizers without a native implementation yet (``MIPROv2``, ``SIMBA``, ``GEPA``, and the
+Optimizers without a native implementation yet (``MIPROv2``, ``GEPA``, and the
 DSPy-only ones such as ``BetterTogether``) resolve here to routed names, built on DSPy in a
 worker pool.
 """
@@ -14,6 +14,7 @@ from dspex.teleprompt.copro_optimizer import COPRO
 from dspex.teleprompt.ensemble import Ensemble
 from dspex.teleprompt.knn_fewshot import KNNFewShot
 from dspex.teleprompt.random_search import BootstrapFewShotWithRandomSearch
+from dspex.teleprompt.simba import SIMBA
 from dspex.teleprompt.teleprompt import Teleprompter
 from dspex.teleprompt.vanilla import LabeledFewShot
 
@@ -21,6 +22,7 @@ BootstrapRS = BootstrapFewShotWithRandomSearch
 
 __all__ = [
     "COPRO",
+    "SIMBA",
     "BootstrapFewShot",
     "BootstrapFewShotWithRandomSearch",
     "BootstrapRS",
@@ -30,7 +32,7 @@ __all__ = [
     "Teleprompter",
 ]
 
-_ROUTED = frozenset({"MIPROv2", "SIMBA", "GEPA"})
+_ROUTED = frozenset({"MIPROv2", "GEPA"})
 
 
 def __getattr__(name: str) -> Any:
