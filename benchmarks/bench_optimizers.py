@@ -7,11 +7,16 @@ only on a later round). Cache off on both sides; the same program (a user Module
 Each side's compiled state is checked equal before its time is reported.
 
 Rows: BootstrapFewShot (20 train examples), BootstrapFewShotWithRandomSearch (8 candidate
-programs, 20 train / 20 val), COPRO (breadth 4, depth 2). MIPROv2 light and GEPA light are not
-native yet (not measured). LM calls are counted by the server: DSPy 3.4.1's client sends a
-call with ``n=k`` as ``k`` requests, DSPex's as one request (COPRO's proposals).
+programs, 20 train / 20 val), COPRO (breadth 4, depth 2), SIMBA (20 train, bsize 8, 4
+candidates, 3 steps; its questions are marked so the server answers them by the rule of
+``tests/teleprompt/test_simba_parity.py``: answers depend on the whole prompt and
+``OfferFeedback`` prompts get one rule per module, so both strategies run). MIPROv2 light
+and GEPA light are not native yet (not measured). LM calls are counted by the server: DSPy
+3.4.1's client sends a call with ``n=k`` as ``k`` requests, DSPex's as one request (COPRO's
+proposals).
 
     python benchmarks/bench_optimizers.py
+    python benchmarks/bench_optimizers.py --only SIMBA   # the rows whose name starts so
 """
 
 from __future__ import annotations
@@ -36,6 +41,16 @@ NUM_THREADS = 8
 TRAIN = [2, 9, 4, 7, 5, 15, 6, 8, 10, 11, 12, 21, 13, 14, 16, 17, 18, 19, 20, 22]
 VAL = [23, 24, 25, 26, 27, 28, 29, 30, 31, 32, 33, 34, 35, 36, 37, 38, 39, 40, 41, 42]
 COUNT = "__bench_count_requests__"
+SIMBA_MARK = "(simba)"
+
+
+def simba_trainset(lib: Any) -> list[Any]:
+    return [
+        lib.Example(
+            question=f"Is {n} even or odd? {SIMBA_MARK}", answer="even" if n % 2 == 0 else "odd"
+        ).with_inputs("question")
+        for n in TRAIN
+    ]
 
 
 def serve(port: int) -> None:
@@ -50,9 +65,29 @@ def serve(port: int) -> None:
     server.add_rule(
         COUNT, lambda _req: str(sum(COUNT not in r.body.decode() for r in server.requests))
     )
+    # SIMBA's rows: the parity test's rule (answers depend on the prompt and temperature;
+    # OfferFeedback prompts get one rule per module), imported now, not on first use
+    from tests.teleprompt.test_simba_parity import reply as simba_reply
+
+    server.add_rule(SIMBA_MARK, simba_reply)
     server.add_rule(None, oracle)
     print("ready", flush=True)
     threading.Event().wait()
+
+
+def simba_case() -> tuple[str, Any, Any, dict[str, bool]]:
+    import dspy
+    from tests.teleprompt._oracle import exact
+
+    from dspex.teleprompt import SIMBA
+
+    args = {"bsize": 8, "num_candidates": 4, "max_steps": 3, "max_demos": 2}
+    return (
+        "SIMBA (20 train, bsize=8, num_candidates=4, max_steps=3, seed=5)",
+        lambda: dspy.SIMBA(metric=exact, num_threads=NUM_THREADS, **args),
+        lambda: SIMBA(metric=exact, num_threads=NUM_THREADS, **args),
+        {"simba": True},
+    )
 
 
 def start() -> tuple[subprocess.Popen[bytes], str]:
@@ -93,7 +128,7 @@ def run(lib: Any, url: str, make: Any, **kwargs: Any) -> tuple[float, int, str]:
     return wall, calls, json.dumps(program.dump_state(), default=repr)
 
 
-def main() -> None:
+def main(only: str | None = None) -> None:
     import logging
 
     import dspy
@@ -137,7 +172,9 @@ def main() -> None:
                 lambda: COPRO(metric=exact, breadth=4, depth=2),
                 {"copro": True},
             ),
+            simba_case(),
         ]
+        cases = [case for case in cases if only is None or case[0].startswith(only)]
         for name, theirs, ours, data in cases:
 
             def kwargs(lib: Any, data: dict[str, bool] = data) -> dict[str, Any]:
@@ -146,6 +183,8 @@ def main() -> None:
                         "trainset": trainset(lib, TRAIN[:10]),
                         "eval_kwargs": {"num_threads": NUM_THREADS, "display_progress": False},
                     }
+                if data.get("simba"):
+                    return {"trainset": simba_trainset(lib), "seed": 5}
                 out = {"trainset": trainset(lib, TRAIN)}
                 if data.get("valset"):
                     out["valset"] = trainset(lib, VAL)
@@ -174,13 +213,16 @@ def main() -> None:
             f"| {name} | {d_wall:.2f} s | {n_wall:.2f} s | {d_wall / n_wall:.1f}x | "
             f"{d_calls} / {n_calls} | {'yes' if same else 'NO'} |"
         )
-    lines.append("")
-    lines.append("MIPROv2 light and GEPA light: not native yet, not measured.")
-    write("optimizers", "\n".join(lines))
+    if only is None:
+        lines.append("")
+        lines.append("MIPROv2 light and GEPA light: not native yet, not measured.")
+    write("optimizers" if only is None else f"optimizers-{only}", "\n".join(lines))
 
 
 if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "--serve":
         serve(int(sys.argv[2]))
+    elif len(sys.argv) == 3 and sys.argv[1] == "--only":
+        main(sys.argv[2])
     else:
         main()

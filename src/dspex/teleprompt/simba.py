@@ -34,6 +34,7 @@ import asyncio
 import logging
 import random
 from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from dspex import settings
@@ -44,6 +45,7 @@ from dspex.teleprompt.budget import CallBudget, counting
 from dspex.teleprompt.limits import default_threads
 from dspex.teleprompt.simba_utils import (
     Strategy,
+    WrappedProgram,
     append_a_demo,
     append_a_rule,
     prepare_models_for_resampling,
@@ -80,6 +82,12 @@ class _Runner:
         self.threads = threads
         self.budget = budget
         self.limiter = asyncio.Semaphore(threads)
+        # sync programs run in threads: as many as runs may overlap (asyncio's default
+        # executor has only min(32, cpus + 4) threads)
+        self.executor = ThreadPoolExecutor(threads, thread_name_prefix="dspex-simba")
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=False, cancel_futures=True)
 
     async def _one(self, job: Callable[[], Awaitable[T]]) -> T:
         async with self.limiter:
@@ -110,15 +118,19 @@ class _Runner:
 
     async def run_programs(self, pairs: list[tuple[Any, Any]]) -> list[dict[str, Any]]:
         """Wrapped programs on their examples (they never raise: errors score 0)."""
-        outputs = await self.run([_bind(wrapped.acall, example) for wrapped, example in pairs])
+        outputs = await self.run(
+            [_bind(wrapped, example, self.executor) for wrapped, example in pairs]
+        )
         for item in outputs:
             if isinstance(item, Exception):
                 raise item
         return outputs  # type: ignore[return-value]
 
 
-def _bind(func: Callable[[Any], Awaitable[T]], arg: Any) -> Callable[[], Awaitable[T]]:
-    return lambda: func(arg)
+def _bind(
+    wrapped: WrappedProgram, example: Any, executor: Executor
+) -> Callable[[], Awaitable[dict[str, Any]]]:
+    return lambda: wrapped.acall(example, executor)
 
 
 class _Pool:
@@ -206,8 +218,12 @@ class SIMBA(Teleprompter):
         """``compile`` for async callers."""
         if len(trainset) < self.bsize:
             raise OptimizerError(f"Trainset too small: {len(trainset)} < {self.bsize}")
-        with counting(self.budget):
-            return await _Run(self, trainset, seed).run(student)
+        run = _Run(self, trainset, seed)
+        try:
+            with counting(self.budget):
+                return await run.run(student)
+        finally:
+            run.runner.close()
 
 
 class _Run:

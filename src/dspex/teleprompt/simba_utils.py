@@ -17,10 +17,13 @@ decision and differ only in how the LM is awaited.
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import functools
 import inspect
 import logging
 import textwrap
 from collections.abc import Callable
+from concurrent.futures import Executor
 from typing import Any
 
 import orjson
@@ -89,7 +92,14 @@ class WrappedProgram:
                 logger.warning(exc)
         return self._score(example, prediction, list(trace), self._measure(example, prediction))
 
-    async def acall(self, example: Any) -> dict[str, Any]:
+    async def acall(self, example: Any, executor: Executor | None = None) -> dict[str, Any]:
+        """The async form. A program with only a sync ``forward`` runs, with the metric, in
+        one hop to a worker thread (``executor``, default: asyncio's); otherwise the program
+        is awaited and the metric runs in a worker thread."""
+        loop = asyncio.get_running_loop()
+        if _sync_only(self.program):
+            call = functools.partial(contextvars.copy_context().run, self.__call__, example)
+            return await loop.run_in_executor(executor, call)
         trace: list[Any] = []
         prediction: Any = None
         with settings.context(trace=trace):
@@ -99,7 +109,10 @@ class WrappedProgram:
                 raise
             except Exception as exc:
                 logger.warning(exc)
-        outcome = await asyncio.to_thread(self._measure, example, prediction)
+        measure = functools.partial(
+            contextvars.copy_context().run, self._measure, example, prediction
+        )
+        outcome = await loop.run_in_executor(executor, measure)
         return self._score(example, prediction, list(trace), outcome)
 
     def _measure(self, example: Any, prediction: Any) -> tuple[Any, BaseException | None]:
@@ -137,6 +150,17 @@ class WrappedProgram:
             "example": example,
             "output_metadata": metadata,
         }
+
+
+def _sync_only(program: Any) -> bool:
+    """A module whose only forward is sync (``acall`` would run it in a worker thread)."""
+    from dspex.primitives.module import Module
+
+    return (
+        isinstance(program, Module)
+        and program._has_sync_forward()
+        and not program._has_async_forward()
+    )
 
 
 def wrap_program(program: Any, metric: Callable[..., Any]) -> WrappedProgram:
