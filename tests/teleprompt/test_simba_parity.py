@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -34,11 +35,13 @@ ARGS: dict[str, Any] = {"bsize": 4, "num_candidates": 3, "max_steps": 3, "max_de
 SEED = 3  # a seed whose winner carries both a demo and a rule
 
 
-def reply(request: RecordedRequest) -> str:
+def reply(request: RecordedRequest, bad_advice: bool = False) -> str:
     system = str(request.messages[0]["content"])
     user = request.last_user_message
     spec = read_prompt(system, user)
     if spec is not None and "module_advice" in spec.fields:
+        if bad_advice:  # not parseable by any adapter: the strategy fails (DSPy skips it)
+            return "I have no advice."
         names = json.JSONDecoder().raw_decode(user.split("[[ ## module_names ## ]]\n", 1)[1])[0]
         digest = hashlib.sha256(user.encode()).hexdigest()[:6]
         advice = {name: f"Rule {digest} for {name}." for name in names}
@@ -96,7 +99,8 @@ def _summary(program: Any) -> Any:
 def _compile(server: LMServer, lib: Any, cls: Any, args: dict[str, Any]) -> tuple[Any, Any]:
     args, seed = _run_args(args)
     server.clear()
-    server.add_rule(None, reply)
+    bad_advice = args.pop("bad_advice", False)
+    server.add_rule(None, lambda request: reply(request, bad_advice))
     teacher = args.pop("teacher", False)
     metric = rich_metric(lib) if args.pop("rich", False) else exact
     with lib.context(lm=_lm(lib, server)):
@@ -127,6 +131,26 @@ def test_simba_same_requests_in_order_and_program(
     assert any("module_advice" in str(messages) for messages, _ in our_requests)
 
 
+def test_simba_compiled_programs_load_both_ways(
+    simba_server: LMServer, dspy_main: tuple[Any, Any], tmp_path: Path
+) -> None:
+    """DSPy 3.4.1 loads the program SIMBA compiles natively (its rule and demos), and the
+    native program loads DSPy's; the loaded programs' states match the originals."""
+    theirs, _ = dspy_main
+    ours, _ = _compile(simba_server, dspex, SIMBA, {**ARGS, "num_threads": 4})
+    ours.save(tmp_path / "native.json")
+    in_dspy = _oracle.two_step(dspy)
+    in_dspy.load(str(tmp_path / "native.json"))
+    theirs.save(str(tmp_path / "dspy.json"))
+    in_dspex = _oracle.two_step(dspex).load(tmp_path / "dspy.json")
+
+    def state(program: Any) -> str:
+        return json.dumps(program.dump_state(), default=repr)
+
+    assert state(in_dspy) == state(theirs) == state(in_dspex) == state(ours)
+    assert "Rule " in in_dspy.answer.predict.signature.instructions
+
+
 def test_simba_concurrent_same_requests_and_program(
     simba_server: LMServer, dspy_main: tuple[Any, Any]
 ) -> None:
@@ -143,6 +167,7 @@ def test_simba_concurrent_same_requests_and_program(
     [
         {"max_demos": 0, "teacher": True, "rich": True, "seed": 1},
         {"max_demos": 1, "seed": 5, "bsize": 3, "max_steps": 4},
+        {"bad_advice": True},
     ],
 )
 def test_simba_variants_same_requests(simba_server: LMServer, args: dict[str, Any]) -> None:
