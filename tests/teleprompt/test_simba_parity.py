@@ -237,3 +237,51 @@ def test_simba_program_errors_score_zero(simba_server: LMServer) -> None:
         )
     assert [c["score"] for c in program.candidate_programs] == [0.0, 0.0]
     assert simba_server.requests == []
+
+
+def _rule_request(server: LMServer, lib: Any, utils: Any) -> tuple[Any, str]:
+    """``append_a_rule`` called directly (sync), on a bucket built by hand: a trace with an
+    input orjson cannot serialize and a metric's extra fields."""
+    server.clear()
+    server.add_rule(None, reply)
+    system = _oracle.two_step(lib)
+    names = {id(p): n for n, p in system.named_predictors()}
+    example = trainset(lib, [9])[0]
+    draft = system.draft
+
+    def run(score: float, answer: str) -> dict[str, Any]:
+        outputs = lib.Prediction(draft=f"draft {answer}")
+        return {
+            "prediction": lib.Prediction(reasoning="r", answer=answer),
+            "trace": [(draft, {"question": example.question, "hint": object()}, outputs)],
+            "score": score,
+            "example": example,
+            "output_metadata": {"feedback": f"got {answer}"},
+        }
+
+    with lib.context(lm=_lm(lib, server)):
+        done = utils.append_a_rule(
+            [run(1.0, "odd"), run(0.0, "even")],
+            system,
+            predictor2name=names,
+            name2predictor=dict(system.named_predictors()),
+            batch_10p_score=0.0,
+            batch_90p_score=1.0,
+            prompt_model=None,
+        )
+    assert done is True
+    return request_log(server), system.answer.predict.signature.instructions
+
+
+def test_append_a_rule_same_request_and_instructions(simba_server: LMServer) -> None:
+    from dspy.teleprompt import simba_utils as dspy_utils
+
+    from dspex.teleprompt import simba_utils
+
+    theirs = _rule_request(simba_server, dspy, dspy_utils)
+    ours = _rule_request(simba_server, dspex, simba_utils)
+    assert ours == theirs
+    assert "<non-serializable: object>" in str(ours[0])
+    assert ours[1].startswith(
+        "Given the fields `question`, `draft`, produce the fields `answer`.\n\nRule "
+    )
