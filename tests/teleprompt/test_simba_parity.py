@@ -60,6 +60,27 @@ def reply(request: RecordedRequest, bad_advice: bool = False) -> str:
     return render_reply(spec, values)
 
 
+def two_step_async(lib: Any) -> Any:
+    """``_oracle.two_step`` with an ``aforward`` too: DSPy calls ``forward``, DSPex awaits
+    ``aforward`` (the program runs as a task, the metric in a worker thread)."""
+
+    class TwoStepAsync(lib.Module):  # type: ignore[misc, name-defined]
+        def __init__(self) -> None:
+            super().__init__()
+            self.draft = lib.Predict("question, hint -> draft")
+            self.answer = lib.ChainOfThought("question, draft -> answer")
+
+        def forward(self, question: str) -> Any:
+            draft = self.draft(question=question, hint="parity").draft
+            return self.answer(question=question, draft=draft)
+
+        async def aforward(self, question: str) -> Any:
+            draft = (await self.draft.acall(question=question, hint="parity")).draft
+            return await self.answer.acall(question=question, draft=draft)
+
+    return TwoStepAsync()
+
+
 def rich_metric(lib: Any) -> Any:
     """A metric returning a Prediction with extra fields (they reach the rule prompt)."""
 
@@ -103,13 +124,12 @@ def _compile(server: LMServer, lib: Any, cls: Any, args: dict[str, Any]) -> tupl
     server.add_rule(None, lambda request: reply(request, bad_advice))
     teacher = args.pop("teacher", False)
     metric = rich_metric(lib) if args.pop("rich", False) else exact
+    build = two_step_async if args.pop("async_program", False) else _oracle.two_step
     with lib.context(lm=_lm(lib, server)):
         if teacher:
             args["teacher_settings"] = {"lm": _lm(lib, server, "openai/teacher")}
         optimizer = cls(metric=metric, **args)
-        program = optimizer.compile(
-            _oracle.two_step(lib), trainset=trainset(lib, NUMBERS), seed=seed
-        )
+        program = optimizer.compile(build(lib), trainset=trainset(lib, NUMBERS), seed=seed)
     return program, request_log(server)
 
 
@@ -129,6 +149,28 @@ def test_simba_same_requests_in_order_and_program(
     answer = ours.answer.predict
     assert answer.demos and "Rule " in answer.signature.instructions
     assert any("module_advice" in str(messages) for messages, _ in our_requests)
+
+
+@pytest.fixture(scope="module")
+def dspy_async(simba_server: LMServer) -> tuple[Any, Any]:
+    args = {**ARGS, "async_program": True, "num_threads": 1}
+    return _compile(simba_server, dspy, dspy.SIMBA, args)
+
+
+@pytest.mark.parametrize("threads", [1, 4])
+def test_simba_async_program_same_requests(
+    simba_server: LMServer, dspy_async: tuple[Any, Any], threads: int
+) -> None:
+    """A program with ``aforward``: DSPex awaits it (DSPy runs ``forward``); the same
+    requests (in order with one thread) and the same result."""
+    theirs, dspy_requests = dspy_async
+    full = {**ARGS, "async_program": True, "num_threads": threads}
+    ours, our_requests = _compile(simba_server, dspex, SIMBA, full)
+    if threads == 1:
+        assert our_requests == dspy_requests
+    else:
+        assert sorted(map(json.dumps, our_requests)) == sorted(map(json.dumps, dspy_requests))
+    assert _summary(ours) == _summary(theirs)
 
 
 def test_simba_compiled_programs_load_both_ways(

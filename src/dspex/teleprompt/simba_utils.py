@@ -153,9 +153,12 @@ class WrappedProgram:
 
 
 def _sync_only(program: Any) -> bool:
-    """A module whose only forward is sync (``acall`` would run it in a worker thread)."""
+    """A program to call, not await: no ``acall``, or a module whose only forward is sync
+    (its ``acall`` would run it in a worker thread anyway)."""
     from dspex.primitives.module import Module
 
+    if not hasattr(program, "acall"):
+        return True
     return (
         isinstance(program, Module)
         and program._has_sync_forward()
