@@ -214,8 +214,11 @@ class AdapterParseError(DSPexError, ValueError):
 
     Fields: ``adapter`` (name), ``raw`` (the completion text), ``parsed`` (what was
     recovered), ``missing`` (output field names not found). DSPy's names for them are
-    properties: ``adapter_name``, ``lm_response``, ``parsed_result``.
+    properties: ``adapter_name``, ``lm_response``, ``parsed_result``; ``signature`` is the
+    signature being parsed when an adapter's ``parse`` raised it.
     """
+
+    signature: Any = None
 
     @property
     def adapter_name(self) -> Any:
