@@ -7,16 +7,18 @@ only on a later round). Cache off on both sides; the same program (a user Module
 Each side's compiled state is checked equal before its time is reported.
 
 Rows: BootstrapFewShot (20 train examples), BootstrapFewShotWithRandomSearch (8 candidate
-programs, 20 train / 20 val), COPRO (breadth 4, depth 2), SIMBA (20 train, bsize 8, 4
-candidates, 3 steps; its questions are marked so the server answers them by the rule of
+programs, 20 train / 20 val), COPRO (breadth 4, depth 2), GEPA light (20 train / 20 val; the
+reflection LM's instructions fix the multiples of 7 the oracle gets wrong, so candidates are
+accepted and re-scored on the valset), SIMBA (20 train, bsize 8, 4 candidates, 3 steps; its
+questions are marked so the server answers them by the rule of
 ``tests/teleprompt/test_simba_parity.py``: answers depend on the whole prompt and
-``OfferFeedback`` prompts get one rule per module, so both strategies run). MIPROv2 light
-and GEPA light are not native yet (not measured). LM calls are counted by the server: DSPy
-3.4.1's client sends a call with ``n=k`` as ``k`` requests, DSPex's as one request (COPRO's
-proposals).
+``OfferFeedback`` prompts get one rule per module, so both strategies run). MIPROv2 light is
+not native yet (not measured). LM calls are counted by the server: DSPy 3.4.1's client sends a
+call with ``n=k`` as ``k`` requests, DSPex's as one request (COPRO's proposals).
 
     python benchmarks/bench_optimizers.py
-    python benchmarks/bench_optimizers.py --only SIMBA   # the rows whose name starts so
+    python benchmarks/bench_optimizers.py --only gepa     # the GEPA row alone
+    python benchmarks/bench_optimizers.py --only simba    # the SIMBA row alone
 """
 
 from __future__ import annotations
@@ -41,16 +43,6 @@ NUM_THREADS = 8
 TRAIN = [2, 9, 4, 7, 5, 15, 6, 8, 10, 11, 12, 21, 13, 14, 16, 17, 18, 19, 20, 22]
 VAL = [23, 24, 25, 26, 27, 28, 29, 30, 31, 32, 33, 34, 35, 36, 37, 38, 39, 40, 41, 42]
 COUNT = "__bench_count_requests__"
-SIMBA_MARK = "(simba)"
-
-
-def simba_trainset(lib: Any) -> list[Any]:
-    return [
-        lib.Example(
-            question=f"Is {n} even or odd? {SIMBA_MARK}", answer="even" if n % 2 == 0 else "odd"
-        ).with_inputs("question")
-        for n in TRAIN
-    ]
 
 
 def serve(port: int) -> None:
@@ -65,7 +57,8 @@ def serve(port: int) -> None:
     server.add_rule(
         COUNT, lambda _req: str(sum(COUNT not in r.body.decode() for r in server.requests))
     )
-    # SIMBA's rows: the parity test's rule (answers depend on the prompt and temperature;
+    server.add_rule(_gepa_request, _gepa_reply)
+    # SIMBA's row: the parity test's rule (answers depend on the prompt and temperature;
     # OfferFeedback prompts get one rule per module), imported now, not on first use
     from tests.teleprompt.test_simba_parity import reply as simba_reply
 
@@ -75,19 +68,94 @@ def serve(port: int) -> None:
     threading.Event().wait()
 
 
-def simba_case() -> tuple[str, Any, Any, dict[str, bool]]:
+GEPA_MARK = "GEPA-TUNED"
+
+
+def _gepa_request(request: Any) -> bool:
+    system = str(request.messages[0]["content"])
+    return GEPA_MARK in system or "`new_instruction`" in system
+
+
+def _gepa_reply(request: Any) -> str:
+    """GEPA's reflection LM proposes a marked instruction; a marked ``answer`` predictor also
+    gets the multiples of 7 right (the oracle answers them wrong)."""
+    from tests.teleprompt._oracle import _number, oracle
+
+    from dspex.testing.answers import read_prompt, render_reply
+
+    system = str(request.messages[0]["content"])
+    spec = read_prompt(system, request.last_user_message)
+    if spec is not None and "new_instruction" in spec.fields:
+        n = _number(request.last_user_message)
+        return render_reply(spec, {"new_instruction": f"{GEPA_MARK} {n}: say even or odd."})
+    if spec is not None and "answer" in spec.fields and _number(request.last_user_message) % 7 == 0:
+        n = _number(request.last_user_message)
+        values = {
+            f: ("even" if n % 2 == 0 else "odd") if f == "answer" else f"{f} {n}"
+            for f in spec.fields
+        }
+        return render_reply(spec, values)
+    return oracle(request)
+
+
+def gepa_metric(
+    gold: Any, pred: Any, trace: Any = None, pred_name: Any = None, pred_trace: Any = None
+) -> float:
+    return float(gold.answer == pred.answer)
+
+
+def gepa_light(url: str) -> tuple[str, float, float, int, int, bool]:
+    """The GEPA light row: ``auto="light"`` on the 2-predictor program, same seed both sides."""
+    import dspy
+    from tests.teleprompt._oracle import trainset
+
+    import dspex
+    from dspex.teleprompt import GEPA
+
+    def make(lib: Any, cls: Any) -> Any:
+        reflection = lib.LM("openai/reflect", api_base=url, api_key="k", cache=False, num_retries=0)
+        return lambda: cls(
+            metric=gepa_metric, auto="light", reflection_lm=reflection, num_threads=NUM_THREADS
+        )
+
+    def data(lib: Any) -> dict[str, Any]:
+        return {"trainset": trainset(lib, TRAIN), "valset": trainset(lib, VAL)}
+
+    d_wall, d_calls, d_state = run(dspy, url, make(dspy, dspy.GEPA), **data(dspy))
+    n_wall, n_calls, n_state = run(dspex, url, make(dspex, GEPA), **data(dspex))
+    name = "GEPA light (2 predictors, 20 train / 20 val)"
+    return name, d_wall, n_wall, d_calls, n_calls, d_state == n_state
+
+
+SIMBA_MARK = "(simba)"
+
+
+def simba_row(url: str) -> tuple[str, float, float, int, int, bool]:
+    """The SIMBA row: the same arguments, seed and marked trainset on both sides."""
     import dspy
     from tests.teleprompt._oracle import exact
 
+    import dspex
     from dspex.teleprompt import SIMBA
 
     args = {"bsize": 8, "num_candidates": 4, "max_steps": 3, "max_demos": 2}
-    return (
-        "SIMBA (20 train, bsize=8, num_candidates=4, max_steps=3, seed=5)",
-        lambda: dspy.SIMBA(metric=exact, num_threads=NUM_THREADS, **args),
-        lambda: SIMBA(metric=exact, num_threads=NUM_THREADS, **args),
-        {"simba": True},
-    )
+
+    def data(lib: Any) -> dict[str, Any]:
+        examples = [
+            lib.Example(
+                question=f"Is {n} even or odd? {SIMBA_MARK}",
+                answer="even" if n % 2 == 0 else "odd",
+            ).with_inputs("question")
+            for n in TRAIN
+        ]
+        return {"trainset": examples, "seed": 5}
+
+    make_theirs = lambda: dspy.SIMBA(metric=exact, num_threads=NUM_THREADS, **args)  # noqa: E731
+    make_ours = lambda: SIMBA(metric=exact, num_threads=NUM_THREADS, **args)  # noqa: E731
+    d_wall, d_calls, d_state = run(dspy, url, make_theirs, **data(dspy))
+    n_wall, n_calls, n_state = run(dspex, url, make_ours, **data(dspex))
+    name = "SIMBA (20 train, bsize=8, num_candidates=4, max_steps=3, seed=5)"
+    return name, d_wall, n_wall, d_calls, n_calls, d_state == n_state
 
 
 def start() -> tuple[subprocess.Popen[bytes], str]:
@@ -128,7 +196,64 @@ def run(lib: Any, url: str, make: Any, **kwargs: Any) -> tuple[float, int, str]:
     return wall, calls, json.dumps(program.dump_state(), default=repr)
 
 
-def main(only: str | None = None) -> None:
+def table(rows: list[tuple[str, float, float, int, int, bool]]) -> list[str]:
+    lines = [
+        "| compile | DSPy 3.4.1 | DSPex native | speed-up | LM calls DSPy / DSPex | same state |",
+        "|---|---:|---:|---:|---:|:---:|",
+    ]
+    for name, d_wall, n_wall, d_calls, n_calls, same in rows:
+        lines.append(
+            f"| {name} | {d_wall:.2f} s | {n_wall:.2f} s | {d_wall / n_wall:.1f}x | "
+            f"{d_calls} / {n_calls} | {'yes' if same else 'NO'} |"
+        )
+    return lines
+
+
+def main_gepa() -> None:
+    import logging
+
+    logging.disable(logging.WARNING)
+    proc, url = start()
+    try:
+        rows = [gepa_light(url)]
+    finally:
+        proc.terminate()
+        proc.wait(5)
+    lines = [
+        "### GEPA light (`benchmarks/bench_optimizers.py --only gepa`)",
+        "",
+        f"One LMServer process, {LATENCY * 1000:.0f} ms per request, cache off, "
+        f"`num_threads={NUM_THREADS}`, seed 0, same program and data both sides. One run on a "
+        "shared 2-core machine: noisy.",
+        "",
+        *table(rows),
+    ]
+    write("optimizers-gepa", "\n".join(lines))
+
+
+def main_simba() -> None:
+    import logging
+
+    logging.disable(logging.WARNING)
+    proc, url = start()
+    try:
+        rows = [simba_row(url)]
+    finally:
+        proc.terminate()
+        proc.wait(5)
+    lines = [
+        "### SIMBA (`benchmarks/bench_optimizers.py --only simba`)",
+        "",
+        f"One LMServer process, {LATENCY * 1000:.0f} ms per request, cache off, "
+        f"`num_threads={NUM_THREADS}`, seed 5, same program and data both sides. One run on a "
+        "shared 2-core machine: noisy.",
+        "",
+        *table(rows),
+    ]
+    write("optimizers-simba", "\n".join(lines))
+
+
+def main() -> None:
     import logging
 
     import dspy
@@ -172,9 +297,7 @@ def main(only: str | None = None) -> None:
                 lambda: COPRO(metric=exact, breadth=4, depth=2),
                 {"copro": True},
             ),
-            simba_case(),
         ]
-        cases = [case for case in cases if only is None or case[0].startswith(only)]
         for name, theirs, ours, data in cases:
 
             def kwargs(lib: Any, data: dict[str, bool] = data) -> dict[str, Any]:
@@ -183,8 +306,6 @@ def main(only: str | None = None) -> None:
                         "trainset": trainset(lib, TRAIN[:10]),
                         "eval_kwargs": {"num_threads": NUM_THREADS, "display_progress": False},
                     }
-                if data.get("simba"):
-                    return {"trainset": simba_trainset(lib), "seed": 5}
                 out = {"trainset": trainset(lib, TRAIN)}
                 if data.get("valset"):
                     out["valset"] = trainset(lib, VAL)
@@ -193,6 +314,8 @@ def main(only: str | None = None) -> None:
             d_wall, d_calls, d_state = run(dspy, url, theirs, **kwargs(dspy))
             n_wall, n_calls, n_state = run(dspex, url, ours, **kwargs(dspex))
             rows.append((name, d_wall, n_wall, d_calls, n_calls, d_state == n_state))
+        rows.append(gepa_light(url))
+        rows.append(simba_row(url))
     finally:
         proc.terminate()
         proc.wait(5)
@@ -205,24 +328,19 @@ def main(only: str | None = None) -> None:
         "Module (Predict + ChainOfThought). One run on a shared 2-core machine (other helpers "
         "were running): noisy. *same state*: the compiled programs' `dump_state()` are equal.",
         "",
-        "| compile | DSPy 3.4.1 | DSPex native | speed-up | LM calls DSPy / DSPex | same state |",
-        "|---|---:|---:|---:|---:|:---:|",
+        *table(rows),
     ]
-    for name, d_wall, n_wall, d_calls, n_calls, same in rows:
-        lines.append(
-            f"| {name} | {d_wall:.2f} s | {n_wall:.2f} s | {d_wall / n_wall:.1f}x | "
-            f"{d_calls} / {n_calls} | {'yes' if same else 'NO'} |"
-        )
-    if only is None:
-        lines.append("")
-        lines.append("MIPROv2 light and GEPA light: not native yet, not measured.")
-    write("optimizers" if only is None else f"optimizers-{only}", "\n".join(lines))
+    lines.append("")
+    lines.append("MIPROv2 light: not native yet, not measured.")
+    write("optimizers", "\n".join(lines))
 
 
 if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "--serve":
         serve(int(sys.argv[2]))
-    elif len(sys.argv) == 3 and sys.argv[1] == "--only":
-        main(sys.argv[2])
+    elif sys.argv[1:] == ["--only", "gepa"]:
+        main_gepa()
+    elif sys.argv[1:] == ["--only", "simba"]:
+        main_simba()
     else:
         main()
