@@ -112,7 +112,11 @@ def _summary(program: Any) -> Any:
 
     return (
         state(program),
-        [(c["score"], state(c["program"])) for c in program.candidate_programs],
+        program.simba_idx,
+        [
+            (c["score"], c["program"].simba_idx, state(c["program"]))
+            for c in program.candidate_programs
+        ],
         program.trial_logs,
     )
 

@@ -270,7 +270,7 @@ class _Run:
                 logger.info("Stopping in step %d: max_lm_calls reached", step + 1)
                 break
             if won is not None:
-                winners.append(won[0].deepcopy())
+                winners.append(won[0])
                 winner_scores.append(won[1])
         return await self._finish(winners, winner_scores)
 
@@ -328,7 +328,8 @@ class _Run:
         won: tuple[Any, float] | None = None
         if averages:
             best = averages.index(max(averages))
-            won = (candidates[best], averages[best])
+            # copied before it is registered, as DSPy does (the copy keeps its source's simba_idx)
+            won = (candidates[best].deepcopy(), averages[best])
         for system, system_scores in zip(candidates, per_candidate, strict=True):
             pool.register(system, system_scores)
         return won
