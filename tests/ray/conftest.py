@@ -1,4 +1,4 @@
-"""One real local Ray cluster per test session, started on first use (``ray_cluster``)."""
+"""One real local Ray cluster for the tests of this package, started on first use (``ray_cluster``)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def ray_cluster() -> Iterator[Any]:
     """A local Ray cluster bounded to 2 CPUs, no dashboard (~30 s to start on 2 busy cores)."""
     ray = pytest.importorskip("ray")

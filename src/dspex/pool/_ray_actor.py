@@ -21,8 +21,6 @@ import time
 import traceback
 from typing import Any
 
-from dspex.errors import RemoteError
-
 __all__ = ["Limits", "_Host", "_RayCall", "_qualname", "rss_mb"]
 
 _PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -85,12 +83,9 @@ class _RayCall:
             ok, value = self._replies.pop(cbid)
         if ok:
             return value
-        remote_type, message = value
-        raise RemoteError(
-            f"parent callback {remote_type}: {message}",
-            remote_type=remote_type,
-            remote_traceback="",
-        )
+        from dspex.pool.protocol import payload_error
+
+        raise payload_error(value)  # the parent's error, typed (the pool's one error channel)
 
     async def acall_parent(self, name: str, *args: Any, **kwargs: Any) -> Any:
         return await asyncio.to_thread(self.call_parent, name, *args, **kwargs)

@@ -52,7 +52,7 @@ from dspex.errors import (
     SessionLost,
     WorkerCrashed,
 )
-from dspex.pool._ray_actor import _Host, _qualname
+from dspex.pool._ray_actor import _Host
 from dspex.pool.config import PoolConfig
 
 __all__ = ["RayPool", "RaySession"]
@@ -599,16 +599,20 @@ def _kill(actor: Any) -> None:
 async def _callback(
     callbacks: dict[str, Callable[..., Any]], name: str, args: list[Any], kwargs: dict[str, Any]
 ) -> tuple[bool, Any]:
+    from dspex.pool.protocol import exception_payload
+
     fn = callbacks.get(name)
     if fn is None:
-        return False, ("KeyError", f"no parent callback named {name!r} is registered")
+        return False, exception_payload(
+            LookupError(f"no parent callback named {name!r} is registered")
+        )
     try:
         value = fn(*args, **kwargs)
         if inspect.isawaitable(value):
             value = await value
         return True, value
     except Exception as exc:
-        return False, (_qualname(exc), str(exc))
+        return False, exception_payload(exc)
 
 
 def _cause(exc: BaseException) -> str:
