@@ -9,11 +9,16 @@ Each side's compiled state is checked equal before its time is reported.
 Rows: BootstrapFewShot (20 train examples), BootstrapFewShotWithRandomSearch (8 candidate
 programs, 20 train / 20 val), COPRO (breadth 4, depth 2), GEPA light (20 train / 20 val; the
 reflection LM's instructions fix the multiples of 7 the oracle gets wrong, so candidates are
-accepted and re-scored on the valset); ``--mipro``: MIPROv2 light (its own section). LM calls are counted by the server: DSPy 3.4.1's client sends a
+accepted and re-scored on the valset), SIMBA (20 train, bsize 8, 4 candidates, 3 steps; its
+questions are marked so the server answers them by the rule of
+``tests/teleprompt/test_simba_parity.py``: answers depend on the whole prompt and
+``OfferFeedback`` prompts get one rule per module, so both strategies run); ``--mipro``:
+MIPROv2 light (its own section). LM calls are counted by the server: DSPy 3.4.1's client sends a
 call with ``n=k`` as ``k`` requests, DSPex's as one request (COPRO's proposals).
 
     python benchmarks/bench_optimizers.py
     python benchmarks/bench_optimizers.py --only gepa     # the GEPA row alone
+    python benchmarks/bench_optimizers.py --only simba    # the SIMBA row alone
 """
 
 from __future__ import annotations
@@ -53,6 +58,11 @@ def serve(port: int) -> None:
         COUNT, lambda _req: str(sum(COUNT not in r.body.decode() for r in server.requests))
     )
     server.add_rule(_gepa_request, _gepa_reply)
+    # SIMBA's row: the parity test's rule (answers depend on the prompt and temperature;
+    # OfferFeedback prompts get one rule per module), imported now, not on first use
+    from tests.teleprompt.test_simba_parity import reply as simba_reply
+
+    server.add_rule(SIMBA_MARK, simba_reply)
     server.add_rule(None, oracle)
     print("ready", flush=True)
     threading.Event().wait()
@@ -114,6 +124,37 @@ def gepa_light(url: str) -> tuple[str, float, float, int, int, bool]:
     d_wall, d_calls, d_state = run(dspy, url, make(dspy, dspy.GEPA), **data(dspy))
     n_wall, n_calls, n_state = run(dspex, url, make(dspex, GEPA), **data(dspex))
     name = "GEPA light (2 predictors, 20 train / 20 val)"
+    return name, d_wall, n_wall, d_calls, n_calls, d_state == n_state
+
+
+SIMBA_MARK = "(simba)"
+
+
+def simba_row(url: str) -> tuple[str, float, float, int, int, bool]:
+    """The SIMBA row: the same arguments, seed and marked trainset on both sides."""
+    import dspy
+    from tests.teleprompt._oracle import exact
+
+    import dspex
+    from dspex.teleprompt import SIMBA
+
+    args = {"bsize": 8, "num_candidates": 4, "max_steps": 3, "max_demos": 2}
+
+    def data(lib: Any) -> dict[str, Any]:
+        examples = [
+            lib.Example(
+                question=f"Is {n} even or odd? {SIMBA_MARK}",
+                answer="even" if n % 2 == 0 else "odd",
+            ).with_inputs("question")
+            for n in TRAIN
+        ]
+        return {"trainset": examples, "seed": 5}
+
+    make_theirs = lambda: dspy.SIMBA(metric=exact, num_threads=NUM_THREADS, **args)  # noqa: E731
+    make_ours = lambda: SIMBA(metric=exact, num_threads=NUM_THREADS, **args)  # noqa: E731
+    d_wall, d_calls, d_state = run(dspy, url, make_theirs, **data(dspy))
+    n_wall, n_calls, n_state = run(dspex, url, make_ours, **data(dspex))
+    name = "SIMBA (20 train, bsize=8, num_candidates=4, max_steps=3, seed=5)"
     return name, d_wall, n_wall, d_calls, n_calls, d_state == n_state
 
 
@@ -278,6 +319,28 @@ def main_resume() -> None:
     write("optimizers-resume", "\n".join(lines))
 
 
+def main_simba() -> None:
+    import logging
+
+    logging.disable(logging.WARNING)
+    proc, url = start()
+    try:
+        rows = [simba_row(url)]
+    finally:
+        proc.terminate()
+        proc.wait(5)
+    lines = [
+        "### SIMBA (`benchmarks/bench_optimizers.py --only simba`)",
+        "",
+        f"One LMServer process, {LATENCY * 1000:.0f} ms per request, cache off, "
+        f"`num_threads={NUM_THREADS}`, seed 5, same program and data both sides. One run on a "
+        "shared 2-core machine: noisy.",
+        "",
+        *table(rows),
+    ]
+    write("optimizers-simba", "\n".join(lines))
+
+
 def main() -> None:
     import logging
 
@@ -340,6 +403,7 @@ def main() -> None:
             n_wall, n_calls, n_state = run(dspex, url, ours, **kwargs(dspex))
             rows.append((name, d_wall, n_wall, d_calls, n_calls, d_state == n_state))
         rows.append(gepa_light(url))
+        rows.append(simba_row(url))
         resume = resume_row(url)
     finally:
         proc.terminate()
@@ -436,6 +500,8 @@ if __name__ == "__main__":
         main_gepa()
     elif sys.argv[1:] == ["--only", "resume"]:
         main_resume()
+    elif sys.argv[1:] == ["--only", "simba"]:
+        main_simba()
     elif sys.argv[1:] == ["--mipro"]:
         mipro_main()
     else:

@@ -1,9 +1,8 @@
 """Native optimizers with DSPy 3.4.1's classes, arguments and results (``dspy.teleprompt``).
 
 ``GEPA`` (``dspex.teleprompt.gepa``) is imported on first use (it needs the ``gepa`` library).
-Optimizers without a native implementation yet (``SIMBA``, and the
-DSPy-only ones such as ``BetterTogether``) resolve here to routed names, built on DSPy in a
-worker pool.
+The DSPy-only optimizers (``BetterTogether``, ``BootstrapFinetune``...) resolve here to
+routed names, built on DSPy in a worker pool.
 """
 
 from __future__ import annotations
@@ -16,6 +15,7 @@ from dspex.teleprompt.ensemble import Ensemble
 from dspex.teleprompt.knn_fewshot import KNNFewShot
 from dspex.teleprompt.mipro_optimizer_v2 import MIPROv2
 from dspex.teleprompt.random_search import BootstrapFewShotWithRandomSearch
+from dspex.teleprompt.simba import SIMBA
 from dspex.teleprompt.teleprompt import Teleprompter
 from dspex.teleprompt.vanilla import LabeledFewShot
 
@@ -23,6 +23,7 @@ BootstrapRS = BootstrapFewShotWithRandomSearch
 
 __all__ = [
     "COPRO",
+    "SIMBA",
     "BootstrapFewShot",
     "BootstrapFewShotWithRandomSearch",
     "BootstrapRS",
@@ -33,17 +34,11 @@ __all__ = [
     "Teleprompter",
 ]
 
-_ROUTED = frozenset({"SIMBA"})
-
 
 def __getattr__(name: str) -> Any:
     value: Any
     if name == "GEPA":
         from dspex.teleprompt.gepa import GEPA as value
-    elif name in _ROUTED:
-        from dspex.router.factories import factory
-
-        value = factory(name)
     else:
         # DSPy-only optimizers (BetterTogether, BootstrapFinetune...): routed to a DSPy worker
         from dspex._dspy_names import resolve

@@ -1,0 +1,443 @@
+"""``SIMBA``: stochastic introspective mini-batch ascent (DSPy 3.4.1's algorithm and prompts).
+
+Each of ``max_steps`` steps takes the next mini-batch of ``bsize`` training examples and:
+
+1. runs ``num_candidates`` trajectories per example, each with a program drawn by softmax
+   over the best programs so far (the baseline always among them) on its own LM copy
+   (temperature 1.0, its own ``rollout_id``);
+2. sorts the examples into buckets by how much their trajectories' scores differ;
+3. for the top buckets, copies a program drawn by softmax, drops a Poisson number of its
+   demos, and applies a strategy (:func:`~dspex.teleprompt.simba_utils.append_a_demo` or
+   :data:`~dspex.teleprompt.simba_utils.append_a_rule`) until ``num_candidates + 1``
+   candidates exist;
+4. scores the candidates on the mini-batch and adds them to the pool.
+
+Finally up to ``num_candidates + 1`` of the steps' winners are scored on the whole trainset
+and the best is returned, with ``candidate_programs`` and ``trial_logs`` attached.
+
+The random draws are DSPy's, in DSPy's order (``random.Random(seed)`` and
+``numpy.random.default_rng(seed)``), so the same seed builds the same candidates. Program
+runs go through one limit of ``num_threads`` concurrent runs on one event loop; the rule
+requests of one step also run concurrently (DSPy asks for them one after the other): their
+random draws are all made first in DSPy's order, and a failed strategy only means the next
+buckets are drawn, as DSPy would. ``num_threads=1`` sends the LM requests in DSPy's order.
+
+DSPex only: ``max_lm_calls`` stops the run once that many LM calls were made. Runs already
+started finish; a step (or the final scoring) cut short is dropped, and the best program is
+picked from what was completed (by mini-batch score if the final scoring was cut short).
+``budget.calls`` holds the LM calls per phase.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import Executor, ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from dspex import settings
+from dspex._sync import run_sync
+from dspex.errors import ConfigurationError, OptimizerError
+from dspex.teleprompt.bootstrap import fork_program
+from dspex.teleprompt.budget import CallBudget, counting
+from dspex.teleprompt.limits import default_threads
+from dspex.teleprompt.simba_utils import (
+    Strategy,
+    WrappedProgram,
+    append_a_demo,
+    append_a_rule,
+    prepare_models_for_resampling,
+    wrap_program,
+)
+from dspex.teleprompt.teleprompt import Teleprompter
+
+__all__ = ["SIMBA"]
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+def _numpy() -> Any:
+    try:
+        import numpy
+    except ImportError as exc:  # pragma: no cover - numpy ships with the optimizers extra
+        raise ConfigurationError(
+            "SIMBA needs numpy (the same random draws as DSPy): pip install 'dspex[optimizers]'"
+        ) from exc
+    return numpy
+
+
+class _Spent(Exception):
+    """``max_lm_calls`` was reached before a unit of work could start."""
+
+
+class _Runner:
+    """Runs jobs under one limit of concurrent jobs, in order when the limit is 1; refuses
+    to start a job once the LM-call budget is spent."""
+
+    def __init__(self, threads: int, budget: CallBudget) -> None:
+        self.threads = threads
+        self.budget = budget
+        self.limiter = asyncio.Semaphore(threads)
+        # sync programs run in threads: as many as runs may overlap (asyncio's default
+        # executor has only min(32, cpus + 4) threads)
+        self.executor = ThreadPoolExecutor(threads, thread_name_prefix="dspex-simba")
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=False, cancel_futures=True)
+
+    async def _one(self, job: Callable[[], Awaitable[T]]) -> T:
+        async with self.limiter:
+            if self.budget.spent:
+                raise _Spent
+            return await job()
+
+    async def run(self, jobs: Sequence[Callable[[], Awaitable[T]]]) -> list[T | Exception]:
+        """Each job's result or exception, in order; ``_Spent`` if any job was refused."""
+        results: list[T | Exception] = []
+        if self.threads == 1:
+            for job in jobs:
+                try:
+                    results.append(await self._one(job))
+                except _Spent:
+                    raise
+                except Exception as exc:
+                    results.append(exc)
+            return results
+        gathered = await asyncio.gather(*(self._one(job) for job in jobs), return_exceptions=True)
+        for item in gathered:
+            if isinstance(item, _Spent):
+                raise item
+            if isinstance(item, BaseException) and not isinstance(item, Exception):
+                raise item
+            results.append(item)
+        return results
+
+    async def run_programs(self, pairs: list[tuple[Any, Any]]) -> list[dict[str, Any]]:
+        """Wrapped programs on their examples (they never raise: errors score 0)."""
+        outputs = await self.run(
+            [_bind(wrapped, example, self.executor) for wrapped, example in pairs]
+        )
+        for item in outputs:
+            if isinstance(item, Exception):
+                raise item
+        return outputs  # type: ignore[return-value]
+
+
+def _bind(
+    wrapped: WrappedProgram, example: Any, executor: Executor
+) -> Callable[[], Awaitable[dict[str, Any]]]:
+    return lambda: wrapped.acall(example, executor)
+
+
+class _Pool:
+    """The programs found so far and their mini-batch scores (DSPy's helpers)."""
+
+    def __init__(self, np: Any) -> None:
+        self.np = np
+        self.programs: list[Any] = []
+        self.scores: dict[int, list[Any]] = {}
+        self.next_idx = 0
+
+    def average(self, idx: int) -> float:
+        scores = self.scores.get(idx, [])
+        if not scores:
+            return 0.0
+        return float(sum(scores) / len(scores))
+
+    def top_k_plus_baseline(self, k: int) -> list[int]:
+        ranked = sorted(self.programs, key=lambda p: self.average(p.simba_idx), reverse=True)
+        top = [p.simba_idx for p in ranked[:k]]
+        if 0 not in top and top:
+            top[-1] = 0
+        return list(dict.fromkeys(top))
+
+    def softmax_sample(self, rng: random.Random, idxs: list[int], temperature: float) -> int:
+        if not idxs:
+            raise OptimizerError("No programs available for softmax sampling.")
+        exps = [self.np.exp(self.average(idx) / temperature) for idx in idxs]
+        total = sum(exps)
+        if total <= 0:
+            return rng.choice(idxs)
+        return rng.choices(idxs, weights=[value / total for value in exps], k=1)[0]
+
+    def register(self, program: Any, scores: list[Any]) -> None:
+        self.next_idx += 1
+        program.simba_idx = self.next_idx
+        self.programs.append(program)
+        self.scores[self.next_idx] = scores
+
+
+class SIMBA(Teleprompter):
+    """DSPy's ``SIMBA`` with the same arguments, defaults, random draws and prompts."""
+
+    def __init__(
+        self,
+        *,
+        metric: Callable[..., Any],
+        bsize: int = 32,
+        num_candidates: int = 6,
+        max_steps: int = 8,
+        max_demos: int = 4,
+        prompt_model: Any = None,
+        teacher_settings: dict[str, Any] | None = None,
+        demo_input_field_maxlen: int = 100_000,
+        num_threads: int | None = None,
+        temperature_for_sampling: float = 0.2,
+        temperature_for_candidates: float = 0.2,
+        max_lm_calls: int | None = None,
+    ) -> None:
+        if num_threads is not None and num_threads < 1:
+            raise OptimizerError(f"num_threads must be at least 1, got {num_threads!r}")
+        self.budget = CallBudget(max_lm_calls)
+        self.metric = metric
+        self.bsize = bsize
+        self.num_candidates = num_candidates
+        self.max_steps = max_steps
+        self.max_demos = max_demos
+        self.prompt_model = prompt_model or settings.current().lm
+        self.teacher_settings = teacher_settings
+        self.demo_input_field_maxlen = demo_input_field_maxlen
+        self.num_threads = num_threads
+        self.temperature_for_sampling = temperature_for_sampling
+        self.temperature_for_candidates = temperature_for_candidates
+        self.strategies: list[Strategy] = (
+            [append_a_demo(demo_input_field_maxlen), append_a_rule]
+            if max_demos > 0
+            else [append_a_rule]
+        )
+
+    # ------------------------------------------------------------------ compile
+    def compile(self, student: Any, *, trainset: list[Any], seed: int = 0) -> Any:  # type: ignore[override]
+        return run_sync(self.acompile(student, trainset=trainset, seed=seed))
+
+    async def acompile(self, student: Any, *, trainset: list[Any], seed: int = 0) -> Any:
+        """``compile`` for async callers."""
+        if len(trainset) < self.bsize:
+            raise OptimizerError(f"Trainset too small: {len(trainset)} < {self.bsize}")
+        run = _Run(self, trainset, seed)
+        try:
+            with counting(self.budget):
+                return await run.run(student)
+        finally:
+            run.runner.close()
+
+
+class _Run:
+    """One compile: the RNGs, the pool and the step loop."""
+
+    def __init__(self, simba: SIMBA, trainset: list[Any], seed: int) -> None:
+        self.o = simba
+        self.trainset = trainset
+        np = _numpy()
+        self.np = np
+        self.rng = random.Random(seed)
+        self.rng_np = np.random.default_rng(seed)
+        self.pool = _Pool(np)
+        self.runner = _Runner(simba.num_threads or default_threads(), simba.budget)
+        self.trial_logs: dict[int, dict[str, Any]] = {}
+
+    async def run(self, student: Any) -> Any:
+        o = self.o
+        student = student.deepcopy()
+        student.simba_idx = 0
+        self.pool.programs.append(student)
+        self.pool.scores[0] = []
+        winners: list[Any] = [student]
+        winner_scores: list[float] = [0.0]
+
+        data_indices = list(range(len(self.trainset)))
+        self.rng.shuffle(data_indices)
+        instance_idx = 0
+        for step in range(o.max_steps):
+            if o.budget.spent:
+                logger.info("Stopping: %d LM calls made (max_lm_calls)", o.budget.total)
+                break
+            logger.info("Starting batch %d of %d.", step + 1, o.max_steps)
+            if instance_idx + o.bsize > len(self.trainset):
+                self.rng.shuffle(data_indices)
+                instance_idx = 0
+            batch = [self.trainset[i] for i in data_indices[instance_idx : instance_idx + o.bsize]]
+            instance_idx += o.bsize
+            self.trial_logs[step] = {}
+            try:
+                won = await self._step(step, batch)
+            except _Spent:
+                del self.trial_logs[step]
+                logger.info("Stopping in step %d: max_lm_calls reached", step + 1)
+                break
+            if won is not None:
+                winners.append(won[0])
+                winner_scores.append(won[1])
+        return await self._finish(winners, winner_scores)
+
+    # ------------------------------------------------------------------ one step
+    async def _step(self, step: int, batch: list[Any]) -> tuple[Any, float] | None:
+        o, pool = self.o, self.pool
+        o.budget.phase = f"step {step + 1}: trajectories"
+        models = prepare_models_for_resampling(
+            pool.programs[0], o.num_candidates, o.teacher_settings
+        )
+        top = pool.top_k_plus_baseline(o.num_candidates)
+        pairs: list[tuple[Any, Any]] = []
+        predictor2name: dict[int, str] = {}
+        for model in models:
+            for example in batch:
+                chosen = pool.softmax_sample(self.rng, top, o.temperature_for_sampling)
+                system = fork_program(pool.programs[chosen])
+                system.set_lm(model)
+                for name, predictor in system.named_predictors():
+                    predictor2name[id(predictor)] = name
+                pairs.append((wrap_program(system, o.metric), example))
+        logger.info(
+            "Sampling program trajectories on %d examples x %d samples.", o.bsize, o.num_candidates
+        )
+        outputs = await self.runner.run_programs(pairs)
+
+        buckets = self._buckets(outputs, len(batch))
+        scores = [float(out["score"]) for out in outputs]
+        p10 = self.np.percentile(scores, 10)
+        p90 = self.np.percentile(scores, 90)
+        baseline = sum(out["score"] for out in outputs) / len(outputs)
+        logger.info("Batch %d: Baseline mini-batch score: %s", step + 1, baseline)
+
+        o.budget.phase = f"step {step + 1}: strategies"
+        context = {
+            "predictor2name": predictor2name,
+            "batch_10p_score": p10,
+            "batch_90p_score": p90,
+            "prompt_model": o.prompt_model,
+        }
+        candidates = await self._candidates(step, buckets, context)
+
+        o.budget.phase = f"step {step + 1}: candidates"
+        logger.info(
+            "Batch %d: Evaluating %d programs on %d examples.", step + 1, len(candidates), o.bsize
+        )
+        pairs = [(wrap_program(system, o.metric), ex) for system in candidates for ex in batch]
+        outputs = await self.runner.run_programs(pairs)
+        per_candidate = [
+            [out["score"] for out in outputs[i * o.bsize : (i + 1) * o.bsize]]
+            for i in range(len(candidates))
+        ]
+        averages = [sum(s) / len(s) for s in per_candidate]
+        logger.info("Scores after %d batches: %s", step + 1, averages)
+        won: tuple[Any, float] | None = None
+        if averages:
+            best = averages.index(max(averages))
+            # copied before it is registered, as DSPy does (the copy keeps its source's simba_idx)
+            won = (candidates[best].deepcopy(), averages[best])
+        for system, system_scores in zip(candidates, per_candidate, strict=True):
+            pool.register(system, system_scores)
+        return won
+
+    def _buckets(self, outputs: list[dict[str, Any]], size: int) -> list[Any]:
+        """Each example's runs, best first; examples sorted by (max-min gap, max score,
+        max-avg gap), largest first (DSPy's order, ties kept in batch order)."""
+        buckets = []
+        for idx in range(size):
+            bucket = [outputs[i] for i in range(idx, len(outputs), self.o.bsize)]
+            bucket.sort(key=lambda x: x["score"], reverse=True)
+            max_score = float(bucket[0]["score"])
+            min_score = float(bucket[-1]["score"])
+            avg_score = sum(x["score"] for x in bucket) / len(bucket)
+            buckets.append((bucket, (max_score - min_score, max_score, max_score - avg_score)))
+        buckets.sort(key=lambda x: x[1], reverse=True)
+        return buckets
+
+    async def _candidates(
+        self, step: int, buckets: list[Any], context: dict[str, Any]
+    ) -> list[Any]:
+        """New candidates from the top buckets until ``num_candidates + 1`` succeeded.
+
+        The draws for a bucket (source program, demos to drop, strategy) are made in bucket
+        order; a wave prepares as many buckets as candidates are still missing and runs their
+        strategies at once, so exactly the buckets DSPy would process are processed."""
+        o = self.o
+        wanted = o.num_candidates + 1
+        candidates: list[Any] = []
+        position = 0
+        while len(candidates) < wanted and position < len(buckets):
+            wave = [
+                self._prepare(bucket)
+                for bucket, _ in buckets[position : position + wanted - len(candidates)]
+            ]
+            position += len(wave)
+            jobs = [
+                _strategy_job(strategy, bucket, system, {**context, "name2predictor": names})
+                for bucket, system, names, strategy in wave
+            ]
+            for (_, system, _, _), result in zip(wave, await self.runner.run(jobs), strict=True):
+                if isinstance(result, Exception):
+                    logger.error("Strategy failed with error: %s", result)
+                    continue
+                candidates.append(system)
+        return candidates
+
+    def _prepare(self, bucket: list[dict[str, Any]]) -> tuple[Any, Any, dict[str, Any], Strategy]:
+        """A copy of a softmax-drawn program with some demos dropped, and the strategy."""
+        o, pool = self.o, self.pool
+        source = pool.softmax_sample(
+            self.rng, pool.top_k_plus_baseline(o.num_candidates), o.temperature_for_candidates
+        )
+        system = pool.programs[source].deepcopy()
+        name2predictor = dict(system.named_predictors())
+        counts = [len(p.demos) for p in name2predictor.values()]
+        max_demos = o.max_demos if o.max_demos > 0 else 3
+        num_demos = max(counts) if counts else 0
+        drop = max(self.rng_np.poisson(num_demos / max_demos), int(num_demos >= max_demos))
+        drop = min(drop, num_demos)
+        dropped = [self.rng.randrange(num_demos) for _ in range(drop)]
+        for predictor in name2predictor.values():
+            predictor.demos = [d for i, d in enumerate(predictor.demos) if i not in dropped]
+        strategy = self.rng.choice(o.strategies)
+        logger.info(
+            "Invoking strategy: %s%s",
+            strategy.__name__,
+            f", having dropped {drop} demos per predictor" if drop else "",
+        )
+        return bucket, system, name2predictor, strategy
+
+    # ------------------------------------------------------------------ final selection
+    async def _finish(self, winners: list[Any], winner_scores: list[float]) -> Any:
+        o = self.o
+        last = len(winners) - 1
+        width = o.num_candidates + 1
+        idxs = [0] * width if last < 1 else [round(i * last / (width - 1)) for i in range(width)]
+        idxs = list(dict.fromkeys(idxs))
+        candidates = [winners[i].deepcopy() for i in idxs]
+        logger.info("VALIDATION: Evaluating %d programs on the full trainset.", len(candidates))
+        o.budget.phase = "validation"
+        size = len(self.trainset)
+        pairs = [(wrap_program(p, o.metric), ex) for p in candidates for ex in self.trainset]
+        try:
+            outputs = await self.runner.run_programs(pairs)
+        except _Spent:
+            logger.info("max_lm_calls reached: programs ranked by their mini-batch scores")
+            scores = [winner_scores[i] for i in idxs]
+        else:
+            scores = []
+            for k in range(len(candidates)):
+                chunk = [out["score"] for out in outputs[k * size : (k + 1) * size]]
+                scores.append(sum(chunk) / len(chunk) if chunk else 0.0)
+                if k != 0:
+                    self.trial_logs[k - 1]["train_score"] = scores[-1]
+        ranked = [{"score": s, "program": p} for s, p in zip(scores, candidates, strict=True)]
+        ranked.sort(key=lambda x: x["score"], reverse=True)
+        best_idx = scores.index(max(scores)) if scores else 0
+        best = candidates[best_idx].deepcopy()
+        logger.info(
+            "Final trainset scores: %s, Best: %s (at index %d)", scores, max(scores), best_idx
+        )
+        best.candidate_programs = ranked
+        best.trial_logs = self.trial_logs
+        return best
+
+
+def _strategy_job(
+    strategy: Strategy, bucket: Any, system: Any, kwargs: dict[str, Any]
+) -> Callable[[], Awaitable[bool]]:
+    return lambda: strategy.acall(bucket, system, **kwargs)
