@@ -22,6 +22,7 @@ import orjson
 from dspex._sync import run_sync
 from dspex.errors import CallError, StateError, UserError
 from dspex.primitives.calling import call_async, call_sync, forward_in_call, warn_direct_forward
+from dspex.utils.saving import get_dependency_versions  # a module global: DSPy-style tests patch it
 
 __all__ = ["DSPY_STATE_VERSION", "Module", "Parameter", "set_attribute_by_name"]
 
@@ -301,7 +302,7 @@ class Module(metaclass=_ModuleMeta):
         if save_program:
             from dspex.utils.saving import save_program as save_whole
 
-            save_whole(self, path, modules_to_serialize)
+            save_whole(self, path, modules_to_serialize, get_dependency_versions())
             return
         if path.suffix == ".json":
             state = self.dump_state()
@@ -362,9 +363,8 @@ def _metadata() -> dict[str, Any]:
     # DSPy's loader compares each dependency_versions key with its own environment, so
     # only the keys it knows appear there; DSPex's own version sits beside them.
     from dspex import __version__
-    from dspex.utils.saving import dependency_versions
 
-    return {"dependency_versions": dependency_versions(), "dspex_version": __version__}
+    return {"dependency_versions": get_dependency_versions(), "dspex_version": __version__}
 
 
 _PATH_PART = re.compile(r"\.?(\w+)|\[(\d+)\]|\['([^']*)'\]")

@@ -320,10 +320,28 @@ def _compile_key(instance: Any) -> tuple[int, int, int | None]:
     return id(instance), threading.get_ident(), None if task is None else id(task)
 
 
+def _enter_compile(instance: Any) -> Any:
+    """Mark a compile of ``instance`` as running here; ``None`` when one already is (then the
+    call runs without callbacks)."""
+    active = _ACTIVE_COMPILES.get()
+    key = _compile_key(instance)
+    if key in active:
+        return None
+    return _ACTIVE_COMPILES.set((*active, key))
+
+
+def _exit_compile(token: Any) -> None:
+    _ACTIVE_COMPILES.reset(token)
+
+
 def with_compile_callbacks(fn: F) -> F:
     """:func:`with_callbacks` for an optimizer's ``compile``, firing once per compile: an
     override calling ``super().compile`` on the same optimizer (same thread and task) runs
-    the inner one bare, while a compile of the same optimizer in a child task nests."""
+    the inner one bare, while a compile of the same optimizer in a child task nests.
+
+    The wrappers reach the context only through module functions, so a class defined in a
+    script still pickles by value (cloudpickle) with its wrapped ``compile``.
+    """
     if getattr(fn, "_dspex_compile_callbacks", False):
         return fn
     wrapped = with_callbacks(fn)
@@ -331,30 +349,26 @@ def with_compile_callbacks(fn: F) -> F:
 
         @functools.wraps(fn)
         async def async_wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
-            active = _ACTIVE_COMPILES.get()
-            key = _compile_key(self)
-            if key in active:
+            token = _enter_compile(self)
+            if token is None:
                 return await fn(self, *args, **kwargs)
-            token = _ACTIVE_COMPILES.set((*active, key))
             try:
                 return await wrapped(self, *args, **kwargs)
             finally:
-                _ACTIVE_COMPILES.reset(token)
+                _exit_compile(token)
 
         async_wrapper._dspex_compile_callbacks = True  # type: ignore[attr-defined]
         return cast(F, async_wrapper)
 
     @functools.wraps(fn)
     def sync_wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
-        active = _ACTIVE_COMPILES.get()
-        key = _compile_key(self)
-        if key in active:
+        token = _enter_compile(self)
+        if token is None:
             return fn(self, *args, **kwargs)
-        token = _ACTIVE_COMPILES.set((*active, key))
         try:
             return wrapped(self, *args, **kwargs)
         finally:
-            _ACTIVE_COMPILES.reset(token)
+            _exit_compile(token)
 
     sync_wrapper._dspex_compile_callbacks = True  # type: ignore[attr-defined]
     return cast(F, sync_wrapper)
