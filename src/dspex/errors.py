@@ -617,6 +617,14 @@ def is_retryable_lm_error(error: BaseException) -> bool:
     return is_retryable(error)
 
 
+class StateKeyMissing(StateError, KeyError):
+    """Saved state lacks the entry of one of the module's parameters (a ``KeyError`` too, as
+    DSPy raises). Nothing was loaded: ``load_state`` is all-or-nothing."""
+
+
+__all__ += ["StateKeyMissing"]
+
+
 # --- optimizers ---
 
 

@@ -121,3 +121,22 @@ def test_a_pickled_optimizer_class_still_reports_its_compile() -> None:
     with dspex.context(callbacks=[Recorder()]):
         opt_cls().compile(dspex.Module(), trainset=[])
     assert seen == ["start", "end"]
+
+
+def test_a_state_missing_a_parameter_is_a_key_error_and_changes_nothing(tmp_path: Path) -> None:
+    from dspex.errors import StateError, StateKeyMissing
+
+    class Prog(dspex.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a = dspex.Predict("q -> a")
+            self.b = dspex.Predict("q -> a")
+
+    source = Prog()
+    source.a.demos = [dspex.Example(q="1", a="2")]
+    state = {k: v for k, v in source.dump_state().items() if k != "b"}
+    target = Prog()
+    with pytest.raises(KeyError) as info:
+        target.load_state(state)
+    assert isinstance(info.value, StateKeyMissing) and isinstance(info.value, StateError)
+    assert "'b'" in str(info.value) and target.a.demos == []

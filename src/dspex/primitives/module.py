@@ -20,7 +20,7 @@ from typing import Any, TextIO, TypeVar
 import orjson
 
 from dspex._sync import run_sync
-from dspex.errors import CallError, StateError, UserError
+from dspex.errors import CallError, StateError, StateKeyMissing, UserError
 from dspex.primitives.calling import call_async, call_sync, forward_in_call, warn_direct_forward
 from dspex.utils.saving import get_dependency_versions  # a module global: DSPy-style tests patch it
 
@@ -279,7 +279,7 @@ class Module(metaclass=_ModuleMeta):
         def apply(module: Module) -> None:
             for name, param in module.named_parameters():
                 if name not in state:
-                    raise StateError(
+                    raise StateKeyMissing(
                         f"saved state has no entry for parameter {name!r} "
                         f"(has: {sorted(k for k in state if k != 'metadata')})"
                     )
