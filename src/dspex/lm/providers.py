@@ -131,6 +131,7 @@ class ParsedResponse:
 def build_body(
     endpoint: Endpoint, messages: list[dict[str, Any]], options: dict[str, Any]
 ) -> dict[str, Any]:
+    options = {k: v for k, v in options.items() if v is not None}  # unset, as LiteLLM drops
     if endpoint.wire == "openai":
         return {"model": endpoint.model, "messages": messages, **options}
     system = "\n\n".join(str(m.get("content", "")) for m in messages if m.get("role") == "system")
@@ -138,7 +139,6 @@ def build_body(
     body: dict[str, Any] = {"model": endpoint.model, "messages": rest}
     if system:
         body["system"] = system
-    options = dict(options)
     options.pop("n", None)  # the Messages API has one choice per request
     options.pop("response_format", None)
     if "stop" in options:

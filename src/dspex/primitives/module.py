@@ -300,8 +300,10 @@ class Module(metaclass=_ModuleMeta):
         state, cloudpickle) into the directory ``path``, for :func:`dspex.load`."""
         path = Path(path)
         if save_program:
+            from dspex.utils.saving import PICKLE_WARNING
             from dspex.utils.saving import save_program as save_whole
 
+            logger.warning(PICKLE_WARNING)
             save_whole(self, path, modules_to_serialize, get_dependency_versions())
             return
         if path.suffix == ".json":

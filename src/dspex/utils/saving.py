@@ -85,7 +85,8 @@ def save_program(
     versions: dict[str, str] | None = None,
 ) -> None:
     """Write ``program.pkl`` (cloudpickle) and ``metadata.json`` into the directory ``path``
-    (``versions``: the dependency versions to record, this environment's by default)."""
+    (``versions``: the dependency versions to record, this environment's by default). The
+    caller warns that a pickle runs code when loaded (``Module.save`` does, on its logger)."""
     import cloudpickle
 
     path = Path(path)
@@ -97,7 +98,6 @@ def save_program(
     if path.exists() and not path.is_dir():
         raise StateError(f"The path '{path}' exists but is not a directory.")
     path.mkdir(parents=True, exist_ok=True)
-    logger.warning(PICKLE_WARNING)
     try:
         with serialize_by_value(modules_to_serialize), open(path / "program.pkl", "wb") as fh:
             cloudpickle.dump(program, fh)
