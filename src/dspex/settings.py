@@ -306,10 +306,14 @@ def configure(**changes: Any) -> None:
 
 
 def reset_defaults() -> None:
-    """Restore the built-in defaults (and the ``DSPEX_*`` environment variables)."""
+    """Restore the built-in defaults (and the ``DSPEX_*`` environment variables), and the
+    cache tiers ``configure_cache`` switched."""
     global _defaults
     with _lock:
         _defaults = None
+    cache = sys.modules.get("dspex.lm.cache")
+    if cache is not None:
+        cache.set_tiers()
 
 
 @contextmanager

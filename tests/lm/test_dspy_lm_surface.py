@@ -176,3 +176,28 @@ def test_lm_requests_are_unchanged_by_the_new_options(server: LMServer) -> None:
     body = server.requests[-1].json
     assert body == {"model": "m", "messages": [{"role": "user", "content": "hello"}],
                     "temperature": 0.0}  # fmt: skip
+
+
+def test_configure_cache_switches_the_tiers(server: LMServer, tmp_path: Any) -> None:
+    from dspex.lm.cache import tiers
+
+    server.clear()
+    lm = dspex.LM("openai/cached", api_base=server.url, api_key="k")
+    dspex.configure_cache(enable_disk_cache=False, enable_memory_cache=False)
+    assert tiers() == (False, False)
+    lm("same")
+    lm("same")
+    assert len(server.requests) == 2  # nothing is cached
+    dspex.configure_cache(enable_disk_cache=False, enable_memory_cache=True)
+    lm("same")
+    lm("same")
+    assert len(server.requests) == 3  # answered from memory
+    dspex.configure_cache(
+        enable_disk_cache=True, enable_memory_cache=False, disk_cache_dir=tmp_path
+    )
+    lm("other")
+    lm("other")
+    assert len(server.requests) == 4  # answered from disk
+    assert (tmp_path / "lm_cache.sqlite").exists()
+    dspex.reset_defaults()
+    assert tiers() == (True, True)

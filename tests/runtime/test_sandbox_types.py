@@ -86,3 +86,19 @@ def test_repl_history_is_immutable_and_formats_its_steps() -> None:
     cut = REPLEntry.format_output("x" * 30, max_output_chars=10)
     assert cut.startswith("Output (30 chars):\nxxxxx\n\n... (20 characters omitted) ...")
     assert cut.endswith("xxxxx")
+
+
+def test_stream_listener_knows_which_text_may_still_end_a_field() -> None:
+    from dspex.errors import CallError
+    from dspex.streaming import StreamListener
+
+    listener = StreamListener(signature_field_name="answer")
+    assert listener._could_form_end_identifier("text [[ #", "ChatAdapter")
+    assert listener._could_form_end_identifier("text [[ ## comp", "ChatAdapter")
+    assert not listener._could_form_end_identifier("text [x]", "ChatAdapter")
+    assert listener._could_form_end_identifier('value "}', "JSONAdapter")
+    assert not listener._could_form_end_identifier("value", "JSONAdapter")
+    assert listener._could_form_end_identifier("value </ans", "XMLAdapter")
+    assert not listener._could_form_end_identifier("a < b", "XMLAdapter")
+    with pytest.raises(CallError, match="Unsupported adapter for streaming"):
+        listener._could_form_end_identifier("x", "TwoStepAdapter")
