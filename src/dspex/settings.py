@@ -114,9 +114,10 @@ class Settings:
     allow_tool_async_sync_conversion: bool = False
     max_history_size: int = 10000
     """Bound of the global LM history (``dspex.inspect_history``)."""
-    trace: list[Any] | None = None
+    trace: list[Any] | None = field(default_factory=list)
     """Where predictors record ``(predictor, inputs, prediction)`` for each call, as DSPy's
-    ``settings.trace``: ``with dspex.context(trace=[]) as s: ...; s.trace`` (``None``: off)."""
+    ``settings.trace``: a process-wide list by default (bounded by ``max_trace_size``), a
+    fresh one with ``with dspex.context(trace=[]) as s: ...; s.trace``, off with ``None``."""
     max_trace_size: int = 10000
     """The trace keeps at most this many entries (the oldest go first); 0 records nothing."""
     warn_on_type_mismatch: bool = True

@@ -67,22 +67,9 @@ class BaseLM(ABC):
         self.kwargs = {"temperature": temperature, "max_tokens": max_tokens, **kwargs}
         self.history: Any = []
 
-    # ------------------------------------------------------------------ capabilities
-    @property
-    def supports_function_calling(self) -> bool:
-        return False
-
-    @property
-    def supports_reasoning(self) -> bool:
-        return False
-
-    @property
-    def supports_response_schema(self) -> bool:
-        return False
-
-    @property
-    def supported_params(self) -> set[str]:
-        return set()
+    # Capabilities (``supports_function_calling``...) are not defined here: an LM that
+    # declares them is asked first, the others are looked up by model in
+    # ``dspex.adapters.capabilities``.
 
     # ------------------------------------------------------------------ calls
     async def acall(
