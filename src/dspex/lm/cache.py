@@ -23,7 +23,7 @@ import orjson
 __all__ = ["CachedResponse", "ResponseCache", "cache_key", "request_blob", "shared_cache"]
 
 #: texts of every choice, and token usage as ``(name, count)`` pairs; immutable
-CachedResponse = tuple[tuple[str, ...], tuple[tuple[str, int], ...]]
+CachedResponse = tuple[tuple[Any, ...], tuple[tuple[str, int], ...]]
 
 
 def request_blob(request: dict[str, Any]) -> bytes:
@@ -88,7 +88,7 @@ class ResponseCache:
                 self._remember(blob, value)
             return value
 
-    def put(self, blob: bytes, texts: list[str], usage: dict[str, int]) -> None:
+    def put(self, blob: bytes, texts: list[Any], usage: dict[str, int]) -> None:
         memory_on, disk_on = _TIERS.memory, _TIERS.disk
         if not (memory_on or disk_on):
             return
@@ -103,7 +103,7 @@ class ResponseCache:
                 )
 
     def _remember(self, blob: bytes, value: CachedResponse) -> None:
-        size = len(blob) + sum(len(t) for t in value[0]) + 200
+        size = len(blob) + sum(len(t) if isinstance(t, str) else 1000 for t in value[0]) + 200
         old = self._memory.pop(blob, None)
         if old is not None:
             self._bytes -= old[1]
@@ -129,7 +129,7 @@ class ResponseCache:
 def _freeze(stored: dict[str, Any]) -> CachedResponse:
     usage = stored.get("usage") or {}
     return (
-        tuple(str(t) for t in stored["texts"]),
+        tuple(t if isinstance(t, dict) else str(t) for t in stored["texts"]),
         tuple((str(k), int(v)) for k, v in usage.items()),
     )
 

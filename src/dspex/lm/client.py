@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Generator
@@ -63,7 +64,7 @@ class _Call:
         messages: list[Message],
         options: dict[str, Any],
         blob: bytes | None,
-        hit: list[str] | None = None,
+        hit: list[Any] | None = None,
     ) -> None:
         self.messages = messages
         self.options = options
@@ -250,10 +251,10 @@ class LM(BaseLM):
     @with_callbacks
     def __call__(
         self, prompt: str | None = None, messages: list[Message] | None = None, **kwargs: Any
-    ) -> list[str]:
+    ) -> list[Any]:
         call = self._begin(prompt, messages, kwargs)
         if call.texts is None:
-            message, deadline, flow = self._flow(call, self._parse)
+            message, deadline, flow = self._flow(call, self._parser(call))
             try:
                 with self._span(call):
                     step = next(flow)
@@ -278,10 +279,10 @@ class LM(BaseLM):
     @with_callbacks
     async def acall(
         self, prompt: str | None = None, messages: list[Message] | None = None, **kwargs: Any
-    ) -> list[str]:
+    ) -> list[Any]:
         call = self._begin(prompt, messages, kwargs)
         if call.texts is None:
-            message, deadline, flow = self._flow(call, self._parse)
+            message, deadline, flow = self._flow(call, self._parser(call))
             try:
                 with self._span(call):
                     step = next(flow)
@@ -407,26 +408,26 @@ class LM(BaseLM):
         if call.meta is not None:
             call.meta.update(status=response.status, attempts=attempts, **parsed.usage)
 
-    def _end(self, call: _Call) -> list[str]:
+    def _end(self, call: _Call) -> list[Any]:
         """Where every answered call ends: store, bill and remember a fresh answer (a cache
         hit was remembered in :meth:`_begin`); the caller gets its own list."""
         texts = call.texts
         assert texts is not None
         if call.hit:
-            return texts
+            return _fresh(texts)
         if call.blob is not None:
             shared_cache(settings.current().cache_dir).put(call.blob, texts, call.usage)
         tracker = current_tracker()
         if tracker is not None:
             tracker.add(self.model, call.usage)
         self._remember(call.messages, call.options, texts, call.usage, cached=False)
-        return list(texts)
+        return _fresh(texts)
 
     def _remember(
         self,
         messages: list[Message],
         options: dict[str, Any],
-        texts: list[str],
+        texts: list[Any],
         usage: dict[str, int],
         *,
         cached: bool,
@@ -466,9 +467,15 @@ class LM(BaseLM):
         deadline = time.monotonic() + self.timeout
         return message, deadline, attempt_flow(self._rules(), deadline, accept)
 
-    def _parse(self, response: Response) -> ParsedResponse:
+    def _parser(self, call: _Call) -> Any:
+        """How the call's reply is read (with each choice's logprobs when it asked for them)."""
+        if call.options.get("logprobs"):
+            return functools.partial(self._parse, logprobs=True)
+        return self._parse
+
+    def _parse(self, response: Response, logprobs: bool = False) -> ParsedResponse:
         try:
-            return parse_response(self.endpoint, orjson.loads(response.body))
+            return parse_response(self.endpoint, orjson.loads(response.body), logprobs)
         except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError, ValueError) as exc:
             raise self._rules().errors.malformed(exc) from None
 
@@ -477,6 +484,11 @@ class LM(BaseLM):
             return contextlib.nullcontext()
         call.meta = {"model": self.model, "provider": self.provider}
         return events.span("dspex.lm.request", call.meta)
+
+
+def _fresh(outputs: list[Any]) -> list[Any]:
+    """The caller's own list (dict outputs copied: the cache and history keep theirs)."""
+    return [dict(o) if isinstance(o, dict) else o for o in outputs]
 
 
 def _head(response: Response) -> Response:
