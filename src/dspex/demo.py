@@ -63,6 +63,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         stack.callback(shutdown_pools)  # before the LM server stops
         _research_assistant(console)
+        console.rule("an ordinary DSPy program, run natively")
+        from dspex.demo_program import run
+
+        run(console, lm if args.lm else None)
     return 0
 
 

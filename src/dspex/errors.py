@@ -102,6 +102,7 @@ __all__ = [
     "RemoteError",
     "RequestDeadlineExceeded",
     "ResourceLimitExceeded",
+    "RetrieverError",
     "SandboxCodeError",
     "SandboxError",
     "SandboxMemoryError",
@@ -216,10 +217,12 @@ class AdapterParseError(DSPexError, ValueError):
     recovered), ``missing`` (output field names not found). DSPy's names for them are
     attributes too: ``adapter_name``, ``lm_response``, ``parsed_result``, and DSPy's
     constructor (``adapter_name=, signature=, lm_response=, message=, parsed_result=``)
-    builds DSPy's message.
+    builds DSPy's message; ``signature`` is the signature being parsed when an adapter's
+    ``parse`` raised it.
     """
 
     code = "adapter_parse_error"
+    signature: Any = None
 
     def __init__(
         self,
@@ -671,3 +674,10 @@ class LMResponseTooLarge(LMError):
     Fields: ``provider``, ``model``, ``status``, ``limit`` (bytes). Not retryable: the same
     request would get the same reply. Raise the cap with ``LM(max_response_bytes=...)``.
     """
+
+
+# --- retrieval ---
+
+
+class RetrieverError(DSPexError, ValueError):
+    """A retrieval server answered with an error or with something that is not a result."""

@@ -160,7 +160,7 @@ class Settings:
             )
         object.__setattr__(self, "dspy_import_roots", tuple(roots))
         if self.allow_code_execution != ():  # the default needs no check (every context())
-            from dspex.bridge.allowlist import parse_code_opt_in
+            from dspex.code_execution import parse_code_opt_in
 
             opt_in = parse_code_opt_in(self.allow_code_execution)
             object.__setattr__(self, "allow_code_execution", opt_in)

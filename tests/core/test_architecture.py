@@ -128,3 +128,9 @@ def test_each_core_module_imports_alone_in_a_fresh_interpreter() -> None:
     with ThreadPoolExecutor(4) as pool:
         failed = [r for r in pool.map(load, names) if r[1] != 0]
     assert failed == []
+
+
+def test_settings_never_import_upper_layers() -> None:
+    """Validating a setting must not pull in the bridge, router or pipelines."""
+    found = imports(SRC / "settings.py", top_level_only=False)
+    assert not {m for m in found if m.startswith(UPPER)}, found

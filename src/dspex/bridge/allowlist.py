@@ -33,6 +33,7 @@ import types
 from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 
+from dspex.code_execution import CODE_RUNNING, parse_code_opt_in
 from dspex.errors import SecurityError, UserError
 
 __all__ = [
@@ -88,13 +89,6 @@ DENIED_MODULES = frozenset(
 )
 """Modules (and their submodules) inside allowed packages that are never reachable."""
 
-CODE_RUNNING: Mapping[str, str] = {
-    "dspy.predict.program_of_thought:ProgramOfThought": "ProgramOfThought",
-    "dspy.predict.code_act:CodeAct": "CodeAct",
-    "dspy.predict.rlm:RLM": "RLM",
-    "dspy.predict.flex.flex:Flex": "Flex",
-}
-"""DSPy modules that execute LM-generated code (by defining path -> opt-in name)."""
 
 _DENIED_KWARGS = ("allow_pickle", "allow_unsafe_lm_state", "allow_custom_lm_class")
 _DENIED_METHODS = frozenset({"save", "load"})  # files in the worker: state crosses by value
@@ -151,28 +145,6 @@ def exportable(path: str, roots: Iterable[str]) -> bool:
         return False
     allowed = frozenset((*ALWAYS_ALLOWED, *roots))
     return _root(module) in allowed and not _denied(module) and path not in CODE_RUNNING
-
-
-def parse_code_opt_in(value: Any) -> tuple[str, ...]:
-    """The ``allow_code_execution`` setting as names: ``True`` -> ``("*",)`` (every module)."""
-    if value is True:
-        return ("*",)
-    if value is False or value is None:
-        return ()
-    if isinstance(value, str):
-        value = [v.strip() for v in value.split(",") if v.strip()]
-    names = tuple(value)
-    known = {*CODE_RUNNING.values(), "*"}
-    unknown = [n for n in names if n not in known]
-    if unknown:
-        from dspex.errors import ConfigurationError
-
-        raise ConfigurationError(
-            f"allow_code_execution names unknown module(s) {unknown}; "
-            f"known: {sorted(CODE_RUNNING.values())} (or True for all)",
-            field="allow_code_execution",
-        )
-    return names
 
 
 class Policy:

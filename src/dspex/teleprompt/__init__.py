@@ -1,6 +1,7 @@
 """Native optimizers with DSPy 3.4.1's classes, arguments and results (``dspy.teleprompt``).
 
-Optimizers without a native implementation yet (``MIPROv2``, ``SIMBA``, ``GEPA``, and the
+``GEPA`` (``dspex.teleprompt.gepa``) is imported on first use (it needs the ``gepa`` library).
+Optimizers without a native implementation yet (``MIPROv2``, ``SIMBA``, and the
 DSPy-only ones such as ``BetterTogether``) resolve here to routed names, built on DSPy in a
 worker pool.
 """
@@ -30,12 +31,14 @@ __all__ = [
     "Teleprompter",
 ]
 
-_ROUTED = frozenset({"MIPROv2", "SIMBA", "GEPA"})
+_ROUTED = frozenset({"MIPROv2", "SIMBA"})
 
 
 def __getattr__(name: str) -> Any:
     value: Any
-    if name in _ROUTED:
+    if name == "GEPA":
+        from dspex.teleprompt.gepa import GEPA as value
+    elif name in _ROUTED:
         from dspex.router.factories import factory
 
         value = factory(name)
