@@ -134,7 +134,7 @@ class Module(metaclass=_ModuleMeta):
         return_failed_examples: bool = False,
         provide_traceback: bool | None = None,
         disable_progress_bar: bool = False,
-        timeout: int = 120,
+        timeout: float = 120,
         straggler_limit: int = 3,
     ) -> Any:
         """Run the program on each example's inputs concurrently (``num_threads`` at a time).
@@ -143,6 +143,8 @@ class Module(metaclass=_ModuleMeta):
         ``return_failed_examples=True`` also the failed examples and their exceptions.
         Reaching ``max_errors`` failures stops the batch with an error. A program with a
         native ``aforward`` runs as tasks on one event loop; a sync one in worker threads.
+        Once at most ``straggler_limit`` examples are left, one running ``timeout`` seconds
+        or more is started again and the first attempt to finish counts (DSPy's rule).
         """
         from dspex.primitives.batch import run_batch
 
@@ -153,6 +155,8 @@ class Module(metaclass=_ModuleMeta):
             max_errors=max_errors,
             return_failed_examples=return_failed_examples,
             provide_traceback=provide_traceback,
+            timeout=timeout,
+            straggler_limit=straggler_limit,
         )
 
     # ------------------------------------------------------------------ structure
