@@ -140,3 +140,24 @@ def test_a_state_missing_a_parameter_is_a_key_error_and_changes_nothing(tmp_path
         target.load_state(state)
     assert isinstance(info.value, StateKeyMissing) and isinstance(info.value, StateError)
     assert "'b'" in str(info.value) and target.a.demos == []
+
+
+async def test_a_streamed_sync_program_can_send_its_own_chunks_from_its_thread() -> None:
+    import anyio.from_thread
+
+    class Note:
+        def __init__(self, text: str) -> None:
+            self.text = text
+
+    class Program(dspex.Module):
+        def forward(self, question: str) -> dspex.Prediction:
+            async def send() -> None:
+                await dspex.settings.send_stream.send(Note("working"))
+
+            anyio.from_thread.run(send)  # back on the streaming loop, as DSPy programs do
+            dspex.settings.send_stream.send(Note("sync send"))  # or without awaiting
+            return dspex.Prediction(answer=question.upper())
+
+    items = [item async for item in dspex.streamify(Program())(question="hi")]
+    assert [type(i).__name__ for i in items] == ["Note", "Note", "Prediction"]
+    assert [items[0].text, items[1].text, items[2].answer] == ["working", "sync send", "HI"]

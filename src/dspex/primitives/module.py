@@ -8,8 +8,8 @@ callers (one reused loop per thread).
 
 from __future__ import annotations
 
-import asyncio
 import copy
+import functools
 import logging
 import re
 from collections import deque
@@ -105,9 +105,10 @@ class Module(metaclass=_ModuleMeta):
         runs in a worker thread so the event loop stays free (DSPy needs ``aforward``)."""
         if self._has_async_forward() or not self._has_sync_forward():
             return await call_async(self, lambda: self.aforward(*args, **kwargs), args, kwargs)
-        return await call_async(
-            self, lambda: asyncio.to_thread(forward_in_call, self, args, kwargs), args, kwargs
-        )
+        from dspex.utils.asyncify import in_worker_thread
+
+        run = functools.partial(forward_in_call, self, args, kwargs)
+        return await call_async(self, lambda: in_worker_thread(run), args, kwargs)
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()

@@ -114,6 +114,22 @@ def asyncify(program: Any) -> Callable[..., Awaitable[Any]]:
 
     async def run(*args: Any, **kwargs: Any) -> Any:
         async with get_limiter():
-            return await asyncio.to_thread(functools.partial(program, *args, **kwargs))
+            return await in_worker_thread(functools.partial(program, *args, **kwargs))
 
     return run
+
+
+async def in_worker_thread(fn: Callable[[], Any]) -> Any:
+    """Run ``fn`` in a worker thread with the caller's context. With ``anyio`` installed the
+    thread is an anyio worker, as DSPy's asyncify uses, so the program may call back into the
+    loop with ``anyio.from_thread.run(...)``; otherwise ``asyncio.to_thread``. The threads are
+    bounded by :func:`get_limiter`, not by anyio's default limiter."""
+    try:
+        import anyio.to_thread
+    except ImportError:
+        return await asyncio.to_thread(fn)
+    default = anyio.to_thread.current_default_thread_limiter()
+    wanted = get_limiter().total_tokens
+    if default.total_tokens < wanted:
+        default.total_tokens = wanted
+    return await anyio.to_thread.run_sync(fn)
