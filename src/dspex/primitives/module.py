@@ -137,6 +137,7 @@ class Module(metaclass=_ModuleMeta):
         disable_progress_bar: bool = False,
         timeout: float = 120,
         straggler_limit: int = 3,
+        backend: str | None = None,
     ) -> Any:
         """Run the program on each example's inputs concurrently (``num_threads`` at a time).
 
@@ -146,6 +147,8 @@ class Module(metaclass=_ModuleMeta):
         native ``aforward`` runs as tasks on one event loop; a sync one in worker threads.
         Once at most ``straggler_limit`` examples are left, one running ``timeout`` seconds
         or more is started again and the first attempt to finish counts (DSPy's rule).
+        ``backend="process"``/``"ray"`` runs the calls on a pool of worker processes / Ray
+        actors instead, ``num_threads`` at a time per worker (:mod:`dspex.pool.fanout`).
         """
         from dspex.primitives.batch import run_batch
 
@@ -158,6 +161,7 @@ class Module(metaclass=_ModuleMeta):
             provide_traceback=provide_traceback,
             timeout=timeout,
             straggler_limit=straggler_limit,
+            backend=backend,
         )
 
     # ------------------------------------------------------------------ structure
