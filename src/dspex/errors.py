@@ -215,58 +215,135 @@ class AdapterParseError(DSPexError, ValueError):
 
     Fields: ``adapter`` (name), ``raw`` (the completion text), ``parsed`` (what was
     recovered), ``missing`` (output field names not found). DSPy's names for them are
-    properties: ``adapter_name``, ``lm_response``, ``parsed_result``; ``signature`` is the
-    signature being parsed when an adapter's ``parse`` raised it.
+    attributes too: ``adapter_name``, ``lm_response``, ``parsed_result``, and DSPy's
+    constructor (``adapter_name=, signature=, lm_response=, message=, parsed_result=``)
+    builds DSPy's message; ``signature`` is the signature being parsed when an adapter's
+    ``parse`` raised it.
     """
 
+    code = "adapter_parse_error"
     signature: Any = None
 
-    @property
-    def adapter_name(self) -> Any:
-        return self.fields.get("adapter")
+    def __init__(
+        self,
+        message: str | None = "",
+        *,
+        adapter_name: str | None = None,
+        signature: Any = None,
+        lm_response: str | None = None,
+        parsed_result: Any = None,
+        **fields: Any,
+    ) -> None:
+        if adapter_name is not None and signature is not None:
+            names = list(getattr(signature, "output_fields", signature))
+            message = parse_failure_text(adapter_name, lm_response, names, parsed_result, message)
+            fields.setdefault("adapter", adapter_name)
+            fields.setdefault("raw", lm_response)
+            if parsed_result is not None:
+                fields.setdefault("parsed", parsed_result)
+        super().__init__(message or "", **fields)
+        self.signature = signature
+        self.adapter_name = fields.get("adapter")
+        self.lm_response = fields.get("raw")
+        self.parsed_result = parsed_result if parsed_result is not None else fields.get("parsed")
 
-    @property
-    def lm_response(self) -> Any:
-        return self.fields.get("raw")
 
-    @property
-    def parsed_result(self) -> Any:
-        return self.fields.get("parsed")
+def parse_failure_text(
+    adapter: str, raw: Any, expected: list[str], parsed: Any = None, message: str | None = None
+) -> str:
+    """DSPy 3.4.1's text for an adapter that could not parse a completion."""
+    text = f"{message}\n\n" if message else ""
+    text += (
+        f"Adapter {adapter} failed to parse the LM response. \n\n"
+        f"LM Response: {raw} \n\n"
+        f"Expected to find output fields in the LM response: [{', '.join(expected)}] \n\n"
+    )
+    if parsed is not None:
+        text += f"Actual output fields parsed from the LM response: [{', '.join(parsed)}] \n\n"
+    return text
 
 
 # ---------------------------------------------------------------------------- LM calls
 
 
 class LMError(DSPexError):
-    """A language-model call failed. Fields: ``provider``, ``model``, ``status`` (or None)."""
+    """A language-model call failed.
+
+    Fields (``None`` when unknown), as DSPy's: ``model``, ``provider``, ``status``,
+    ``request_id``, ``retry_after``, ``provider_code``; ``code`` is the error's stable code
+    (DSPy's: ``"rate_limit"``, ``"timeout"``...). ``str()`` is ``"[model] message"`` when the
+    model is known.
+    """
+
+    default_code: str = "lm_error"
+
+    def __init__(self, message: str = "", *, code: str | None = None, **fields: Any) -> None:
+        super().__init__(message, **fields)
+        self.code = code or self.default_code
+        for name in ("model", "provider", "status", "request_id", "retry_after", "provider_code"):
+            if name not in fields:
+                setattr(self, name, None)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        fields = dict(self.fields)
+        if self.code != self.default_code:
+            fields["code"] = self.code
+        return (_rebuild, (type(self), self.message, fields))
+
+    def __str__(self) -> str:
+        model = self.fields.get("model")
+        if not model:
+            return self.message
+        return f"[{model}] {self.message}" if self.message else f"[{model}]"
 
 
 class LMAuthError(LMError):
     """The provider rejected the credentials (401/403)."""
 
+    default_code = "auth"
+
 
 class LMBadRequestError(LMError, ValueError):
     """The provider rejected the request as malformed; retrying will not help."""
 
+    default_code = "invalid_request"
+
 
 class ContextWindowExceeded(LMBadRequestError):
-    """The prompt does not fit the model's context window."""
+    """The prompt does not fit the model's context window (DSPy's default message and
+    keyword-only form work: ``ContextWindowExceeded(model=..., message=...)``)."""
+
+    default_code = "context_window_exceeded"
+
+    def __init__(self, *args: Any, **fields: Any) -> None:
+        message = fields.pop("message", None)
+        if args:
+            message = args[0]
+        super().__init__("Context window exceeded" if message is None else message, **fields)
 
 
 class LMRateLimitError(LMError):
     """429. ``retry_after`` is the number of seconds the server asked us to wait (or None)."""
 
+    default_code = "rate_limit"
+
 
 class LMServerError(LMError):
     """The provider failed (5xx, 408, 409); retryable."""
+
+    default_code = "server"
 
 
 class LMTimeoutError(LMError, TimeoutError):
     """The call's deadline passed (connect, first byte, or a slow body)."""
 
+    default_code = "timeout"
+
 
 class LMTransportError(LMError, ConnectionError):
     """The connection failed below HTTP (refused, reset, DNS...)."""
+
+    default_code = "transport"
 
 
 class CircuitOpenError(LMError):
@@ -481,46 +558,74 @@ class LMProviderError(LMError):
     """The provider refused or failed a request (DSPy's base of the HTTP-status errors; DSPex's
     status errors derive from :class:`LMError` directly, so catch ``LMError`` for all of them)."""
 
+    default_code = "provider"
+
 
 class LMBillingError(LMProviderError):
     """The provider refused the request for billing/quota reasons (402)."""
+
+    default_code = "billing"
 
 
 class LMUnsupportedModelError(LMBadRequestError):
     """The provider does not know or serve the requested model."""
 
+    default_code = "unsupported_model"
+
 
 class LMConfigurationError(LMError, ConfigurationError):
     """The LM is configured wrongly (bad model string, missing key...)."""
+
+    default_code = "configuration"
 
 
 class LMNotConfiguredError(LMConfigurationError):
     """No LM is configured for a module call (``dspex.configure(lm=...)`` or ``lm=``)."""
 
+    default_code = "not_configured"
+
 
 class LMLockTimeoutError(LMError, TimeoutError):
     """Waiting for a shared LM resource (a cache or engine lock) timed out."""
+
+    default_code = "lock_timeout"
 
 
 class LMCollectionLimitError(LMError):
     """A streamed or collected reply exceeded its size limit."""
 
+    default_code = "collection_limit"
+
 
 class LMUnsupportedFeatureError(LMError):
     """The LM or provider does not support a requested feature (streaming, tools, n > 1...)."""
+
+    default_code = "unsupported_feature"
 
 
 class LMUnexpectedError(LMError):
     """The LM returned something DSPex cannot interpret."""
 
+    default_code = "unexpected"
+
 
 class LMStreamAssemblyError(LMUnexpectedError):
     """A streamed reply could not be assembled into a completion."""
+
+    default_code = "stream_assembly"
 
 
 def is_retryable_lm_error(error: BaseException) -> bool:
     """DSPy's name for :func:`is_retryable`."""
     return is_retryable(error)
+
+
+class StateKeyMissing(StateError, KeyError):
+    """Saved state lacks the entry of one of the module's parameters (a ``KeyError`` too, as
+    DSPy raises). Nothing was loaded: ``load_state`` is all-or-nothing."""
+
+
+__all__ += ["StateKeyMissing"]
 
 
 # --- optimizers ---

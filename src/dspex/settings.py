@@ -114,9 +114,10 @@ class Settings:
     allow_tool_async_sync_conversion: bool = False
     max_history_size: int = 10000
     """Bound of the global LM history (``dspex.inspect_history``)."""
-    trace: list[Any] | None = None
+    trace: list[Any] | None = field(default_factory=list)
     """Where predictors record ``(predictor, inputs, prediction)`` for each call, as DSPy's
-    ``settings.trace``: ``with dspex.context(trace=[]) as s: ...; s.trace`` (``None``: off)."""
+    ``settings.trace``: a process-wide list by default (bounded by ``max_trace_size``), a
+    fresh one with ``with dspex.context(trace=[]) as s: ...; s.trace``, off with ``None``."""
     max_trace_size: int = 10000
     """The trace keeps at most this many entries (the oldest go first); 0 records nothing."""
     warn_on_type_mismatch: bool = True
@@ -306,10 +307,14 @@ def configure(**changes: Any) -> None:
 
 
 def reset_defaults() -> None:
-    """Restore the built-in defaults (and the ``DSPEX_*`` environment variables)."""
+    """Restore the built-in defaults (and the ``DSPEX_*`` environment variables), and the
+    cache tiers ``configure_cache`` switched."""
     global _defaults
     with _lock:
         _defaults = None
+    cache = sys.modules.get("dspex.lm.cache")
+    if cache is not None:
+        cache.set_tiers()
 
 
 @contextmanager

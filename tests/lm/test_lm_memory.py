@@ -15,7 +15,8 @@ def test_rss_stays_flat_over_10k_calls(monkeypatch: pytest.MonkeyPatch) -> None:
     # the process-wide history (dspex.inspect_history) and each module's history keep DSPy's
     # 10k entries; bound them to the warm-up size here so the test measures the LM's own state
     monkeypatch.setattr("dspex.utils.inspect_history.MAX_HISTORY_SIZE", 1_000)
-    dspex.configure(max_history_size=1_000)  # modules keep DSPy's 10k-entry history too
+    # modules keep DSPy's 10k-entry history, and the default trace DSPy's 10k entries, too
+    dspex.configure(max_history_size=1_000, max_trace_size=1_000)
     process = psutil.Process()
     with LMServer() as server:
         lm = dspex.LM("openai/test", api_base=server.url, api_key="k", cache=False)

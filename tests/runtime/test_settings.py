@@ -18,10 +18,24 @@ def test_every_dspy_setting_is_accepted_and_has_dspys_default() -> None:
 
     for key, default in DEFAULT_CONFIG.items():
         assert key in dspex.settings, key
-        if key == "trace":  # DSPex: None = not recording (predictors record into a given list)
-            continue
         assert getattr(dspex.settings, key) == default, key
-    dspex.configure(**{k: v for k, v in DEFAULT_CONFIG.items() if k != "trace"})
+    dspex.configure(**DEFAULT_CONFIG)
+
+
+def test_the_default_trace_records_bounded_and_none_turns_it_off() -> None:
+    from dspex.utils import DummyLM
+
+    program = dspex.Predict("question -> answer")
+    dspex.configure(lm=DummyLM([{"answer": "a"}] * 6), max_trace_size=2)
+    for _ in range(3):
+        program(question="q")
+    assert [entry[0] for entry in dspex.settings.trace] == [program, program]
+    dspex.configure(trace=None)
+    program(question="q")
+    assert dspex.settings.trace is None
+    with dspex.context(trace=[]) as scoped:
+        program(question="q")
+    assert len(scoped.trace or []) == 1
 
 
 def test_unknown_key_is_a_typed_error_naming_the_valid_ones() -> None:

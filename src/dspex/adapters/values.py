@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from functools import lru_cache
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
-from dspex.errors import AdapterParseError
+from dspex.errors import AdapterParseError, parse_failure_text
 from dspex.signatures.field import FieldInfo
 
 __all__ = [
@@ -110,14 +110,7 @@ def parse_error(
 ) -> AdapterParseError:
     """An :class:`AdapterParseError` whose text reads as DSPy 3.4.1's (``expected``: field names)."""
     names = list(expected)
-    text = f"{message}\n\n" if message else ""
-    text += (
-        f"Adapter {adapter} failed to parse the LM response. \n\n"
-        f"LM Response: {raw} \n\n"
-        f"Expected to find output fields in the LM response: [{', '.join(names)}] \n\n"
-    )
-    if parsed is not None:
-        text += f"Actual output fields parsed from the LM response: [{', '.join(parsed)}] \n\n"
+    text = parse_failure_text(adapter, raw, names, parsed, message)
     missing = [n for n in names if parsed is None or n not in parsed]
     return AdapterParseError(
         text, adapter=adapter, raw=raw, parsed=dict(parsed or {}), missing=missing

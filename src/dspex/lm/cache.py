@@ -23,7 +23,7 @@ import orjson
 __all__ = ["CachedResponse", "ResponseCache", "cache_key", "request_blob", "shared_cache"]
 
 #: texts of every choice, and token usage as ``(name, count)`` pairs; immutable
-CachedResponse = tuple[tuple[str, ...], tuple[tuple[str, int], ...]]
+CachedResponse = tuple[tuple[Any, ...], tuple[tuple[str, int], ...]]
 
 
 def request_blob(request: dict[str, Any]) -> bytes:
@@ -64,12 +64,18 @@ class ResponseCache:
         return self._db
 
     def get(self, blob: bytes) -> CachedResponse | None:
-        """The cached response for a request blob (see :func:`request_blob`), or ``None``."""
+        """The cached response for a request blob (see :func:`request_blob`), or ``None``
+        (always ``None`` with both tiers switched off by :func:`set_tiers`)."""
+        memory_on, disk_on = _TIERS.memory, _TIERS.disk
+        if not (memory_on or disk_on):
+            return None
         with self._lock:
-            entry = self._memory.get(blob)
+            entry = self._memory.get(blob) if memory_on else None
             if entry is not None:
                 self._memory.move_to_end(blob)
                 return entry[0]
+            if not disk_on:
+                return None
             row = (
                 self._conn()
                 .execute("SELECT value FROM responses WHERE key = ?", (cache_key(blob),))
@@ -78,27 +84,32 @@ class ResponseCache:
             if row is None:
                 return None
             value = _freeze(orjson.loads(bytes(row[0])))
-            self._remember(blob, value)
+            if memory_on:
+                self._remember(blob, value)
             return value
 
-    def put(self, blob: bytes, texts: list[str], usage: dict[str, int]) -> None:
+    def put(self, blob: bytes, texts: list[Any], usage: dict[str, int]) -> None:
+        memory_on, disk_on = _TIERS.memory, _TIERS.disk
+        if not (memory_on or disk_on):
+            return
         value: CachedResponse = (tuple(texts), tuple(usage.items()))
-        stored = orjson.dumps({"texts": texts, "usage": usage})
         with self._lock:
-            self._remember(blob, value)
-            self._conn().execute(
-                "INSERT OR REPLACE INTO responses (key, value) VALUES (?, ?)",
-                (cache_key(blob), stored),
-            )
+            if memory_on:
+                self._remember(blob, value)
+            if disk_on:
+                self._conn().execute(
+                    "INSERT OR REPLACE INTO responses (key, value) VALUES (?, ?)",
+                    (cache_key(blob), orjson.dumps({"texts": texts, "usage": usage})),
+                )
 
     def _remember(self, blob: bytes, value: CachedResponse) -> None:
-        size = len(blob) + sum(len(t) for t in value[0]) + 200
+        size = len(blob) + sum(len(t) if isinstance(t, str) else 1000 for t in value[0]) + 200
         old = self._memory.pop(blob, None)
         if old is not None:
             self._bytes -= old[1]
         self._memory[blob] = (value, size)
         self._bytes += size
-        while len(self._memory) > self.memory_size or (
+        while len(self._memory) > min(self.memory_size, _TIERS.memory_entries) or (
             self._bytes > self.memory_bytes and len(self._memory) > 1
         ):
             self._bytes -= self._memory.popitem(last=False)[1][1]
@@ -118,13 +129,45 @@ class ResponseCache:
 def _freeze(stored: dict[str, Any]) -> CachedResponse:
     usage = stored.get("usage") or {}
     return (
-        tuple(str(t) for t in stored["texts"]),
+        tuple(t if isinstance(t, dict) else str(t) for t in stored["texts"]),
         tuple((str(k), int(v)) for k, v in usage.items()),
     )
 
 
+class _Tiers:
+    """Which cache tiers are on, process-wide (DSPy's ``configure_cache`` switches)."""
+
+    __slots__ = ("disk", "memory", "memory_entries")
+
+    def __init__(self) -> None:
+        self.memory = True
+        self.disk = True
+        self.memory_entries = 10_000
+
+
+_TIERS = _Tiers()
 _caches: dict[Path, ResponseCache] = {}
 _caches_lock = threading.Lock()
+
+
+def set_tiers(
+    *, memory: bool = True, disk: bool = True, memory_max_entries: int | None = None
+) -> None:
+    """Switch the in-memory and on-disk tiers of every response cache on or off (a tier
+    switched off is neither read nor written; the memory tier is emptied). Both off: LM
+    calls are never answered from, nor stored in, a cache."""
+    with _caches_lock:
+        _TIERS.memory, _TIERS.disk = bool(memory), bool(disk)
+        _TIERS.memory_entries = 10_000 if memory_max_entries is None else memory_max_entries
+        caches = list(_caches.values())
+    for cache in caches:
+        if not memory or memory_max_entries is not None:
+            cache.clear_memory()
+
+
+def tiers() -> tuple[bool, bool]:
+    """(memory tier on, disk tier on)."""
+    return _TIERS.memory, _TIERS.disk
 
 
 def shared_cache(directory: Path) -> ResponseCache:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Generator
@@ -28,10 +29,11 @@ from typing import Any
 import orjson
 
 from dspex import settings
-from dspex.errors import ConfigurationError
-from dspex.lm.base import BaseLM, Message
+from dspex.errors import ConfigurationError, LMError
+from dspex.lm.base import BUILTIN_LM_CLASS_PATH, BaseLM, Message
 from dspex.lm.cache import request_blob, shared_cache
 from dspex.lm.flow import Attempts, ErrorMap, Outcome, attempt_flow
+from dspex.lm.options import initial_options, is_openai_reasoning_model, wrap_provider_exception
 from dspex.lm.providers import (
     Endpoint,
     ParsedResponse,
@@ -62,7 +64,7 @@ class _Call:
         messages: list[Message],
         options: dict[str, Any],
         blob: bytes | None,
-        hit: list[str] | None = None,
+        hit: list[Any] | None = None,
     ) -> None:
         self.messages = messages
         self.options = options
@@ -87,6 +89,12 @@ class LM(BaseLM):
         num_retries: int = 3,
         timeout: float = 60.0,
         *,
+        model_type: str = "chat",
+        callbacks: list[Any] | None = None,
+        finetuning_model: str | None = None,
+        launch_kwargs: dict[str, Any] | None = None,
+        train_kwargs: dict[str, Any] | None = None,
+        use_developer_role: bool = False,
         retry_policy: RetryPolicy | None = None,
         circuit_threshold: int = 5,
         circuit_cooldown: float = 30.0,
@@ -95,12 +103,14 @@ class LM(BaseLM):
         transport: HTTPTransport | None = None,
         **kwargs: Any,
     ) -> None:
-        options = dict(kwargs)
-        if temperature is not None:
-            options["temperature"] = temperature
-        if max_tokens is not None:
-            options["max_tokens"] = max_tokens
-        super().__init__(model, **options)
+        super().__init__(
+            model, model_type=model_type, cache=cache, callbacks=callbacks, num_retries=num_retries
+        )
+        self.kwargs = initial_options(model, temperature, max_tokens, kwargs)
+        self.finetuning_model = finetuning_model
+        self.launch_kwargs = dict(launch_kwargs or {})
+        self.train_kwargs = dict(train_kwargs or {})
+        self.use_developer_role = use_developer_role
         self.endpoint: Endpoint = resolve(model, api_base, api_key)
         self.cache = cache
         if num_retries < 0 or timeout <= 0:
@@ -153,6 +163,12 @@ class LM(BaseLM):
             "circuit_threshold": self.circuit_threshold,
             "circuit_cooldown": self.circuit_cooldown,
             "history_size": self.history.maxlen,
+            "model_type": self.model_type,
+            "callbacks": list(self.callbacks),
+            "finetuning_model": self.finetuning_model,
+            "launch_kwargs": self.launch_kwargs,
+            "train_kwargs": self.train_kwargs,
+            "use_developer_role": self.use_developer_role,
             **self.kwargs,
         }
         if "transport" not in overrides and "max_response_bytes" not in overrides:
@@ -165,13 +181,41 @@ class LM(BaseLM):
         return LM(model, **params)
 
     def dump_state(self) -> dict[str, Any]:
-        """DSPy-style LM state (never the API key)."""
-        return {
-            "model": self.model,
-            "num_retries": self.num_retries,
-            "cache": self.cache,
-            **self.kwargs,
-        }
+        """DSPy 3.4.1's LM state (never the API key): ``dspy.LM.load_state`` reads it too."""
+        state = super().dump_state()
+        state.update(
+            finetuning_model=self.finetuning_model,
+            launch_kwargs=self.launch_kwargs,
+            train_kwargs=self.train_kwargs,
+        )
+        if self.use_developer_role:
+            state["use_developer_role"] = True
+        if is_openai_reasoning_model(self.model) and "max_completion_tokens" in state:
+            state["max_tokens"] = state.pop("max_completion_tokens")
+        return state
+
+    def _state_class_path(self) -> str:
+        return BUILTIN_LM_CLASS_PATH if type(self) is LM else super()._state_class_path()
+
+    @classmethod
+    def load_state(cls, state: dict[str, Any], *, allow_custom_lm_class: bool = False) -> LM:
+        """An LM rebuilt from :meth:`dump_state` output (a reasoning model's
+        ``max_completion_tokens`` is read as ``max_tokens``)."""
+        state = dict(state)
+        model = state.get("model")
+        reasoning = isinstance(model, str) and is_openai_reasoning_model(model)
+        if reasoning and "max_completion_tokens" in state:
+            state.setdefault("max_tokens", state["max_completion_tokens"])
+            state.pop("max_completion_tokens")
+        lm = super().load_state(state, allow_custom_lm_class=allow_custom_lm_class)
+        if not isinstance(lm, LM):  # pragma: no cover - cls(**state) is an LM
+            raise TypeError(f"load_state built {type(lm).__name__}, not an LM")
+        return lm
+
+    def _wrap_litellm_exception(self, error: BaseException) -> LMError:
+        """DSPy's mapping of a LiteLLM/OpenAI exception onto the typed LM errors (for code
+        that calls LiteLLM itself and wants DSPex's errors)."""
+        return wrap_provider_exception(error, self.model)
 
     def __repr__(self) -> str:
         return f"LM({self.model!r}, api_base={self.endpoint.display_base!r})"
@@ -207,10 +251,10 @@ class LM(BaseLM):
     @with_callbacks
     def __call__(
         self, prompt: str | None = None, messages: list[Message] | None = None, **kwargs: Any
-    ) -> list[str]:
+    ) -> list[Any]:
         call = self._begin(prompt, messages, kwargs)
         if call.texts is None:
-            message, deadline, flow = self._flow(call, self._parse)
+            message, deadline, flow = self._flow(call, self._parser(call))
             try:
                 with self._span(call):
                     step = next(flow)
@@ -235,10 +279,10 @@ class LM(BaseLM):
     @with_callbacks
     async def acall(
         self, prompt: str | None = None, messages: list[Message] | None = None, **kwargs: Any
-    ) -> list[str]:
+    ) -> list[Any]:
         call = self._begin(prompt, messages, kwargs)
         if call.texts is None:
-            message, deadline, flow = self._flow(call, self._parse)
+            message, deadline, flow = self._flow(call, self._parser(call))
             try:
                 with self._span(call):
                     step = next(flow)
@@ -364,26 +408,26 @@ class LM(BaseLM):
         if call.meta is not None:
             call.meta.update(status=response.status, attempts=attempts, **parsed.usage)
 
-    def _end(self, call: _Call) -> list[str]:
+    def _end(self, call: _Call) -> list[Any]:
         """Where every answered call ends: store, bill and remember a fresh answer (a cache
         hit was remembered in :meth:`_begin`); the caller gets its own list."""
         texts = call.texts
         assert texts is not None
         if call.hit:
-            return texts
+            return _fresh(texts)
         if call.blob is not None:
             shared_cache(settings.current().cache_dir).put(call.blob, texts, call.usage)
         tracker = current_tracker()
         if tracker is not None:
             tracker.add(self.model, call.usage)
         self._remember(call.messages, call.options, texts, call.usage, cached=False)
-        return list(texts)
+        return _fresh(texts)
 
     def _remember(
         self,
         messages: list[Message],
         options: dict[str, Any],
-        texts: list[str],
+        texts: list[Any],
         usage: dict[str, int],
         *,
         cached: bool,
@@ -423,9 +467,15 @@ class LM(BaseLM):
         deadline = time.monotonic() + self.timeout
         return message, deadline, attempt_flow(self._rules(), deadline, accept)
 
-    def _parse(self, response: Response) -> ParsedResponse:
+    def _parser(self, call: _Call) -> Any:
+        """How the call's reply is read (with each choice's logprobs when it asked for them)."""
+        if call.options.get("logprobs"):
+            return functools.partial(self._parse, logprobs=True)
+        return self._parse
+
+    def _parse(self, response: Response, logprobs: bool = False) -> ParsedResponse:
         try:
-            return parse_response(self.endpoint, orjson.loads(response.body))
+            return parse_response(self.endpoint, orjson.loads(response.body), logprobs)
         except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError, ValueError) as exc:
             raise self._rules().errors.malformed(exc) from None
 
@@ -434,6 +484,11 @@ class LM(BaseLM):
             return contextlib.nullcontext()
         call.meta = {"model": self.model, "provider": self.provider}
         return events.span("dspex.lm.request", call.meta)
+
+
+def _fresh(outputs: list[Any]) -> list[Any]:
+    """The caller's own list (dict outputs copied: the cache and history keep theirs)."""
+    return [dict(o) if isinstance(o, dict) else o for o in outputs]
 
 
 def _head(response: Response) -> Response:

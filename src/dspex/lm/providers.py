@@ -15,6 +15,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 import orjson
 
 from dspex.errors import ConfigurationError
+from dspex.lm.outputs import anthropic_outputs, anthropic_tools, openai_outputs
 
 __all__ = [
     "PROVIDERS",
@@ -124,21 +125,23 @@ def resolve(model: str, api_base: str | None, api_key: str | None) -> Endpoint:
 
 @dataclass
 class ParsedResponse:
-    texts: list[str]
+    texts: list[Any]
+    """One output per choice: its text, or a dict (see :mod:`dspex.lm.outputs`)."""
     usage: dict[str, int]
 
 
 def build_body(
     endpoint: Endpoint, messages: list[dict[str, Any]], options: dict[str, Any]
 ) -> dict[str, Any]:
+    options = {k: v for k, v in options.items() if v is not None}  # unset, as LiteLLM drops
     if endpoint.wire == "openai":
         return {"model": endpoint.model, "messages": messages, **options}
     system = "\n\n".join(str(m.get("content", "")) for m in messages if m.get("role") == "system")
     rest = [m for m in messages if m.get("role") != "system"]
+    rest, options = anthropic_tools(rest, options)
     body: dict[str, Any] = {"model": endpoint.model, "messages": rest}
     if system:
         body["system"] = system
-    options = dict(options)
     options.pop("n", None)  # the Messages API has one choice per request
     options.pop("response_format", None)
     if "stop" in options:
@@ -149,24 +152,20 @@ def build_body(
     return body
 
 
-def parse_response(endpoint: Endpoint, data: Any) -> ParsedResponse:
+def parse_response(endpoint: Endpoint, data: Any, logprobs: bool = False) -> ParsedResponse:
     if endpoint.wire == "openai":
-        choices = data["choices"]
-        texts = [
-            str((c.get("message") or {}).get("content") or "")
-            for c in sorted(choices, key=lambda c: c.get("index", 0))
-        ]
+        texts = openai_outputs(data["choices"], logprobs)
         usage = data.get("usage") or {}
         return ParsedResponse(texts, {
             "prompt_tokens": int(usage.get("prompt_tokens") or 0),
             "completion_tokens": int(usage.get("completion_tokens") or 0),
             "total_tokens": int(usage.get("total_tokens") or 0),
         })  # fmt: skip
-    text = "".join(b.get("text", "") for b in data.get("content", []) if b.get("type") == "text")
+    outputs = anthropic_outputs(data.get("content", []))
     usage = data.get("usage") or {}
     prompt, completion = int(usage.get("input_tokens") or 0), int(usage.get("output_tokens") or 0)
     return ParsedResponse(
-        [text],
+        outputs,
         {
             "prompt_tokens": prompt,
             "completion_tokens": completion,

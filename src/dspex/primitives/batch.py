@@ -37,29 +37,55 @@ def _call_args(example: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
     )
 
 
-async def _run_async(program: Any, calls: list[Any], out: Outcomes, width: int) -> None:
+async def _run_async(
+    program: Any,
+    calls: list[Any],
+    out: Outcomes,
+    width: int,
+    straggle_after: float = 0,
+    limit: int = 0,
+) -> None:
     gate = asyncio.Semaphore(width)
+    attempts: dict[int, list[asyncio.Future[None]]] = {}
 
     async def one(index: int, item: Any) -> None:
         async with gate:
-            if out.cancelled:
+            if not out.start(index):
                 return
             args, kwargs = item
             try:
-                out.ok(index, await program.acall(*args, **kwargs))
+                value = await program.acall(*args, **kwargs)
             except Exception as exc:
                 out.failed(index, kwargs or args, exc)
                 if out.cancelled:
-                    for task in tasks:
+                    for task in (t for ts in attempts.values() for t in ts):
                         if task is not asyncio.current_task():
                             task.cancel()
+            else:
+                out.ok(index, value)
+            for other in attempts[index]:  # the item is settled: its other attempt stops
+                if other is not asyncio.current_task():
+                    other.cancel()
 
-    tasks = [asyncio.ensure_future(one(i, item)) for i, item in enumerate(calls)]
-    await asyncio.gather(*tasks, return_exceptions=True)
+    def launch(index: int) -> asyncio.Future[None]:
+        task = asyncio.ensure_future(one(index, calls[index]))
+        attempts.setdefault(index, []).append(task)
+        return task
+
+    pending = {launch(i) for i in range(len(calls))}
+    poll = min(1.0, straggle_after) if straggle_after > 0 else None
+    while pending:
+        _, pending = await asyncio.wait(pending, timeout=poll)
+        for index in out.stragglers(straggle_after, limit):
+            pending.add(launch(index))
 
 
-def _run_threads(program: Any, calls: list[Any], out: Outcomes, width: int) -> None:
-    executor = ParallelExecutor(num_threads=width, max_errors=out.max_errors)
+def _run_threads(
+    program: Any, calls: list[Any], out: Outcomes, width: int, timeout: float, limit: int
+) -> None:
+    executor = ParallelExecutor(
+        num_threads=width, max_errors=out.max_errors, timeout=timeout, straggler_limit=limit
+    )
     executor.provide_traceback = out.provide_traceback
     try:
         out.results = executor.execute(lambda item: program(*item[0], **item[1]), calls)
@@ -94,8 +120,14 @@ def run_batch(
     max_errors: int | None = None,
     return_failed_examples: bool = False,
     provide_traceback: bool | None = None,
+    timeout: float = 120,
+    straggler_limit: int = 3,
     backend: str | None = None,
 ) -> Any:
+    """``program`` over ``examples``; an item still running after ``timeout`` seconds once at
+    most ``straggler_limit`` items are left gets a second attempt (the first to finish wins),
+    as DSPy's executor does; ``timeout <= 0`` turns that off. ``backend="process"``/``"ray"``
+    runs the calls on worker processes (:mod:`dspex.pool.fanout`), without re-runs."""
     now = settings.current()
     width = now.num_threads if num_threads is None else num_threads
     if not isinstance(width, int) or width < 1:
@@ -112,12 +144,12 @@ def run_batch(
         fan = resolve(backend, "batch", program, num_threads=width, total=len(calls))
     else:
         fan = None
-    if fan is not None:
+    if fan is not None:  # calls on worker processes: no straggler re-runs
         run_sync(_run_fanned(fan, calls, out))
     elif program._has_async_forward():
-        run_sync(_run_async(program, calls, out, width))
+        run_sync(_run_async(program, calls, out, width, timeout, straggler_limit))
     else:
-        _run_threads(program, calls, out, width)
+        _run_threads(program, calls, out, width, timeout, straggler_limit)
     out.check()
     if not return_failed_examples:
         return out.results

@@ -8,9 +8,9 @@ callers (one reused loop per thread).
 
 from __future__ import annotations
 
-import asyncio
 import contextvars
 import copy
+import functools
 import logging
 import re
 from collections import deque
@@ -21,8 +21,9 @@ from typing import Any, TextIO, TypeVar
 import orjson
 
 from dspex._sync import run_sync
-from dspex.errors import CallError, StateError, UserError
+from dspex.errors import CallError, StateError, StateKeyMissing, UserError
 from dspex.primitives.calling import call_async, call_sync, forward_in_call, warn_direct_forward
+from dspex.utils.saving import get_dependency_versions  # a module global: DSPy-style tests patch it
 
 __all__ = ["DSPY_STATE_VERSION", "Module", "Parameter", "set_attribute_by_name"]
 
@@ -112,9 +113,10 @@ class Module(metaclass=_ModuleMeta):
         runs in a worker thread so the event loop stays free (DSPy needs ``aforward``)."""
         if self._has_async_forward() or not self._has_sync_forward():
             return await call_async(self, lambda: self.aforward(*args, **kwargs), args, kwargs)
-        return await call_async(
-            self, lambda: asyncio.to_thread(forward_in_call, self, args, kwargs), args, kwargs
-        )
+        from dspex.utils.asyncify import in_worker_thread
+
+        run = functools.partial(forward_in_call, self, args, kwargs)
+        return await call_async(self, lambda: in_worker_thread(run), args, kwargs)
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
@@ -141,7 +143,7 @@ class Module(metaclass=_ModuleMeta):
         return_failed_examples: bool = False,
         provide_traceback: bool | None = None,
         disable_progress_bar: bool = False,
-        timeout: int = 120,
+        timeout: float = 120,
         straggler_limit: int = 3,
         backend: str | None = None,
     ) -> Any:
@@ -151,6 +153,8 @@ class Module(metaclass=_ModuleMeta):
         ``return_failed_examples=True`` also the failed examples and their exceptions.
         Reaching ``max_errors`` failures stops the batch with an error. A program with a
         native ``aforward`` runs as tasks on one event loop; a sync one in worker threads.
+        Once at most ``straggler_limit`` examples are left, one running ``timeout`` seconds
+        or more is started again and the first attempt to finish counts (DSPy's rule).
         ``backend="process"``/``"ray"`` runs the calls on a pool of worker processes / Ray
         actors instead, ``num_threads`` at a time per worker (:mod:`dspex.pool.fanout`).
         """
@@ -163,6 +167,8 @@ class Module(metaclass=_ModuleMeta):
             max_errors=max_errors,
             return_failed_examples=return_failed_examples,
             provide_traceback=provide_traceback,
+            timeout=timeout,
+            straggler_limit=straggler_limit,
             backend=backend,
         )
 
@@ -290,7 +296,7 @@ class Module(metaclass=_ModuleMeta):
         def apply(module: Module) -> None:
             for name, param in module.named_parameters():
                 if name not in state:
-                    raise StateError(
+                    raise StateKeyMissing(
                         f"saved state has no entry for parameter {name!r} "
                         f"(has: {sorted(k for k in state if k != 'metadata')})"
                     )
@@ -311,9 +317,11 @@ class Module(metaclass=_ModuleMeta):
         state, cloudpickle) into the directory ``path``, for :func:`dspex.load`."""
         path = Path(path)
         if save_program:
+            from dspex.utils.saving import PICKLE_WARNING
             from dspex.utils.saving import save_program as save_whole
 
-            save_whole(self, path, modules_to_serialize)
+            logger.warning(PICKLE_WARNING)
+            save_whole(self, path, modules_to_serialize, get_dependency_versions())
             return
         if path.suffix == ".json":
             state = self.dump_state()
@@ -380,9 +388,8 @@ def _metadata() -> dict[str, Any]:
     # DSPy's loader compares each dependency_versions key with its own environment, so
     # only the keys it knows appear there; DSPex's own version sits beside them.
     from dspex import __version__
-    from dspex.utils.saving import dependency_versions
 
-    return {"dependency_versions": dependency_versions(), "dspex_version": __version__}
+    return {"dependency_versions": get_dependency_versions(), "dspex_version": __version__}
 
 
 _PATH_PART = re.compile(r"\.?(\w+)|\[(\d+)\]|\['([^']*)'\]")

@@ -9,6 +9,14 @@ from dspex.errors import CallError
 
 __all__ = ["StreamListener", "find_predictor_for_stream_listeners"]
 
+# How each adapter's text may end a field: the suffixes a partial end marker can have so far,
+# and the fragment that, once seen, means a marker may be forming.
+_END_MARKERS: dict[str, tuple[tuple[str, ...], str]] = {
+    "ChatAdapter": (("[", "[[", "[[ ", "[[ #", "[[ ##"), "[[ ##"),
+    "JSONAdapter": (('"', '",', '" ', '"}'), "}"),
+    "XMLAdapter": (("<", "</"), "</"),
+}
+
 
 class StreamListener:
     """Stream ``signature_field_name`` of ``predict`` (found by field name when not given)."""
@@ -37,6 +45,18 @@ class StreamListener:
         if self.stream_end and self.allow_reuse:
             self.stream_start = self.stream_end = False
         return not self.stream_end
+
+    def _could_form_end_identifier(self, concat_message: str, adapter_name: str) -> bool:
+        """Whether buffered text may still become the end marker of a field in
+        ``adapter_name``'s format (text that cannot is safe to send at once)."""
+        try:
+            suffixes, fragment = _END_MARKERS[adapter_name]
+        except KeyError:
+            raise CallError(
+                f"Unsupported adapter for streaming: {adapter_name}, please use one of the "
+                f"following adapters: {', '.join(_END_MARKERS)}"
+            ) from None
+        return concat_message.endswith(suffixes) or fragment in concat_message
 
     def __repr__(self) -> str:
         return (

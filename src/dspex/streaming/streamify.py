@@ -45,6 +45,19 @@ class _Done:
         self.error = error
 
 
+class _Sent:
+    """What :meth:`SendStream.send` returns: already done, so awaiting it is optional."""
+
+    __slots__ = ()
+
+    def __await__(self) -> Generator[None, None, None]:
+        return
+        yield  # a generator that finishes at once
+
+
+_SENT = _Sent()
+
+
 class SendStream:
     """Where a running program sends stream items; safe to call from any thread."""
 
@@ -53,7 +66,9 @@ class SendStream:
         self._queue: asyncio.Queue[Any] = asyncio.Queue()
         self.by_predict = by_predict
 
-    def send(self, item: Any) -> None:
+    def send(self, item: Any) -> _Sent:
+        """Queue ``item`` for the stream's reader. Sync code just calls it; async code may
+        ``await`` it too (DSPy's send stream is awaited: ``await settings.send_stream.send(x)``)."""
         try:
             here = asyncio.get_running_loop()
         except RuntimeError:
@@ -62,6 +77,7 @@ class SendStream:
             self._queue.put_nowait(item)
         else:
             self._loop.call_soon_threadsafe(self._queue.put_nowait, item)
+        return _SENT
 
     async def get(self) -> Any:
         return await self._queue.get()

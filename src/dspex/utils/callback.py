@@ -21,7 +21,15 @@ from typing import Any, TypeVar, cast
 
 from dspex import settings
 
-__all__ = ["ACTIVE_CALL_ID", "BaseCallback", "active_callbacks", "callback_kind", "with_callbacks"]
+__all__ = [
+    "ACTIVE_CALL_ID",
+    "BaseCallback",
+    "active_callbacks",
+    "callback_kind",
+    "is_code_interpreter",
+    "with_callbacks",
+    "with_compile_callbacks",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -104,6 +112,53 @@ class BaseCallback:
     ) -> None:
         """A code interpreter finished running code."""
 
+    def on_interpreter_tool_call_start(
+        self, call_id: str, instance: Any, inputs: dict[str, Any]
+    ) -> None:
+        """Code in an interpreter calls a host-side tool (``inputs``: name and kwargs)."""
+
+    def on_interpreter_tool_call_end(
+        self, call_id: str, outputs: Any | None, exception: BaseException | None = None
+    ) -> None:
+        """A host-side tool called from an interpreter returned (its raw result) or raised."""
+
+    def on_interpreter_startup_start(
+        self, call_id: str, instance: Any, inputs: dict[str, Any]
+    ) -> None:
+        """A code interpreter starts (explicitly, or lazily on its first ``execute``)."""
+
+    def on_interpreter_startup_end(
+        self, call_id: str, outputs: Any | None, exception: BaseException | None = None
+    ) -> None:
+        """A code interpreter's start ended."""
+
+    def on_interpreter_shutdown_start(
+        self, call_id: str, instance: Any, inputs: dict[str, Any]
+    ) -> None:
+        """A code interpreter shuts down (every call, even a repeated one)."""
+
+    def on_interpreter_shutdown_end(
+        self, call_id: str, outputs: Any | None, exception: BaseException | None = None
+    ) -> None:
+        """A code interpreter's shutdown ended."""
+
+
+_INTERPRETER_OPERATIONS = {
+    "execute": "execute",
+    "invoke_tool": "tool_call",
+    "start": "startup",
+    "shutdown": "shutdown",
+}
+"""Interpreter method -> the ``on_interpreter_<operation>_*`` hooks its calls fire."""
+
+
+def is_code_interpreter(instance: Any) -> bool:
+    """Whether ``instance`` has the shape of DSPy's ``CodeInterpreter`` protocol: a ``tools``
+    attribute and ``start``/``execute``/``shutdown`` methods (structural, as DSPy checks)."""
+    if not hasattr(instance, "tools"):
+        return False
+    return all(callable(getattr(instance, name, None)) for name in ("start", "execute", "shutdown"))
+
 
 _CLASS_KINDS = (
     ("BaseLM", "lm"),
@@ -132,6 +187,11 @@ def callback_kind(instance: Any, method: str) -> str:
             return f"adapter_{method}"
         raise ValueError(f"Unsupported adapter method for using callback: {method}.")
     names = {cls.__name__ for cls in type(instance).__mro__}
+    if "Evaluate" not in names and is_code_interpreter(instance):
+        operation = _INTERPRETER_OPERATIONS.get(method)
+        if operation is None:
+            raise ValueError(f"Unsupported interpreter method for using callback: {method}.")
+        return f"interpreter_{operation}"
     for name, kind in _CLASS_KINDS:
         if name in names:
             return kind
@@ -198,7 +258,12 @@ def begin(
     callbacks = active_callbacks(instance)
     if not callbacks:
         return None
-    call = _Call(callbacks, callback_kind(instance, method.__name__))
+    try:
+        kind = callback_kind(instance, method.__name__)
+    except ValueError as exc:  # DSPy logs a hook it cannot pick and runs the call
+        logger.warning(f"Error when calling callbacks of {method.__name__}: {exc}")
+        return None
+    call = _Call(callbacks, kind)
     call.start(instance, _inputs(method, instance, args, kw))
     return call
 
@@ -235,4 +300,75 @@ def with_callbacks(fn: F) -> F:
         call.end(result, None)
         return result
 
+    return cast(F, sync_wrapper)
+
+
+_ACTIVE_COMPILES: ContextVar[tuple[tuple[int, int, int | None], ...]] = ContextVar(
+    "dspex_active_compiles", default=()
+)
+"""The (optimizer, thread, task) of each ``compile`` running in this context."""
+
+
+def _compile_key(instance: Any) -> tuple[int, int, int | None]:
+    import asyncio
+    import threading
+
+    try:
+        task = asyncio.current_task()
+    except RuntimeError:  # no running loop
+        task = None
+    return id(instance), threading.get_ident(), None if task is None else id(task)
+
+
+def _enter_compile(instance: Any) -> Any:
+    """Mark a compile of ``instance`` as running here; ``None`` when one already is (then the
+    call runs without callbacks)."""
+    active = _ACTIVE_COMPILES.get()
+    key = _compile_key(instance)
+    if key in active:
+        return None
+    return _ACTIVE_COMPILES.set((*active, key))
+
+
+def _exit_compile(token: Any) -> None:
+    _ACTIVE_COMPILES.reset(token)
+
+
+def with_compile_callbacks(fn: F) -> F:
+    """:func:`with_callbacks` for an optimizer's ``compile``, firing once per compile: an
+    override calling ``super().compile`` on the same optimizer (same thread and task) runs
+    the inner one bare, while a compile of the same optimizer in a child task nests.
+
+    The wrappers reach the context only through module functions, so a class defined in a
+    script still pickles by value (cloudpickle) with its wrapped ``compile``.
+    """
+    if getattr(fn, "_dspex_compile_callbacks", False):
+        return fn
+    wrapped = with_callbacks(fn)
+    if inspect.iscoroutinefunction(fn):
+
+        @functools.wraps(fn)
+        async def async_wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+            token = _enter_compile(self)
+            if token is None:
+                return await fn(self, *args, **kwargs)
+            try:
+                return await wrapped(self, *args, **kwargs)
+            finally:
+                _exit_compile(token)
+
+        async_wrapper._dspex_compile_callbacks = True  # type: ignore[attr-defined]
+        return cast(F, async_wrapper)
+
+    @functools.wraps(fn)
+    def sync_wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+        token = _enter_compile(self)
+        if token is None:
+            return fn(self, *args, **kwargs)
+        try:
+            return wrapped(self, *args, **kwargs)
+        finally:
+            _exit_compile(token)
+
+    sync_wrapper._dspex_compile_callbacks = True  # type: ignore[attr-defined]
     return cast(F, sync_wrapper)

@@ -62,14 +62,25 @@ def configure_cache(
     memory_max_entries: int | None = None,
     **kwargs: Any,
 ) -> None:
-    """Where LM responses are cached on disk (``disk_cache_dir`` -> ``settings.cache_dir``).
+    """DSPy's process-wide cache switches for LM responses.
 
-    DSPex caches per LM (``dspex.LM(..., cache=False)`` turns it off for one LM); the
-    process-wide on/off switches of DSPy have no equivalent and are logged when used.
+    ``enable_memory_cache``/``enable_disk_cache`` turn the in-memory LRU and the on-disk
+    SQLite tier on or off for every LM (both off: no call is answered from or stored in a
+    cache); ``disk_cache_dir`` moves the disk tier (``settings.cache_dir``);
+    ``memory_max_entries`` bounds the memory tier. ``dspex.LM(..., cache=False)`` still turns
+    caching off for one LM. ``disk_size_limit_bytes`` has no equivalent (logged when given).
     """
+    from dspex.lm.cache import set_tiers
+
     if disk_cache_dir is not None:
         settings.configure(cache_dir=disk_cache_dir)
-    if enable_disk_cache is False or enable_memory_cache is False:
+    set_tiers(
+        memory=bool(enable_memory_cache),
+        disk=bool(enable_disk_cache),
+        memory_max_entries=memory_max_entries,
+    )
+    if disk_size_limit_bytes is not None or kwargs:
         logger.warning(
-            "configure_cache(enable_*=False): DSPex caches per LM; use dspex.LM(..., cache=False)"
+            "configure_cache: disk_size_limit_bytes and other options have no DSPex "
+            f"equivalent and were ignored ({sorted({'disk_size_limit_bytes', *kwargs})})"
         )

@@ -18,6 +18,7 @@ from dspex.errors import StateError
 __all__ = [
     "DSPY_STATE_VERSION",
     "dependency_versions",
+    "get_dependency_versions",
     "load",
     "save_program",
     "serialize_by_value",
@@ -34,7 +35,7 @@ PICKLE_WARNING = (
 )
 
 
-def dependency_versions() -> dict[str, str]:
+def get_dependency_versions() -> dict[str, str]:
     """The versions DSPy records in saved files (and compares on load)."""
     import cloudpickle
 
@@ -45,8 +46,12 @@ def dependency_versions() -> dict[str, str]:
     }
 
 
+dependency_versions = get_dependency_versions
+
+
 def warn_version_mismatch(saved: dict[str, Any]) -> None:
-    here = dependency_versions()
+    """One warning per dependency whose saved version differs from this environment's."""
+    here = get_dependency_versions()
     for key, version in saved.items():
         if key in here and here[key] != version:
             logger.warning(
@@ -74,9 +79,14 @@ def serialize_by_value(modules: Sequence[Any] | None) -> Iterator[None]:
 
 
 def save_program(
-    program: Any, path: str | Path, modules_to_serialize: Sequence[Any] | None = None
+    program: Any,
+    path: str | Path,
+    modules_to_serialize: Sequence[Any] | None = None,
+    versions: dict[str, str] | None = None,
 ) -> None:
-    """Write ``program.pkl`` (cloudpickle) and ``metadata.json`` into the directory ``path``."""
+    """Write ``program.pkl`` (cloudpickle) and ``metadata.json`` into the directory ``path``
+    (``versions``: the dependency versions to record, this environment's by default). The
+    caller warns that a pickle runs code when loaded (``Module.save`` does, on its logger)."""
     import cloudpickle
 
     path = Path(path)
@@ -88,7 +98,6 @@ def save_program(
     if path.exists() and not path.is_dir():
         raise StateError(f"The path '{path}' exists but is not a directory.")
     path.mkdir(parents=True, exist_ok=True)
-    logger.warning(PICKLE_WARNING)
     try:
         with serialize_by_value(modules_to_serialize), open(path / "program.pkl", "wb") as fh:
             cloudpickle.dump(program, fh)
@@ -98,7 +107,7 @@ def save_program(
             "your DSPy program, or consider using state-only saving by setting "
             "`save_program=False`."
         ) from exc
-    metadata = {"dependency_versions": dependency_versions()}
+    metadata = {"dependency_versions": versions or get_dependency_versions()}
     (path / "metadata.json").write_bytes(
         orjson.dumps(metadata, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
     )
