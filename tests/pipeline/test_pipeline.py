@@ -447,3 +447,13 @@ def test_metrics_and_telemetry(lm: dspex.LM) -> None:
     console = Console(record=True, width=120)
     console.print(result.table())
     assert "Predict" in console.export_text()
+
+
+def test_a_native_object_that_is_not_a_module_is_a_spec_error() -> None:
+    with pytest.raises(dspex.PipelineSpecError, match="not a module") as info:
+        pl.step("dspy.ColBERTv2", implementation="native")
+    assert info.value.fields["reason"] == "not_a_module"
+    # Retrieve has acall and no signature: its inputs are forward's parameters
+    pipe = dspex.pipeline([pl.step(dspex.Retrieve(k=2), name="search")])
+    with dspex.context(rm=lambda query, k: [f"{query} {i}" for i in range(k)]):
+        assert pipe.run(query="sky")["passages"] == ["sky 0", "sky 1"]

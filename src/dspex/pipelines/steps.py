@@ -257,6 +257,13 @@ class ModuleStep(Step):
         **options: Any,
     ) -> None:
         super().__init__(name, **options)
+        require(
+            callable(getattr(module, "acall", None)),
+            name,
+            "not_a_module",
+            f"{type(module).__name__} is not a module (it has no acall): call it from a "
+            "function step instead",
+        )
         self.module = module
         self.implementation = str(getattr(module, "implementation", "native"))
         self.renames = _check_renames(name, outputs)
@@ -269,7 +276,8 @@ class ModuleStep(Step):
         elif signature is not None:
             self.required, self.optional = signature_bindings(name, signature, _as_map(inputs))
         else:
-            fn = module.aforward if module._has_async_forward() else module.forward
+            has_async = getattr(module, "_has_async_forward", None)
+            fn = module.aforward if callable(has_async) and has_async() else module.forward
             params, optional, _ = _parameters(name, fn)
             self.required, self.optional = _bindings(name, params, optional, inputs)
 
