@@ -223,10 +223,11 @@ class _Search:
         self.finish(t, score)
         return score
 
-    async def run_ahead(self, count: int, threads: int) -> None:
+    async def run_ahead(self, count: int, threads: int) -> list[tuple[_Trial, float]]:
         """The first ``count`` trials at once: asked and prepared in order (the sampler's and
-        the minibatch generator's draws in DSPy's order), evaluated concurrently under one
-        limit of ``threads`` program runs, then told to the study in order."""
+        the minibatch generator's draws in DSPy's order) and evaluated concurrently under one
+        limit of ``threads`` program runs. The caller tells them to the study in order, off
+        the loop: :meth:`finish` may run a (sync) full evaluation."""
         logger.info("Scoring the first %d trials at once (the sampler's random startup)", count)
         trials = [self.prepare(self.study.ask()) for _ in range(count)]
         limiter = asyncio.Semaphore(threads)
@@ -244,9 +245,7 @@ class _Search:
                 return 0.0
 
         scores = await asyncio.gather(*(score(t) for t in trials))
-        for t, value in zip(trials, scores, strict=True):
-            self.finish(t, value)  # as in DSPy's objective: bookkeeping, then the study learns
-            self.study.tell(t.trial, value)
+        return list(zip(trials, scores, strict=True))
 
     def ahead_count(self, n_startup_trials: int) -> int:
         """How many leading trials are sampled at random whatever the scores (the sampler's
@@ -356,7 +355,9 @@ def optimize_prompt_parameters(
         ahead = search.ahead_count(sampler._n_startup_trials)
     if ahead > 1:
         # DSPex only: trials the sampler draws at random run at once (same draws, same order)
-        run_sync(search.run_ahead(ahead, threads))
+        for t, value in run_sync(search.run_ahead(ahead, threads)):
+            search.finish(t, value)  # as in DSPy's objective: bookkeeping, then the study learns
+            study.tell(t.trial, value)
         remaining -= ahead
     if remaining > 0 and not budget.spent:
         study.optimize(search.objective, n_trials=remaining, callbacks=[stop_when_spent])
