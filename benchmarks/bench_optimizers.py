@@ -7,11 +7,13 @@ only on a later round). Cache off on both sides; the same program (a user Module
 Each side's compiled state is checked equal before its time is reported.
 
 Rows: BootstrapFewShot (20 train examples), BootstrapFewShotWithRandomSearch (8 candidate
-programs, 20 train / 20 val), COPRO (breadth 4, depth 2); ``--mipro``: MIPROv2 light (its own
-section). GEPA light is not native yet (not measured). LM calls are counted by the server: DSPy 3.4.1's client sends a
+programs, 20 train / 20 val), COPRO (breadth 4, depth 2), GEPA light (20 train / 20 val; the
+reflection LM's instructions fix the multiples of 7 the oracle gets wrong, so candidates are
+accepted and re-scored on the valset); ``--mipro``: MIPROv2 light (its own section). LM calls are counted by the server: DSPy 3.4.1's client sends a
 call with ``n=k`` as ``k`` requests, DSPex's as one request (COPRO's proposals).
 
     python benchmarks/bench_optimizers.py
+    python benchmarks/bench_optimizers.py --only gepa     # the GEPA row alone
 """
 
 from __future__ import annotations
@@ -50,9 +52,69 @@ def serve(port: int) -> None:
     server.add_rule(
         COUNT, lambda _req: str(sum(COUNT not in r.body.decode() for r in server.requests))
     )
+    server.add_rule(_gepa_request, _gepa_reply)
     server.add_rule(None, oracle)
     print("ready", flush=True)
     threading.Event().wait()
+
+
+GEPA_MARK = "GEPA-TUNED"
+
+
+def _gepa_request(request: Any) -> bool:
+    system = str(request.messages[0]["content"])
+    return GEPA_MARK in system or "`new_instruction`" in system
+
+
+def _gepa_reply(request: Any) -> str:
+    """GEPA's reflection LM proposes a marked instruction; a marked ``answer`` predictor also
+    gets the multiples of 7 right (the oracle answers them wrong)."""
+    from tests.teleprompt._oracle import _number, oracle
+
+    from dspex.testing.answers import read_prompt, render_reply
+
+    system = str(request.messages[0]["content"])
+    spec = read_prompt(system, request.last_user_message)
+    if spec is not None and "new_instruction" in spec.fields:
+        n = _number(request.last_user_message)
+        return render_reply(spec, {"new_instruction": f"{GEPA_MARK} {n}: say even or odd."})
+    if spec is not None and "answer" in spec.fields and _number(request.last_user_message) % 7 == 0:
+        n = _number(request.last_user_message)
+        values = {
+            f: ("even" if n % 2 == 0 else "odd") if f == "answer" else f"{f} {n}"
+            for f in spec.fields
+        }
+        return render_reply(spec, values)
+    return oracle(request)
+
+
+def gepa_metric(
+    gold: Any, pred: Any, trace: Any = None, pred_name: Any = None, pred_trace: Any = None
+) -> float:
+    return float(gold.answer == pred.answer)
+
+
+def gepa_light(url: str) -> tuple[str, float, float, int, int, bool]:
+    """The GEPA light row: ``auto="light"`` on the 2-predictor program, same seed both sides."""
+    import dspy
+    from tests.teleprompt._oracle import trainset
+
+    import dspex
+    from dspex.teleprompt import GEPA
+
+    def make(lib: Any, cls: Any) -> Any:
+        reflection = lib.LM("openai/reflect", api_base=url, api_key="k", cache=False, num_retries=0)
+        return lambda: cls(
+            metric=gepa_metric, auto="light", reflection_lm=reflection, num_threads=NUM_THREADS
+        )
+
+    def data(lib: Any) -> dict[str, Any]:
+        return {"trainset": trainset(lib, TRAIN), "valset": trainset(lib, VAL)}
+
+    d_wall, d_calls, d_state = run(dspy, url, make(dspy, dspy.GEPA), **data(dspy))
+    n_wall, n_calls, n_state = run(dspex, url, make(dspex, GEPA), **data(dspex))
+    name = "GEPA light (2 predictors, 20 train / 20 val)"
+    return name, d_wall, n_wall, d_calls, n_calls, d_state == n_state
 
 
 def start() -> tuple[subprocess.Popen[bytes], str]:
@@ -91,6 +153,41 @@ def run(lib: Any, url: str, make: Any, **kwargs: Any) -> tuple[float, int, str]:
         wall = time.perf_counter() - start
     calls = requests_so_far(url) - before
     return wall, calls, json.dumps(program.dump_state(), default=repr)
+
+
+def table(rows: list[tuple[str, float, float, int, int, bool]]) -> list[str]:
+    lines = [
+        "| compile | DSPy 3.4.1 | DSPex native | speed-up | LM calls DSPy / DSPex | same state |",
+        "|---|---:|---:|---:|---:|:---:|",
+    ]
+    for name, d_wall, n_wall, d_calls, n_calls, same in rows:
+        lines.append(
+            f"| {name} | {d_wall:.2f} s | {n_wall:.2f} s | {d_wall / n_wall:.1f}x | "
+            f"{d_calls} / {n_calls} | {'yes' if same else 'NO'} |"
+        )
+    return lines
+
+
+def main_gepa() -> None:
+    import logging
+
+    logging.disable(logging.WARNING)
+    proc, url = start()
+    try:
+        rows = [gepa_light(url)]
+    finally:
+        proc.terminate()
+        proc.wait(5)
+    lines = [
+        "### GEPA light (`benchmarks/bench_optimizers.py --only gepa`)",
+        "",
+        f"One LMServer process, {LATENCY * 1000:.0f} ms per request, cache off, "
+        f"`num_threads={NUM_THREADS}`, seed 0, same program and data both sides. One run on a "
+        "shared 2-core machine: noisy.",
+        "",
+        *table(rows),
+    ]
+    write("optimizers-gepa", "\n".join(lines))
 
 
 def main() -> None:
@@ -154,6 +251,7 @@ def main() -> None:
             d_wall, d_calls, d_state = run(dspy, url, theirs, **kwargs(dspy))
             n_wall, n_calls, n_state = run(dspex, url, ours, **kwargs(dspex))
             rows.append((name, d_wall, n_wall, d_calls, n_calls, d_state == n_state))
+        rows.append(gepa_light(url))
     finally:
         proc.terminate()
         proc.wait(5)
@@ -166,16 +264,10 @@ def main() -> None:
         "Module (Predict + ChainOfThought). One run on a shared 2-core machine (other helpers "
         "were running): noisy. *same state*: the compiled programs' `dump_state()` are equal.",
         "",
-        "| compile | DSPy 3.4.1 | DSPex native | speed-up | LM calls DSPy / DSPex | same state |",
-        "|---|---:|---:|---:|---:|:---:|",
+        *table(rows),
     ]
-    for name, d_wall, n_wall, d_calls, n_calls, same in rows:
-        lines.append(
-            f"| {name} | {d_wall:.2f} s | {n_wall:.2f} s | {d_wall / n_wall:.1f}x | "
-            f"{d_calls} / {n_calls} | {'yes' if same else 'NO'} |"
-        )
     lines.append("")
-    lines.append("GEPA light: not native yet, not measured. MIPROv2 light: `--mipro` (below).")
+    lines.append("MIPROv2 light: `--mipro` (its own subsection below).")
     write("optimizers", "\n".join(lines))
 
 
@@ -237,5 +329,7 @@ if __name__ == "__main__":
         serve(int(sys.argv[2]))
     elif sys.argv[1:] == ["--mipro"]:
         mipro_main()
+    elif sys.argv[1:] == ["--only", "gepa"]:
+        main_gepa()
     else:
         main()

@@ -102,6 +102,7 @@ __all__ = [
     "RemoteError",
     "RequestDeadlineExceeded",
     "ResourceLimitExceeded",
+    "RetrieverError",
     "SandboxCodeError",
     "SandboxError",
     "SandboxMemoryError",
@@ -568,3 +569,10 @@ class LMResponseTooLarge(LMError):
     Fields: ``provider``, ``model``, ``status``, ``limit`` (bytes). Not retryable: the same
     request would get the same reply. Raise the cap with ``LM(max_response_bytes=...)``.
     """
+
+
+# --- retrieval ---
+
+
+class RetrieverError(DSPexError, ValueError):
+    """A retrieval server answered with an error or with something that is not a result."""

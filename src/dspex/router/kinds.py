@@ -96,9 +96,9 @@ _BUILTIN: tuple[Entry, ...] = (
     Entry("copro", "dspex.teleprompt.copro_optimizer:COPRO", "dspy.COPRO", "COPRO"),
     Entry("mipro_v2", "dspex.teleprompt.mipro_optimizer_v2:MIPROv2", "dspy.MIPROv2", "MIPROv2"),
     Entry("simba", None, "dspy.SIMBA", "SIMBA"),
-    Entry("gepa", None, "dspy.GEPA", "GEPA"),
-    Entry("retrieve", None, "dspy.Retrieve", "Retrieve"),
-    Entry("colbert_v2", None, "dspy.ColBERTv2", "ColBERTv2"),
+    Entry("gepa", "dspex.teleprompt.gepa.gepa:GEPA", "dspy.GEPA", "GEPA"),
+    Entry("retrieve", "dspex.retrievers.retrieve:Retrieve", "dspy.Retrieve", "Retrieve", "passages from settings.rm", state_compatible=True),
+    Entry("colbert_v2", "dspex.dsp.colbertv2:ColBERTv2", "dspy.ColBERTv2", "ColBERTv2", "HTTP client of a ColBERTv2 server"),
     Entry("embeddings", None, "dspy.retrievers.Embeddings", "Embeddings"),
 )  # fmt: skip
 

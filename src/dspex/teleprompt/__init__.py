@@ -1,6 +1,7 @@
 """Native optimizers with DSPy 3.4.1's classes, arguments and results (``dspy.teleprompt``).
 
-Optimizers without a native implementation yet (``SIMBA``, ``GEPA``, and the
+``GEPA`` (``dspex.teleprompt.gepa``) is imported on first use (it needs the ``gepa`` library).
+Optimizers without a native implementation yet (``SIMBA``, and the
 DSPy-only ones such as ``BetterTogether``) resolve here to routed names, built on DSPy in a
 worker pool.
 """
@@ -32,12 +33,14 @@ __all__ = [
     "Teleprompter",
 ]
 
-_ROUTED = frozenset({"SIMBA", "GEPA"})
+_ROUTED = frozenset({"SIMBA"})
 
 
 def __getattr__(name: str) -> Any:
     value: Any
-    if name in _ROUTED:
+    if name == "GEPA":
+        from dspex.teleprompt.gepa import GEPA as value
+    elif name in _ROUTED:
         from dspex.router.factories import factory
 
         value = factory(name)
