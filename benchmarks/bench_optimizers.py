@@ -155,6 +155,74 @@ def run(lib: Any, url: str, make: Any, **kwargs: Any) -> tuple[float, int, str]:
     return wall, calls, json.dumps(program.dump_state(), default=repr)
 
 
+def resume_row(url: str) -> dict[str, Any]:
+    """BootstrapRS (8 candidates, 20 train / 20 val) with ``run_dir``, each compile in its own
+    process (``tests/teleprompt/_run_child.py``): an uninterrupted run, then a run killed with
+    SIGKILL once the server has answered half as many requests as the uninterrupted run paid,
+    and started again with the same run dir. Paid LM calls are counted by the server; the final states are compared."""
+    import shutil
+    import signal
+    import tempfile
+
+    config = {
+        "kind": "random_search",
+        "threads": NUM_THREADS,
+        "candidates": 8,
+        "numbers": TRAIN,
+        "val": VAL,
+        "url": url,
+    }
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    tmp = Path(tempfile.mkdtemp(prefix="bench-resume-"))
+
+    def child(name: str, **extra: Any) -> subprocess.Popen[bytes]:
+        cfg = {
+            **config,
+            "cache_dir": str(tmp / f"cache-{name}"),
+            "run_dir": str(tmp / f"run-{name}"),
+            "out": str(tmp / f"{name}.json"),
+            **extra,
+        }
+        cmd = [sys.executable, "-m", "tests.teleprompt._run_child", json.dumps(cfg)]
+        return subprocess.Popen(cmd, cwd=ROOT, env=env, stderr=subprocess.DEVNULL)
+
+    try:
+        before, start = requests_so_far(url), time.perf_counter()
+        if child("whole").wait() != 0:
+            raise RuntimeError("the uninterrupted compile failed")
+        whole_wall, whole_paid = time.perf_counter() - start, requests_so_far(url) - before
+
+        before, start = requests_so_far(url), time.perf_counter()
+        proc = child("resumed")
+        checkpoints = tmp / "run-resumed" / "checkpoints"
+        while requests_so_far(url) - before < whole_paid // 2:  # kill at ~50% of the calls
+            if proc.poll() is not None:
+                raise RuntimeError("the compile ended before it could be killed")
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        killed_paid = requests_so_far(url) - before
+        saved = len(list(checkpoints.glob("*.json")))
+        if child("resumed").wait() != 0:
+            raise RuntimeError("the resumed compile failed")
+        resumed_wall, resumed_paid = time.perf_counter() - start, requests_so_far(url) - before
+        same = (
+            json.loads((tmp / "whole.json").read_text())["state"]
+            == json.loads((tmp / "resumed.json").read_text())["state"]
+        )
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return {
+        "whole_paid": whole_paid,
+        "killed_paid": killed_paid,
+        "saved": saved,
+        "total_paid": resumed_paid,
+        "whole_wall": whole_wall,
+        "resumed_wall": resumed_wall,
+        "same": same,
+    }
+
+
 def table(rows: list[tuple[str, float, float, int, int, bool]]) -> list[str]:
     lines = [
         "| compile | DSPy 3.4.1 | DSPex native | speed-up | LM calls DSPy / DSPex | same state |",
@@ -188,6 +256,26 @@ def main_gepa() -> None:
         *table(rows),
     ]
     write("optimizers-gepa", "\n".join(lines))
+
+
+def main_resume() -> None:
+    proc, url = start()
+    try:
+        r = resume_row(url)
+    finally:
+        proc.terminate()
+        proc.wait(5)
+    lines = [
+        "### Resume after kill -9 (`benchmarks/bench_optimizers.py --only resume`)",
+        "",
+        "| run | paid LM calls | wall (incl. process start) | same state |",
+        "|---|---:|---:|:---:|",
+        f"| uninterrupted | {r['whole_paid']} | {r['whole_wall']:.2f} s | |",
+        f"| killed at {r['killed_paid']} paid calls ({r['saved']} of 11 candidates checkpointed)"
+        f" + resumed | {r['total_paid']} (**{r['total_paid'] / r['whole_paid']:.3f}x**) | "
+        f"{r['resumed_wall']:.2f} s | {'yes' if r['same'] else 'NO'} |",
+    ]
+    write("optimizers-resume", "\n".join(lines))
 
 
 def main() -> None:
@@ -252,6 +340,7 @@ def main() -> None:
             n_wall, n_calls, n_state = run(dspex, url, ours, **kwargs(dspex))
             rows.append((name, d_wall, n_wall, d_calls, n_calls, d_state == n_state))
         rows.append(gepa_light(url))
+        resume = resume_row(url)
     finally:
         proc.terminate()
         proc.wait(5)
@@ -267,7 +356,23 @@ def main() -> None:
         *table(rows),
     ]
     lines.append("")
-    lines.append("MIPROv2 light: `--mipro` (its own subsection below).")
+    lines.append("MIPROv2 light: `--mipro` (its own section).")
+    lines += [
+        "",
+        "Resume (`run_dir`, DSPex only): BootstrapFewShotWithRandomSearch, 8 candidates, 20 train"
+        " / 20 val, `num_threads=8`, each compile in its own process with its own on-disk LM "
+        "cache. Killed with SIGKILL at ~50% of the uninterrupted run's paid calls (then "
+        f"{resume['saved']} of 11 candidates were checkpointed), then started again with the "
+        "same run dir. *paid*: requests the server answered (requests in flight at the kill "
+        "are paid again).",
+        "",
+        "| run | paid LM calls | wall (incl. process start) | same state |",
+        "|---|---:|---:|:---:|",
+        f"| uninterrupted | {resume['whole_paid']} | {resume['whole_wall']:.2f} s | |",
+        f"| killed at {resume['killed_paid']} paid calls + resumed | {resume['total_paid']} "
+        f"(**{resume['total_paid'] / resume['whole_paid']:.3f}x**) | "
+        f"{resume['resumed_wall']:.2f} s | {'yes' if resume['same'] else 'NO'} |",
+    ]
     write("optimizers", "\n".join(lines))
 
 
@@ -327,9 +432,11 @@ def mipro_main() -> None:
 if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "--serve":
         serve(int(sys.argv[2]))
-    elif sys.argv[1:] == ["--mipro"]:
-        mipro_main()
     elif sys.argv[1:] == ["--only", "gepa"]:
         main_gepa()
+    elif sys.argv[1:] == ["--only", "resume"]:
+        main_resume()
+    elif sys.argv[1:] == ["--mipro"]:
+        mipro_main()
     else:
         main()

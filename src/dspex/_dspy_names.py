@@ -33,6 +33,15 @@ __all__ = [
 ]
 
 NATIVE: dict[str, str] = {
+    # code interpreters: DSPy's protocol over DSPex's sandbox
+    "CodeExecutionError": "dspex.errors:CodeExecutionError",
+    "CodeInterpreter": "dspex.primitives.code_interpreter:CodeInterpreter",
+    "CodeInterpreterError": "dspex.errors:CodeInterpreterError",
+    "FinalOutput": "dspex.primitives.code_interpreter:FinalOutput",
+    "PythonInterpreter": "dspex.primitives.python_interpreter:PythonInterpreter",
+    "resolve_interpreter_factory": "dspex.primitives.code_interpreter:resolve_interpreter_factory",
+    "KNN": "dspex.modules.knn:KNN",
+    "Embedder": "dspex.clients.embedding:Embedder",
     # errors: DSPy's names in DSPex's one tree
     "AdapterParseError": "dspex.errors:AdapterParseError",
     "ContextWindowExceededError": "dspex.errors:ContextWindowExceededError",
@@ -108,7 +117,6 @@ PREFER_NATIVE: dict[str, tuple[str, ...]] = {
     "Type": ("dspex.adapters",),
     "TwoStepAdapter": ("dspex.adapters",),
     "XMLAdapter": ("dspex.adapters",),
-    "Embedder": ("dspex.clients",),
     "majority": ("dspex.modules",),
 }
 
@@ -148,26 +156,19 @@ ROUTED: dict[str, str] = {
             "BootstrapFewShotWithOptuna",
             "BootstrapFinetune",
             "CodeAct",
-            "CodeExecutionError",
-            "CodeInterpreter",
-            "CodeInterpreterError",
             "EmbeddingsWithScores",
-            "FinalOutput",
             "Flex",
             "InferRules",
-            "KNN",
             "LocalInterpreter",
             "OldField",
             "OldInputField",
             "OldOutputField",
             "Provider",
-            "PythonInterpreter",
             "RLM",
             "ReActV2",
             "SandboxSerializable",
             "TrainingJob",
             "bootstrap_trace_data",
-            "resolve_interpreter_factory",
         )
     },
 }

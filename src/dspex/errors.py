@@ -571,8 +571,47 @@ class LMResponseTooLarge(LMError):
     """
 
 
+# --- optimizer runs ---
+
+
+class RunDirError(OptimizerError):
+    """An optimizer's run directory (``run_dir=``) cannot be used: unreadable, written by an
+    incompatible version, or a checkpoint state that is not JSON. Field: ``path``."""
+
+
+class RunDirMismatch(RunDirError):
+    """``run_dir`` holds another run: a different optimizer, arguments, student or data.
+    Field: ``parts`` (the names of what differs, e.g. ``["args", "trainset"]``)."""
+
+
+__all__ += ["RunDirError", "RunDirMismatch"]
+
+
 # --- retrieval ---
 
 
 class RetrieverError(DSPexError, ValueError):
     """A retrieval server answered with an error or with something that is not a result."""
+
+
+# --- ray / fan-out ---
+
+
+class ProgramNotPortable(UserError, ValueError):
+    """A program (or its metric) cannot be pickled to fan-out workers (``backend=``)."""
+
+
+# --- modules: code interpreters ---
+
+
+class CodeInterpreterError(DSPexError, RuntimeError):
+    """A code interpreter failed in a way the submitted code cannot repair (setup, a dead
+    process, a broken protocol, use after ``shutdown``). DSPy's
+    ``dspy.primitives.code_interpreter.CodeInterpreterError``; code-running modules do not
+    retry it."""
+
+
+class CodeExecutionError(CodeInterpreterError):
+    """The submitted code raised inside a healthy interpreter (recoverable: ProgramOfThought
+    and CodeAct feed the error back to the LM and retry). Field: ``type`` (the exception's
+    class name inside the interpreter), when known."""

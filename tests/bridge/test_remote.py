@@ -124,6 +124,19 @@ async def test_streaming_yields_field_chunks_then_prediction(lm: dspex.LM) -> No
     assert "".join(c.chunk for c in chunks).strip() == items[-1].answer
 
 
+async def test_stream_error_is_typed_and_scrubbed(server: LMServer, lm: dspex.LM) -> None:
+    """A stream ends with the pool's Error frame: the DSPex error, secrets scrubbed."""
+    server.fault(Fault(status=401, times=5))
+    remote = dspex.Predict("question -> answer", implementation="dspy")
+    with pytest.raises(dspex.LMAuthError) as info:
+        _ = [item async for item in remote.astream(question="q")]
+    text = str(info.value) + json.dumps(info.value.fields, default=str)
+    assert "sk-secret-key" not in text and "remote_type" in info.value.fields
+    server.clear()
+    items = [item async for item in remote.astream(question="q")]  # the session lives on
+    assert isinstance(items[-1], dspex.Prediction)
+
+
 # ---------------------------------------------------------------- any DSPy class
 
 

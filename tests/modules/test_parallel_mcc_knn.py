@@ -181,6 +181,23 @@ def test_knn_nearest_examples() -> None:
         KNN(k=0, trainset=train, vectorizer=_embed)
 
 
+def test_knn_without_numpy_ranks_with_float32_and_a_stable_sort(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from dspex.modules import knn as knn_module
+
+    monkeypatch.setattr(knn_module, "_numpy", lambda: None)
+    train = [
+        dspex.Example(text=t, label=i).with_inputs("text")
+        for i, t in enumerate(["aaa", "bbb", "abab", "ccc", "cab"])
+    ]
+    knn = KNN(k=3, trainset=train, vectorizer=_embed)
+    assert isinstance(knn.trainset_vectors, list)
+    assert [e.label for e in knn(text="bbbb")] == [1, 2, 4]
+    # "aaa", "bbb", "ccc" tie on float32 vectors: the later example first
+    assert [e.label for e in knn(text="abc")] == [2, 3, 1]
+
+
 def test_knn_matches_dspy_when_numpy_is_installed() -> None:
     np = pytest.importorskip("numpy")
     train = [

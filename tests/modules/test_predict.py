@@ -61,7 +61,9 @@ def test_demos_are_sent_and_state_round_trips(tmp_path, server: LMServer, lm: ds
     qa.save(path)
     again = dspex.Predict("question -> answer")
     again.load(path)
-    assert [d.toDict() for d in again.demos] == [{"question": "1+1?", "answer": "2"}]
+    assert again.demos == [{"question": "1+1?", "answer": "2"}]  # dicts, as DSPy loads them
+    again(question="3+3?", lm=lm)  # demos loaded as dicts are sent as Examples are
+    assert server.requests[-1].json["messages"][:-1] == sent[:-1]
 
 
 def test_context_and_call_overrides_pick_the_lm(server: LMServer) -> None:
@@ -108,3 +110,98 @@ def test_usage_errors_are_typed() -> None:
         qa(question="x", lm="openai/gpt-4o-mini")
     with pytest.raises(CallError, match="config"):
         qa(question="x", config="hot", lm=dspex.testing.DummyLM([]))
+
+
+# ---------------------------------------------------------------- the adapter flow's life
+class _SpyAdapter(dspex.ChatAdapter):
+    """Records the ``lm`` each flow is given and whether the flow was closed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[object] = []
+        self.closed = 0
+
+    def flow(self, lm_kwargs, signature, demos, inputs, lm=None):  # type: ignore[no-untyped-def,override]
+        self.seen.append(lm)
+        try:
+            return (yield from super().flow(lm_kwargs, signature, demos, inputs, lm))
+        finally:
+            self.closed += 1
+
+
+class _FailingLM(dspex.BaseLM):
+    def __init__(self) -> None:
+        super().__init__("failing/model")
+
+    async def acall(self, prompt=None, messages=None, **kwargs):  # type: ignore[no-untyped-def,override]
+        raise dspex.errors.LMServerError("down")
+
+    def __call__(self, prompt=None, messages=None, **kwargs):  # type: ignore[no-untyped-def,override]
+        raise dspex.errors.LMServerError("down")
+
+
+def test_predict_gives_the_adapter_its_lm_and_closes_the_flow_when_the_lm_raises(
+    lm: dspex.LM,
+) -> None:
+    adapter = _SpyAdapter()
+    with dspex.context(adapter=adapter):
+        dspex.Predict("question -> answer")(question="q", lm=lm)
+        assert adapter.seen == [lm] and adapter.closed == 1
+        failing = _FailingLM()
+        with pytest.raises(dspex.errors.LMServerError):
+            dspex.Predict("question -> answer")(question="q", lm=failing)
+        assert adapter.seen[-1] is failing and adapter.closed == 2  # closed at once, not by GC
+        with pytest.raises(dspex.errors.LMServerError):
+            asyncio.run(dspex.Predict("question -> answer").acall(question="q", lm=failing))
+        assert adapter.closed == 3
+
+
+# ---------------------------------------------------------------- saved LM state
+def _state_with_lm(**lm_state: object) -> dict[str, object]:
+    state = dspex.Predict("question -> answer").dump_state()
+    state["lm"] = {"model": "openai/gpt-4o-mini", **lm_state}
+    return state
+
+
+def test_saved_lm_endpoints_are_dropped_with_dspys_warning_unless_trusted(
+    tmp_path, caplog: pytest.LogCaptureFixture
+) -> None:  # type: ignore[no-untyped-def]
+    state = _state_with_lm(api_base="http://evil.example/v1")
+    with caplog.at_level("WARNING"):
+        loaded = dspex.Predict("question -> answer").load_state(state)
+    assert "Ignoring unsafe LM config key(s) during state load: ['api_base']" in caplog.text
+    assert (
+        isinstance(loaded.lm, dspex.LM) and loaded.lm.endpoint.api_base != "http://evil.example/v1"
+    )
+    trusted = dspex.Predict("question -> answer").load_state(state, allow_unsafe_lm_state=True)
+    assert isinstance(trusted.lm, dspex.LM)
+    assert trusted.lm.endpoint.api_base == "http://evil.example/v1"
+    # Module.load passes the opt-in down to each predictor
+    path = tmp_path / "p.json"
+    import orjson
+
+    path.write_bytes(orjson.dumps(state))
+    assert dspex.Predict("question -> answer").load(path).lm.endpoint.api_base != (  # type: ignore[union-attr]
+        "http://evil.example/v1"
+    )
+    again = dspex.Predict("question -> answer").load(path, allow_unsafe_lm_state=True)
+    assert again.lm.endpoint.api_base == "http://evil.example/v1"  # type: ignore[union-attr]
+
+
+class TrustedLM(dspex.BaseLM):
+    async def acall(self, prompt=None, messages=None, **kwargs):  # type: ignore[no-untyped-def,override]
+        return ["[[ ## answer ## ]]\nok"]
+
+
+def test_custom_lm_classes_load_only_from_trusted_state() -> None:
+    marker = f"{TrustedLM.__module__}.{TrustedLM.__qualname__}"
+    state = _state_with_lm(_dspy_lm_class=marker)
+    if hasattr(dspex.BaseLM, "load_state"):  # the LM layer's own loader decides
+        pytest.skip("BaseLM.load_state owns custom LM classes")
+    with pytest.raises(dspex.errors.StateError, match="Refusing to import"):
+        dspex.Predict("question -> answer").load_state(state)
+    loaded = dspex.Predict("question -> answer").load_state(state, allow_unsafe_lm_state=True)
+    assert type(loaded.lm) is TrustedLM and loaded.lm.model == "openai/gpt-4o-mini"
+    bad = _state_with_lm(_dspy_lm_class="collections.OrderedDict")
+    with pytest.raises(dspex.errors.StateError, match="subclass of BaseLM"):
+        dspex.Predict("question -> answer").load_state(bad, allow_unsafe_lm_state=True)

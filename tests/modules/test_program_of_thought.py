@@ -116,3 +116,86 @@ def test_deprecation_warning_as_dspy() -> None:
         ProgramOfThought("question -> answer")
     with pytest.raises(TypeError):
         ProgramOfThought("question -> answer", interpreter_factory=3)  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------- DSPy's interpreter API
+def test_python_interpreter_factory_gives_dspys_prompts(server: LMServer) -> None:
+    """``interpreter_factory=PythonInterpreter`` (DSPy's default class, here on the sandbox):
+    a code error is retried with the same error text DSPy's run feeds back."""
+    from dspex.primitives.python_interpreter import PythonInterpreter
+
+    replies = [
+        {"reasoning": "r", "generated_code": BAD},
+        {"reasoning": "r", "generated_code": GOOD},
+        {"reasoning": "r", "answer": "6"},
+    ]
+    theirs, d_pred = _run(server, dspy, replies, use_async=False)
+    server.clear()
+    server.reply(*replies)
+    lm = dspex.LM("openai/test", api_base=server.url, api_key="k", cache=False, num_retries=0)
+    pot = ProgramOfThought("question -> answer", interpreter_factory=PythonInterpreter)
+    with dspex.context(lm=lm):
+        pred = pot(question="Sum 1..3?")
+    assert [r.json["messages"] for r in server.requests] == theirs
+    assert pred.answer == d_pred.answer == "6"
+
+
+def test_python_interpreter_errors_and_lifecycle() -> None:
+    from dspex.errors import CodeExecutionError, CodeInterpreterError, ConfigurationError
+    from dspex.primitives.code_interpreter import (
+        CodeInterpreter,
+        FinalOutput,
+        resolve_interpreter_factory,
+    )
+    from dspex.primitives.python_interpreter import PythonInterpreter
+
+    interp = PythonInterpreter(tools={"double": lambda x: 2 * x}, timeout=20)
+    assert isinstance(interp, CodeInterpreter) and interp.deno_process is None
+    try:
+        assert interp.execute("y = double(x=21)\ny", {"x": 1}) == 42
+        # no output_fields: SUBMIT's one parameter is "output" (the sandbox's DSPy rule)
+        assert interp.execute("SUBMIT({'answer': y})") == FinalOutput({"output": {"answer": 42}})
+        with pytest.raises(CodeExecutionError) as info:
+            interp.execute("1 / 0")
+        assert info.value.fields["type"] == "ZeroDivisionError"
+        assert isinstance(info.value, CodeInterpreterError)
+        with pytest.raises(SyntaxError):
+            interp.execute("def (")
+        assert interp.execute("y") == 42  # the session survived the code errors
+    finally:
+        interp.shutdown()
+    with pytest.raises(CodeInterpreterError, match="shutdown"):
+        interp.execute("1")
+    with pytest.raises(ConfigurationError, match="enable_network_access"):
+        PythonInterpreter(enable_network_access=["example.com"])
+    assert resolve_interpreter_factory() is PythonInterpreter
+
+    def mine() -> Any:
+        return None
+
+    assert resolve_interpreter_factory(mine) is mine
+    with dspex.context(interpreter_factory=mine):
+        assert resolve_interpreter_factory() is mine
+    with pytest.raises(TypeError):
+        resolve_interpreter_factory(3)  # type: ignore[arg-type]
+
+
+def test_terminal_interpreter_errors_are_not_retried(server: LMServer) -> None:
+    from dspex.errors import CodeInterpreterError
+
+    class Broken:
+        shut = False
+
+        def execute(self, code: str, variables: Any = None) -> Any:
+            raise CodeInterpreterError("protocol corrupt")
+
+        def shutdown(self) -> None:
+            Broken.shut = True
+
+    server.clear()
+    server.reply({"reasoning": "r", "generated_code": GOOD})
+    lm = dspex.LM("openai/test", api_base=server.url, api_key="k", cache=False)
+    pot = ProgramOfThought("question -> answer", interpreter_factory=Broken)
+    with dspex.context(lm=lm), pytest.raises(CodeInterpreterError, match="protocol corrupt"):
+        pot(question="q")
+    assert Broken.shut and len(server.requests) == 1

@@ -114,6 +114,14 @@ class Handler:
     async def aask_parent(self, name: str, *args: Any) -> Any:
         return await current_call().acall_parent(name, *args)
 
+    def parent_error(self, name: str, *args: Any) -> list[Any]:
+        """What a failing parent callback raises in here: [class name, message, fields]."""
+        try:
+            current_call().call_parent(name, *args)
+        except Exception as exc:
+            return [type(exc).__name__, str(exc), dict(getattr(exc, "fields", {}))]
+        return ["no error", "", {}]
+
     def numbers(self, n: int) -> Iterator[int]:
         yield from range(n)
 

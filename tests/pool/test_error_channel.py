@@ -27,3 +27,27 @@ async def test_handler_payload_is_raised_typed(make_pool: Callable[..., Pool], s
         await pool.call("missing")
     with pytest.raises(CallError):  # the hook is private: not callable from the parent
         await pool.call("_error_payload", None)
+
+
+async def test_parent_callback_error_arrives_typed_in_the_worker(
+    make_pool: Callable[..., Pool],
+) -> None:
+    """A parent callback's error travels as a typed payload in the reply (no envelope)."""
+    pool = make_pool(size=1)
+
+    def typed() -> None:
+        raise ConfigurationError("bad knob", field="knob")
+
+    def plain() -> None:
+        raise ValueError("nope")
+
+    pool.register_callback("typed", typed)
+    pool.register_callback("plain", plain)
+    kind, message, fields = await pool.call("parent_error", "typed")
+    assert (kind, message, fields["field"]) == ("ConfigurationError", "bad knob", "knob")
+    kind, message, fields = await pool.call("parent_error", "plain")
+    assert (kind, message) == ("RemoteError", "ValueError: nope")
+    assert fields["remote_type"] == "builtins.ValueError"
+    assert "nope" in fields["remote_traceback"]
+    kind, message, _ = await pool.call("parent_error", "missing")
+    assert kind == "RemoteError" and "no parent callback named 'missing'" in message

@@ -12,11 +12,11 @@ minus a deny-list (interpreters, pickle loaders, ``os``/``subprocess``/``builtin
 few side-effect-free standard modules may be named *as types* only. Code-running DSPy
 modules need the parent's opt-in and then run their code in :mod:`dspex.sandbox`.
 
-Methods return values or raise; the pool worker sends an error as its Error frame with the
-wire form of the DSPex error (:meth:`DSPyHost._error_payload`, :mod:`dspex.bridge.errors`:
-the DSPy exception type and traceback, API keys scrubbed) and the parent raises that error.
-Streams still yield ``[True, item]`` / ``[False, error]`` envelopes. Values cross in the
-tagged form of :mod:`dspex.bridge.convert`.
+Methods (streams included) return values or raise; the pool worker sends an error as its
+Error frame with the wire form of the DSPex error (:meth:`DSPyHost._error_payload`,
+:mod:`dspex.bridge.errors`: the DSPy exception type and traceback, API keys scrubbed) and the
+parent raises that error. A parent callback's error comes back the same way (the worker
+raises it). Values cross in the tagged form of :mod:`dspex.bridge.convert`.
 """
 
 from __future__ import annotations
@@ -43,8 +43,6 @@ CODE_EXECUTION_ENV = "DSPEX_ALLOW_CODE_EXECUTION"
 """Comma-separated code-running modules opted in, set by the parent (``allow_code_execution``)."""
 _INTERPRETER_KWARGS = ("interpreter", "interpreter_factory")
 _LM_CACHE_SIZE = 32
-
-Envelope = list[Any]
 
 
 def make_host() -> DSPyHost:
@@ -178,12 +176,7 @@ class DSPyHost:
             wire_args = host._encoder.encode(list(args))
             wire_kwargs = host._encoder.encode(kwargs)
             with host._parent_lock:  # DSPy may call tools from its own threads
-                answer = call.call_parent(name, wire_args, wire_kwargs)
-            ok, value = answer
-            if not ok:
-                from dspex.bridge.errors import raise_payload
-
-                raise_payload(value)
+                value = call.call_parent(name, wire_args, wire_kwargs)  # raises its error
             return host._decoder.decode(value)
 
         proxy.__name__ = proxy.__qualname__ = str(data.get("fn_name") or name)
@@ -395,36 +388,32 @@ class DSPyHost:
         kwargs: Any,
         ctx: dict[str, Any] | None = None,
         make: list[Any] | None = None,
-    ) -> AsyncIterator[Envelope]:
-        """Field-level chunks of a module's outputs (``dspy.streamify``), then the prediction."""
-        try:
-            program = self._obj(oid, make)
-            dspy = self._dspy
-            from dspy.streaming import StreamListener, StreamResponse
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Field-level chunks of a module's outputs (``dspy.streamify``), then the prediction.
 
-            listeners = [
-                StreamListener(signature_field_name=name, predict=predictor, predict_name=pname)
-                for pname, predictor in program.named_predictors()
-                for name in predictor.signature.output_fields
-            ]
-            streamed = dspy.streamify(program, stream_listeners=listeners)
-            with self._context(ctx):
-                async for item in streamed(**self._decoder.decode(kwargs)):
-                    if isinstance(item, StreamResponse):
-                        yield [
-                            True,
-                            {
-                                "kind": "chunk",
-                                "field": item.signature_field_name,
-                                "chunk": item.chunk,
-                                "predictor": item.predict_name,
-                                "last": item.is_last_chunk,
-                            },
-                        ]
-                    elif isinstance(item, dspy.Prediction):
-                        yield [True, {"kind": "prediction", "value": self._encoder.encode(item)}]
-        except Exception as exc:
-            yield [False, error_payload(exc, self._secrets)]
+        An error ends the stream with the pool's Error frame (typed, see ``_error_payload``)."""
+        program = self._obj(oid, make)
+        dspy = self._dspy
+        from dspy.streaming import StreamListener, StreamResponse
+
+        listeners = [
+            StreamListener(signature_field_name=name, predict=predictor, predict_name=pname)
+            for pname, predictor in program.named_predictors()
+            for name in predictor.signature.output_fields
+        ]
+        streamed = dspy.streamify(program, stream_listeners=listeners)
+        with self._context(ctx):
+            async for item in streamed(**self._decoder.decode(kwargs)):
+                if isinstance(item, StreamResponse):
+                    yield {
+                        "kind": "chunk",
+                        "field": item.signature_field_name,
+                        "chunk": item.chunk,
+                        "predictor": item.predict_name,
+                        "last": item.is_last_chunk,
+                    }
+                elif isinstance(item, dspy.Prediction):
+                    yield {"kind": "prediction", "value": self._encoder.encode(item)}
 
     def drop_session(self, session_id: str) -> None:
         self._sessions.pop(session_id, None)

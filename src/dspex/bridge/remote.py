@@ -207,15 +207,12 @@ class RemoteModule(RemoteObject, Module):
 
     async def astream(self, **kwargs: Any) -> AsyncIterator[StreamChunk | Prediction]:
         """Field-level chunks of the outputs as DSPy streams them, then the ``Prediction``."""
-        from dspex.bridge.errors import raise_payload
         from dspex.primitives.streaming import StreamChunk
 
         s = self._dspy_session
         ctx = s.call_context(kwargs.pop("lm", None) or self.__dict__.get("_lm"))
         async with s.stream(self._oid, s.encoder.encode(kwargs), ctx) as items:
-            async for ok, item in items:
-                if not ok:
-                    raise_payload(item)
+            async for item in items:  # an error raises here, typed (the pool's Error frame)
                 if item["kind"] == "chunk":
                     yield StreamChunk(
                         item["field"], item["chunk"], item.get("predictor"), item.get("last", False)

@@ -26,7 +26,6 @@ from typing import TYPE_CHECKING, Any
 from dspex import settings
 from dspex.bridge.allowlist import exportable
 from dspex.bridge.convert import TAG, Decoder, Encoder, encode_type, is_importable
-from dspex.bridge.errors import error_payload
 from dspex.errors import ConfigurationError, SessionLost, SignatureError, UserError
 
 if TYPE_CHECKING:
@@ -324,23 +323,18 @@ class DSPySession:
         return {TAG: "callback", "name": name, **_describe_callable(fn, self.encoder)}
 
     def _callback_wrapper(self, fn: Any) -> Any:
+        """``fn`` on wire values. Its exceptions go back on the pool's one error channel (the
+        callback reply carries the typed error; the worker raises it)."""
         decode, encode = self.decoder.decode, self.encoder.encode
         if inspect.iscoroutinefunction(fn):
 
-            async def acallback(wire_args: Any, wire_kwargs: Any) -> list[Any]:
-                try:
-                    result = await fn(*decode(wire_args), **decode(wire_kwargs))
-                    return [True, encode(result)]
-                except Exception as exc:
-                    return [False, error_payload(exc)]
+            async def acallback(wire_args: Any, wire_kwargs: Any) -> Any:
+                return encode(await fn(*decode(wire_args), **decode(wire_kwargs)))
 
             return acallback
 
-        def callback(wire_args: Any, wire_kwargs: Any) -> list[Any]:
-            try:
-                return [True, encode(fn(*decode(wire_args), **decode(wire_kwargs)))]
-            except Exception as exc:
-                return [False, error_payload(exc)]
+        def callback(wire_args: Any, wire_kwargs: Any) -> Any:
+            return encode(fn(*decode(wire_args), **decode(wire_kwargs)))
 
         return callback
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from dspex._lazy import lazy_getattr
 
 if TYPE_CHECKING:
+    from dspex.clients.embedding import Embedder
     from dspex.lm import LM, BaseLM
     from dspex.utils.inspect_history import inspect_history
     from dspex.utils.logs import configure_cache
@@ -16,16 +17,9 @@ __all__ = ["LM", "BaseLM", "Embedder", "configure_cache", "inspect_history"]
 _WHERE = {
     "LM": "dspex.lm",
     "BaseLM": "dspex.lm",
+    "Embedder": "dspex.clients.embedding",
     "configure_cache": "dspex.utils.logs",
     "inspect_history": "dspex.utils.inspect_history",
 }
 
-_lazy = lazy_getattr("dspex.clients", _WHERE, globals())
-
-
-def __getattr__(name: str) -> Any:
-    if name == "Embedder":  # native once the embedder is built; DSPy's in a worker until then
-        from dspex._dspy_names import RoutedName
-
-        return RoutedName("Embedder", "dspy.Embedder")
-    return _lazy(name)
+__getattr__ = lazy_getattr("dspex.clients", _WHERE, globals())

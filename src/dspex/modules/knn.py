@@ -1,10 +1,15 @@
 """``KNN``: the k training examples nearest to the inputs, by dot product of embeddings.
 
 Any embedder callable works: ``vectorizer(list_of_texts)`` returns one vector per text (a
-numpy array, a list of lists...). Texts are built as DSPy builds them (``key: value`` pairs of
-the input fields joined by `` | ``), training vectors are rounded to float32 as DSPy casts
-them, and the order is numpy's ``argsort()[-k:][::-1]`` (ties: the later example first), so
-the neighbours are DSPy's for the same embedder. No numpy needed.
+numpy array, a list of lists, a :class:`dspex.Embedder`...). Texts are built as DSPy builds
+them (``key: value`` pairs of the input fields joined by `` | ``).
+
+With numpy installed the scores are computed as DSPy computes them (training vectors cast to
+float32, the query vector in the embedder's own dtype, ``np.dot`` then ``argsort``), so ties
+break the same way numpy breaks them for DSPy (numpy's default sort is not stable, and its
+order among equal scores depends on the platform's sort kernel: only numpy itself
+reproduces it). Without numpy a pure-Python fallback ranks with the same float32 rounding
+and a stable sort (ties: the later example first).
 """
 
 from __future__ import annotations
@@ -18,9 +23,21 @@ from dspex.primitives.example import Example
 __all__ = ["KNN"]
 
 
+def _numpy() -> Any:
+    try:
+        import numpy
+    except ImportError:
+        return None
+    return numpy
+
+
 def _rows(vectors: Any) -> list[list[float]]:
     rows = vectors.tolist() if hasattr(vectors, "tolist") else vectors
     return [[float(x) for x in row] for row in rows]
+
+
+def _text(pairs: Any) -> str:
+    return " | ".join(f"{key}: {value}" for key, value in pairs)
 
 
 class KNN:
@@ -35,13 +52,16 @@ class KNN:
         self.trainset = list(trainset)
         self.embedding = vectorizer
         texts = [
-            " | ".join(
-                f"{key}: {value}" for key, value in ex.items() if key in (ex._input_keys or ())
-            )
+            _text((key, value) for key, value in ex.items() if key in (ex._input_keys or ()))
             for ex in self.trainset
         ]
-        # float32, as DSPy casts the training vectors
-        self.trainset_vectors = [list(array("f", row)) for row in _rows(self.embedding(texts))]
+        vectors = self.embedding(texts)
+        np = _numpy()
+        self.trainset_vectors: Any
+        if np is not None:
+            self.trainset_vectors = np.asarray(vectors).astype(np.float32)
+        else:  # float32, as DSPy casts the training vectors
+            self.trainset_vectors = [list(array("f", row)) for row in _rows(vectors)]
         if len(self.trainset_vectors) != len(self.trainset):
             raise ValueError(
                 f"the vectorizer returned {len(self.trainset_vectors)} vectors for "
@@ -49,11 +69,16 @@ class KNN:
             )
 
     def __call__(self, **kwargs: Any) -> list[Example]:
-        query = _rows(self.embedding([" | ".join(f"{key}: {val}" for key, val in kwargs.items())]))[
-            0
-        ]
-        scores = [
-            sum(a * b for a, b in zip(row, query, strict=True)) for row in self.trainset_vectors
-        ]
-        ascending = sorted(range(len(scores)), key=scores.__getitem__)
-        return [self.trainset[i] for i in ascending[-self.k :][::-1]]
+        query = self.embedding([_text(kwargs.items())])
+        np = _numpy()
+        if np is not None:
+            scores = np.dot(self.trainset_vectors, np.asarray(query).T).squeeze()
+            order = [int(i) for i in np.atleast_1d(scores).argsort()[-self.k :][::-1]]
+        else:
+            vector = _rows(query)[0]
+            values = [
+                sum(a * b for a, b in zip(row, vector, strict=True))
+                for row in self.trainset_vectors
+            ]
+            order = sorted(range(len(values)), key=values.__getitem__)[-self.k :][::-1]
+        return [self.trainset[i] for i in order]

@@ -11,9 +11,8 @@ from dspex import settings
 from dspex.adapters.base import LMRequest, drive_async, drive_sync
 from dspex.errors import CallError, ConfigurationError, StateError
 from dspex.lm.base import BaseLM
-from dspex.primitives.example import Example
 from dspex.primitives.input_checks import check_inputs
-from dspex.primitives.module import Module, Parameter
+from dspex.primitives.module import TRUSTED_LM_STATE, Module, Parameter
 from dspex.primitives.prediction import Prediction
 from dspex.signatures import ensure_signature, is_undefined
 from dspex.telemetry import events
@@ -100,7 +99,10 @@ class Predict(Module, Parameter):
             if listened(self):
                 return streamed_sync(self, kwargs)
         lm, flow = self._flow(kwargs)
-        return drive_sync(flow, lm)
+        try:
+            return drive_sync(flow, lm)
+        finally:  # an LM error leaves the flow suspended: close it (ends its span now)
+            flow.close()
 
     async def aforward(self, **kwargs: Any) -> Prediction:
         if settings.current().send_stream is not None:  # inside dspex.streamify
@@ -109,7 +111,10 @@ class Predict(Module, Parameter):
             if listened(self):
                 return await stream_predict(self, kwargs)
         lm, flow = self._flow(kwargs)
-        return await drive_async(flow, lm)
+        try:
+            return await drive_async(flow, lm)
+        finally:
+            flow.close()
 
     async def astream(self, **kwargs: Any) -> AsyncIterator[StreamChunk | Prediction]:
         """Output text as it streams, as field-level :class:`StreamChunk` items, then the
@@ -127,7 +132,7 @@ class Predict(Module, Parameter):
         record = kwargs.pop("_trace", True)
         lm, config, signature, demos, inputs = self._prepare(kwargs)
         adapter = settings.current().adapter or _default_adapter()
-        return lm, self._run(adapter, config, signature, demos, inputs, bool(record))
+        return lm, self._run(adapter, config, signature, demos, inputs, bool(record), lm)
 
     def _run(
         self,
@@ -137,13 +142,14 @@ class Predict(Module, Parameter):
         demos: list[Any],
         inputs: dict[str, Any],
         record: bool = True,
+        lm: BaseLM | None = None,
     ) -> Generator[LMRequest, list[Any], Prediction]:
         if events.has_handlers():
             meta = {"module": "predict", "signature": signature.signature}
             with events.span("dspex.native.execute", meta):
-                completions = yield from adapter.flow(config, signature, demos, inputs)
+                completions = yield from adapter.flow(config, signature, demos, inputs, lm)
         else:
-            completions = yield from adapter.flow(config, signature, demos, inputs)
+            completions = yield from adapter.flow(config, signature, demos, inputs, lm)
         prediction = Prediction.from_completions(completions, signature=signature)
         if record:
             self._record_trace(inputs, prediction)
@@ -205,10 +211,10 @@ class Predict(Module, Parameter):
     def _positional_error(self) -> str:
         names = list(self.signature.input_fields)
         example = f"`predict({names[0]}=input_value, ...)`" if names else "`predict()`"
-        return (
-            "Positional arguments are not allowed when calling Predict; use keyword arguments "
-            f"that match the signature's input fields: '{', '.join(names)}'. For example: "
-            f"{example}."
+        return (  # DSPy's words
+            "Positional arguments are not allowed when calling `dspy.Predict`, must use keyword "
+            f"arguments that match your signature input fields: '{', '.join(names)}'. For "
+            f"example: {example}."
         )
 
     # ------------------------------------------------------------------ state (DSPy format)
@@ -228,7 +234,12 @@ class Predict(Module, Parameter):
         )
         return state
 
-    def load_state(self, state: dict[str, Any]) -> Predict:
+    def load_state(
+        self, state: dict[str, Any], *, allow_unsafe_lm_state: bool | None = None
+    ) -> Predict:
+        """Load DSPy-format state; returns ``self``. A saved LM's endpoint keys (``api_base``,
+        ``base_url``, ``model_list``) and custom LM classes are honoured only with
+        ``allow_unsafe_lm_state=True`` (trusted files), as in DSPy."""
         if not isinstance(state, dict) or "signature" not in state:
             raise StateError("Predict state must be an object with a 'signature' entry")
         if "extended_signature" in state:
@@ -237,12 +248,11 @@ class Predict(Module, Parameter):
         for name, value in state.items():
             if name in ("signature", "extended_signature", "lm", "fields"):
                 continue
-            if name == "demos":
-                value = [Example(**d) if isinstance(d, dict) else d for d in value]
-            setattr(self, name, copy.deepcopy(value))
+            setattr(self, name, copy.deepcopy(value))  # demos as saved (dicts), as DSPy
         lm_state = state.get("lm")
-        if lm_state:
-            self.lm = _lm_from_state(lm_state)
+        if allow_unsafe_lm_state is None:  # Module.load(..., allow_unsafe_lm_state=...)
+            allow_unsafe_lm_state = TRUSTED_LM_STATE.get()
+        self.lm = _lm_from_state(lm_state, allow_unsafe_lm_state) if lm_state else None
         return self
 
     def update_config(self, **kwargs: Any) -> None:
@@ -255,13 +265,67 @@ class Predict(Module, Parameter):
         return f"{type(self).__name__}({self.signature})"
 
 
-def _lm_from_state(lm_state: dict[str, Any]) -> BaseLM:
-    """Rebuild a saved LM; endpoint keys are dropped as in DSPy (untrusted files)."""
+_UNSAFE_LM_KEYS = ("api_base", "base_url", "model_list")
+_LM_CLASS_KEY = "_dspy_lm_class"  # DSPy's LM_CLASS_STATE_KEY
+_BUILTIN_LM_CLASSES = ("dspy.clients.lm.LM", "dspex.lm.client.LM", "dspex.lm.LM")
+
+
+def _lm_from_state(lm_state: dict[str, Any], allow_unsafe: bool = False) -> BaseLM:
+    """Rebuild a saved LM. From an untrusted file (the default) endpoint keys are dropped with
+    DSPy's warning and only the built-in LM class is rebuilt."""
+    if not isinstance(lm_state, dict):
+        raise StateError(f"saved LM state must be an object, got {type(lm_state).__name__}")
+    state = dict(lm_state)
+    unsafe = sorted(k for k in _UNSAFE_LM_KEYS if k in state)
+    if unsafe and not allow_unsafe:
+        logger.warning(
+            "Ignoring unsafe LM config key(s) during state load: %s. "
+            "Pass allow_unsafe_lm_state=True to preserve these keys for trusted files.",
+            unsafe,
+        )
+        state = {k: v for k, v in state.items() if k not in _UNSAFE_LM_KEYS}
+    loader = getattr(BaseLM, "load_state", None)
+    if loader is not None:  # the LM layer's own rebuild (class markers, custom classes)
+        lm: BaseLM = loader(state, allow_custom_lm_class=allow_unsafe)
+        return lm
+    class_path = state.pop(_LM_CLASS_KEY, None)
+    if class_path is not None and class_path not in _BUILTIN_LM_CLASSES:
+        return _custom_lm(str(class_path), state, allow_unsafe)
     from dspex.lm import LM
 
-    safe = {k: v for k, v in lm_state.items() if k not in ("api_base", "base_url", "model_list")}
-    model = safe.pop("model", None)
+    model = state.pop("model", None)
     if not isinstance(model, str):
         raise StateError("saved LM state has no model name")
-    safe.pop("model_type", None)
-    return LM(model, **safe)
+    state.pop("model_type", None)
+    return LM(model, **state)
+
+
+def _custom_lm(class_path: str, state: dict[str, Any], allow: bool) -> BaseLM:
+    """A saved user LM class: imported only from a trusted file, and only a BaseLM."""
+    import importlib
+
+    if not allow:
+        raise StateError(
+            f"Refusing to import custom serialized LM class `{class_path}`. Pass "
+            "allow_unsafe_lm_state=True when loading trusted files to enable custom LM classes."
+        )
+    parts = class_path.split(".")
+    target: Any = None
+    for cut in range(len(parts) - 1, 0, -1):  # the longest importable module prefix
+        try:
+            target = importlib.import_module(".".join(parts[:cut]))
+        except ImportError:
+            continue
+        try:
+            for part in parts[cut:]:
+                target = getattr(target, part)
+        except AttributeError:
+            target = None
+            continue
+        break
+    if target is None:
+        raise StateError(f"cannot import serialized LM class `{class_path}`")
+    if not (isinstance(target, type) and issubclass(target, BaseLM)):
+        raise StateError(f"Serialized LM class `{class_path}` must be a subclass of BaseLM")
+    rebuilt: BaseLM = target(**state)
+    return rebuilt

@@ -127,13 +127,14 @@ def _tracing_adapter(base: Adapter, names: dict[Any, str], attempt: _Attempt) ->
             signature: Any,
             demos: Sequence[Any],
             inputs: Mapping[str, Any],
+            lm: Any = None,
         ) -> Generator[LMRequest, list[Any], list[dict[str, Any]]]:
             name = names.get(signature)
             inputs = dict(inputs)
             if attempt.advice:
                 inputs["hint_"] = attempt.advice.get(name, "N/A")  # type: ignore[arg-type]
                 signature = signature.append("hint_", InputField(desc=_HINT_DESC))
-            completions = yield from base.flow(lm_kwargs, signature, demos, inputs)
+            completions = yield from base.flow(lm_kwargs, signature, demos, inputs, lm)
             if name is not None and completions:
                 attempt.trace.append((name, inputs, dict(completions[0])))
             return completions

@@ -14,7 +14,7 @@ from typing import Any
 
 from dspex.errors import ConfigurationError
 from dspex.pool.core import PoolCore
-from dspex.pool.protocol import ParentCall, ParentReply
+from dspex.pool.protocol import ParentCall, ParentReply, exception_payload
 from dspex.pool.records import Worker
 
 __all__ = ["Callbacks"]
@@ -44,15 +44,13 @@ class Callbacks(PoolCore):
                 return
             try:
                 w.send(self._codec.frame(ParentReply("parent_reply", msg.cbid, ok, value)))
-            except (TypeError, ValueError) as exc:
-                w.send(
-                    self._codec.frame(
-                        ParentReply("parent_reply", msg.cbid, False, ["TypeError", str(exc)])
-                    )
-                )
+            except (TypeError, ValueError) as exc:  # the codec cannot carry the result
+                payload = exception_payload(exc, f"parent callback {msg.name!r}: ")
+                w.send(self._codec.frame(ParentReply("parent_reply", msg.cbid, False, payload)))
 
         def failed(exc: BaseException) -> None:
-            reply(False, [type(exc).__qualname__, str(exc)])
+            # one error channel: the worker raises the (typed) error this payload describes
+            reply(False, exception_payload(exc))
 
         if fn is None:
             failed(LookupError(f"no parent callback named {msg.name!r}"))

@@ -62,7 +62,8 @@ class PoolConfig:
     ``"address_space"``: ``RLIMIT_AS`` in the worker (allocations fail with ``MemoryError``;
     breaks runtimes that reserve large virtual ranges)."""
     memory_check_interval: float = 0.05
-    """Seconds between RSS checks when a memory cap or RSS recycling is configured."""
+    """Seconds between RSS checks under a hard ``rss`` memory cap. RSS recycling (done when
+    idle) is checked every 0.25 s, or this interval if it is longer."""
     cpu_limit_s: int | None = None
     """``RLIMIT_CPU`` of each worker (CPU seconds over its life)."""
     open_files_limit: int | None = None

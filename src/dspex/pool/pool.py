@@ -26,6 +26,7 @@ from dspex.pool.callbacks import Callbacks
 from dspex.pool.config import PoolConfig
 from dspex.pool.direct import DirectPath
 from dspex.pool.dispatch import Dispatch, remote_error
+from dspex.pool.outcomes import Outcomes
 from dspex.pool.protocol import Error, Result, pack_args
 from dspex.pool.records import DEFAULT, Mailbox, PoolState, Req
 from dspex.pool.stats import snapshot
@@ -39,7 +40,7 @@ __all__ = ["DEFAULT", "Pool"]
 _live_pools: weakref.WeakSet[Pool] = weakref.WeakSet()
 
 
-class Pool(DirectPath, Dispatch, Supervisor, Callbacks):
+class Pool(DirectPath, Dispatch, Supervisor, Outcomes, Callbacks):
     """A named pool of supervised worker processes; see the module docstring.
 
     ``Pool(config)`` or ``Pool(target="pkg.mod:factory", size=4, ...)`` (any

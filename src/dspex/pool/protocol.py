@@ -40,6 +40,7 @@ __all__ = [
     "Shutdown",
     "call_frame",
     "decode",
+    "exception_payload",
     "fs_decode",
     "fs_encode",
     "load_codec",
@@ -79,7 +80,7 @@ class ParentReply(NamedTuple):
     kind: Literal["parent_reply"]
     id: int  # the callback request id
     ok: bool
-    value: Any  # the result, or [type, message] when not ok
+    value: Any  # the result, or the error payload when not ok (see exception_payload)
 
 
 class DropSession(NamedTuple):
@@ -213,6 +214,29 @@ class Codec:
         except Exception as exc:
             raise ProtocolError(f"undecodable frame: {exc}") from exc
         return decode(raw)
+
+
+def exception_payload(exc: BaseException, context: str = "") -> dict[str, Any]:
+    """The error payload (``{"type", "message", "fields"}``) :func:`payload_error` turns back
+    into an exception: a DSPex error keeps its class and simple fields; anything else becomes
+    ``RemoteError`` naming the original type. ``context`` prefixes the message."""
+    import traceback
+
+    cls = type(exc)
+    qualname = f"{cls.__module__}.{cls.__qualname__}"
+    fields: dict[str, Any] = {}
+    if isinstance(exc, DSPexError):
+        name, message = cls.__name__, exc.message
+        fields = {
+            k: v
+            for k, v in exc.fields.items()
+            if v is None or isinstance(v, str | int | float | bool)
+        }
+    else:
+        name, message = "RemoteError", f"{cls.__qualname__}: {exc}"
+    fields.setdefault("remote_type", qualname)
+    fields.setdefault("remote_traceback", "".join(traceback.format_exception(exc)))
+    return {"type": name, "message": f"{context}{message}", "fields": fields}
 
 
 def payload_error(payload: dict[str, Any]) -> DSPexError:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextvars
 import time
 import uuid
 import weakref
@@ -24,7 +25,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from dspex import telemetry
-from dspex.errors import ConfigurationError, PoolClosed, SessionLost
+from dspex.errors import ConfigurationError, PoolClosed, SessionLost, WorkerCrashed
 from dspex.pool.records import DEFAULT, Req, Worker
 
 if TYPE_CHECKING:
@@ -35,6 +36,23 @@ __all__ = ["PoolPort", "PoolStream", "Session", "SessionMode"]
 SessionMode = Literal["hint", "strict_queue", "strict_fail_fast"]
 _MODES = ("hint", "strict_queue", "strict_fail_fast")
 Recipe = Callable[["Session"], Awaitable[None]]
+_MAX_REBUILDS = 1000
+"""Times one call may rebuild its lost session before running. Each time is a real worker death
+that kept the call from running; a crash loop turns the pool unhealthy long before this (its
+``max_restarts``), which ends the call with ``PoolUnhealthy``."""
+_REBUILDING: contextvars.ContextVar[Session | None] = contextvars.ContextVar(
+    "dspex_session_rebuilding", default=None
+)
+"""The session whose recipe runs in this context (its own calls neither wait nor rebuild)."""
+
+
+def _worker_loss(exc: BaseException) -> bool:
+    """Whether ``exc`` (raised inside a recipe) means a worker died under it."""
+    if isinstance(exc, WorkerCrashed):
+        return True
+    return isinstance(exc, SessionLost) and (
+        exc.fields.get("reason") == "worker_lost" or bool(exc.fields.get("retryable"))
+    )
 
 
 class PoolPort(Protocol):
@@ -96,6 +114,7 @@ class _SessionState:
         "last_used",
         "lost",
         "mode",
+        "rebuilding",
         "recipe",
         "ttl",
         "worker",
@@ -111,6 +130,7 @@ class _SessionState:
         self.lost = False
         self.closed = False
         self.expired = False
+        self.rebuilding = False  # a recipe is rebuilding the state: other callers wait
         self.busy = 0
         self.last_used = time.monotonic()
 
@@ -215,24 +235,38 @@ class Session:
         idempotent: bool = False,
         **kwargs: Any,
     ) -> Any:
-        """``pool.call`` pinned to this session's worker (rehydrating it first if needed)."""
+        """``pool.call`` pinned to this session's worker (rehydrating it first if needed).
+
+        With a recipe, a call the worker loss kept from running (queued behind another call,
+        never delivered) is run again on the rebuilt session, up to ``_MAX_REBUILDS`` times; a
+        call that was running when its worker died raises ``WorkerCrashed``.
+        """
         self.open()
         st = self._state
-        for attempt in (0, 1):
-            if st.lost or st.expired:
+        if _REBUILDING.get() is self:  # the recipe's own calls: they fail to the recipe
+            return await self._port.acall(method, args, kwargs, st, timeout, idempotent)
+        for attempt in range(_MAX_REBUILDS):
+            if st.lost or st.expired or st.rebuilding:
                 await self._rehydrate()
             st.busy += 1
             try:
                 return await self._port.acall(method, args, kwargs, st, timeout, idempotent)
-            except SessionLost:
-                if st.recipe is None or attempt == 1 or (st.closed and not st.expired):
-                    raise
-                if not (st.lost or st.expired):  # the handler's own SessionLost: not ours
+            except SessionLost as exc:
+                if not self._may_rebuild(attempt, exc):
                     raise
             finally:
                 st.busy -= 1
                 st.last_used = time.monotonic()
         raise AssertionError("unreachable")
+
+    def _may_rebuild(self, attempt: int, exc: SessionLost) -> bool:
+        """A call got ``SessionLost``: may it rebuild the session and run again?"""
+        st = self._state
+        if st.recipe is None or attempt + 1 >= _MAX_REBUILDS or (st.closed and not st.expired):
+            return False
+        # ours: the session lost its worker (another caller may be rebuilding it already);
+        # a SessionLost the handler raised itself is not
+        return st.lost or st.expired or st.rebuilding or _worker_loss(exc)
 
     def call_sync(
         self,
@@ -247,15 +281,13 @@ class Session:
         from dspex._sync import run_sync
 
         st = self._state
-        if not (st.lost or st.expired):  # the direct path: no event loop in this thread
+        if not (st.lost or st.expired or st.rebuilding):  # the direct path: no event loop
             self.open()
             st.busy += 1
             try:
                 return self._port.call_sync(method, args, kwargs, st, timeout, idempotent)
-            except SessionLost:
-                if st.recipe is None or (st.closed and not st.expired):
-                    raise
-                if not (st.lost or st.expired):  # the handler's own SessionLost: not ours
+            except SessionLost as exc:
+                if not self._may_rebuild(0, exc):
                     raise
             finally:
                 st.busy -= 1
@@ -279,35 +311,50 @@ class Session:
         )
 
     async def _rehydrate(self) -> None:
+        """Run the recipe on a fresh worker (once for all waiting callers of this loop).
+
+        A worker dying under the recipe is survived: the recipe runs again on another one
+        (up to ``_MAX_REBUILDS`` times); any other failure raises ``SessionLost``."""
         st = self._state
         if st.recipe is None:
             raise st.lost_error(self._port.name)
         loop = asyncio.get_running_loop()
         lock = self._locks.setdefault(loop, asyncio.Lock())
         async with lock:
-            if not (st.lost or st.expired):
-                return  # another task rebuilt it meanwhile
-            if st.expired:
-                st.closed = False
-                self._port.open_session(st)
-            st.lost = st.expired = False
-            st.worker = None
-            started = time.perf_counter()
-            try:
-                await st.recipe(self)
-            except BaseException as exc:
-                st.lost = True
-                raise SessionLost(
-                    f"session {st.id}: rehydration recipe failed: {type(exc).__name__}: {exc}",
-                    pool=self._port.name,
-                    session=st.id,
-                    reason="recipe_failed",
-                ) from exc
-            telemetry.emit(
-                "dspex.pool.session.rehydrate",
-                {"duration": time.perf_counter() - started},
-                {"pool": self._port.name, "session": st.id},
-            )
+            for attempt in range(_MAX_REBUILDS):
+                if not (st.lost or st.expired):
+                    return  # another task rebuilt it meanwhile
+                if st.expired:
+                    st.closed = False
+                    self._port.open_session(st)
+                st.lost = st.expired = False
+                st.worker = None
+                st.rebuilding = True
+                token = _REBUILDING.set(self)
+                started = time.perf_counter()
+                try:
+                    await st.recipe(self)
+                except Exception as exc:
+                    st.lost = True
+                    if _worker_loss(exc) and attempt + 1 < _MAX_REBUILDS and not st.closed:
+                        continue
+                    raise SessionLost(
+                        f"session {st.id}: rehydration recipe failed: {type(exc).__name__}: {exc}",
+                        pool=self._port.name,
+                        session=st.id,
+                        reason="recipe_failed",
+                    ) from exc
+                except BaseException:  # cancelled: the next caller rebuilds
+                    st.lost = True
+                    raise
+                finally:
+                    st.rebuilding = False
+                    _REBUILDING.reset(token)
+                telemetry.emit(
+                    "dspex.pool.session.rehydrate",
+                    {"duration": time.perf_counter() - started},
+                    {"pool": self._port.name, "session": st.id},
+                )
 
 
 class PoolStream:

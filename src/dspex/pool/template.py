@@ -27,7 +27,8 @@ import traceback
 from typing import Any
 
 from dspex.pool.protocol import fs_decode, fs_encode
-from dspex.pool.worker import (
+from dspex.pool.worker import _run_worker
+from dspex.pool.worker_setup import (
     WORKER_COMM,
     WORKER_ENV,
     _die_with_parent,
@@ -35,7 +36,6 @@ from dspex.pool.worker import (
     _prctl,
     _preload,
     _qualname,
-    _run_worker,
 )
 
 __all__ = ["adopted_orphans", "children", "serve"]

@@ -25,13 +25,10 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import ctypes
 import errno
-import importlib
 import inspect
 import json
 import os
-import resource
 import signal
 import socket
 import sys
@@ -51,7 +48,6 @@ from dspex.pool.protocol import (
     End,
     Error,
     FrameBuffer,
-    InitFailed,
     Item,
     Message,
     ParentCall,
@@ -60,15 +56,22 @@ from dspex.pool.protocol import (
     Result,
     Shutdown,
     load_codec,
+    payload_error,
 )
+from dspex.pool.worker_setup import (
+    WORKER_COMM,
+    WORKER_ENV,
+    _apply_limits,
+    _die_with_parent,
+    _init_failed,
+    _preload,
+    _qualname,
+    _set_name,
+)
+from dspex.pool.worker_setup import _import_target as _import_target  # (the Ray backend's)
 
 __all__ = ["CallCancelled", "CallContext", "current_call", "main"]
 
-_PR_SET_PDEATHSIG = 1
-_PR_SET_NAME = 15
-WORKER_COMM = "dspexw"
-WORKER_ENV = "DSPEX_POOL_WORKER"
-"""Set in every worker (and so in everything it starts) to the worker's pid."""
 _RECV = 1 << 18
 
 
@@ -78,29 +81,6 @@ class CallCancelled(Exception):
 
 class _ParentGone(Exception):
     pass
-
-
-def _prctl(option: int, arg: int) -> None:
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(option, arg, 0, 0, 0)
-    except (OSError, AttributeError):  # not Linux: parent-death is then caught by pipe EOF
-        pass
-
-
-def _set_name(name: str) -> None:
-    """The process name (``/proc/<pid>/comm``, 15 bytes), inherited by forked children."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_NAME, ctypes.c_char_p(name.encode()[:15]), 0, 0, 0)
-    except (OSError, AttributeError):
-        pass
-
-
-def _die_with_parent(parent_pid: int) -> None:
-    _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() != parent_pid:  # the parent died before the signal was armed
-        os._exit(70)
 
 
 class CallContext:
@@ -162,12 +142,9 @@ class CallContext:
         reply = self._replies.pop(cbid)
         if reply.ok:
             return reply.value
-        remote_type, message = reply.value
-        raise RemoteError(
-            f"parent callback {remote_type}: {message}",
-            remote_type=remote_type,
-            remote_traceback="",
-        )
+        if isinstance(reply.value, dict):  # the parent's error, typed (see exception_payload)
+            raise payload_error(reply.value)
+        raise RemoteError(f"parent callback failed: {reply.value!r}")
 
     def call_parent(self, name: str, *args: Any, **kwargs: Any) -> Any:
         """Call the function the parent registered as ``name`` (for this session) and wait."""
@@ -280,13 +257,6 @@ class _Channel:
         while not self.inbox:
             self.fill()
         return self.inbox.popleft()
-
-
-def _qualname(exc: BaseException) -> str:
-    cls = type(exc)
-    return (
-        cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
-    )
 
 
 def _limit_of(exc: BaseException) -> str | None:
@@ -449,44 +419,6 @@ class _Server:
 # ------------------------------------------------------------------ process setup
 
 
-def _import_target(target: str) -> Callable[[], Any]:
-    module, _, attr = target.partition(":")
-    factory: Callable[[], Any] = getattr(importlib.import_module(module), attr)
-    return factory
-
-
-def _apply_limits(spec: dict[str, Any]) -> None:
-    mem = spec.get("memory_limit_mb")
-    if mem and spec.get("memory_limit_kind") == "address_space":
-        n = int(mem * 1024 * 1024)
-        resource.setrlimit(resource.RLIMIT_AS, (n, n))
-    cpu = spec.get("cpu_limit_s")
-    if cpu:
-        resource.setrlimit(resource.RLIMIT_CPU, (int(cpu), int(cpu) + 1))
-    nproc = spec.get("max_processes")
-    if nproc:
-        _soft, hard = resource.getrlimit(resource.RLIMIT_NPROC)
-        n = int(nproc) if hard == resource.RLIM_INFINITY else min(int(nproc), hard)
-        resource.setrlimit(resource.RLIMIT_NPROC, (n, n))
-    files = spec.get("open_files_limit")
-    if files:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (int(files), int(files)))
-
-
-def _preload(spec: dict[str, Any]) -> Callable[[], Any]:
-    for name in spec.get("preload", ()):
-        importlib.import_module(name)
-    return _import_target(spec["target"])
-
-
-def _init_failed(sock: socket.socket, codec: Codec, exc: BaseException) -> None:
-    text = "".join(traceback.format_exception(exc))
-    try:
-        sock.sendall(codec.frame(InitFailed("init_failed", _qualname(exc), str(exc), text)))
-    except OSError:
-        pass
-
-
 def _run_worker(fd: int, spec: dict[str, Any], factory: Callable[[], Any] | None) -> None:
     os.set_inheritable(fd, False)  # programs the handler runs must not hold our channel
     # marks inherited by all it starts (containment, see dspex.pool.template): the
@@ -515,14 +447,6 @@ def _run_worker(fd: int, spec: dict[str, Any], factory: Callable[[], Any] | None
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)
-
-
-def _killpg(pid: int) -> None:
-    for kill in (os.killpg, os.kill):
-        try:
-            kill(pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
 
 
 def main() -> None:

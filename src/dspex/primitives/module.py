@@ -9,6 +9,7 @@ callers (one reused loop per thread).
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import copy
 import logging
 import re
@@ -44,6 +45,13 @@ class Parameter:
 
     def reset(self) -> None:
         """Forget learned state (demos, traces)."""
+
+
+#: ``Module.load(..., allow_unsafe_lm_state=True)``: the file is trusted, so the predictors'
+#: ``load_state`` keep saved LM endpoints and custom LM classes (DSPy's opt-in)
+TRUSTED_LM_STATE: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "dspex_trusted_lm_state", default=False
+)
 
 
 class _ModuleMeta(type):
@@ -135,6 +143,7 @@ class Module(metaclass=_ModuleMeta):
         disable_progress_bar: bool = False,
         timeout: int = 120,
         straggler_limit: int = 3,
+        backend: str | None = None,
     ) -> Any:
         """Run the program on each example's inputs concurrently (``num_threads`` at a time).
 
@@ -142,6 +151,8 @@ class Module(metaclass=_ModuleMeta):
         ``return_failed_examples=True`` also the failed examples and their exceptions.
         Reaching ``max_errors`` failures stops the batch with an error. A program with a
         native ``aforward`` runs as tasks on one event loop; a sync one in worker threads.
+        ``backend="process"``/``"ray"`` runs the calls on a pool of worker processes / Ray
+        actors instead, ``num_threads`` at a time per worker (:mod:`dspex.pool.fanout`).
         """
         from dspex.primitives.batch import run_batch
 
@@ -152,6 +163,7 @@ class Module(metaclass=_ModuleMeta):
             max_errors=max_errors,
             return_failed_examples=return_failed_examples,
             provide_traceback=provide_traceback,
+            backend=backend,
         )
 
     # ------------------------------------------------------------------ structure
@@ -331,7 +343,9 @@ class Module(metaclass=_ModuleMeta):
                 f"`path` must end with `.json` or `.pkl` when `save_program=False`, but received: {path}"
             )
 
-    def load(self: M, path: str | Path, allow_pickle: bool = False) -> M:
+    def load(
+        self: M, path: str | Path, allow_pickle: bool = False, allow_unsafe_lm_state: bool = False
+    ) -> M:
         """Load state saved by ``save`` (here or by ``dspy``): ``.json``, or ``.pkl`` with
         ``allow_pickle=True`` (a pickle runs code when loaded)."""
         path = Path(path)
@@ -355,7 +369,11 @@ class Module(metaclass=_ModuleMeta):
         from dspex.utils.saving import warn_version_mismatch
 
         warn_version_mismatch((state.get("metadata") or {}).get("dependency_versions") or {})
-        return self.load_state(state)
+        token = TRUSTED_LM_STATE.set(allow_unsafe_lm_state)  # read by Predict.load_state
+        try:
+            return self.load_state(state)
+        finally:
+            TRUSTED_LM_STATE.reset(token)
 
 
 def _metadata() -> dict[str, Any]:

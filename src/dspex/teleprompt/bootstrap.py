@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
+import os
 import random
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -23,9 +24,11 @@ from typing import Any
 from dspex import settings
 from dspex._sync import run_sync
 from dspex.errors import OptimizerError
+from dspex.modules.predict import serialize_object
 from dspex.primitives.example import Example
 from dspex.teleprompt._dspy_hash import dspy_hash_demos
-from dspex.teleprompt.budget import CallBudget, counting
+from dspex.teleprompt.budget import CallBudget
+from dspex.teleprompt.run import PhaseProgress, Run
 from dspex.teleprompt.teleprompt import Teleprompter
 from dspex.teleprompt.vanilla import LabeledFewShot
 
@@ -72,9 +75,12 @@ class BootstrapFewShot(Teleprompter):
     """DSPy's ``BootstrapFewShot`` with the same arguments, defaults and compiled demos.
 
     DSPex only: ``num_threads`` bounds how many training examples run at once (``1`` runs
-    them strictly one after the other as DSPy does); ``max_lm_calls`` stops starting new
-    examples once that many LM calls were made, and the program is compiled from the demos
-    found so far. ``budget.calls`` holds the LM calls made, by phase.
+    them strictly one after the other as DSPy does); ``max_lm_calls``/``max_cost`` (USD) stop
+    starting new examples once that many LM calls were made / that much was paid, and the
+    program is compiled from the demos found so far; ``run_dir`` checkpoints after every
+    training example and resumes a run started again with the same directory;
+    ``display_progress`` shows a progress bar on a terminal. ``budget.calls`` holds the LM
+    calls made, by phase; ``compiled.run_summary`` the calls, tokens and cost per phase.
     """
 
     def __init__(
@@ -89,10 +95,15 @@ class BootstrapFewShot(Teleprompter):
         *,
         num_threads: int | None = None,
         max_lm_calls: int | None = None,
+        max_cost: float | None = None,
+        run_dir: str | os.PathLike[str] | None = None,
+        display_progress: bool = True,
     ) -> None:
         if num_threads is not None and num_threads < 1:
             raise OptimizerError(f"num_threads must be at least 1, got {num_threads!r}")
-        self.budget = CallBudget(max_lm_calls)
+        self.budget = CallBudget(max_lm_calls, max_cost)
+        self.run_dir = run_dir
+        self.display_progress = display_progress
         self.metric = metric
         self.metric_threshold = metric_threshold
         self.teacher_settings: dict[str, Any] = dict(teacher_settings or {})
@@ -112,14 +123,41 @@ class BootstrapFewShot(Teleprompter):
     async def acompile(self, student: Any, *, teacher: Any = None, trainset: list[Any]) -> Any:
         """``compile`` for async callers (the same work, on the caller's event loop)."""
         self.trainset = list(trainset)
+        run = Run(
+            "BootstrapFewShot",
+            self.budget,
+            run_dir=self.run_dir,
+            identity={
+                "args": self._args(),
+                "student": student,
+                "teacher": teacher,
+                "lm": settings.current().lm,
+                "trainset": self.trainset,
+            },
+            display_progress=self.display_progress,
+        )
         self._prepare_student_and_teacher(student, teacher)
         self._prepare_predictor_mappings()
-        self.budget.phase = "bootstrap"
-        with counting(self.budget):
-            await self._bootstrap()
+        with run:
+            self.budget.check_prices(settings.current().lm, self.teacher_settings.get("lm"))
+            with run.phase("bootstrap", total=len(self.trainset)) as bar:
+                await self._bootstrap(run=run, bar=bar)
         self.student = self._train()
         self.student._compiled = True
+        self.student.run_summary = run.summary
         return self.student
+
+    def _args(self) -> dict[str, Any]:
+        """The arguments a resumed run must share (budgets and concurrency may change)."""
+        return {
+            "metric": self.metric,
+            "metric_threshold": self.metric_threshold,
+            "teacher_settings": self.teacher_settings,
+            "max_bootstrapped_demos": self.max_bootstrapped_demos,
+            "max_labeled_demos": self.max_labeled_demos,
+            "max_rounds": self.max_rounds,
+            "max_errors": self.max_errors,
+        }
 
     def _prepare_student_and_teacher(self, student: Any, teacher: Any) -> None:
         self.student = student.reset_copy()
@@ -148,21 +186,39 @@ class BootstrapFewShot(Teleprompter):
             self.name2predictor[name1] = None
 
     # ------------------------------------------------------------------ bootstrap
-    async def _bootstrap(self, *, max_bootstraps: int | None = None) -> None:
+    async def _bootstrap(
+        self,
+        *,
+        max_bootstraps: int | None = None,
+        run: Run | None = None,
+        bar: PhaseProgress | None = None,
+    ) -> None:
         max_bootstraps = max_bootstraps or self.max_bootstrapped_demos
         width = self.num_threads or DEFAULT_NUM_THREADS
         self.name2traces: dict[str, list[Example]] = {name: [] for name in self.name2predictor}
         bootstrapped: dict[int, bool] = {}
         attempts = 0
         consumed = 0
+        saved = run.restore("bootstrap") if run is not None else None
+        if saved is not None:
+            consumed, attempts, self.error_count = (
+                saved["consumed"],
+                saved["attempts"],
+                saved["error_count"],
+            )
+            bootstrapped = dict.fromkeys(saved["bootstrapped"], True)
+            for name, demos in saved["traces"].items():
+                self.name2traces[name] = [Example(**demo) for demo in demos]
+            if bar is not None:
+                bar.advance(consumed)
         pending: deque[asyncio.Task[list[_Attempt]]] = deque()
         try:
             while True:
                 # Start an example only if the ones before it cannot already fill the quota.
                 while (
-                    not self.budget.spent
-                    and consumed + len(pending) < len(self.trainset)
+                    consumed + len(pending) < len(self.trainset)
                     and len(pending) < min(width, max_bootstraps - len(bootstrapped))
+                    and not (run.spent if run is not None else self.budget.spent)
                 ):
                     example = self.trainset[consumed + len(pending)]
                     pending.append(asyncio.ensure_future(self._run_example(example)))
@@ -179,6 +235,22 @@ class BootstrapFewShot(Teleprompter):
                             self.name2traces[name].extend(demos)
                         break
                 consumed += 1
+                if bar is not None:
+                    bar.advance()
+                if run is not None:
+                    run.checkpoint(
+                        "bootstrap",
+                        {
+                            "consumed": consumed,
+                            "attempts": attempts,
+                            "error_count": self.error_count,
+                            "bootstrapped": sorted(bootstrapped),
+                            "traces": {
+                                name: [serialize_object(demo.toDict()) for demo in demos]
+                                for name, demos in self.name2traces.items()
+                            },
+                        },
+                    )
         finally:
             for task in pending:
                 task.cancel()

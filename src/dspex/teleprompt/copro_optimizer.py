@@ -10,12 +10,19 @@ independent (the other predictors are fixed while they are scored), so here they
 the same time on their own copies under one limit of ``num_threads`` program runs, and the
 scores are read in DSPy's order; ``num_threads=1`` (in ``eval_kwargs``) keeps DSPy's order of
 LM requests.
+
+DSPex only: ``max_lm_calls``/``max_cost`` stop before the next predictor's candidates or the
+next depth once spent (the best program scored so far is returned); ``run_dir`` checkpoints
+after every depth and resumes a run started again with the same directory;
+``compiled.run_summary`` holds the LM calls, tokens and cost of the ``propose`` and
+``evaluate`` phases.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import statistics
 from collections import defaultdict
 from collections.abc import Callable
@@ -24,8 +31,11 @@ from typing import Any
 from dspex import settings
 from dspex._sync import run_sync
 from dspex.modules.predict import Predict
+from dspex.primitives.prediction import Completions
 from dspex.signatures import InputField, OutputField, Signature
+from dspex.teleprompt.budget import CallBudget
 from dspex.teleprompt.limits import Limited, default_threads
+from dspex.teleprompt.run import Run
 from dspex.teleprompt.teleprompt import Teleprompter
 
 __all__ = ["COPRO", "BasicGenerateInstruction", "GenerateInstructionGivenAttempts"]
@@ -78,10 +88,18 @@ class COPRO(Teleprompter):
         depth: int = 3,
         init_temperature: float = 1.4,
         track_stats: bool = False,
+        *,
+        max_lm_calls: int | None = None,
+        max_cost: float | None = None,
+        run_dir: str | os.PathLike[str] | None = None,
+        display_progress: bool = True,
         **_kwargs: Any,
     ) -> None:
         if breadth <= 1:
             raise ValueError("Breadth must be greater than 1")
+        self.budget = CallBudget(max_lm_calls, max_cost)
+        self.run_dir = run_dir
+        self.display_progress = display_progress
         self.metric = metric
         self.breadth = breadth
         self.depth = depth
@@ -132,10 +150,22 @@ class COPRO(Teleprompter):
 
     def _propose(self, signature: Any, n: int, **inputs: Any) -> Any:
         predict = Predict(signature, n=n, temperature=self.init_temperature)
-        if self.prompt_model:
-            with settings.context(lm=self.prompt_model):
-                return predict(**inputs).completions
-        return predict(**inputs).completions
+        with self.budget.in_phase("propose"):
+            if self.prompt_model:
+                with settings.context(lm=self.prompt_model):
+                    return predict(**inputs).completions
+            return predict(**inputs).completions
+
+    def _args(self) -> dict[str, Any]:
+        """The arguments a resumed run must share (budgets may change)."""
+        return {
+            "prompt_model": self.prompt_model,
+            "metric": self.metric,
+            "breadth": self.breadth,
+            "depth": self.depth,
+            "init_temperature": self.init_temperature,
+            "track_stats": self.track_stats,
+        }
 
     # ------------------------------------------------------------------ compile
     def compile(  # type: ignore[override]
@@ -147,9 +177,32 @@ class COPRO(Teleprompter):
         self, student: Any, *, trainset: list[Any], eval_kwargs: dict[str, Any] | None = None
     ) -> Any:
         """``compile`` for async callers."""
+        eval_kwargs = eval_kwargs or {}
+        run = Run(
+            "COPRO",
+            self.budget,
+            run_dir=self.run_dir,
+            identity={
+                "args": self._args(),
+                "student": student,
+                "lm": settings.current().lm,
+                "trainset": list(trainset),
+                "eval_kwargs": {k: v for k, v in eval_kwargs.items() if k != "num_threads"},
+            },
+            # Evaluate's own bar would clash with ours (one live display at a time)
+            display_progress=self.display_progress and not eval_kwargs.get("display_progress"),
+        )
+        with run:
+            self.budget.check_prices(settings.current().lm, self.prompt_model)
+            best = await self._search(student, trainset, eval_kwargs, run)
+        best.run_summary = run.summary
+        return best
+
+    async def _search(
+        self, student: Any, trainset: list[Any], eval_kwargs: dict[str, Any], run: Run
+    ) -> Any:
         from dspex.evaluate import Evaluate
 
-        eval_kwargs = eval_kwargs or {}
         module = student.deepcopy()
         evaluate = Evaluate(devset=trainset, metric=self.metric, **eval_kwargs)
         threads = eval_kwargs.get("num_threads") or default_threads()
@@ -161,7 +214,8 @@ class COPRO(Teleprompter):
         evaluated: dict[int, dict[tuple[str, str], dict[str, Any]]] = defaultdict(dict)
 
         candidates: dict[int, Any] = {}
-        for predictor in predictors:
+        saved = run.restore("copro")
+        for predictor in [] if saved is not None else predictors:
             signature = self._get_signature(predictor)
             last_key = list(signature.fields)[-1]
             basic_instruction = signature.instructions
@@ -176,88 +230,134 @@ class COPRO(Teleprompter):
 
         latest_candidates = all_candidates = candidates
         module_clone = module.deepcopy()
-        d = 0
-        for d in range(self.depth):
-            logger.info("Iteration Depth: %d/%d.", d + 1, self.depth)
-            latest_scores: list[float] = []
-            clone_predictors = module_clone.predictors()
-            for p_i, (p_old, p_new) in enumerate(zip(predictors, clone_predictors, strict=False)):
-                pool = all_candidates if len(predictors) > 1 else latest_candidates
-                candidates_ = pool[id(p_old)]
-                trials: list[tuple[str, str, Any]] = []
-                for c in candidates_:
-                    instruction = c.proposed_instruction.strip('"').strip()
-                    prefix = c.proposed_prefix_for_output_field.strip('"').strip()
-                    last_key = list(self._get_signature(p_new).fields)[-1]
+        first_depth = 0
+        if saved is not None:
+            first_depth, total_calls = saved["next_depth"], saved["total_calls"]
+            state = _Restored(module, predictors, saved)
+            module_clone = state.program(saved["module_clone"])
+            all_candidates = state.candidates("all_candidates")
+            latest_candidates = state.candidates("latest_candidates")
+            evaluated.update(state.evaluated())
+            results_best, results_latest = (
+                state.stats("results_best"),
+                state.stats("results_latest"),
+            )
+        d = first_depth
+        with run.progress("COPRO depth", total=self.depth) as bar:
+            bar.advance(first_depth)
+            for d in range(first_depth, self.depth):
+                logger.info("Iteration Depth: %d/%d.", d + 1, self.depth)
+                latest_scores: list[float] = []
+                clone_predictors = module_clone.predictors()
+                for p_i, (p_old, p_new) in enumerate(
+                    zip(predictors, clone_predictors, strict=False)
+                ):
+                    if any(evaluated.values()) and run.spent:
+                        break
+                    pool = all_candidates if len(predictors) > 1 else latest_candidates
+                    candidates_ = pool[id(p_old)]
+                    trials: list[tuple[str, str, Any]] = []
+                    for c in candidates_:
+                        instruction = c.proposed_instruction.strip('"').strip()
+                        prefix = c.proposed_prefix_for_output_field.strip('"').strip()
+                        last_key = list(self._get_signature(p_new).fields)[-1]
+                        updated = (
+                            self._get_signature(p_new)
+                            .with_instructions(instruction)
+                            .with_updated_fields(last_key, prefix=prefix)
+                        )
+                        self._set_signature(p_new, updated)
+                        trials.append((instruction, prefix, module_clone.deepcopy()))
+                    logger.info(
+                        "At Depth %d/%d, evaluating %d prompt candidates for Predictor %d of %d.",
+                        d + 1,
+                        self.depth,
+                        len(trials),
+                        p_i + 1,
+                        len(predictors),
+                    )
+                    with self.budget.in_phase("evaluate"):
+                        scores = await self._score(evaluate, trainset, eval_kwargs, trials, limiter)
+                    for c_i, ((instruction, prefix, program), score) in enumerate(
+                        zip(trials, scores, strict=True)
+                    ):
+                        total_calls += 1
+                        seen = evaluated[id(p_old)].get((instruction, prefix))
+                        if seen is None or seen["score"] < score:
+                            evaluated[id(p_old)][(instruction, prefix)] = {
+                                "score": score,
+                                "program": program,
+                                "instruction": instruction,
+                                "prefix": prefix,
+                                "depth": d,
+                            }
+                        if len(candidates_) - self.breadth <= c_i:
+                            latest_scores.append(score)
+                    if self.track_stats:
+                        _record(results_latest[id(p_old)], d, latest_scores)
+                    best = max(evaluated[id(p_old)].values(), key=lambda cand: cand["score"])
+                    last_key = list(self._get_signature(p_old).fields)[-1]
                     updated = (
                         self._get_signature(p_new)
-                        .with_instructions(instruction)
-                        .with_updated_fields(last_key, prefix=prefix)
+                        .with_instructions(best["instruction"])
+                        .with_updated_fields(last_key, prefix=best["prefix"])
                     )
                     self._set_signature(p_new, updated)
-                    trials.append((instruction, prefix, module_clone.deepcopy()))
-                logger.info(
-                    "At Depth %d/%d, evaluating %d prompt candidates for Predictor %d of %d.",
-                    d + 1,
-                    self.depth,
-                    len(trials),
-                    p_i + 1,
-                    len(predictors),
-                )
-                scores = await self._score(evaluate, trainset, eval_kwargs, trials, limiter)
-                for c_i, ((instruction, prefix, program), score) in enumerate(
-                    zip(trials, scores, strict=True)
-                ):
-                    total_calls += 1
-                    seen = evaluated[id(p_old)].get((instruction, prefix))
-                    if seen is None or seen["score"] < score:
-                        evaluated[id(p_old)][(instruction, prefix)] = {
-                            "score": score,
-                            "program": program,
-                            "instruction": instruction,
-                            "prefix": prefix,
-                            "depth": d,
-                        }
-                    if len(candidates_) - self.breadth <= c_i:
-                        latest_scores.append(score)
-                if self.track_stats:
-                    _record(results_latest[id(p_old)], d, latest_scores)
-                best = max(evaluated[id(p_old)].values(), key=lambda cand: cand["score"])
-                last_key = list(self._get_signature(p_old).fields)[-1]
-                updated = (
-                    self._get_signature(p_new)
-                    .with_instructions(best["instruction"])
-                    .with_updated_fields(last_key, prefix=best["prefix"])
-                )
-                self._set_signature(p_new, updated)
 
-            if d == self.depth - 1:
-                break
+                if d == self.depth - 1 or run.spent:
+                    bar.advance()
+                    break
 
-            new_candidates: dict[int, Any] = {}
-            for p_base in predictors:
-                ranked = sorted(
-                    evaluated[id(p_base)].values(), key=lambda x: x["score"], reverse=True
+                new_candidates: dict[int, Any] = {}
+                for p_base in predictors:
+                    ranked = sorted(
+                        evaluated[id(p_base)].values(), key=lambda x: x["score"], reverse=True
+                    )
+                    shortest_len = min(len(evaluated[id(p_base)]), self.breadth)
+                    if self.track_stats:
+                        _record(results_best[id(p_base)], d, [x["score"] for x in ranked][:10])
+                    attempts: list[str] = []
+                    for i in range(shortest_len - 1, -1, -1):
+                        attempts.append(
+                            f"Instruction #{shortest_len - i}: {ranked[i]['instruction']}"
+                        )
+                        attempts.append(f"Prefix #{shortest_len - i}: {ranked[i]['prefix']}")
+                        attempts.append(
+                            f"Resulting Score #{shortest_len - i}: {ranked[i]['score']}"
+                        )
+                    proposed = self._propose(
+                        GenerateInstructionGivenAttempts,
+                        self.breadth,
+                        attempted_instructions=attempts,
+                    )
+                    new_candidates[id(p_base)] = proposed
+                    all_candidates[id(p_base)].proposed_instruction.extend(
+                        proposed.proposed_instruction
+                    )
+                    all_candidates[id(p_base)].proposed_prefix_for_output_field.extend(
+                        proposed.proposed_prefix_for_output_field
+                    )
+                latest_candidates = new_candidates
+                bar.advance()
+                run.checkpoint(
+                    "copro",
+                    {
+                        "next_depth": d + 1,
+                        "total_calls": total_calls,
+                        "module_clone": module_clone.dump_state(),
+                        "all_candidates": _dump_candidates(predictors, all_candidates),
+                        "latest_candidates": _dump_candidates(predictors, latest_candidates),
+                        "evaluated": [
+                            [
+                                {**entry, "program": entry["program"].dump_state()}
+                                for entry in evaluated[id(p)].values()
+                            ]
+                            for p in predictors
+                        ],
+                        "results_best": [results_best[id(p)] for p in predictors],
+                        "results_latest": [results_latest[id(p)] for p in predictors],
+                    },
                 )
-                shortest_len = min(len(evaluated[id(p_base)]), self.breadth)
-                if self.track_stats:
-                    _record(results_best[id(p_base)], d, [x["score"] for x in ranked][:10])
-                attempts: list[str] = []
-                for i in range(shortest_len - 1, -1, -1):
-                    attempts.append(f"Instruction #{shortest_len - i}: {ranked[i]['instruction']}")
-                    attempts.append(f"Prefix #{shortest_len - i}: {ranked[i]['prefix']}")
-                    attempts.append(f"Resulting Score #{shortest_len - i}: {ranked[i]['score']}")
-                proposed = self._propose(
-                    GenerateInstructionGivenAttempts, self.breadth, attempted_instructions=attempts
-                )
-                new_candidates[id(p_base)] = proposed
-                all_candidates[id(p_base)].proposed_instruction.extend(
-                    proposed.proposed_instruction
-                )
-                all_candidates[id(p_base)].proposed_prefix_for_output_field.extend(
-                    proposed.proposed_prefix_for_output_field
-                )
-            latest_candidates = new_candidates
 
         final: list[dict[str, Any]] = []
         for predictor in predictors:
@@ -293,3 +393,44 @@ class COPRO(Teleprompter):
         if eval_kwargs.get("num_threads") == 1:
             return [await one(program) for *_, program in trials]
         return list(await asyncio.gather(*(one(program) for *_, program in trials)))
+
+
+def _dump_candidates(predictors: list[Any], candidates: dict[int, Any]) -> list[dict[str, Any]]:
+    return [{k: list(v) for k, v in candidates[id(p)].items()} for p in predictors]
+
+
+class _Restored:
+    """COPRO's working state read back from a checkpoint (programs rebuilt from their state)."""
+
+    def __init__(self, module: Any, predictors: list[Any], saved: dict[str, Any]) -> None:
+        self.module = module
+        self.predictors = predictors
+        self.saved = saved
+
+    def program(self, state: dict[str, Any]) -> Any:
+        program = self.module.deepcopy()
+        program.load_state(state)
+        return program
+
+    def candidates(self, key: str) -> dict[int, Any]:
+        out: dict[int, Any] = {}
+        for predictor, fields in zip(self.predictors, self.saved[key], strict=True):
+            completions = Completions({})
+            completions._completions = {k: list(v) for k, v in fields.items()}
+            out[id(predictor)] = completions
+        return out
+
+    def evaluated(self) -> dict[int, dict[tuple[str, str], dict[str, Any]]]:
+        out: dict[int, dict[tuple[str, str], dict[str, Any]]] = {}
+        for predictor, entries in zip(self.predictors, self.saved["evaluated"], strict=True):
+            out[id(predictor)] = {
+                (e["instruction"], e["prefix"]): {**e, "program": self.program(e["program"])}
+                for e in entries
+            }
+        return out
+
+    def stats(self, key: str) -> dict[int, dict[str, list[Any]]]:
+        return {
+            id(p): {k: list(v) for k, v in stats.items()}
+            for p, stats in zip(self.predictors, self.saved[key], strict=True)
+        }

@@ -19,7 +19,9 @@ class KNNFewShot(Teleprompter):
     ``compile`` returns a copy of the student whose every call finds the ``k`` nearest training
     examples (native :class:`~dspex.modules.knn.KNN`, DSPy's neighbours for the same
     embedder), compiles the student on them with ``BootstrapFewShot(**few_shot_bootstrap_args)``
-    and runs the result.
+    and runs the result. The bootstrap's DSPex-only arguments (``max_lm_calls``, ``max_cost``,
+    ``num_threads``) go in ``few_shot_bootstrap_args`` too and bound each call's bootstrap; its
+    progress bar is off unless ``display_progress=True`` is given there.
     """
 
     def __init__(
@@ -34,7 +36,7 @@ class KNNFewShot(Teleprompter):
 
     def compile(self, student: Any, *, teacher: Any = None) -> Any:  # type: ignore[override]
         student_copy = student.reset_copy()
-        knn, args = self.KNN, self.few_shot_bootstrap_args
+        knn, args = self.KNN, {"display_progress": False, **self.few_shot_bootstrap_args}
 
         def forward_pass(_self: Any, **kwargs: Any) -> Any:
             optimizer = BootstrapFewShot(**args)

@@ -6,8 +6,11 @@ trainset shuffled with ``random.Random(seed)`` and ``randint(1, max_bootstrapped
 demos. Each is scored with :class:`~dspex.evaluate.Evaluate` on the valset; the first best
 score wins (ties keep the earlier seed), as in DSPy.
 
-``max_lm_calls`` (DSPex only) stops before the next candidate once that many LM calls were
-made; the best candidate scored so far is returned (``budget.calls``: LM calls per candidate).
+``max_lm_calls``/``max_cost`` (DSPex only) stop before the next candidate once that many LM
+calls were made / that many USD paid; the best candidate scored so far is returned
+(``budget.calls``: LM calls per candidate; ``compiled.run_summary``: calls, tokens and cost per
+candidate). ``run_dir`` checkpoints every scored candidate; a run started again with the same
+directory scores only the candidates not checkpointed yet.
 
 DSPy builds and scores the candidates one after the other. Here, unless ``stop_at_score`` or
 ``max_lm_calls`` may end the search early or ``num_threads=1``, all candidates are built and scored at the same
@@ -20,15 +23,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import random
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from dspex import settings
 from dspex._sync import run_sync
 from dspex.errors import OptimizerError
 from dspex.teleprompt.bootstrap import BootstrapFewShot, default_max_errors
-from dspex.teleprompt.budget import CallBudget, counting
+from dspex.teleprompt.budget import CallBudget
 from dspex.teleprompt.limits import Limited, default_threads
+from dspex.teleprompt.run import PhaseProgress, Run
 from dspex.teleprompt.teleprompt import Teleprompter
 from dspex.teleprompt.vanilla import LabeledFewShot
 
@@ -56,8 +62,13 @@ class BootstrapFewShotWithRandomSearch(Teleprompter):
         metric_threshold: float | None = None,
         *,
         max_lm_calls: int | None = None,
+        max_cost: float | None = None,
+        run_dir: str | os.PathLike[str] | None = None,
+        display_progress: bool = True,
     ) -> None:
-        self.budget = CallBudget(max_lm_calls)
+        self.budget = CallBudget(max_lm_calls, max_cost)
+        self.run_dir = run_dir
+        self.display_progress = display_progress
         self.metric = metric
         self.teacher_settings: dict[str, Any] = dict(teacher_settings or {})
         self.max_rounds = max_rounds
@@ -114,41 +125,122 @@ class BootstrapFewShotWithRandomSearch(Teleprompter):
         self.valset = valset or trainset
         seeds = self._seeds(restrict)
         max_errors = self.max_errors if self.max_errors is not None else default_max_errors()
-        with counting(self.budget):
-            return await self._search(student, teacher, labeled_sample, seeds, max_errors)
+        run = Run(
+            "BootstrapFewShotWithRandomSearch",
+            self.budget,
+            run_dir=self.run_dir,
+            identity={
+                "args": self._args(),
+                "student": student,
+                "teacher": teacher,
+                "lm": settings.current().lm,
+                "trainset": list(trainset),
+                "valset": list(self.valset),
+                "seeds": seeds,
+                "labeled_sample": labeled_sample,
+            },
+            display_progress=self.display_progress,
+        )
+        with run:
+            self.budget.check_prices(settings.current().lm, self.teacher_settings.get("lm"))
+            with run.progress("candidates", total=len(seeds)) as bar:
+                best = await self._search(
+                    student, teacher, labeled_sample, seeds, max_errors, run, bar
+                )
+        best.run_summary = run.summary
+        return best
+
+    def _args(self) -> dict[str, Any]:
+        """The arguments a resumed run must share (budgets and concurrency may change)."""
+        return {
+            "metric": self.metric,
+            "teacher_settings": self.teacher_settings,
+            "max_rounds": self.max_rounds,
+            "stop_at_score": self.stop_at_score,
+            "metric_threshold": self.metric_threshold,
+            "max_bootstrapped_demos": self.max_num_samples,
+            "max_labeled_demos": self.max_labeled_demos,
+            "max_errors": self.max_errors,
+        }
+
+    async def _candidate(
+        self,
+        run: Run,
+        build: _Builder,
+        seed: int,
+        max_errors: int,
+        limiter: asyncio.Semaphore | None,
+        bar: PhaseProgress,
+    ) -> tuple[Any, float, list[Any]]:
+        """Build and score one candidate (or restore it from the run's checkpoint)."""
+        key = f"candidate {seed}"
+        saved = run.restore(key)
+        if saved is not None:
+            bar.advance()
+            return build.restore(saved), saved["score"], saved["subscores"]
+        with run.phase(key):
+            program = await build(seed)
+            target = program if limiter is None else Limited(program, limiter)
+            result = await self._evaluator(max_errors).acall(target)
+        score, subscores = result.score, [output[2] for output in result.results]
+        run.checkpoint(
+            key,
+            {
+                "seed": seed,
+                "score": score,
+                "subscores": subscores,
+                "compiled": bool(getattr(program, "_compiled", False)),
+                "state": program.dump_state(),
+            },
+        )
+        bar.advance()
+        return program, score, subscores
 
     async def _search(
-        self, student: Any, teacher: Any, labeled_sample: bool, seeds: list[int], max_errors: int
+        self,
+        student: Any,
+        teacher: Any,
+        labeled_sample: bool,
+        seeds: list[int],
+        max_errors: int,
+        run: Run,
+        bar: PhaseProgress,
     ) -> Any:
         build = _Builder(self, student, teacher, labeled_sample, max_errors)
-        early_stop = self.stop_at_score is not None or self.budget.max_lm_calls is not None
+        early_stop = (
+            self.stop_at_score is not None
+            or self.budget.max_lm_calls is not None
+            or self.budget.max_cost is not None
+        )
+        outcomes: list[tuple[Any, float, list[Any]]] = []
         if not early_stop and (self.num_threads or default_threads()) > 1:
             # No early stop: every candidate will be scored, so all are built and scored at
             # once, sharing num_threads program runs (num_threads=1 keeps DSPy's order).
             limiter = build.shared_limiter()
-
-            async def one(seed: int) -> tuple[Any, Any]:
-                program = await build(seed)
-                return program, await self._evaluator(max_errors).acall(Limited(program, limiter))
-
-            outcomes = list(await asyncio.gather(*(one(seed) for seed in seeds)))
-        else:
-            outcomes = []
+            outcomes = list(
+                await asyncio.gather(
+                    *(self._candidate(run, build, s, max_errors, limiter, bar) for s in seeds)
+                )
+            )
 
         scores: list[float] = []
         score_data: list[dict[str, Any]] = []
         best_program: Any = None
         for index, seed in enumerate(seeds):
-            if self.budget.spent and best_program is not None:
-                logger.info("Stopping: %d LM calls made (max_lm_calls)", self.budget.total)
+            if best_program is not None and run.spent:
+                logger.info(
+                    "Stopping (%s): %d LM calls made, %.6f USD paid",
+                    self.budget.stopped_by,
+                    self.budget.total,
+                    self.budget.cost,
+                )
                 break
-            self.budget.phase = f"candidate {seed}"
             if outcomes:
-                program, result = outcomes[index]
+                program, score, subscores = outcomes[index]
             else:
-                program = await build(seed)
-                result = await self._evaluator(max_errors).acall(program)
-            score, subscores = result.score, [output[2] for output in result.results]
+                program, score, subscores = await self._candidate(
+                    run, build, seed, max_errors, None, bar
+                )
             if not scores or score > max(scores):
                 logger.info("New best score: %s for seed %s", score, seed)
                 best_program = program
@@ -209,6 +301,14 @@ class _Builder:
         self.max_errors = max_errors
         self.limiter: asyncio.Semaphore | None = None
 
+    def restore(self, saved: dict[str, Any]) -> Any:
+        """The candidate program a checkpoint holds."""
+        program = self.student.reset_copy()
+        program.load_state(saved["state"])
+        if saved.get("compiled"):
+            program._compiled = True
+        return program
+
     def shared_limiter(self) -> asyncio.Semaphore:
         """One bound on program runs for every candidate built from now on."""
         self.limiter = asyncio.Semaphore(self.search.num_threads or default_threads())
@@ -235,6 +335,7 @@ class _Builder:
             max_rounds=search.max_rounds,
             max_errors=self.max_errors,
             num_threads=search.num_threads,
+            display_progress=False,
         )
         optimizer._limiter = self.limiter
         return await optimizer.acompile(self.student, teacher=self.teacher, trainset=trainset)

@@ -1,0 +1,194 @@
+"""Resumable runs: a compile killed with SIGKILL part-way and started again with the same
+``run_dir`` ends with the state an uninterrupted run compiles, paying (almost) no LM call
+twice: the checkpoints hold the optimizer's state and the on-disk LM cache answers the calls
+made again since the last checkpoint. Each compile runs in its own process (``_run_child``)
+against one LMServer in this process, whose request count is what was paid.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dspex.testing import LMServer, RecordedRequest
+from dspex.testing.answers import answer_messages, read_prompt, render_reply
+from tests.teleprompt import _oracle
+
+ROOT = Path(__file__).resolve().parents[2]
+DEADLINE = 120.0  # seconds: a child that takes longer is broken, not slow
+
+
+def _reply(request: RecordedRequest) -> str:
+    """The oracle; COPRO's proposer prompts get generated proposals, and answers depend on
+    the instruction text so that COPRO's candidates score differently."""
+    system = str(request.messages[0]["content"])
+    spec = read_prompt(system, request.last_user_message)
+    if spec is not None and "proposed_instruction" in spec.fields:
+        return answer_messages(request.messages, choice=0)
+    if spec is None or "answer" not in spec.fields:
+        return _oracle.oracle(request)
+    n = _oracle._number(request.last_user_message)
+    right = "even" if n % 2 == 0 else "odd"
+    values = {
+        name: (right if (n + len(system)) % 3 else "wrong") if name == "answer" else f"{name} {n}"
+        for name in spec.fields
+    }
+    return render_reply(spec, values)
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[LMServer]:
+    with LMServer() as srv:
+        srv.add_rule(None, _reply)
+        yield srv
+
+
+def _start(config: dict[str, Any]) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.teleprompt._run_child", json.dumps(config)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+
+
+def _finish(proc: subprocess.Popen[bytes], out: Path) -> dict[str, Any]:
+    _, err = proc.communicate(timeout=DEADLINE)
+    assert proc.returncode == 0, err.decode()[-3000:]
+    result: dict[str, Any] = json.loads(out.read_text())
+    return result
+
+
+def _run(config: dict[str, Any], out: Path) -> dict[str, Any]:
+    return _finish(_start({**config, "out": str(out)}), out)
+
+
+def _kill_when_blocked(proc: subprocess.Popen[bytes], marker: Path) -> None:
+    """Wait (polling) until the child blocks inside its metric, then SIGKILL it."""
+    stop = time.monotonic() + DEADLINE
+    while not marker.exists():
+        if proc.poll() is not None:
+            raise AssertionError(f"child ended before blocking: {proc.communicate()[1].decode()}")
+        if time.monotonic() > stop:
+            proc.kill()
+            proc.communicate()
+            raise AssertionError("child never reached the blocking metric call")
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.communicate(timeout=DEADLINE)  # reaps it and closes its pipes
+    assert proc.returncode == -signal.SIGKILL
+
+
+def _interrupted_then_resumed(
+    server: LMServer, tmp_path: Path, config: dict[str, Any], block_after: int
+) -> tuple[dict[str, Any], dict[str, Any], int, int]:
+    """(uninterrupted result, resumed result, paid calls uninterrupted, paid calls killed +
+    resumed); the two runs use separate caches and run dirs."""
+    base = {**config, "url": server.url}
+    before = len(server.requests)
+    whole = _run(
+        {**base, "cache_dir": str(tmp_path / "cache-a"), "run_dir": str(tmp_path / "run-a")},
+        tmp_path / "a.json",
+    )
+    paid_whole = len(server.requests) - before
+
+    before = len(server.requests)
+    resumable = {**base, "cache_dir": str(tmp_path / "cache-b"), "run_dir": str(tmp_path / "run-b")}
+    marker = tmp_path / "blocked"
+    proc = _start({**resumable, "block_after": block_after, "marker": str(marker), "out": "-"})
+    _kill_when_blocked(proc, marker)
+    checkpoints = {}
+    for path in (tmp_path / "run-b" / "checkpoints").glob("*.json"):
+        saved = json.loads(path.read_text())
+        checkpoints[saved["key"]] = saved["state"]
+    assert checkpoints, "killed before any checkpoint was written"
+    paid_killed = len(server.requests) - before
+    assert 0 < paid_killed < paid_whole  # killed part-way
+    resumed = _run(resumable, tmp_path / "b.json")
+    paid_resumed = len(server.requests) - before
+    print(f"{config}: paid uninterrupted {paid_whole}, killed {paid_killed}, total {paid_resumed}")
+    resumed["at_kill"] = checkpoints
+    return whole, resumed, paid_whole, paid_resumed
+
+
+def _paid(summary: dict[str, Any]) -> int:
+    return int(summary["total"]["paid_calls"])
+
+
+def test_bootstrap_killed_at_half_resumes_to_the_same_demos(
+    server: LMServer, tmp_path: Path
+) -> None:
+    # 20 examples, one metric call each: killed inside the 10th.
+    config = {"kind": "bootstrap", "threads": 1}
+    whole, resumed, paid_whole, paid_resumed = _interrupted_then_resumed(
+        server, tmp_path, config, block_after=10
+    )
+    assert resumed["at_kill"]["bootstrap"]["consumed"] == 9
+    assert resumed["state"] == whole["state"]
+    assert paid_resumed <= 1.05 * paid_whole
+    # the summary of each process adds up to what the server saw it pay
+    assert _paid(whole["summary"]) == paid_whole
+    assert resumed["summary"]["resumed"] == ["bootstrap"]
+    phases = resumed["summary"]["phases"]
+    assert list(phases) == ["bootstrap"]
+    # the resumed process makes again only the calls of the example in flight (cache hits)
+    assert phases["bootstrap"]["cache_hits"] == 2
+    assert phases["bootstrap"]["lm_calls"] == 2 * (20 - 9)
+    checkpoint = json.loads((tmp_path / "run-b" / "checkpoints" / "bootstrap.json").read_text())
+    assert checkpoint["version"] == 1 and checkpoint["state"]["consumed"] == 20
+
+
+def test_bootstrap_concurrent_resume_same_state(server: LMServer, tmp_path: Path) -> None:
+    config = {"kind": "bootstrap", "threads": 4}
+    whole, resumed, paid_whole, paid_resumed = _interrupted_then_resumed(
+        server, tmp_path, config, block_after=10
+    )
+    assert resumed["at_kill"]["bootstrap"]["consumed"] < 20
+    assert resumed["state"] == whole["state"]
+    # requests in flight at the kill (at most one per other running example) are paid again
+    assert paid_resumed <= paid_whole + 3
+
+
+def test_random_search_killed_at_half_resumes_to_the_same_winner(
+    server: LMServer, tmp_path: Path
+) -> None:
+    # 7 candidates (-3..3) scored on 20 examples in seed order: block inside candidate 0.
+    config = {"kind": "random_search", "threads": 1, "examples": 10}
+    whole, resumed, paid_whole, paid_resumed = _interrupted_then_resumed(
+        server, tmp_path, config, block_after=50
+    )
+    assert resumed["state"] == whole["state"]
+    assert paid_resumed <= 1.05 * paid_whole
+    assert _paid(whole["summary"]) == paid_whole
+    restored = resumed["summary"]["resumed"]
+    assert sorted(restored) == sorted(resumed["at_kill"])
+    assert 0 < len(restored) < 7
+    assert restored and all(key.startswith("candidate ") for key in restored)
+    assert set(restored).isdisjoint(resumed["summary"]["phases"])
+
+
+def test_copro_killed_after_a_depth_resumes_to_the_same_program(
+    server: LMServer, tmp_path: Path
+) -> None:
+    # 6 examples; depth 0 scores 3 candidates x 2 predictors = 36 metric calls.
+    config = {"kind": "copro", "examples": 6}
+    whole, resumed, paid_whole, paid_resumed = _interrupted_then_resumed(
+        server, tmp_path, config, block_after=50
+    )
+    assert resumed["state"] == whole["state"]
+    assert paid_resumed <= 1.05 * paid_whole
+    assert resumed["summary"]["resumed"] == ["copro"]
+    assert resumed["at_kill"]["copro"]["next_depth"] == 1
+    assert _paid(whole["summary"]) == paid_whole
+    assert set(whole["summary"]["phases"]) == {"propose", "evaluate"}
