@@ -2,8 +2,8 @@
 
 Each thread keeps one event loop for sync entry points and reuses it, so connection pools
 bound to that loop stay warm across calls. Called from inside a running loop (a sync API used
-in async code, e.g. a notebook), the coroutine runs on a private helper thread's loop instead
-of failing or re-entering the running loop.
+in async code, e.g. a notebook), the coroutine runs on a fresh loop in a private helper
+thread instead of failing or re-entering the running loop.
 """
 
 from __future__ import annotations
@@ -81,9 +81,11 @@ def run_sync(coro: Coroutine[Any, Any, T]) -> T:
     with _helper_lock:
         if _helper is None:
             _helper = ThreadPoolExecutor(max_workers=8, thread_name_prefix="dspex-sync")
-    # the caller's contextvars (dspex.context(lm=...)) go with the coroutine, as in to_thread
+    # the caller's contextvars (dspex.context(lm=...)) go with the coroutine, as in to_thread.
+    # A fresh loop per call (asyncio.run): a long-lived helper loop sleeps between calls, so
+    # connections it keeps could go stale unnoticed and hang the next call (seen in the suite).
     context = contextvars.copy_context()
-    return _helper.submit(context.run, _run_here, coro).result()
+    return _helper.submit(context.run, asyncio.run, coro).result()
 
 
 async def _shutdown_guard(callback: Callable[[], Awaitable[None]]) -> AsyncIterator[None]:
