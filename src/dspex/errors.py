@@ -101,6 +101,7 @@ __all__ = [
     "QueueTimeout",
     "RemoteError",
     "RequestDeadlineExceeded",
+    "RetrieverError",
     "ResourceLimitExceeded",
     "SandboxCodeError",
     "SandboxError",
@@ -214,8 +215,11 @@ class AdapterParseError(DSPexError, ValueError):
 
     Fields: ``adapter`` (name), ``raw`` (the completion text), ``parsed`` (what was
     recovered), ``missing`` (output field names not found). DSPy's names for them are
-    properties: ``adapter_name``, ``lm_response``, ``parsed_result``.
+    properties: ``adapter_name``, ``lm_response``, ``parsed_result``; ``signature`` is the
+    signature being parsed when an adapter's ``parse`` raised it.
     """
+
+    signature: Any = None
 
     @property
     def adapter_name(self) -> Any:
@@ -565,3 +569,10 @@ class LMResponseTooLarge(LMError):
     Fields: ``provider``, ``model``, ``status``, ``limit`` (bytes). Not retryable: the same
     request would get the same reply. Raise the cap with ``LM(max_response_bytes=...)``.
     """
+
+
+# --- retrieval ---
+
+
+class RetrieverError(DSPexError, ValueError):
+    """A retrieval server answered with an error or with something that is not a result."""

@@ -47,18 +47,18 @@ def test_explicit_beats_override_beats_preference() -> None:
 
 
 def test_availability_decides_single_implementation_kinds() -> None:
-    assert choose("colbert_v2") == "dspy"
+    assert choose("embeddings") == "dspy"
     assert choose("signature") == "native"
     with dspex.context(prefer_native="native_first"):
-        assert choose("colbert_v2") == "dspy"
+        assert choose("embeddings") == "dspy"
 
 
 def test_forcing_a_missing_implementation_names_the_alternatives() -> None:
     with pytest.raises(dspex.ImplementationUnavailable, match="available: dspy") as info:
-        choose("colbert_v2", "native")
+        choose("embeddings", "native")
     assert info.value.fields["available"] == ["dspy"]
     with pytest.raises(dspex.ImplementationUnavailable):
-        choose("colbert_v2", "compare")
+        choose("embeddings", "compare")
     with pytest.raises(dspex.ImplementationUnavailable, match="available: native"):
         choose("template", "dspy")
     dspex.register_native("brand_new", f"{__name__}:EchoReAct")
@@ -116,11 +116,11 @@ def test_environment_variables_are_typed_and_validated(monkeypatch: pytest.Monke
 
 def test_route_event_carries_the_decision() -> None:
     with dspex.telemetry.capture("dspex.router") as seen:
-        choose("colbert_v2")
+        choose("embeddings")
     _, _, meta = seen.named("dspex.router.route")[0]
     assert meta == {
         "operation": "create",
-        "kind": "colbert_v2",
+        "kind": "embeddings",
         "implementation": "dspy",
         "source": "availability",
         "native_available": False,
@@ -141,7 +141,8 @@ def test_registry_lists_every_kind_with_default_and_reason() -> None:
     ):  # fmt: skip
         assert kind in rows
     assert rows["predict"].default == "native" and rows["predict"].dspy == "dspy.Predict"
-    assert rows["colbert_v2"].default == "dspy" and "no native" in rows["colbert_v2"].reason
+    assert rows["embeddings"].default == "dspy" and "no native" in rows["embeddings"].reason
+    assert rows["colbert_v2"].default == "native"
     assert rows["react"].default == "native" and rows["react"].native == "dspex.modules.react:ReAct"
     with dspex.context(implementation_overrides={"predict": "dspy"}):
         assert {r.kind: r for r in dspex.registry()}["predict"].default == "dspy"

@@ -13,6 +13,7 @@ from dspex.adapters.values import (
     format_field_value,
     get_annotation_name,
     get_field_description_string,
+    parse_errors_of,
     parse_fields,
     translate_field_type,
 )
@@ -170,9 +171,10 @@ class ChatAdapter(Adapter):
 
     # ------------------------------------------------------------------ parsing
     def parse(self, signature: Any, completion: str) -> dict[str, Any]:
-        return parse_fields(
-            "ChatAdapter", signature._output_fields, split_sections(completion), completion
-        )
+        with parse_errors_of(signature):
+            return parse_fields(
+                "ChatAdapter", signature._output_fields, split_sections(completion), completion
+            )
 
 
 def _type_info(field: FieldInfo) -> str:

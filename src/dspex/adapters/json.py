@@ -11,6 +11,7 @@ from dspex.adapters.structured import response_format
 from dspex.adapters.values import (
     _json_repair_loads,
     parse_error,
+    parse_errors_of,
     parse_fields,
     serialize_for_json,
     translate_field_type,
@@ -79,6 +80,10 @@ class JSONAdapter(ChatAdapter):
         return json.dumps(serialize_for_json(values), indent=2, ensure_ascii=False)
 
     def parse(self, signature: Any, completion: str) -> dict[str, Any]:
+        with parse_errors_of(signature):
+            return self._parse(signature, completion)
+
+    def _parse(self, signature: Any, completion: str) -> dict[str, Any]:
         fields = _json_repair_loads(completion)
         if not isinstance(fields, dict):
             found = _first_json_object(completion)

@@ -14,7 +14,8 @@ import math
 import re
 import sys
 import types
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from functools import lru_cache
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
@@ -121,6 +122,20 @@ def parse_error(
     return AdapterParseError(
         text, adapter=adapter, raw=raw, parsed=dict(parsed or {}), missing=missing
     )
+
+
+@contextmanager
+def parse_errors_of(signature: Any) -> Iterator[None]:
+    """Attach ``signature`` to an :class:`AdapterParseError` raised inside (DSPy's ``.signature``).
+
+    An attribute, not a structured field: signature classes need not pickle.
+    """
+    try:
+        yield
+    except AdapterParseError as exc:
+        if getattr(exc, "signature", None) is None:
+            exc.signature = signature
+        raise
 
 
 def parse_fields(

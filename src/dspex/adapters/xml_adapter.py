@@ -25,6 +25,7 @@ from dspex.adapters.values import (
     apply_output_field_defaults,
     format_field_value,
     parse_error,
+    parse_errors_of,
     parse_value,
     serialize_for_json,
     translate_field_type,
@@ -142,6 +143,10 @@ class XMLAdapter(ChatAdapter):
 
     # ------------------------------------------------------------------ parsing
     def parse(self, signature: Any, completion: str) -> dict[str, Any]:
+        with parse_errors_of(signature):
+            return self._parse(signature, completion)
+
+    def _parse(self, signature: Any, completion: str) -> dict[str, Any]:
         outputs: Mapping[str, FieldInfo] = signature._output_fields
         try:
             root = ET.fromstring(f"<dspy_root>{completion}</dspy_root>")

@@ -97,8 +97,8 @@ _BUILTIN: tuple[Entry, ...] = (
     Entry("mipro_v2", None, "dspy.MIPROv2", "MIPROv2"),
     Entry("simba", None, "dspy.SIMBA", "SIMBA"),
     Entry("gepa", "dspex.teleprompt.gepa.gepa:GEPA", "dspy.GEPA", "GEPA"),
-    Entry("retrieve", None, "dspy.Retrieve", "Retrieve"),
-    Entry("colbert_v2", None, "dspy.ColBERTv2", "ColBERTv2"),
+    Entry("retrieve", "dspex.retrievers.retrieve:Retrieve", "dspy.Retrieve", "Retrieve", "passages from settings.rm", state_compatible=True),
+    Entry("colbert_v2", "dspex.dsp.colbertv2:ColBERTv2", "dspy.ColBERTv2", "ColBERTv2", "HTTP client of a ColBERTv2 server"),
     Entry("embeddings", None, "dspy.retrievers.Embeddings", "Embeddings"),
 )  # fmt: skip
 

@@ -1,0 +1,3 @@
+"""DSPy's ``dspy.dsp`` layout: the ColBERTv2 client and ``dotdict``, native."""
+
+from __future__ import annotations
