@@ -3,8 +3,11 @@ in ``docs/compatibility.md``."""
 
 from __future__ import annotations
 
-import importlib
+import functools
+import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -17,10 +20,18 @@ dspy = pytest.importorskip("dspy")
 DOC = Path(__file__).resolve().parents[2] / "docs" / "compatibility.md"
 
 
+@functools.cache
 def _public() -> list[str]:
-    # submodules appear in dir(dspy) once imported (other tests may import them): fix the set
-    importlib.import_module("dspy.experimental")
-    return sorted(n for n in dir(dspy) if not n.startswith("_"))
+    """``dir(dspy)`` of a fresh interpreter: other tests import DSPy submodules or call
+    ``dspy.configure_cache`` (which sets ``dspy.cache``), changing this process's view."""
+    code = (
+        "import importlib, json, dspy; importlib.import_module('dspy.experimental'); "
+        "print(json.dumps(sorted(n for n in dir(dspy) if not n.startswith('_'))))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
+    return list(json.loads(out.stdout.strip().splitlines()[-1]))
 
 
 def test_every_dspy_name_resolves() -> None:
