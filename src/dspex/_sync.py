@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import contextvars
 import threading
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
@@ -80,7 +81,9 @@ def run_sync(coro: Coroutine[Any, Any, T]) -> T:
     with _helper_lock:
         if _helper is None:
             _helper = ThreadPoolExecutor(max_workers=8, thread_name_prefix="dspex-sync")
-    return _helper.submit(_run_here, coro).result()
+    # the caller's contextvars (dspex.context(lm=...)) go with the coroutine, as in to_thread
+    context = contextvars.copy_context()
+    return _helper.submit(context.run, _run_here, coro).result()
 
 
 async def _shutdown_guard(callback: Callable[[], Awaitable[None]]) -> AsyncIterator[None]:

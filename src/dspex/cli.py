@@ -149,6 +149,9 @@ def demo_command(lm: str | None, api_base: str | None, api_key: str | None) -> i
 @click.option("--no-load", is_flag=True, help="refuse POST/DELETE /v1/programs")
 @click.option("--event-metrics", is_flag=True, help="export DSPex telemetry events on /metrics")
 @click.option("--log-level", default="warning", show_default=True)
+@click.option("--ray", "on_ray", is_flag=True, help="deploy on Ray Serve instead of uvicorn")
+@click.option("--ray-address", default=None, help="with --ray: the cluster (default: start one)")
+@click.option("--replicas", default=1, show_default=True, type=click.IntRange(min=1))
 def serve_command(
     targets: tuple[str, ...],
     names: tuple[str, ...],
@@ -162,9 +165,31 @@ def serve_command(
     no_load: bool,
     event_metrics: bool,
     log_level: str,
+    on_ray: bool,
+    ray_address: str | None,
+    replicas: int,
 ) -> int:
     """Serve programs over HTTP: TARGETS are app.py:program or package.module:program."""
     from dspex.server.cli import serve
+
+    if on_ray:
+        from dspex.server.ray_serve import serve_on_ray
+
+        return serve_on_ray(
+            targets,
+            names=names,
+            host=host,
+            port=port,
+            address=ray_address,
+            replicas=replicas,
+            max_concurrency=max_concurrency,
+            max_queue=max_queue,
+            timeout=timeout,
+            drain_timeout=drain_timeout,
+            import_roots=import_roots,
+            allow_load=not no_load,
+            event_metrics=event_metrics,
+        )
 
     return serve(
         targets,

@@ -576,3 +576,10 @@ class LMResponseTooLarge(LMError):
 
 class RetrieverError(DSPexError, ValueError):
     """A retrieval server answered with an error or with something that is not a result."""
+
+
+# --- ray / fan-out ---
+
+
+class ProgramNotPortable(UserError, ValueError):
+    """A program (or its metric) cannot be pickled to fan-out workers (``backend=``)."""

@@ -233,7 +233,7 @@ def test_unknown_field_and_option_errors() -> None:
     with pytest.raises(dspex.PipelineSpecError, match="already built"):
         pl.step(dspex.Predict("a -> b"), implementation="dspy")
     with pytest.raises(dspex.ImplementationUnavailable, match="no native implementation"):
-        pl.step("dspy.ColBERTv2", "q -> a", implementation="native")
+        pl.step("dspy.retrievers.Embeddings", "q -> a", implementation="native")
     with pytest.raises(dspex.PipelineError, match="returned a int"):
         dspex.pipeline([lambda question: 3]).run(question="q")
     with pytest.raises(dspex.PipelineSpecError, match="dict of inputs"):

@@ -14,8 +14,10 @@ import dspex
 from dspex.errors import (
     ConfigurationError,
     ExecutionTimeout,
+    PoolSaturated,
     PoolUnhealthy,
     RemoteError,
+    ResourceLimitExceeded,
     SessionLost,
     WorkerCrashed,
 )
@@ -28,10 +30,9 @@ HANDLERS = str(Path(__file__).resolve().parents[1] / "pool")
 
 
 @pytest.fixture(scope="module", autouse=True)
-def cluster() -> Iterator[None]:
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, address="local")
+def cluster(ray_cluster: Any) -> Iterator[None]:
+    """The session's local cluster (tests/ray/conftest.py)."""
     yield
-    ray.shutdown()
 
 
 def _pool(size: int = 2, **options: Any) -> Any:
@@ -179,3 +180,82 @@ def test_dspy_modules_run_on_ray_actors(tmp_path: Path) -> None:
             assert len(server.requests) == 1
         finally:
             shutdown_pools()
+
+
+# ---------------------------------------------------------------------------- limits/recycling
+
+HERE = str(Path(__file__).resolve().parent)
+
+
+def _hog_pool(**options: Any) -> Any:
+    from dspex.pool.ray_backend import RayPool
+
+    spec = {"target": "ray_handlers:make", "size": 1, "pythonpath": [HERE], "backend": "ray"}
+    return RayPool(PoolConfig.from_mapping({**spec, **options}), name="ray-limits")
+
+
+async def test_max_requests_recycles_but_a_recipe_less_session_keeps_its_actor() -> None:
+    pool = _pool(size=1, max_requests=2)
+    try:
+        first = await pool.call("pid")
+        assert await pool.call("pid") == first  # the 2nd call: then it is due
+        assert await pool.call("pid") != first
+        stats = pool.stats()
+        assert stats["recycles"] == {"max_requests": 1} and stats["restarts"] == 0
+        with pool.session() as pinned:
+            pids = {await pinned.call("pid") for _ in range(4)}
+            assert len(pids) == 1  # no recipe: recycling waits for the session to close
+        assert await pool.call("pid") not in pids
+
+        rebuilt: list[str] = []
+
+        async def recipe(session: Any) -> None:
+            rebuilt.append(session.id)
+
+        with pool.session(recipe=recipe) as s:
+            seen = {await s.call("pid") for _ in range(2)}
+        assert len(seen) == 2 and rebuilt == [s.id]  # recycled under it, rebuilt by recipe
+    finally:
+        await pool.close()
+
+
+async def test_rss_recycle_ttl_and_memory_cap() -> None:
+    pool = _hog_pool(recycle_rss_mb=1.0)  # every actor is over 1 MB after its first call
+    try:
+        a = await pool.call("pid")
+        assert await pool.call("pid") != a
+        assert pool.stats()["recycles"]["rss"] >= 1
+    finally:
+        await pool.close()
+    pool = _hog_pool(ttl=0.2)
+    try:
+        a = await pool.call("pid")
+        await asyncio.sleep(0.3)
+        assert await pool.call("pid") != a
+        assert pool.stats()["recycles"] == {"ttl": 1}
+    finally:
+        await pool.close()
+    pool = _hog_pool(memory_limit_mb=400, open_files_limit=64)
+    try:
+        a = await pool.call("pid")
+        with pytest.raises(ResourceLimitExceeded) as info:
+            await pool.call("hold", 600, 5.0)
+        assert info.value.fields["resource"] == "memory"
+        assert await pool.call("pid") != a
+        with pytest.raises(RemoteError, match="Too many open files"):
+            await pool.call("open_files", 200)
+    finally:
+        await pool.close()
+
+
+async def test_max_sessions_and_unsupported_options_are_said(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    pool = _pool(size=1, max_sessions=1, cpu_limit_s=5)
+    assert "cpu_limit_s" in caplog.text
+    try:
+        with pool.session(), pytest.raises(PoolSaturated):
+            pool.session()
+        pool.session().close()
+    finally:
+        await pool.close()

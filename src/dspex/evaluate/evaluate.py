@@ -20,6 +20,7 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from dspex._sync import run_sync
 from dspex.errors import EvaluationInterrupted
 from dspex.evaluate import display
 from dspex.modules.executor import AsyncCaller, Executor, RunOutcome, customized_sync_lm
@@ -29,6 +30,8 @@ from dspex.utils.callback import with_callbacks
 
 if TYPE_CHECKING:
     import pandas as pd
+
+    from dspex.pool.fanout import FanOut
 
 __all__ = [
     "Evaluate",
@@ -119,8 +122,11 @@ class Evaluate:
         save_as_csv: str | None = None,
         save_as_json: str | None = None,
         timeout: float | None = None,
+        backend: str | None = None,
         **kwargs: Any,
     ) -> None:
+        from dspex.pool.fanout import check_backend
+
         if "return_outputs" in kwargs:
             raise ValueError(
                 "`return_outputs` is no longer supported. Results are always returned inside "
@@ -139,6 +145,7 @@ class Evaluate:
         self.save_as_csv = save_as_csv
         self.save_as_json = save_as_json
         self.timeout = timeout
+        self.backend = check_backend(backend)
 
     # ------------------------------------------------------------------ entry points
     @with_callbacks
@@ -166,8 +173,11 @@ class Evaluate:
             save_as_csv,
             save_as_json,
         )
-        with run.progress:
-            outcome = run.executor.run(run.process, run.devset)
+        try:
+            with run.progress:
+                outcome = run.executor.run(run.process, run.devset)
+        finally:
+            run.close()
         return run.finish(outcome)
 
     @with_callbacks
@@ -196,8 +206,11 @@ class Evaluate:
             save_as_csv,
             save_as_json,
         )
-        with run.progress:
-            outcome = await run.executor.arun(run.process, run.devset)
+        try:
+            with run.progress:
+                outcome = await run.executor.arun(run.process, run.devset)
+        finally:
+            await run.aclose()
         return run.finish(outcome)
 
     # ------------------------------------------------------------------ tables (DSPy's names)
@@ -270,11 +283,14 @@ class _Run:
             logger.debug(f"Evaluate is called with callback metadata: {callback_metadata}")
         show = display_progress if display_progress is not None else ev.display_progress
         self.progress = display.ScoreProgress(len(self.devset), bool(show))
+        threads = num_threads if num_threads is not None else ev.num_threads
+        self.fan = _fan_out(ev, program, self.metric, threads, len(self.devset))
         self.executor: Executor[Example, Scored] = Executor(
-            num_threads=num_threads if num_threads is not None else ev.num_threads,
+            # fanned out: every example is submitted at once; the workers bound concurrency
+            num_threads=threads if self.fan is None else len(self.devset),
             max_errors=ev.max_errors,
             provide_traceback=ev.provide_traceback,
-            timeout=ev.timeout,
+            timeout=ev.timeout if self.fan is None else None,  # the workers apply it
             on_result=lambda _i, value: self.progress.add(value[1]),
             on_error=lambda _i, _e: self.progress.fail(),
         )
@@ -285,9 +301,20 @@ class _Run:
         self.call_metric = AsyncCaller(self.metric, inline=sequential, adaptive=True)
 
     async def process(self, example: Example) -> Scored:
+        if self.fan is not None:
+            scored: Scored = await self.fan.submit(example)
+            return scored
         prediction = await self.call_program(**example.inputs())
         score = await self.call_metric(example, prediction)
         return prediction, score
+
+    def close(self) -> None:
+        if self.fan is not None:
+            run_sync(self.fan.drain())
+
+    async def aclose(self) -> None:
+        if self.fan is not None:
+            await self.fan.drain()
 
     def finish(self, outcome: RunOutcome[Scored]) -> EvaluationResult:
         if outcome.interrupted:
@@ -323,6 +350,25 @@ class _Run:
         else:
             limit = None if isinstance(table, bool) else int(table)
             display.print_rich_table(display.result_rows(results, name), name, limit)
+
+
+def _fan_out(
+    ev: Evaluate, program: Any, metric: Any, threads: int | None, total: int
+) -> FanOut | None:
+    """The fan-out of a ``backend=`` run (``None``: in process)."""
+    if ev.backend is None:
+        return None
+    from dspex.pool.fanout import FanOut
+
+    return FanOut(
+        ev.backend,
+        "evaluate",
+        program,
+        metric,
+        num_threads=threads,
+        timeout=ev.timeout,
+        total=total,
+    )
 
 
 def _result(results: list[tuple[Any, Any, Any]]) -> EvaluationResult:

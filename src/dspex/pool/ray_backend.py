@@ -17,22 +17,26 @@ Failure semantics follow the local pool: a call past its deadline gets
 dies costs the call it ran (:class:`~dspex.errors.WorkerCrashed`) and is replaced on next
 use; sessions pin to one actor and, when it dies, are rebuilt on the replacement by their
 recipe (or fail with :class:`~dspex.errors.SessionLost`); actors failing at startup make the
-pool :class:`~dspex.errors.PoolUnhealthy`. Not (yet) supported on Ray: memory/CPU limits,
-the fork server, ``max_requests``/``ttl`` recycling and session ``mode`` semantics other than
-"pinned to one actor".
+pool :class:`~dspex.errors.PoolUnhealthy`.
+
+Limits follow it too: ``max_requests``, ``ttl`` and ``recycle_rss_mb`` recycle an actor (its
+calls in flight finish on it; new calls start a fresh one; a session without a recipe keeps
+its actor until it closes), ``memory_limit_mb`` (kind ``"rss"``) is watched inside the actor
+and costs the call :class:`~dspex.errors.ResourceLimitExceeded`, ``open_files_limit`` is the
+actor's ``RLIMIT_NOFILE``, ``max_sessions`` bounds open sessions. Not applied on Ray (a
+warning says so when set): ``python``, ``cwd``, ``cpu_limit_s``, ``max_processes``,
+``codec``, ``session_ttl`` and address-space memory caps; the fork server and the call queue
+(calls go straight to the actors, which are threaded) do not exist here.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import inspect
 import itertools
-import os
-import queue
-import sys
-import threading
+import logging
 import time
-import traceback
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -41,14 +45,19 @@ from dspex.errors import (
     ConfigurationError,
     ExecutionTimeout,
     PoolClosed,
+    PoolSaturated,
     PoolUnhealthy,
     RemoteError,
+    ResourceLimitExceeded,
     SessionLost,
     WorkerCrashed,
 )
+from dspex.pool._ray_actor import _Host, _qualname
 from dspex.pool.config import PoolConfig
 
 __all__ = ["RayPool", "RaySession"]
+
+logger = logging.getLogger(__name__)
 
 _POLL = 0.5  # seconds an actor's poll blocks waiting for an event
 
@@ -63,187 +72,6 @@ def _ray() -> Any:
     return ray
 
 
-# ---------------------------------------------------------------------------- actor side
-
-
-class _RayCall:
-    """``current_call()`` inside a Ray actor: the same surface as the local worker's."""
-
-    def __init__(
-        self, cid: int, method: str, session: str | None, timeout: float | None, window: int
-    ) -> None:
-        self.id = cid
-        self.method = method
-        self.session = session
-        self.deadline = None if timeout is None else time.monotonic() + timeout
-        self.events: queue.Queue[tuple[Any, ...]] = queue.Queue(maxsize=max(1, window))
-        self._cancelled = False
-        self._replies: dict[int, tuple[bool, Any]] = {}
-        self._cond = threading.Condition()
-        self._next_cb = itertools.count(1)
-        self._task: asyncio.Task[Any] | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-
-    def remaining(self) -> float | None:
-        return None if self.deadline is None else max(0.0, self.deadline - time.monotonic())
-
-    @property
-    def cancelled(self) -> bool:
-        return self._cancelled
-
-    def check(self) -> None:
-        from dspex.pool.worker import CallCancelled
-
-        if self._cancelled:
-            raise CallCancelled(f"call {self.id} ({self.method}) was cancelled by its caller")
-
-    def call_parent(self, name: str, *args: Any, **kwargs: Any) -> Any:
-        from dspex.pool.worker import CallCancelled
-
-        cbid = next(self._next_cb)
-        self.events.put(("parent_call", cbid, name, list(args), kwargs))
-        with self._cond:
-            while cbid not in self._replies:
-                if self._cancelled:
-                    raise CallCancelled(f"call {self.id} was cancelled while waiting for {name!r}")
-                self._cond.wait(0.1)
-            ok, value = self._replies.pop(cbid)
-        if ok:
-            return value
-        remote_type, message = value
-        raise RemoteError(
-            f"parent callback {remote_type}: {message}",
-            remote_type=remote_type,
-            remote_traceback="",
-        )
-
-    async def acall_parent(self, name: str, *args: Any, **kwargs: Any) -> Any:
-        return await asyncio.to_thread(self.call_parent, name, *args, **kwargs)
-
-    def reply(self, cbid: int, ok: bool, value: Any) -> None:
-        with self._cond:
-            self._replies[cbid] = (ok, value)
-            self._cond.notify_all()
-
-    def cancel(self) -> None:
-        self._cancelled = True
-        loop, task = self._loop, self._task
-        if loop is not None and task is not None:
-            loop.call_soon_threadsafe(task.cancel)
-        with self._cond:
-            self._cond.notify_all()
-
-
-def _qualname(exc: BaseException) -> str:
-    cls = type(exc)
-    return (
-        cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
-    )
-
-
-class _Host:
-    """The body of a worker actor (wrapped with ``ray.remote`` when a pool starts)."""
-
-    def __init__(self, target: str, env: dict[str, str], pythonpath: list[str]) -> None:
-        os.environ.update(env)
-        for path in reversed(pythonpath):
-            if path not in sys.path:
-                sys.path.insert(0, path)
-        from dspex.pool.worker import _import_target
-
-        self.handler = _import_target(target)()
-        self.calls: dict[int, _RayCall] = {}
-        self.lock = threading.Lock()
-
-    def ready(self) -> int:
-        return os.getpid()
-
-    def start(
-        self,
-        cid: int,
-        method: str,
-        args: list[Any],
-        kwargs: dict[str, Any],
-        session: str | None,
-        timeout: float | None,
-        window: int,
-        wait: float,
-    ) -> list[tuple[Any, ...]]:
-        """Start the call; its first events (a quick call's result: one round trip)."""
-        call = _RayCall(cid, method, session, timeout, window)
-        with self.lock:
-            self.calls[cid] = call
-        threading.Thread(target=self._run, args=(call, args, kwargs), daemon=True).start()
-        return self.poll(cid, wait)
-
-    def _run(self, call: _RayCall, args: list[Any], kwargs: dict[str, Any]) -> None:
-        from dspex.pool.worker import _current
-
-        token = _current.set(call)  # type: ignore[arg-type]
-        try:
-            fn = getattr(self.handler, call.method, None)
-            if fn is None or call.method.startswith("_"):
-                raise AttributeError(f"the handler has no method {call.method!r}")
-            result = fn(*args, **kwargs)
-            if inspect.isawaitable(result) or inspect.isasyncgen(result):
-                result = asyncio.run(self._run_async(call, result))
-            elif inspect.isgenerator(result):
-                for item in result:
-                    call.check()
-                    call.events.put(("item", item))
-                result = None
-            call.events.put(("result", result))
-        except BaseException as exc:
-            call.events.put(("error", _qualname(exc), str(exc), traceback.format_exc()))
-        finally:
-            _current.reset(token)
-
-    async def _run_async(self, call: _RayCall, result: Any) -> Any:
-        call._loop = asyncio.get_running_loop()
-
-        async def drain() -> Any:
-            if inspect.isasyncgen(result):
-                async for item in result:
-                    call.check()
-                    await asyncio.to_thread(call.events.put, ("item", item))
-                return None
-            return await result
-
-        call._task = asyncio.ensure_future(drain())
-        return await call._task
-
-    def poll(self, cid: int, wait: float) -> list[tuple[Any, ...]]:
-        call = self.calls.get(cid)
-        if call is None:
-            return [("error", "dspex.errors.ProtocolError", f"unknown call {cid}", "")]
-        events: list[tuple[Any, ...]] = []
-        try:
-            events.append(call.events.get(timeout=wait))
-            while True:
-                events.append(call.events.get_nowait())
-        except queue.Empty:
-            pass
-        if events and events[-1][0] in ("result", "error"):
-            with self.lock:
-                self.calls.pop(cid, None)
-        return events
-
-    def reply(self, cid: int, cbid: int, ok: bool, value: Any) -> None:
-        call = self.calls.get(cid)
-        if call is not None:
-            call.reply(cbid, ok, value)
-
-    def cancel(self, cid: int) -> None:
-        call = self.calls.get(cid)
-        if call is not None:
-            call.cancel()
-
-    def drop_session(self, session_id: str) -> None:
-        drop = getattr(self.handler, "drop_session", None)
-        if callable(drop):
-            drop(session_id)
-
-
 # ---------------------------------------------------------------------------- parent side
 
 
@@ -256,6 +84,11 @@ class _Slot:
         self.pid: int | None = None
         self.generation = 0
         self.busy = 0
+        self.calls_done = 0
+        self.spawned_at = 0.0
+        self.rss_mb: float | None = None
+        self.sessions: dict[str, tuple[bool, int]] = {}
+        """Sessions pinned here: id -> (has a recipe, the actor generation they live on)."""
 
 
 class RaySession:
@@ -299,6 +132,7 @@ class RaySession:
             self._slot = min(pool._slots, key=lambda s: s.busy)
             await pool._ensure_actor(self._slot)
             self._generation = self._slot.generation
+            self._slot.sessions[self._id] = (self._recipe is not None, self._generation)
             return self._slot
         slot = self._slot
         if slot.actor is None or slot.generation != self._generation:
@@ -310,6 +144,7 @@ class RaySession:
                 )
             await pool._ensure_actor(slot)
             self._generation = slot.generation
+            slot.sessions[self._id] = (True, self._generation)
             await self._recipe(self)
         return slot
 
@@ -345,7 +180,10 @@ class RaySession:
         if self.closed:
             return
         self.closed = True
+        self._pool._open_sessions.discard(self._id)
         slot = self._slot
+        if slot is not None:
+            slot.sessions.pop(self._id, None)
         if slot is not None and slot.actor is not None and slot.generation == self._generation:
             slot.actor.drop_session.remote(self._id)
 
@@ -379,6 +217,11 @@ class RayPool:
         self._calls = 0
         self._latencies: list[float] = []
         self._rr = itertools.count()
+        self._inflight: collections.Counter[int] = collections.Counter()  # by id(actor)
+        self._retiring: dict[int, Any] = {}  # recycled actors still finishing calls
+        self._recycles: collections.Counter[str] = collections.Counter()
+        self._open_sessions: set[str] = set()
+        _warn_unsupported(config, name)
 
     def __repr__(self) -> str:
         return f"<RayPool {self.name!r} {self.config.target} size={self.config.size} {self._state}>"
@@ -408,8 +251,16 @@ class RayPool:
             return
         ray = self._init_ray()
         config = self.config
+        limits = {
+            "report_rss": config.recycle_rss_mb is not None,
+            "memory_limit_mb": config.memory_limit_mb
+            if config.memory_limit_kind == "rss"
+            else None,
+            "memory_check_interval": config.memory_check_interval,
+            "open_files_limit": config.open_files_limit,
+        }
         actor = self._actor_cls.options(num_cpus=0).remote(
-            config.target, dict(config.env), list(config.pythonpath)
+            config.target, dict(config.env), list(config.pythonpath), limits
         )
         try:
             async with asyncio.timeout(config.startup_timeout):
@@ -434,6 +285,7 @@ class RayPool:
             return
         slot.actor, slot.pid = actor, int(pid)
         slot.generation += 1
+        slot.calls_done, slot.spawned_at, slot.rss_mb = 0, time.monotonic(), None
         self._state = "running"
 
     async def start(self) -> None:
@@ -461,6 +313,9 @@ class RayPool:
 
     def close_sync(self, *, cancel: bool = False, timeout: float | None = None) -> None:
         self._state = "closed"
+        for retired in self._retiring.values():
+            _kill(retired)
+        self._retiring.clear()
         for slot in self._slots:
             if slot.actor is not None:
                 try:
@@ -468,6 +323,48 @@ class RayPool:
                 except Exception:
                     pass
                 slot.actor, slot.pid = None, None
+
+    # ------------------------------------------------------------------ recycling
+    def _recycle_reason(self, slot: _Slot) -> str | None:
+        c = self.config
+        if c.max_requests is not None and slot.calls_done >= c.max_requests:
+            return "max_requests"
+        if c.ttl is not None and time.monotonic() - slot.spawned_at >= c.ttl:
+            return "ttl"
+        if c.recycle_rss_mb is not None and (slot.rss_mb or 0.0) > c.recycle_rss_mb:
+            return "rss"
+        return None
+
+    def _maybe_recycle(self, slot: _Slot) -> None:
+        """Replace ``slot``'s actor if it is due (the local pool's rules); a session without a
+        recipe keeps its actor until it closes. Calls still running on the old actor finish
+        there; new calls start a fresh one."""
+        if slot.actor is None or self._state == "closed":
+            return
+        reason = self._recycle_reason(slot)
+        if reason is None:
+            return
+        if not all(has for has, gen in slot.sessions.values() if gen == slot.generation):
+            return
+        actor = slot.actor
+        slot.actor, slot.pid = None, None
+        self._recycles[reason] += 1
+        if self._inflight[id(actor)]:
+            self._retiring[id(actor)] = actor
+        else:
+            _kill(actor)
+
+    def _call_ended(self, slot: _Slot, actor: Any) -> None:
+        key = id(actor)
+        self._inflight[key] -= 1
+        if self._inflight[key] <= 0:
+            del self._inflight[key]
+            retired = self._retiring.pop(key, None)
+            if retired is not None:
+                _kill(retired)
+        if slot.actor is actor:
+            slot.calls_done += 1
+            self._maybe_recycle(slot)
 
     # ------------------------------------------------------------------ calls
     def _pick(self) -> _Slot:
@@ -500,12 +397,14 @@ class RayPool:
         """One call on ``slot``'s actor: start, poll events, answer callbacks, until done."""
         ray = _ray()
         self._check_health()
+        self._maybe_recycle(slot)  # ttl, or a memory report from the last call
         await self._ensure_actor(slot)
         actor, pid = slot.actor, slot.pid
         cid = next(self._ids)
         started = time.monotonic()
         deadline = None if timeout is None else started + timeout
         slot.busy += 1
+        self._inflight[id(actor)] += 1
         try:
             events = await actor.start.remote(
                 cid, method, args, kwargs, session, timeout, self.config.stream_window,
@@ -516,6 +415,21 @@ class RayPool:
                     kind = event[0]
                     if kind == "item" and on_item is not None:
                         await on_item(event[1])
+                    elif kind == "rss":
+                        if slot.actor is actor:
+                            slot.rss_mb = event[1]
+                    elif kind == "limit":
+                        if slot.actor is actor:
+                            self._lost(slot)
+                        cap = self.config.memory_limit_mb
+                        raise ResourceLimitExceeded(
+                            f"the Ray actor (pid {pid}) of pool {self.name!r} exceeded its memory "
+                            f"limit ({cap} MB, at {event[2]:.0f} MB) and was replaced",
+                            pool=self.name,
+                            pid=pid,
+                            resource="memory",
+                            limit=cap,
+                        )
                     elif kind == "parent_call":
                         _, cbid, name, cb_args, cb_kwargs = event
                         ok, value = await _callback(
@@ -559,6 +473,7 @@ class RayPool:
             ) from None
         finally:
             slot.busy -= 1
+            self._call_ended(slot, actor)
 
     @staticmethod
     def _wait(deadline: float | None) -> float:
@@ -623,7 +538,14 @@ class RayPool:
         ttl: float | None = None,
         recipe: Callable[[Any], Awaitable[None]] | None = None,
     ) -> RaySession:
-        return RaySession(self, mode=mode, ttl=ttl, recipe=recipe)
+        limit = self.config.max_sessions
+        if limit is not None and len(self._open_sessions) >= limit:
+            raise PoolSaturated(
+                f"pool {self.name!r} has {limit} open sessions (max_sessions)", pool=self.name
+            )
+        session = RaySession(self, mode=mode, ttl=ttl, recipe=recipe)
+        self._open_sessions.add(session.id)
+        return session
 
     def register_callback(self, name: str, fn: Callable[..., Any]) -> None:
         if not callable(fn):
@@ -642,11 +564,36 @@ class RayPool:
             "busy": sum(s.busy for s in self._slots),
             "queued": 0,
             "restarts": len(self._restarts),
+            "recycles": dict(self._recycles),
             "calls": self._calls,
             "p50_ms": lat[len(lat) // 2] * 1e3 if lat else None,
             "p99_ms": lat[max(0, int(len(lat) * 0.99) - 1)] * 1e3 if lat else None,
             "pids": [s.pid for s in self._slots if s.pid is not None],
         }
+
+
+_UNSUPPORTED = ("python", "cwd", "cpu_limit_s", "max_processes", "codec", "session_ttl")
+
+
+def _warn_unsupported(config: PoolConfig, name: str) -> None:
+    """Options the Ray backend cannot honour: said once, at pool creation, not ignored silently."""
+    defaults = PoolConfig(target=config.target)
+    unsupported = [o for o in _UNSUPPORTED if getattr(config, o) != getattr(defaults, o)]
+    if config.memory_limit_mb is not None and config.memory_limit_kind == "address_space":
+        unsupported.append("memory_limit_kind='address_space'")
+    if unsupported:
+        logger.warning(
+            "pool %r runs on Ray, which does not apply: %s (see docs/ray.md)",
+            name,
+            ", ".join(unsupported),
+        )
+
+
+def _kill(actor: Any) -> None:
+    try:
+        _ray().kill(actor)
+    except Exception:
+        pass
 
 
 async def _callback(

@@ -4,7 +4,9 @@ A program with a native ``aforward`` runs as tasks on one event loop (no thread 
 a sync one in a pool of ``num_threads`` worker threads. Both share :class:`~dspex.utils.parallelizer.Outcomes`, which
 records results and errors and decides when ``max_errors`` stops the batch, as DSPy's
 ``Parallel`` does: failed items give ``None``, each failure is logged, and reaching
-``max_errors`` cancels what has not started and raises.
+``max_errors`` cancels what has not started and raises. With ``backend="process"`` or
+``"ray"`` the calls run on a pool of workers instead (:mod:`dspex.pool.fanout`), under the
+same bookkeeping.
 """
 
 from __future__ import annotations
@@ -67,6 +69,23 @@ def _run_threads(program: Any, calls: list[Any], out: Outcomes, width: int) -> N
             out.cancel_jobs.set()
 
 
+class _Submitted:
+    """A program stand-in whose ``acall`` runs the call on a fan-out pool."""
+
+    def __init__(self, fan: Any) -> None:
+        self.fan = fan
+
+    async def acall(self, *args: Any, **kwargs: Any) -> Any:
+        return await self.fan.submit((args, kwargs))
+
+
+async def _run_fanned(fan: Any, calls: list[Any], out: Outcomes) -> None:
+    try:
+        await _run_async(_Submitted(fan), calls, out, max(1, len(calls)))
+    finally:
+        await fan.drain()
+
+
 def run_batch(
     program: Any,
     examples: Sequence[Any],
@@ -75,6 +94,7 @@ def run_batch(
     max_errors: int | None = None,
     return_failed_examples: bool = False,
     provide_traceback: bool | None = None,
+    backend: str | None = None,
 ) -> Any:
     now = settings.current()
     width = now.num_threads if num_threads is None else num_threads
@@ -86,7 +106,15 @@ def run_batch(
         now.provide_traceback if provide_traceback is None else provide_traceback,
     )
     calls = [_call_args(example) for example in examples]
-    if program._has_async_forward():
+    if backend is not None:
+        from dspex.pool.fanout import resolve
+
+        fan = resolve(backend, "batch", program, num_threads=width, total=len(calls))
+    else:
+        fan = None
+    if fan is not None:
+        run_sync(_run_fanned(fan, calls, out))
+    elif program._has_async_forward():
         run_sync(_run_async(program, calls, out, width))
     else:
         _run_threads(program, calls, out, width)

@@ -138,7 +138,8 @@ class CheckedForward:
     def __get__(self, obj: Any, objtype: Any = None) -> Any:
         return self if obj is None else types.MethodType(self, obj)
 
-    def __call__(self, module: Any, *args: Any, **kwargs: Any) -> Any:
+    def __call__(self, module: Any, /, *args: Any, **kwargs: Any) -> Any:
+        # ``module`` is positional-only: a signature may have an input field named "module"
         if _IN_CALL.get() != id(module):
             logger.warning(
                 f"Calling module.forward(...) on {type(module).__name__} directly is discouraged. "

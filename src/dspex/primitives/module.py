@@ -135,6 +135,7 @@ class Module(metaclass=_ModuleMeta):
         disable_progress_bar: bool = False,
         timeout: int = 120,
         straggler_limit: int = 3,
+        backend: str | None = None,
     ) -> Any:
         """Run the program on each example's inputs concurrently (``num_threads`` at a time).
 
@@ -142,6 +143,8 @@ class Module(metaclass=_ModuleMeta):
         ``return_failed_examples=True`` also the failed examples and their exceptions.
         Reaching ``max_errors`` failures stops the batch with an error. A program with a
         native ``aforward`` runs as tasks on one event loop; a sync one in worker threads.
+        ``backend="process"``/``"ray"`` runs the calls on a pool of worker processes / Ray
+        actors instead, ``num_threads`` at a time per worker (:mod:`dspex.pool.fanout`).
         """
         from dspex.primitives.batch import run_batch
 
@@ -152,6 +155,7 @@ class Module(metaclass=_ModuleMeta):
             max_errors=max_errors,
             return_failed_examples=return_failed_examples,
             provide_traceback=provide_traceback,
+            backend=backend,
         )
 
     # ------------------------------------------------------------------ structure

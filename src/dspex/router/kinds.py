@@ -94,7 +94,7 @@ _BUILTIN: tuple[Entry, ...] = (
     Entry("bootstrap_few_shot_with_random_search", "dspex.teleprompt.random_search:BootstrapFewShotWithRandomSearch", "dspy.BootstrapFewShotWithRandomSearch", "BootstrapFewShotWithRandomSearch"),
     Entry("knn_few_shot", "dspex.teleprompt.knn_fewshot:KNNFewShot", "dspy.KNNFewShot", "KNNFewShot"),
     Entry("copro", "dspex.teleprompt.copro_optimizer:COPRO", "dspy.COPRO", "COPRO"),
-    Entry("mipro_v2", None, "dspy.MIPROv2", "MIPROv2"),
+    Entry("mipro_v2", "dspex.teleprompt.mipro_optimizer_v2:MIPROv2", "dspy.MIPROv2", "MIPROv2"),
     Entry("simba", None, "dspy.SIMBA", "SIMBA"),
     Entry("gepa", "dspex.teleprompt.gepa.gepa:GEPA", "dspy.GEPA", "GEPA"),
     Entry("retrieve", "dspex.retrievers.retrieve:Retrieve", "dspy.Retrieve", "Retrieve", "passages from settings.rm", state_compatible=True),

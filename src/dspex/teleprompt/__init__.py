@@ -1,7 +1,7 @@
 """Native optimizers with DSPy 3.4.1's classes, arguments and results (``dspy.teleprompt``).
 
 ``GEPA`` (``dspex.teleprompt.gepa``) is imported on first use (it needs the ``gepa`` library).
-Optimizers without a native implementation yet (``MIPROv2``, ``SIMBA``, and the
+Optimizers without a native implementation yet (``SIMBA``, and the
 DSPy-only ones such as ``BetterTogether``) resolve here to routed names, built on DSPy in a
 worker pool.
 """
@@ -14,6 +14,7 @@ from dspex.teleprompt.bootstrap import BootstrapFewShot
 from dspex.teleprompt.copro_optimizer import COPRO
 from dspex.teleprompt.ensemble import Ensemble
 from dspex.teleprompt.knn_fewshot import KNNFewShot
+from dspex.teleprompt.mipro_optimizer_v2 import MIPROv2
 from dspex.teleprompt.random_search import BootstrapFewShotWithRandomSearch
 from dspex.teleprompt.teleprompt import Teleprompter
 from dspex.teleprompt.vanilla import LabeledFewShot
@@ -28,10 +29,11 @@ __all__ = [
     "Ensemble",
     "KNNFewShot",
     "LabeledFewShot",
+    "MIPROv2",
     "Teleprompter",
 ]
 
-_ROUTED = frozenset({"MIPROv2", "SIMBA"})
+_ROUTED = frozenset({"SIMBA"})
 
 
 def __getattr__(name: str) -> Any:

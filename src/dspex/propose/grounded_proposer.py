@@ -1,0 +1,451 @@
+"""``GroundedProposer``: instruction candidates grounded in the data, the program and demos.
+
+DSPy 3.4.1's proposer, on native modules: for each predictor and each demo set it asks the
+prompt model for a new instruction, given a summary of the dataset, a description of the
+program and of the predictor's role in it, demos bootstrapped for it, and a prompting tip
+drawn at random. The prompts, the calls and the draws from ``rng`` are DSPy's, in DSPy's
+order, so the same seed sends the same LM requests.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import random
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from dspex import settings
+from dspex.errors import ConfigurationError
+from dspex.modules.predict import Predict
+from dspex.primitives.module import Module
+from dspex.primitives.prediction import Prediction
+from dspex.propose.dataset_summary_generator import create_dataset_summary
+from dspex.propose.propose_base import Proposer
+from dspex.propose.utils import (
+    create_example_string,
+    create_predictor_level_history_string,
+    get_dspy_source_code,
+    strip_prefix,
+)
+from dspex.signatures import InputField, OutputField, Signature
+
+__all__ = [
+    "MAX_INSTRUCT_IN_HISTORY",
+    "TIPS",
+    "DescribeModule",
+    "DescribeProgram",
+    "GenerateModuleInstruction",
+    "GroundedProposer",
+    "generate_instruction_class",
+]
+
+logger = logging.getLogger(__name__)
+
+MAX_INSTRUCT_IN_HISTORY = 5
+
+TIPS = {
+    "none": "",
+    "creative": "Don't be afraid to be creative when creating the new instruction!",
+    "simple": "Keep the instruction clear and concise.",
+    "description": "Make sure your instruction is very informative and descriptive.",
+    "high_stakes": "The instruction should include a high stakes scenario in which the LM must solve the task!",
+    "persona": 'Include a persona that is relevant to the task in the instruction (ie. "You are a ...")',
+}
+
+_PROGRAM_CODE = "Pseudocode for a language model program designed to solve a particular task."
+_PROGRAM_SUMMARY = (
+    "Summary of the task the program is designed to solve, and how it goes about solving it."
+)
+
+
+class DescribeProgram(Signature):
+    """Below is some pseudo-code for a pipeline that solves tasks with calls to language models. Please describe what type of task this program appears to be designed to solve, and how it appears to work."""
+
+    program_code: str = InputField(desc=_PROGRAM_CODE)
+    program_example: str = InputField(desc="An example of the program in use.")
+    program_description: str = OutputField(
+        desc="Describe what task the program is designed to solve, and how it goes about solving this task.",
+    )
+
+
+class DescribeModule(Signature):
+    """Below is some pseudo-code for a pipeline that solves tasks with calls to language models. Please describe the purpose of one of the specified module in this pipeline."""
+
+    program_code: str = InputField(desc=_PROGRAM_CODE)
+    program_example: str = InputField(desc="An example of the program in use.")
+    program_description: str = InputField(desc=_PROGRAM_SUMMARY)
+    module: str = InputField(desc="The module in the program that we want to describe.")
+    module_description: str = OutputField(
+        desc="Description of the module's role in the broader program.",
+    )
+
+
+def generate_instruction_class(
+    use_dataset_summary: bool = True,
+    program_aware: bool = True,
+    use_task_demos: bool = True,
+    use_instruct_history: bool = True,
+    use_tip: bool = True,
+) -> Predict:
+    """A ``Predict`` whose signature has only the inputs the flags ask for (DSPy's order)."""
+
+    class GenerateSingleModuleInstruction(Signature):
+        """Use the information below to learn about a task that we are trying to solve using calls to an LM, then generate a new instruction that will be used to prompt a Language Model to better solve the task."""
+
+        if use_dataset_summary:
+            dataset_description: str = InputField(
+                desc="A description of the dataset that we are using.",
+            )
+        if program_aware:
+            program_code: str = InputField(
+                desc="Language model program designed to solve a particular task.",
+            )
+            program_description: str = InputField(desc=_PROGRAM_SUMMARY)
+            module: str = InputField(desc="The module to create an instruction for.")
+            module_description: str = InputField(
+                desc="Description of the module to create an instruction for.",
+            )
+        task_demos: str = InputField(desc="Example inputs/outputs of our module.")
+        if use_instruct_history:
+            previous_instructions: str = InputField(
+                desc="Previous instructions we've attempted, along with their associated scores.",
+            )
+        basic_instruction: str = InputField(desc="Basic instruction.")
+        if use_tip:
+            tip: str = InputField(
+                desc="A suggestion for how to go about generating the new instruction.",
+            )
+        proposed_instruction: str = OutputField(
+            desc="Propose an instruction that will be used to prompt a Language Model to perform this task.",
+        )
+
+    return Predict(GenerateSingleModuleInstruction)
+
+
+class GenerateModuleInstruction(Module):
+    """Describe the program and the module (if program-aware), then propose an instruction."""
+
+    def __init__(
+        self,
+        program_code_string: str | None = None,
+        use_dataset_summary: bool = True,
+        program_aware: bool = False,
+        use_task_demos: bool = True,
+        use_instruct_history: bool = True,
+        use_tip: bool = True,
+        verbose: bool = False,
+    ) -> None:
+        super().__init__()
+        self.use_dataset_summary = use_dataset_summary
+        self.program_aware = program_aware
+        self.use_task_demos = use_task_demos
+        self.use_instruct_history = use_instruct_history
+        self.use_tip = use_tip
+        self.verbose = verbose
+        self.program_code_string = program_code_string
+        self.describe_program = Predict(DescribeProgram)
+        self.describe_module = Predict(DescribeModule)
+        self.generate_module_instruction = generate_instruction_class(
+            use_dataset_summary=use_dataset_summary,
+            program_aware=program_aware,
+            use_task_demos=use_task_demos,
+            use_instruct_history=use_instruct_history,
+            use_tip=use_tip,
+        )
+
+    @staticmethod
+    def _task_demos(
+        demo_candidates: Any, pred_i: int, demo_set_i: int, fields: dict[str, Any], limit: int
+    ) -> str:
+        sets = demo_candidates[pred_i]
+        ordered = [sets[demo_set_i], *sets[demo_set_i + 1 :], *sets[:demo_set_i]]
+
+        def gather() -> Iterator[str]:
+            count = 0
+            for candidate_set in ordered:
+                for example in candidate_set:
+                    if "augmented" in example.keys():  # noqa: SIM118 (DSPy: keys(), a list)
+                        yield create_example_string(fields, example)
+                        count += 1
+                        if count >= limit:
+                            return
+
+        return "\n\n".join(gather()) + "\n\n"
+
+    def forward(
+        self,
+        demo_candidates: Any,
+        pred_i: int,
+        demo_set_i: int,
+        program: Any,
+        previous_instructions: str | None,
+        data_summary: str | None,
+        num_demos_in_context: int = 3,
+        tip: str | None = None,
+    ) -> Prediction:
+        predictor = program.predictors()[pred_i]
+        signature = predictor.signature
+        basic_instruction = signature.instructions
+        task_demos = ""
+        if self.use_task_demos:
+            task_demos = self._task_demos(
+                demo_candidates, pred_i, demo_set_i, signature.fields, num_demos_in_context
+            )
+        if not task_demos.strip() or demo_set_i == 0:
+            task_demos = "No task demos provided."
+
+        program_description = "Not available"
+        module_code = "Not provided"
+        module_description = "Not provided"
+        if self.program_aware:
+            try:
+                program_description = strip_prefix(
+                    self.describe_program(
+                        program_code=self.program_code_string, program_example=task_demos
+                    ).program_description
+                )
+                if self.verbose:
+                    print(f"PROGRAM DESCRIPTION: {program_description}")
+                inputs = [n for n, f in signature.fields.items() if _is_input(f)]
+                outputs = [n for n, f in signature.fields.items() if not _is_input(f)]
+                module_code = (
+                    f"{type(predictor).__name__}({', '.join(inputs)}) -> {', '.join(outputs)}"
+                )
+                module_description = self.describe_module(
+                    program_code=self.program_code_string,
+                    program_description=program_description,
+                    program_example=task_demos,
+                    module=module_code,
+                ).module_description
+            except Exception as exc:
+                logger.info("program description failed (%s); proposing without it", exc)
+                if self.verbose:
+                    print(
+                        "Error getting program description. Running without program aware "
+                        f"proposer. Error: {exc}"
+                    )
+                self.program_aware = False
+
+        if self.verbose:
+            print(f"task_demos {task_demos}")
+        inputs_given = {
+            "dataset_description": data_summary,
+            "program_code": self.program_code_string,
+            "module": module_code,
+            "program_description": program_description,
+            "module_description": module_description,
+            "task_demos": task_demos,
+            "tip": tip,
+            "basic_instruction": basic_instruction,
+            "previous_instructions": previous_instructions,
+        }
+        wanted = self.generate_module_instruction.signature.input_fields
+        instruct = self.generate_module_instruction(
+            **{name: value for name, value in inputs_given.items() if name in wanted}
+        )
+        return Prediction(proposed_instruction=strip_prefix(instruct.proposed_instruction))
+
+
+def _is_input(field: Any) -> bool:
+    return bool(field.json_schema_extra.get("__dspy_field_type") == "input")
+
+
+class GroundedProposer(Proposer):
+    """DSPy's ``GroundedProposer``: same arguments, prompts and draws from ``rng``."""
+
+    def __init__(
+        self,
+        prompt_model: Any,
+        program: Any,
+        trainset: list[Any],
+        view_data_batch_size: int = 10,
+        use_dataset_summary: bool = True,
+        program_aware: bool = True,
+        use_task_demos: bool = True,
+        num_demos_in_context: int = 3,
+        use_instruct_history: bool = True,
+        use_tip: bool = True,
+        set_tip_randomly: bool = True,
+        set_history_randomly: bool = True,
+        verbose: bool = False,
+        rng: Any = None,
+        init_temperature: float = 1.0,
+        *,
+        num_threads: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.num_threads = num_threads
+        """DSPex only: how many proposals run at once (DSPy: one at a time)."""
+        self.program_aware = program_aware
+        self.use_dataset_summary = use_dataset_summary
+        self.use_task_demos = use_task_demos
+        self.num_demos_in_context = num_demos_in_context
+        self.use_instruct_history = use_instruct_history
+        self.use_tip = use_tip
+        self.set_tip_randomly = set_tip_randomly
+        self.set_history_randomly = set_history_randomly
+        self.verbose = verbose
+        self.rng = rng or random
+        self.prompt_model: Any = prompt_model if prompt_model else settings.current().lm
+        self.init_temperature = init_temperature
+
+        self.program_code_string: str | None = None
+        if self.program_aware:
+            try:
+                self.program_code_string = get_dspy_source_code(program)
+                if self.verbose:
+                    print("SOURCE CODE:", self.program_code_string)
+            except Exception as exc:
+                logger.warning(
+                    "Error getting source code: %s. Running without program aware proposer.", exc
+                )
+                self.program_aware = False
+
+        self.data_summary: str | None = None
+        if self.use_dataset_summary:
+            try:
+                self.data_summary = create_dataset_summary(
+                    trainset=trainset,
+                    view_data_batch_size=view_data_batch_size,
+                    prompt_model=prompt_model,
+                )
+                if self.verbose:
+                    print(f"DATA SUMMARY: {self.data_summary}")
+            except Exception as exc:
+                logger.warning(
+                    "Error getting data summary: %s. Running without data aware proposer.", exc
+                )
+                self.use_dataset_summary = False
+
+    # ------------------------------------------------------------------ proposing
+    def propose_instructions_for_program(
+        self,
+        trainset: list[Any],
+        program: Any,
+        demo_candidates: Any,
+        trial_logs: dict[Any, Any],
+        N: int,
+    ) -> dict[int, list[str]]:
+        """``N`` instructions (at most one per demo set) for every predictor of ``program``.
+
+        Every draw from ``rng`` (history flag, tips, rollout ids) is made first, in DSPy's
+        order; the proposals then run, at most ``num_threads`` at a time (DSPex only; one at a
+        time by default, as DSPy does). Either way the LM requests are DSPy's."""
+        if self.set_history_randomly:
+            self.use_instruct_history = self.rng.random() < 0.5
+        if not demo_candidates:
+            self.use_task_demos = False
+            num_demos = N
+        else:
+            num_demos = max(len(demo_candidates[0]), 1)
+        predictors = program.predictors()
+        jobs: list[tuple[int, _Proposal]] = []
+        for pred_i in range(len(predictors)):
+            for demo_set_i in range(num_demos)[: min(N, num_demos)]:
+                tip = self._draw_tip()
+                proposal = self._prepare(
+                    program, pred_i, demo_candidates, demo_set_i, trial_logs, tip
+                )
+                jobs.append((pred_i, proposal))
+        texts = _run_all([proposal for _, proposal in jobs], self.num_threads)
+        proposed: dict[int, list[str]] = {}
+        for (pred_i, _), text in zip(jobs, texts, strict=True):
+            proposed.setdefault(pred_i, []).append(text)
+        return proposed
+
+    def _draw_tip(self) -> str | None:
+        if not self.set_tip_randomly:
+            return None
+        key = self.rng.choice(list(TIPS.keys()))
+        tip = TIPS[key]
+        self.use_tip = bool(tip)
+        if self.verbose:
+            print(f"Selected tip: {key}")
+        return tip
+
+    def propose_instruction_for_predictor(
+        self,
+        program: Any,
+        predictor: Any,
+        pred_i: int,
+        demo_candidates: Any,
+        demo_set_i: int,
+        trial_logs: dict[Any, Any],
+        tip: str | None = None,
+    ) -> str:
+        """One new instruction for predictor ``pred_i``, from a fresh rollout of the prompt model."""
+        return self._prepare(program, pred_i, demo_candidates, demo_set_i, trial_logs, tip).run()
+
+    def _prepare(
+        self,
+        program: Any,
+        pred_i: int,
+        demo_candidates: Any,
+        demo_set_i: int,
+        trial_logs: dict[Any, Any],
+        tip: str | None,
+    ) -> _Proposal:
+        """The generator for one proposal and its rollout LM (one ``rng`` draw); no LM call."""
+        history = create_predictor_level_history_string(
+            program, pred_i, trial_logs, MAX_INSTRUCT_IN_HISTORY
+        )
+        generator = GenerateModuleInstruction(
+            program_code_string=self.program_code_string,
+            use_dataset_summary=self.use_dataset_summary,
+            program_aware=self.program_aware,
+            use_task_demos=bool(self.use_task_demos and demo_candidates),
+            use_instruct_history=bool(self.use_instruct_history and history),
+            use_tip=self.use_tip,
+            verbose=self.verbose,
+        )
+        if self.prompt_model is None:
+            raise ConfigurationError(
+                "GroundedProposer needs a prompt_model or an LM set with dspex.configure(lm=...)"
+            )
+        rollout_lm = self.prompt_model.copy(
+            rollout_id=self.rng.randint(0, 10**9), temperature=self.init_temperature
+        )
+        inputs = {
+            "demo_candidates": demo_candidates,
+            "pred_i": pred_i,
+            "demo_set_i": demo_set_i,
+            "program": program,
+            "data_summary": self.data_summary,
+            "previous_instructions": history,
+            "num_demos_in_context": self.num_demos_in_context,
+            "tip": tip,
+        }
+        return _Proposal(generator, rollout_lm, inputs, self.verbose)
+
+
+class _Proposal:
+    """One prepared proposal: run it (anywhere) to get the instruction."""
+
+    def __init__(
+        self,
+        generator: GenerateModuleInstruction,
+        rollout_lm: Any,
+        inputs: dict[str, Any],
+        verbose: bool,
+    ) -> None:
+        self.generator = generator
+        self.rollout_lm = rollout_lm
+        self.inputs = inputs
+        self.verbose = verbose
+
+    def run(self) -> str:
+        with settings.context(lm=self.rollout_lm):
+            proposed: str = self.generator(**self.inputs).proposed_instruction
+        if self.verbose:
+            print(f"PROPOSED INSTRUCTION: {proposed}")
+        return strip_prefix(proposed)
+
+
+def _run_all(proposals: list[_Proposal], num_threads: int | None) -> list[str]:
+    if not num_threads or num_threads <= 1 or len(proposals) <= 1:
+        return [proposal.run() for proposal in proposals]
+    with ThreadPoolExecutor(max_workers=num_threads) as pool:
+        futures = [pool.submit(contextvars.copy_context().run, p.run) for p in proposals]
+        return [future.result() for future in futures]

@@ -1,0 +1,409 @@
+"""``MIPROv2``: instructions and demos chosen together by Bayesian optimization (optuna TPE).
+
+DSPy 3.4.1's algorithm, arguments and defaults, on native programs in the user's process:
+
+1. demo candidates: ``num_candidates`` demo sets per predictor, built as DSPy builds them
+   (:func:`~dspex.teleprompt.mipro_utils.create_n_fewshot_demo_sets`, native BootstrapFewShot);
+2. instruction candidates: the :class:`~dspex.propose.GroundedProposer` (dataset summary,
+   program description, demos, random tips), with the original instruction first;
+3. search: an optuna ``TPESampler(seed=seed, multivariate=True)`` picks one instruction and one
+   demo set per predictor per trial; each trial is scored with native ``Evaluate`` on a
+   minibatch of the valset (or the whole valset), with a full evaluation of the best averaging
+   combination every ``minibatch_full_eval_steps`` trials.
+
+Every draw from the seeded ``random.Random`` happens in DSPy's order and the trials run one
+after the other, as they must (each depends on the scores before it), so with ``num_threads=1``
+the LM requests are DSPy's, in DSPy's order. With more threads, the bootstraps of the demo
+sets and the instruction proposals also run concurrently (their requests are the same set).
+
+DSPex only: ``max_lm_calls`` stops starting new trials (and demo sets) once that many LM calls
+were made; the best program found so far is returned, and ``budget.calls`` holds the LM calls
+of each phase (``bootstrap``, ``propose``, ``search``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import random
+from collections.abc import Callable
+from typing import Any, Literal
+
+from dspex import settings
+from dspex.errors import OptimizerError
+from dspex.teleprompt.bootstrap import default_max_errors
+from dspex.teleprompt.budget import CallBudget, counting
+from dspex.teleprompt.mipro_search import import_optuna, optimize_prompt_parameters
+from dspex.teleprompt.mipro_utils import create_minibatch, create_n_fewshot_demo_sets
+from dspex.teleprompt.teleprompt import Teleprompter
+
+__all__ = ["AUTO_RUN_SETTINGS", "MIPROv2"]
+
+logger = logging.getLogger(__name__)
+
+BOOTSTRAPPED_FEWSHOT_EXAMPLES_IN_CONTEXT = 3
+LABELED_FEWSHOT_EXAMPLES_IN_CONTEXT = 0
+MIN_MINIBATCH_SIZE = 50
+
+AUTO_RUN_SETTINGS = {
+    "light": {"n": 6, "val_size": 100},
+    "medium": {"n": 12, "val_size": 300},
+    "heavy": {"n": 18, "val_size": 1000},
+}
+
+
+class MIPROv2(Teleprompter):
+    """DSPy's ``MIPROv2`` with the same arguments, defaults, prompts and search."""
+
+    def __init__(
+        self,
+        metric: Callable[..., Any],
+        prompt_model: Any | None = None,
+        task_model: Any | None = None,
+        teacher_settings: dict[str, Any] | None = None,
+        max_bootstrapped_demos: int = 4,
+        max_labeled_demos: int = 4,
+        auto: Literal["light", "medium", "heavy"] | None = "light",
+        num_candidates: int | None = None,
+        num_threads: int | None = None,
+        max_errors: int | None = None,
+        seed: int = 9,
+        init_temperature: float = 1.0,
+        verbose: bool = False,
+        track_stats: bool = True,
+        log_dir: str | None = None,
+        metric_threshold: float | None = None,
+        *,
+        max_lm_calls: int | None = None,
+    ) -> None:
+        allowed = {None, "light", "medium", "heavy"}
+        if auto not in allowed:
+            raise ValueError(f"Invalid value for auto: {auto}. Must be one of {allowed}.")
+        if num_threads is not None and num_threads < 1:
+            raise OptimizerError(f"num_threads must be at least 1, got {num_threads!r}")
+        self.budget = CallBudget(max_lm_calls)
+        self.auto = auto
+        self.num_fewshot_candidates = num_candidates
+        self.num_instruct_candidates = num_candidates
+        self.num_candidates = num_candidates
+        self.metric = metric
+        self.init_temperature = init_temperature
+        lm = settings.current().lm
+        self.task_model = task_model if task_model else lm
+        self.prompt_model = prompt_model if prompt_model else lm
+        self.max_bootstrapped_demos = max_bootstrapped_demos
+        self.max_labeled_demos = max_labeled_demos
+        self.verbose = verbose
+        self.track_stats = track_stats
+        self.log_dir = log_dir
+        self.teacher_settings = teacher_settings or {}
+        self.prompt_model_total_calls = 0
+        self.total_calls = 0
+        self.num_threads = num_threads
+        self.max_errors = max_errors
+        self.metric_threshold = metric_threshold
+        self.seed = seed
+        self.rng: random.Random | None = None
+        if not self.prompt_model or not self.task_model:
+            raise ValueError(
+                "Either provide both prompt_model and task_model or set a default LM through "
+                "dspy.configure(lm=...)"
+            )
+
+    # ------------------------------------------------------------------ compile
+    def compile(  # type: ignore[override]
+        self,
+        student: Any,
+        *,
+        trainset: list[Any],
+        teacher: Any = None,
+        valset: list[Any] | None = None,
+        num_trials: int | None = None,
+        max_bootstrapped_demos: int | None = None,
+        max_labeled_demos: int | None = None,
+        seed: int | None = None,
+        minibatch: bool = True,
+        minibatch_size: int = 35,
+        minibatch_full_eval_steps: int = 5,
+        program_aware_proposer: bool = True,
+        data_aware_proposer: bool = True,
+        view_data_batch_size: int = 10,
+        tip_aware_proposer: bool = True,
+        fewshot_aware_proposer: bool = True,
+        requires_permission_to_run: bool | None = None,
+        provide_traceback: bool | None = None,
+    ) -> Any:
+        if requires_permission_to_run is False:
+            logger.warning(
+                "'requires_permission_to_run' is deprecated and will be removed in a future version."
+            )
+        elif requires_permission_to_run is True:
+            raise ValueError(
+                "User confirmation is removed from MIPROv2. Please remove the "
+                "'requires_permission_to_run' argument."
+            )
+        import_optuna()  # fail before any LM call when the optional dependency is missing
+        max_errors = self.max_errors if self.max_errors is not None else default_max_errors()
+        max_boot = (
+            max_bootstrapped_demos
+            if max_bootstrapped_demos is not None
+            else self.max_bootstrapped_demos
+        )
+        max_labeled = max_labeled_demos if max_labeled_demos is not None else self.max_labeled_demos
+        zeroshot = max_boot == 0 and max_labeled == 0
+        self._check_trial_args(student, zeroshot, num_trials)
+
+        seed = seed or self.seed
+        self.rng = random.Random(seed)
+        trainset, valset = self._set_and_validate_datasets(trainset, valset)
+        num_trials, valset, minibatch, n_instruct, n_fewshot = self._set_hyperparams_from_run_mode(
+            student,
+            num_trials,
+            minibatch,
+            zeroshot,
+            valset,
+            self.num_instruct_candidates,
+            self.num_fewshot_candidates,
+        )
+        if self.auto:
+            self._print_auto_run_settings(num_trials, minibatch, valset, n_fewshot, n_instruct)
+        if minibatch and minibatch_size > len(valset):
+            raise ValueError(
+                f"Minibatch size cannot exceed the size of the valset. Valset size: {len(valset)}."
+            )
+
+        from dspex.evaluate import Evaluate
+
+        program = student.deepcopy()
+        evaluate = Evaluate(
+            devset=valset,
+            metric=self.metric,
+            num_threads=self.num_threads,
+            max_errors=max_errors,
+            display_table=False,
+            display_progress=False,
+            provide_traceback=provide_traceback,
+        )
+        with counting(self.budget):
+            self.budget.phase = "bootstrap"
+            with settings.context(lm=self.task_model):
+                demo_candidates: dict[int, list[list[Any]]] | None
+                demo_candidates = self._bootstrap_fewshot_examples(
+                    program,
+                    trainset,
+                    seed,
+                    teacher,
+                    num_fewshot_candidates=n_fewshot,
+                    max_bootstrapped_demos=max_boot,
+                    max_labeled_demos=max_labeled,
+                    max_errors=max_errors,
+                    metric_threshold=self.metric_threshold,
+                )
+            self.budget.phase = "propose"
+            instruction_candidates = self._propose_instructions(
+                program,
+                trainset,
+                demo_candidates,
+                view_data_batch_size,
+                program_aware_proposer,
+                data_aware_proposer,
+                tip_aware_proposer,
+                fewshot_aware_proposer,
+                num_instruct_candidates=n_instruct,
+            )
+            if zeroshot:
+                demo_candidates = None
+            self.budget.phase = "search"
+            with settings.context(lm=self.task_model):
+                return optimize_prompt_parameters(
+                    self,
+                    program,
+                    instruction_candidates,
+                    demo_candidates,
+                    evaluate,
+                    valset,
+                    num_trials,
+                    minibatch,
+                    minibatch_size,
+                    minibatch_full_eval_steps,
+                    seed,
+                )
+
+    async def acompile(self, student: Any, **kwargs: Any) -> Any:
+        """``compile`` for async callers (run in a worker thread; the settings go with it)."""
+        return await asyncio.to_thread(self.compile, student, **kwargs)
+
+    # ------------------------------------------------------------------ settings
+    def _check_trial_args(self, student: Any, zeroshot: bool, num_trials: int | None) -> None:
+        if self.auto is None and self.num_candidates is not None and num_trials is None:
+            suggested = self._set_num_trials_from_num_candidates(
+                student, zeroshot, self.num_candidates
+            )
+            raise ValueError(
+                f"If auto is None, num_trials must also be provided. Given "
+                f"num_candidates={self.num_candidates}, we'd recommend setting num_trials to "
+                f"~{suggested}."
+            )
+        if self.auto is None and (self.num_candidates is None or num_trials is None):
+            raise ValueError("If auto is None, num_candidates must also be provided.")
+        if self.auto is not None and (self.num_candidates is not None or num_trials is not None):
+            raise ValueError(
+                "If auto is not None, num_candidates and num_trials cannot be set, since they "
+                "would be overridden by the auto settings. Please either set auto to None, or do "
+                "not specify num_candidates and num_trials."
+            )
+
+    def _set_num_trials_from_num_candidates(
+        self, program: Any, zeroshot_opt: bool, num_candidates: int
+    ) -> int:
+        num_vars = len(program.predictors()) * (1 if zeroshot_opt else 2)
+        return int(max(2 * num_vars * math.log2(num_candidates), 1.5 * num_candidates))
+
+    def _set_hyperparams_from_run_mode(
+        self,
+        program: Any,
+        num_trials: int | None,
+        minibatch: bool,
+        zeroshot_opt: bool,
+        valset: list[Any],
+        num_instruct_candidates: int | None,
+        num_fewshot_candidates: int | None,
+    ) -> tuple[int, list[Any], bool, int, int]:
+        if self.auto is None:
+            if num_instruct_candidates is None or num_fewshot_candidates is None:
+                raise ValueError("num_candidates must be provided when auto is None.")
+            if num_trials is None:
+                raise ValueError("If auto is None, num_trials must also be provided.")
+            return num_trials, valset, minibatch, num_instruct_candidates, num_fewshot_candidates
+        auto = AUTO_RUN_SETTINGS[self.auto]
+        valset = create_minibatch(valset, batch_size=auto["val_size"], rng=self.rng)
+        minibatch = len(valset) > MIN_MINIBATCH_SIZE
+        n_instruct = auto["n"] if zeroshot_opt else int(auto["n"] * 0.5)
+        trials = self._set_num_trials_from_num_candidates(program, zeroshot_opt, auto["n"])
+        return trials, valset, minibatch, n_instruct, auto["n"]
+
+    def _set_and_validate_datasets(
+        self, trainset: list[Any], valset: list[Any] | None
+    ) -> tuple[list[Any], list[Any]]:
+        if not trainset:
+            raise ValueError("Trainset cannot be empty.")
+        if valset is None:
+            if len(trainset) < 2:
+                raise ValueError("Trainset must have at least 2 examples if no valset specified.")
+            size = min(1000, max(1, int(len(trainset) * 0.80)))
+            cutoff = len(trainset) - size
+            return trainset[:cutoff], trainset[cutoff:]
+        if len(valset) < 1:
+            raise ValueError("Validation set must have at least 1 example.")
+        return trainset, valset
+
+    def _print_auto_run_settings(
+        self,
+        num_trials: int,
+        minibatch: bool,
+        valset: list[Any],
+        num_fewshot_candidates: int,
+        num_instruct_candidates: int,
+    ) -> None:
+        logger.info(
+            "\nRUNNING WITH THE FOLLOWING %s AUTO RUN SETTINGS:\nnum_trials: %s\nminibatch: %s"
+            "\nnum_fewshot_candidates: %s\nnum_instruct_candidates: %s\nvalset size: %s\n",
+            (self.auto or "").upper(),
+            num_trials,
+            minibatch,
+            num_fewshot_candidates,
+            num_instruct_candidates,
+            len(valset),
+        )
+
+    # ------------------------------------------------------------------ steps 1 and 2
+    def _bootstrap_fewshot_examples(
+        self,
+        program: Any,
+        trainset: list[Any],
+        seed: int,
+        teacher: Any,
+        *,
+        num_fewshot_candidates: int,
+        max_bootstrapped_demos: int,
+        max_labeled_demos: int,
+        max_errors: int | None,
+        metric_threshold: float | None,
+    ) -> dict[int, list[list[Any]]]:
+        logger.info("==> STEP 1: BOOTSTRAP FEWSHOT EXAMPLES <==")
+        logger.info("Bootstrapping N=%d sets of demonstrations...", num_fewshot_candidates)
+        zeroshot = max_bootstrapped_demos == 0 and max_labeled_demos == 0
+        return create_n_fewshot_demo_sets(
+            student=program,
+            num_candidate_sets=num_fewshot_candidates,
+            trainset=trainset,
+            max_labeled_demos=LABELED_FEWSHOT_EXAMPLES_IN_CONTEXT
+            if zeroshot
+            else max_labeled_demos,
+            max_bootstrapped_demos=(
+                BOOTSTRAPPED_FEWSHOT_EXAMPLES_IN_CONTEXT if zeroshot else max_bootstrapped_demos
+            ),
+            metric=self.metric,
+            max_errors=max_errors if max_errors is not None else default_max_errors(),
+            teacher=teacher,
+            teacher_settings=self.teacher_settings,
+            seed=seed,
+            metric_threshold=metric_threshold,
+            rng=self.rng,
+            num_threads=self.num_threads,
+            budget=self.budget,
+        )
+
+    def _propose_instructions(
+        self,
+        program: Any,
+        trainset: list[Any],
+        demo_candidates: dict[int, list[list[Any]]] | None,
+        view_data_batch_size: int,
+        program_aware_proposer: bool,
+        data_aware_proposer: bool,
+        tip_aware_proposer: bool,
+        fewshot_aware_proposer: bool,
+        num_instruct_candidates: int,
+    ) -> dict[int, list[str]]:
+        from dspex.propose import GroundedProposer
+
+        logger.info("==> STEP 2: PROPOSE INSTRUCTION CANDIDATES <==")
+        proposer = GroundedProposer(
+            program=program,
+            trainset=trainset,
+            prompt_model=self.prompt_model,
+            view_data_batch_size=view_data_batch_size,
+            program_aware=program_aware_proposer,
+            use_dataset_summary=data_aware_proposer,
+            use_task_demos=fewshot_aware_proposer,
+            num_demos_in_context=BOOTSTRAPPED_FEWSHOT_EXAMPLES_IN_CONTEXT,
+            use_tip=tip_aware_proposer,
+            set_tip_randomly=tip_aware_proposer,
+            use_instruct_history=False,
+            set_history_randomly=False,
+            verbose=self.verbose,
+            rng=self.rng,
+            init_temperature=self.init_temperature,
+            num_threads=self.num_threads or _default_threads(),
+        )
+        logger.info("Proposing N=%d instructions...", num_instruct_candidates)
+        candidates = proposer.propose_instructions_for_program(
+            trainset=trainset,
+            program=program,
+            demo_candidates=demo_candidates,
+            N=num_instruct_candidates,
+            trial_logs={},
+        )
+        for i, predictor in enumerate(program.predictors()):
+            candidates[i][0] = predictor.signature.instructions
+            for j, instruction in enumerate(candidates[i]):
+                logger.info("Predictor %d, instruction %d: %s", i, j, instruction)
+        return candidates
+
+
+def _default_threads() -> int:
+    from dspex.teleprompt.limits import default_threads
+
+    return default_threads()

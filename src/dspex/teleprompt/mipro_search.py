@@ -1,0 +1,374 @@
+"""Step 3 of MIPROv2: the optuna TPE search over instruction and demo-set choices.
+
+DSPy's search, trial for trial: the default program is fully evaluated and added to the study
+as trial 1; each trial then picks ``{i}_predictor_instruction`` (and ``{i}_predictor_demos``)
+with ``TPESampler(seed=seed, multivariate=True)``, scores the candidate on a minibatch drawn
+from the shared ``rng`` (or the whole valset), and, with minibatching, every
+``minibatch_full_eval_steps + 1`` trials (and at the end) fully evaluates the combination with
+the best mean minibatch score and adds that result to the study.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+from dspex._sync import run_sync
+from dspex.errors import OptimizerError
+from dspex.teleprompt.limits import Limited, default_threads
+from dspex.teleprompt.mipro_utils import (
+    create_minibatch,
+    eval_candidate_program,
+    get_program_with_highest_avg_score,
+    save_candidate_program,
+)
+
+__all__ = ["import_optuna", "optimize_prompt_parameters"]
+
+logger = logging.getLogger(__name__)
+
+
+def import_optuna() -> Any:
+    """``optuna`` (the ``dspex[optimizers]`` extra), or a clear error without it."""
+    try:
+        import optuna
+    except ModuleNotFoundError as exc:
+        if exc.name == "optuna":
+            raise OptimizerError(
+                "MIPROv2 requires the optional dependency 'optuna'. "
+                "Install it with `pip install dspex[optimizers]`."
+            ) from exc
+        raise
+    return optuna
+
+
+def param_distributions(
+    instruction_candidates: dict[int, list[str]], demo_candidates: Any
+) -> dict[str, Any]:
+    optuna = import_optuna()
+    categorical = optuna.distributions.CategoricalDistribution
+    distributions: dict[str, Any] = {}
+    for i in range(len(instruction_candidates)):
+        distributions[f"{i}_predictor_instruction"] = categorical(
+            range(len(instruction_candidates[i]))
+        )
+        if demo_candidates:
+            distributions[f"{i}_predictor_demos"] = categorical(range(len(demo_candidates[i])))
+    return distributions
+
+
+@dataclass
+class _Trial:
+    """One prepared trial: its choices and the examples it is scored on."""
+
+    trial: Any
+    trial_num: int
+    candidate: Any
+    chosen: list[str]
+    raw: dict[str, int]
+    batch_size: int
+    devset: list[Any]
+    key: str
+
+
+def _scored(evaluate: Any, program: Any, devset: list[Any], key: str) -> float:
+    """DSPy's ``eval_candidate_program`` on an already drawn devset: a failure scores 0.0."""
+    try:
+        return float(evaluate(program, devset=devset, callback_metadata={"metric_key": key}).score)
+    except Exception:
+        logger.error("An exception occurred during evaluation", exc_info=True)
+        return 0.0
+
+
+class _Search:
+    """The state of one search (DSPy keeps it in closure variables)."""
+
+    def __init__(
+        self,
+        optimizer: Any,
+        program: Any,
+        instruction_candidates: dict[int, list[str]],
+        demo_candidates: Any,
+        evaluate: Any,
+        valset: list[Any],
+        num_trials: int,
+        minibatch: bool,
+        minibatch_size: int,
+        minibatch_full_eval_steps: int,
+    ) -> None:
+        self.opt = optimizer
+        self.program = program
+        self.instruction_candidates = instruction_candidates
+        self.demo_candidates = demo_candidates
+        self.evaluate = evaluate
+        self.valset = valset
+        self.num_trials = num_trials
+        self.minibatch = minibatch
+        self.minibatch_size = minibatch_size
+        self.full_eval_steps = minibatch_full_eval_steps
+        extra_full_eval = 1 if num_trials % minibatch_full_eval_steps != 0 else 0
+        self.adjusted_num_trials = int(
+            num_trials + num_trials // minibatch_full_eval_steps + 1 + extra_full_eval
+            if minibatch
+            else num_trials
+        )
+        self.trial_logs: dict[int, dict[str, Any]] = {}
+        self.score_data: list[dict[str, Any]] = []
+        self.param_score_dict: dict[str, list[tuple[float, Any, dict[str, int]]]] = defaultdict(
+            list
+        )
+        self.fully_evaled_param_combos: dict[str, dict[str, Any]] = {}
+        self.best_score = 0.0
+        self.best_program: Any = None
+        self.total_eval_calls = 0
+        self.study: Any = None
+
+    def _score(self, batch_size: int, program: Any) -> float:
+        result = eval_candidate_program(
+            batch_size, self.valset, program, self.evaluate, self.opt.rng
+        )
+        return float(result.score)
+
+    def evaluate_default(self) -> float:
+        logger.info(
+            "== Trial 1 / %d - Full Evaluation of Default Program ==", self.adjusted_num_trials
+        )
+        score = self._score(len(self.valset), self.program)
+        logger.info("Default program score: %s", score)
+        self.trial_logs[1] = {
+            "full_eval_program_path": save_candidate_program(self.program, self.opt.log_dir, -1),
+            "full_eval_score": score,
+            "total_eval_calls_so_far": len(self.valset),
+            "full_eval_program": self.program.deepcopy(),
+        }
+        self.best_score = score
+        self.best_program = self.program.deepcopy()
+        self.total_eval_calls = len(self.valset)
+        self.score_data = [{"score": score, "program": self.program.deepcopy(), "full_eval": True}]
+        return score
+
+    def _insert(
+        self, candidate: Any, trial: Any, trial_num: int
+    ) -> tuple[list[str], dict[str, int]]:
+        chosen: list[str] = []
+        raw: dict[str, int] = {}
+        for i, predictor in enumerate(candidate.predictors()):
+            idx = trial.suggest_categorical(
+                f"{i}_predictor_instruction", range(len(self.instruction_candidates[i]))
+            )
+            predictor.signature = predictor.signature.with_instructions(
+                self.instruction_candidates[i][idx]
+            )
+            self.trial_logs[trial_num][f"{i}_predictor_instruction"] = idx
+            chosen.append(f"Predictor {i}: Instruction {idx}")
+            raw[f"{i}_predictor_instruction"] = idx
+            if self.demo_candidates:
+                demos_idx = trial.suggest_categorical(
+                    f"{i}_predictor_demos", range(len(self.demo_candidates[i]))
+                )
+                predictor.demos = self.demo_candidates[i][demos_idx]
+                self.trial_logs[trial_num][f"{i}_predictor_demos"] = demos_idx
+                chosen.append(f"Predictor {i}: Few-Shot Set {demos_idx}")
+                raw[f"{i}_predictor_demos"] = demos_idx
+        return chosen, raw
+
+    def prepare(self, trial: Any) -> _Trial:
+        """Choose the trial's instructions and demos and draw its minibatch (no LM call)."""
+        trial_num = trial.number + 1
+        logger.info("== Trial %d / %d ==", trial_num, self.adjusted_num_trials)
+        self.trial_logs[trial_num] = {}
+        candidate = self.program.deepcopy()
+        chosen, raw = self._insert(candidate, trial, trial_num)
+        batch_size = self.minibatch_size if self.minibatch else len(self.valset)
+        if batch_size >= len(self.valset):
+            devset, key = self.valset, "eval_full"
+        else:
+            devset, key = create_minibatch(self.valset, batch_size, self.opt.rng), "eval_minibatch"
+        return _Trial(trial, trial_num, candidate, chosen, raw, batch_size, devset, key)
+
+    def finish(self, t: _Trial, score: float) -> None:
+        """Record a scored trial (DSPy's bookkeeping) and run a due full evaluation."""
+        self.total_eval_calls += t.batch_size
+        if not self.minibatch and score > self.best_score:
+            self.best_score = score
+            self.best_program = t.candidate.deepcopy()
+            logger.info("Best full score so far! Score: %s", score)
+        self.score_data.append(
+            {"score": score, "program": t.candidate, "full_eval": t.batch_size >= len(self.valset)}
+        )
+        log = self.trial_logs[t.trial_num]
+        prefix = "mb" if self.minibatch else "full_eval"
+        log[f"{prefix}_program_path"] = save_candidate_program(
+            t.candidate, self.opt.log_dir, t.trial_num
+        )
+        log[f"{prefix}_score"] = score
+        log["total_eval_calls_so_far"] = self.total_eval_calls
+        log[f"{prefix}_program"] = t.candidate.deepcopy()
+        logger.info("Score: %s with parameters %s.", score, t.chosen)
+        self.param_score_dict[",".join(t.chosen)].append((score, t.candidate, t.raw))
+        if self.full_eval_due(t.trial_num):
+            self.full_evaluation(t.trial_num)
+
+    def full_eval_due(self, trial_num: int) -> bool:
+        return self.minibatch and (
+            trial_num % (self.full_eval_steps + 1) == 0 or trial_num == self.adjusted_num_trials - 1
+        )
+
+    def objective(self, trial: Any) -> float:
+        t = self.prepare(trial)
+        score = _scored(self.evaluate, t.candidate, t.devset, t.key)
+        self.finish(t, score)
+        return score
+
+    async def run_ahead(self, count: int, threads: int) -> None:
+        """The first ``count`` trials at once: asked and prepared in order (the sampler's and
+        the minibatch generator's draws in DSPy's order), evaluated concurrently under one
+        limit of ``threads`` program runs, then told to the study in order."""
+        logger.info("Scoring the first %d trials at once (the sampler's random startup)", count)
+        trials = [self.prepare(self.study.ask()) for _ in range(count)]
+        limiter = asyncio.Semaphore(threads)
+
+        async def score(t: _Trial) -> float:
+            try:
+                result = await self.evaluate.acall(
+                    Limited(t.candidate, limiter),
+                    devset=t.devset,
+                    callback_metadata={"metric_key": t.key},
+                )
+                return float(result.score)
+            except Exception:
+                logger.error("An exception occurred during evaluation", exc_info=True)
+                return 0.0
+
+        scores = await asyncio.gather(*(score(t) for t in trials))
+        for t, value in zip(trials, scores, strict=True):
+            self.finish(t, value)  # as in DSPy's objective: bookkeeping, then the study learns
+            self.study.tell(t.trial, value)
+
+    def ahead_count(self, n_startup_trials: int) -> int:
+        """How many leading trials are sampled at random whatever the scores (the sampler's
+        startup trials), up to the first one followed by a full evaluation."""
+        count = 0
+        for k in range(1, self.num_trials + 1):
+            if 1 + (k - 1) >= n_startup_trials:  # the default trial counts as completed
+                break
+            count = k
+            if self.full_eval_due(k + 1):
+                break
+        return count
+
+    def full_evaluation(self, trial_num: int) -> None:
+        optuna = import_optuna()
+        logger.info(
+            "===== Trial %d / %d - Full Evaluation =====", trial_num + 1, self.adjusted_num_trials
+        )
+        program, mean, key, params = get_program_with_highest_avg_score(
+            self.param_score_dict, self.fully_evaled_param_combos
+        )
+        logger.info("Doing full eval on next top averaging program (Avg Score: %s)", mean)
+        score = self._score(len(self.valset), program)
+        self.score_data.append({"score": score, "program": program, "full_eval": True})
+        self.study.add_trial(
+            optuna.trial.create_trial(
+                params=params,
+                distributions=param_distributions(
+                    self.instruction_candidates, self.demo_candidates
+                ),
+                value=score,
+            )
+        )
+        self.fully_evaled_param_combos[key] = {"program": program, "score": score}
+        self.total_eval_calls += len(self.valset)
+        self.trial_logs[trial_num + 1] = {
+            "total_eval_calls_so_far": self.total_eval_calls,
+            "full_eval_program_path": save_candidate_program(
+                program=program, log_dir=self.opt.log_dir, trial_num=trial_num + 1, note="full_eval"
+            ),
+            "full_eval_program": program,
+            "full_eval_score": score,
+        }
+        if score > self.best_score:
+            logger.info("New best full eval score! Score: %s", score)
+            self.best_score = score
+            self.best_program = program.deepcopy()
+
+
+def optimize_prompt_parameters(
+    optimizer: Any,
+    program: Any,
+    instruction_candidates: dict[int, list[str]],
+    demo_candidates: Any,
+    evaluate: Any,
+    valset: list[Any],
+    num_trials: int,
+    minibatch: bool,
+    minibatch_size: int,
+    minibatch_full_eval_steps: int,
+    seed: int,
+) -> Any:
+    """Run the search and return the best program, with DSPy's statistics attached."""
+    optuna = import_optuna()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    logger.info("==> STEP 3: FINDING OPTIMAL PROMPT PARAMETERS <==")
+    search = _Search(
+        optimizer,
+        program,
+        instruction_candidates,
+        demo_candidates,
+        evaluate,
+        valset,
+        num_trials,
+        minibatch,
+        minibatch_size,
+        minibatch_full_eval_steps,
+    )
+    default_score = search.evaluate_default()
+    study = optuna.create_study(
+        direction="maximize",
+        sampler=optuna.samplers.TPESampler(seed=seed, multivariate=True),
+    )
+    search.study = study
+    defaults = {f"{i}_predictor_instruction": 0 for i in range(len(program.predictors()))}
+    if demo_candidates:
+        defaults.update({f"{i}_predictor_demos": 0 for i in range(len(program.predictors()))})
+    study.add_trial(
+        optuna.trial.create_trial(
+            params=defaults,
+            distributions=param_distributions(instruction_candidates, demo_candidates),
+            value=default_score,
+        )
+    )
+    budget = optimizer.budget
+
+    def stop_when_spent(study: Any, _trial: Any) -> None:
+        if budget.spent:
+            logger.info("Stopping the search: %d LM calls made (max_lm_calls)", budget.total)
+            study.stop()
+
+    remaining = num_trials
+    threads = optimizer.num_threads or default_threads()
+    sampler = study.sampler
+    ahead = 0
+    if threads > 1 and budget.max_lm_calls is None and type(sampler).__name__ == "TPESampler":
+        ahead = search.ahead_count(sampler._n_startup_trials)
+    if ahead > 1:
+        # DSPex only: trials the sampler draws at random run at once (same draws, same order)
+        run_sync(search.run_ahead(ahead, threads))
+        remaining -= ahead
+    if remaining > 0 and not budget.spent:
+        study.optimize(search.objective, n_trials=remaining, callbacks=[stop_when_spent])
+
+    best = search.best_program
+    if best is not None and optimizer.track_stats:
+        best.trial_logs = search.trial_logs
+        best.score = search.best_score
+        best.prompt_model_total_calls = optimizer.prompt_model_total_calls
+        best.total_calls = optimizer.total_calls
+        ranked = sorted(search.score_data, key=lambda x: x["score"], reverse=True)
+        best.mb_candidate_programs = [s for s in ranked if not s["full_eval"]]
+        best.candidate_programs = [s for s in ranked if s["full_eval"]]
+    logger.info("Returning best identified program with score %s!", search.best_score)
+    return best
