@@ -127,6 +127,15 @@ def test_compile_rejects_empty_trainset_and_teacher() -> None:
         optimizer.compile(TwoStep(), trainset=data(), teacher=TwoStep())
 
 
+def test_missing_gepa_library_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "gepa", None)  # as if not installed
+    optimizer = GEPA(metric=float_metric, reflection_lm=DummyLM(), max_metric_calls=3)
+    with pytest.raises(dspex.errors.ConfigurationError, match=r"dspex\[optimizers\]"):
+        optimizer.compile(TwoStep(), trainset=data())
+
+
 def test_auto_budget_known_values_and_errors() -> None:
     # light, 2 predictors, 10 val examples: trials = max(4*2*log2(6), 9) = 20
     assert auto_budget(2, 6, 10) == 10 + 30 + 20 * 35 + ((21 // 5) + 1) * 10

@@ -40,7 +40,7 @@ def unescaped(messages: Any) -> Any:
     return json.loads(_NEUTRALIZED.sub(r"[[ ## \1 ## ]]", text))
 
 
-def reply(request: RecordedRequest) -> str:
+def reply(request: RecordedRequest, garbage: bool = False) -> str:
     system = str(request.messages[0]["content"])
     spec = read_prompt(system, request.last_user_message)
     if spec is not None and "new_instruction" in spec.fields:
@@ -49,7 +49,7 @@ def reply(request: RecordedRequest) -> str:
     if spec is None or "answer" not in spec.fields:
         return _oracle.oracle(request)
     n = _oracle._number(request.last_user_message)
-    if n == 11:
+    if garbage and n == 11:
         return "I will not use the format."  # no field parses: a FailedPrediction in the trace
     right = "even" if n % 2 == 0 else "odd"
     values = {
@@ -78,7 +78,8 @@ def gepa_server() -> Iterator[LMServer]:
 
 def _run(server: LMServer, lib: Any, **args: Any) -> Any:
     server.clear()
-    server.add_rule(None, reply)
+    garbage = bool(args.get("add_format_failure_as_feedback"))
+    server.add_rule(None, lambda request: reply(request, garbage))
     lm = lib.LM("openai/task", api_base=server.url, api_key="k", cache=False, num_retries=0)
     reflection = lib.LM(
         "openai/reflect", api_base=server.url, api_key="k", cache=False, num_retries=0
@@ -151,6 +152,7 @@ def test_gepa_same_requests_and_program(gepa_server: LMServer, args: dict[str, A
         ours_requests = [(m, unescaped(msgs), t) for m, msgs, t in ours_requests]
     else:
         assert len(ours.detailed_results.candidates) > 1, "the run must accept new candidates"
+        assert ours.detailed_results.best_idx != 0, "the best program must not be the seed"
     if args.get("num_threads", 1) > 1:
         # Examples of one evaluation run concurrently: the same requests, in another order.
         ours_requests.sort(key=json.dumps)

@@ -114,12 +114,14 @@ class _TracedProgram:
         return FailedPrediction(completion_text=f"{type(exc).__name__}: {exc}"), list(trace)
 
     def _failed_predictor(self, exc: AdapterParseError) -> Any:
-        """The predictor whose output fields are the ones the failed parse expected."""
+        """The predictor whose signature the failed parse was for (by the error's signature;
+        by the expected output fields when the error does not carry it)."""
+        predictors = [p for _, p in self.named_predictors()]
+        failed = getattr(exc, "signature", None)
+        if failed is not None:
+            return next((p for p in predictors if p.signature.equals(failed)), None)
         expected = set(exc.fields.get("missing") or ()) | set(exc.parsed_result or {})
-        for _, predictor in self.named_predictors():
-            if set(predictor.signature.output_fields) == expected:
-                return predictor
-        return None
+        return next((p for p in predictors if set(p.signature.output_fields) == expected), None)
 
 
 def bootstrap_trace_data(

@@ -34,6 +34,7 @@ __all__ = [
     "PredictorFeedbackFn",
     "ScoreWithFeedback",
     "format_history_for_reflection",
+    "require_gepa",
 ]
 
 logger = logging.getLogger(__name__)
@@ -80,6 +81,19 @@ class PredictorFeedbackFn(Protocol):
         module_outputs: Prediction,
         captured_trace: DSPyTrace,
     ) -> ScoreWithFeedback: ...
+
+
+def require_gepa() -> None:
+    """Raise a clear error when the ``gepa`` library (the ``optimizers`` extra) is missing."""
+    try:
+        import gepa  # noqa: F401
+    except ImportError as exc:
+        from dspex.errors import ConfigurationError
+
+        raise ConfigurationError(
+            f"GEPA needs the optimizers extra ({exc.name or 'gepa'} is missing): "
+            "pip install 'dspex[optimizers]'"
+        ) from None
 
 
 def format_history_for_reflection(history: History) -> str:

@@ -21,7 +21,13 @@ from typing import Any, Literal, Protocol
 from dspex.primitives.example import Example
 from dspex.primitives.prediction import Prediction
 from dspex.teleprompt.budget import CallBudget, counting
-from dspex.teleprompt.gepa.adapter import DspyAdapter, DSPyTrace, LoggerAdapter, ScoreWithFeedback
+from dspex.teleprompt.gepa.adapter import (
+    DspyAdapter,
+    DSPyTrace,
+    LoggerAdapter,
+    ScoreWithFeedback,
+    require_gepa,
+)
 from dspex.teleprompt.teleprompt import Teleprompter
 
 __all__ = ["AUTO_RUN_SETTINGS", "GEPA", "DspyGEPAResult", "GEPAFeedbackMetric"]
@@ -302,6 +308,7 @@ class GEPA(Teleprompter):
     ) -> Any:
         """Evolve ``student``'s instructions on ``trainset`` (reflection) scored on ``valset``
         (Pareto tracking; ``trainset`` when omitted); returns the best program."""
+        require_gepa()
         assert trainset is not None and len(trainset) > 0, "Trainset must be provided and non-empty"
         assert teacher is None, "Teacher is not supported in DspyGEPA yet."
         predictors = list(student.named_predictors())
