@@ -2,7 +2,9 @@
 
 One run, one LMServer in its own process, cache off everywhere. Measures:
 - per-call latency of ``dspy.Predict`` in this process vs ``dspex.Predict(implementation="dspy")``
-  (real DSPy in a pool worker) — the difference is the pool + bridge overhead (target ≤ +0.25 ms p50);
+  (real DSPy in a pool worker) — the difference is the pool + bridge overhead (target ≤ +0.25 ms
+  p50), taken per A/B round and summarized with its spread (the machine is shared and noisy);
+- parent CPU per bridged call;
 - first-call latency of a new remote module on a warm pool (object created on the way);
 - cold start: pool start (template imports DSPy, forks workers) to the first prediction;
 - native ``dspex.Predict`` for reference.
@@ -11,12 +13,17 @@ One run, one LMServer in its own process, cache off everywhere. Measures:
 from __future__ import annotations
 
 import asyncio
+import random
+import resource
+import statistics
 import time
 
 from _common import ms, p50, p99, per_call, start_lmserver, write
 
 SPEC = "question -> answer"
 N = 400
+ROUNDS = 40  # A/B rounds
+K = 15  # calls per contender per round
 
 
 def main() -> None:
@@ -41,31 +48,38 @@ def main() -> None:
         native = dspex.Predict(SPEC)
 
         rows = {}
-        # interleave rounds so machine noise hits every contender alike
-        samples: dict[str, list[float]] = {"dspy": [], "pool": [], "pool_async": [], "native": []}
+        # A/B rounds: each round times K bridged calls and K of the same call in process,
+        # back to back (which goes first alternates by round), so load that drifts on a
+        # shared machine hits both sides of a round alike. The overhead is the median over
+        # rounds of (p50 bridged - p50 in process); its spread is the interquartile range of
+        # the per-round differences and a bootstrap 95% interval of that median.
         loop = asyncio.new_event_loop()
-        for _ in range(4):
-            samples["dspy"] += per_call(lambda: in_process(question="q"), N // 4)
-            samples["pool"] += per_call(lambda: remote(question="q"), N // 4)
-            samples["pool_async"] += per_call(
-                lambda: loop.run_until_complete(remote.acall(question="q")), N // 4
-            )
-            samples["native"] += per_call(lambda: native(question="q"), N // 4)
-        loop.close()
+        sides = {
+            "dspy": lambda: in_process(question="q"),
+            "pool": lambda: remote(question="q"),
+            "pool_async": lambda: loop.run_until_complete(remote.acall(question="q")),
+            "native": lambda: native(question="q"),
+        }
+        samples: dict[str, list[float]] = {name: [] for name in sides}
+        diffs: dict[str, list[float]] = {"pool": [], "pool_async": []}
+        for r in range(ROUNDS):
+            order = list(sides) if r % 2 == 0 else list(reversed(sides))
+            p50s = {}
+            for name in order:
+                xs = per_call(sides[name], K, warmup=2)
+                samples[name] += xs
+                p50s[name] = p50(xs)
+            for name in diffs:
+                diffs[name].append(p50s[name] - p50s["dspy"])
         for name, xs in samples.items():
             rows[name] = (p50(xs), p99(xs))
-        # paired: a bridged call next to the same call in process, so load that drifts on a
-        # shared machine hits both alike; the order alternates (the second call of a pair
-        # runs warmer or colder); the median of the per-pair differences
-        paired = []
-        for i in range(N):
-            first, second = (in_process, remote) if i % 2 else (remote, in_process)
-            start = time.perf_counter()
-            first(question="q")
-            mid = time.perf_counter()
-            second(question="q")
-            a, b = mid - start, time.perf_counter() - mid
-            paired.append(b - a if i % 2 else a - b)  # bridged minus in process
+        # parent CPU per call (all threads of this process; the worker's CPU not counted)
+        cpu = {}
+        for name in ("dspy", "pool"):
+            before = _cpu()
+            per_call(sides[name], N // 2, warmup=5)
+            cpu[name] = (_cpu() - before) / (N // 2)
+        loop.close()
 
         firsts = []
         for _ in range(30):
@@ -79,13 +93,13 @@ def main() -> None:
         proc.terminate()
         proc.wait()
 
-    overhead = rows["pool"][0] - rows["dspy"][0]
-    overhead_async = rows["pool_async"][0] - rows["dspy"][0]
+    sync, asyn = _summary(diffs["pool"]), _summary(diffs["pool_async"])
     text = f"""
 ## DSPy backend (`implementation="dspy"`)
 
-`.venv/bin/python benchmarks/bench_bridge.py` — LMServer in its own process, cache off,
-{N} sequential calls each (interleaved rounds); p50 (p99).
+`.venv/bin/python benchmarks/bench_bridge.py` — LMServer in its own process, cache off;
+{ROUNDS} A/B rounds of {K} sequential calls per contender (order alternating by round); p50 (p99)
+over all rounds.
 
 | call | latency |
 |---|---:|
@@ -96,12 +110,38 @@ def main() -> None:
 | first call of a new remote module, warm pool | {ms(p50(firsts))} ({ms(p99(firsts))}) |
 | cold start: pool start + DSPy import + first prediction | {ms(cold)} |
 
-Pool + bridge overhead over the same DSPy call in process: {overhead * 1e3:+.3f} ms p50 sync,
-{overhead_async * 1e3:+.3f} ms p50 async (target ≤ +0.25 ms; one run on a shared 2-core
-machine). Paired ({N} bridged calls, each next to the same call in process, order
-alternating): median difference {p50(paired) * 1e3:+.3f} ms.
+Pool + bridge overhead over the same DSPy call in process — median over {ROUNDS} rounds of
+the per-round p50 difference [interquartile range of the differences; bootstrap 95% interval
+of the median] (target ≤ +0.25 ms):
+
+| | overhead |
+|---|---:|
+| sync | {sync} |
+| async (`acall`) | {asyn} |
+
+Parent CPU per call (this process, all threads; user + system): `dspy.Predict` in process
+{ms(cpu["dspy"])}, bridged call {ms(cpu["pool"])} (the bridged call's DSPy work runs in the
+worker; this is what the parent pays to send it and take the answer back).
+One run on a shared 2-core machine.
 """
     write("bridge", text)
+
+
+def _cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def _summary(diffs: list[float]) -> str:
+    """``+m ms [q1, q3; lo, hi]``: the median difference, its quartiles, a bootstrap 95% CI."""
+    rng = random.Random(0)
+    meds = sorted(statistics.median(rng.choices(diffs, k=len(diffs))) for _ in range(2000))
+    q1, _, q3 = statistics.quantiles(diffs, n=4)
+    lo, hi = meds[int(0.025 * len(meds))], meds[int(0.975 * len(meds)) - 1]
+    return (
+        f"{statistics.median(diffs) * 1e3:+.3f} ms [IQR {q1 * 1e3:+.3f} … {q3 * 1e3:+.3f}; "
+        f"95% CI {lo * 1e3:+.3f} … {hi * 1e3:+.3f}]"
+    )
 
 
 if __name__ == "__main__":

@@ -89,6 +89,13 @@ class PoolConfig:
     """Default idle lifetime of a session."""
     stream_window: int = 16
     """Stream items a worker may send ahead of the consumer (backpressure window)."""
+    pipeline: int = 2
+    """Calls a busy worker may hold queued in its socket behind the one it runs, so it never
+    waits for the parent between short calls (0: off). Only calls with no session or stream,
+    behind short calls (see ``pipeline_below`` and :func:`dspex.pool.scheduler.pick_pipelined`)."""
+    pipeline_below: float = 0.01
+    """Seconds: a call is pipelined only behind calls whose method recently ran for less than
+    this, and that have run for less than this so far (bounds the wait behind them)."""
     codec: str | None = None
     """``"module:object"`` with ``default(obj)`` and ``ext_hook(code, data)`` for msgpack
     extension types; imported in the parent and in every worker."""
@@ -116,6 +123,7 @@ class PoolConfig:
         _check_int(self, "max_init_failures", 1)
         _check_int(self, "max_restarts", 0)
         _check_int(self, "stream_window", 1)
+        _check_int(self, "pipeline", 0)
         for name in (
             "max_requests",
             "cpu_limit_s",
@@ -127,7 +135,7 @@ class PoolConfig:
                 _check_int(self, name, 1)
         for name in ("startup_timeout", "restart_window", "memory_check_interval"):
             _check_positive(self, name, optional=False)
-        for name in ("shutdown_timeout", "kill_grace", "cancel_grace"):
+        for name in ("shutdown_timeout", "kill_grace", "cancel_grace", "pipeline_below"):
             value = getattr(self, name)
             if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
                 raise ConfigurationError(

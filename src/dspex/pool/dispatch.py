@@ -37,7 +37,7 @@ from dspex.pool.protocol import (
     payload_error,
 )
 from dspex.pool.records import Req, Worker
-from dspex.pool.scheduler import pick_worker
+from dspex.pool.scheduler import pick_pipelined, pick_worker
 
 if TYPE_CHECKING:
     from dspex.pool.session import _SessionState
@@ -92,6 +92,10 @@ class Dispatch(PoolCore):
             return
         if picked is not None:
             self._fail(req, picked)
+            return
+        w = self._pipeline_target(req, now)
+        if w is not None:
+            self._dispatch(req, w, now)
             return
         if len(self._queue) >= self.config.max_queue:
             if telemetry.has_handlers():
@@ -151,28 +155,66 @@ class Dispatch(PoolCore):
         )
 
     def _pump(self) -> None:
-        """Hand queued calls to idle workers, oldest first (respecting session affinity)."""
-        if not self._queue or (not self._idle and not self._unpark_one()):
+        """Hand queued calls to idle workers, oldest first (respecting session affinity), or
+        pipeline them behind short running calls."""
+        queue = self._queue
+        if not queue:
+            return
+        pipelining = self.config.pipeline > 0
+        if not self._idle and not self._unpark_one() and not pipelining:
             return
         now = self._now()
-        for req in list(self._queue):
-            if not self._idle and not self._unpark_one():
-                break
+        i = 0  # calls before i keep waiting (their session's worker is busy)
+        while i < len(queue):
+            req = queue[i]
             if req.done:
-                self._queue.remove(req)
+                del queue[i]
                 continue
-            self._claim_pinned(req)
-            picked = pick_worker(req, self._idle, self.name)
+            picked: Worker | DSPexError | None = None
+            if self._idle or self._unpark_one():
+                self._claim_pinned(req)
+                picked = pick_worker(req, self._idle, self.name)
+            elif not pipelining:
+                break
+            if picked is None and pipelining and req.session is None and not req.stream:
+                picked = self._pipeline_target(req, now)
+                if picked is None and not self._idle:
+                    break  # no idle worker and no room behind a running call
             if picked is None:
+                i += 1
                 continue
-            self._queue.remove(req)
+            del queue[i]
             if isinstance(picked, Worker):
                 self._dispatch(req, picked, now)
             else:
                 self._fail(req, picked)
 
+    def _pipeline_target(self, req: Req, now: float) -> Worker | None:
+        """A busy worker to queue ``req`` behind (see :func:`~dspex.pool.scheduler.pick_pipelined`)."""
+        c = self.config
+        if c.pipeline <= 0 or req.session is not None or req.stream or self._state != "running":
+            return None
+        busy = [
+            w
+            for w in self._workers.values()
+            if w.state == "busy"
+            and not w.leased
+            and not w.exit_seen
+            and w.cancel_timer is None
+            and w.limit_hit is None
+            and not w.recycle_due
+            and (
+                (c.max_requests is None and c.ttl is None)
+                or self._recycle_reason(w, ahead=1 + len(w.backlog)) is None
+            )
+        ]
+        if not busy:
+            return None
+        return pick_pipelined(req, busy, c.pipeline, self._cost, now, c.pipeline_below)
+
     def _dispatch(self, req: Req, w: Worker, now: float) -> None:
-        self._idle.pop(w, None)
+        """Send ``req`` to ``w``: to run now if it is idle, else queued behind its running
+        call (pipelined; it starts when the running call ends, see :meth:`_promote`)."""
         if req.timer is not None:
             req.timer.cancel()
             req.timer = None
@@ -180,36 +222,53 @@ class Dispatch(PoolCore):
         if req.deadline is not None:
             remaining = req.deadline - now
             if remaining <= 0:
-                self._idle[w] = None
                 req.state = "finished"
                 self._fail(
                     req, QueueTimeout(f"call {req.method} expired in the queue", pool=self.name)
                 )
                 return
-        w.state = "busy"
-        w.req = req
+        pipelined = w.state == "busy"
+        if pipelined:
+            w.backlog.append(req)
+            req.state = "pipelined"
+            self._counts["pipelined"] += 1
+        else:
+            self._idle.pop(w, None)
+            w.state = "busy"
+            w.req = req
+            req.state = "running"
+            req.started = now
         req.worker = w
-        req.state = "running"
-        req.started = now
         sess = req.session
         if sess is not None and sess.worker is None:
             sess.worker = w
             w.sessions.add(sess.id)
-        w.send(
-            call_frame(
-                req.id,
-                req.method,
-                req.args_bytes,
-                remaining,
-                None if sess is None else sess.id,
-                req.stream,
-            )
+        frame = call_frame(
+            req.id,
+            req.method,
+            req.args_bytes,
+            remaining,
+            None if sess is None else sess.id,
+            req.stream,
         )
-        t = w.transport
-        if t is None or t.is_closing():  # the write failed (EPIPE): the worker is gone
-            req.undelivered = True
-        if req.deadline is not None:
+        # held until the end of this batch of work on the pool thread: the frames for one
+        # worker go out in one write (see _flush_out)
+        if not w.outbox:
+            self._dirty.append(w)
+        w.outbox.append((frame, req))
+        if not self._flush_armed:
+            self._flush_armed = True
             assert self._loop is not None
+            self._loop.call_soon(self._flush_out)
+        assert self._loop is not None
+        if pipelined:  # it waits like a queued call (queue_timeout), then runs to its deadline
+            qt = self.config.queue_timeout
+            limit = req.deadline
+            if qt is not None:
+                limit = req.submitted + qt if limit is None else min(limit, req.submitted + qt)
+            if limit is not None:
+                req.timer = self._loop.call_at(limit, self._pipeline_expired, req)
+        elif req.deadline is not None:
             req.timer = self._loop.call_at(req.deadline, self._deadline_passed, req)
         if telemetry.has_handlers():
             telemetry.emit(
@@ -217,6 +276,47 @@ class Dispatch(PoolCore):
                 {"queue_time": now - req.submitted},
                 {"pool": self.name, "pid": w.pid, "method": req.method, "id": req.id},
             )
+
+    def _flush_out(self) -> None:
+        """Write every worker's held Call frames (one write per worker)."""
+        self._flush_armed = False
+        dirty = self._dirty
+        while dirty:
+            dirty.pop().flush()
+
+    def _promote(self, w: Worker) -> None:
+        """``w``'s running call ended: the next pipelined call is the one it runs now."""
+        req = w.backlog.popleft()
+        w.req = req
+        req.state = "running"
+        req.started = self._now()
+        if req.timer is not None:
+            req.timer.cancel()
+            req.timer = None
+        assert self._loop is not None
+        if req.done:  # cancelled or expired while it waited: the worker skips it, or must
+            w.cancel_timer = self._loop.call_later(  # stop it within the grace, as any cancel
+                self.config.cancel_grace, self._cancel_expired, w, req
+            )
+        elif req.deadline is not None:
+            req.timer = self._loop.call_at(req.deadline, self._deadline_passed, req)
+
+    def _pipeline_expired(self, req: Req) -> None:
+        """A pipelined call waited too long behind its worker's running call: it ends with
+        ``QueueTimeout`` as a queued one would, and the worker is told to skip it."""
+        req.timer = None
+        w = req.worker
+        if req.state != "pipelined" or req.done or w is None:
+            return
+        waited = self._now() - req.submitted
+        self._fail(
+            req,
+            QueueTimeout(
+                f"no worker of pool {self.name!r} became free within {waited:.3f}s",
+                pool=self.name,
+            ),
+        )
+        w.send(self._codec.frame(Cancel("cancel", req.id)))
 
     def _deadline_passed(self, req: Req) -> None:
         req.timer = None
@@ -249,6 +349,12 @@ class Dispatch(PoolCore):
             return
         req.resolve(False, asyncio.CancelledError())
         w = req.worker
+        if req.state == "pipelined" and w is not None:  # the worker skips it when it gets there
+            if req.timer is not None:
+                req.timer.cancel()
+                req.timer = None
+            w.send(self._codec.frame(Cancel("cancel", req.id)))
+            return
         if req.state == "running" and w is not None and w.req is req and w.cancel_timer is None:
             w.send(self._codec.frame(Cancel("cancel", req.id)))
             assert self._loop is not None
@@ -274,6 +380,7 @@ class Dispatch(PoolCore):
             if req is None or req.id != msg.id:
                 return
             self._finish(w, req)
+            self._note_cost(req)
             if isinstance(msg, Result):
                 if req.resolve(True, msg.value):
                     self._latencies.append(self._now() - req.submitted)
@@ -304,6 +411,15 @@ class Dispatch(PoolCore):
                 w, ProtocolError(f"unexpected {msg[0]!r} message from a worker")
             )
 
+    def _note_cost(self, req: Req) -> None:
+        """Keep a moving average of each method's run time (the pipelining rule reads it)."""
+        cost = self._cost
+        d = self._now() - req.started
+        c = cost.get(req.method)
+        if c is None and len(cost) >= 256:  # (method names come from callers: bounded)
+            cost.clear()
+        cost[req.method] = d if c is None else c + (d - c) * 0.25
+
     def _emit_stop(self, req: Req) -> None:
         if telemetry.has_handlers():
             now = self._now()
@@ -332,6 +448,10 @@ class Dispatch(PoolCore):
         if w.limit_hit is not None:
             self._kill(w, "limit")
             return
+        if w.backlog:  # a pipelined call is already in its socket: it runs next
+            self._promote(w)
+            self._pump()
+            return
         reason = self._recycle_reason(w)
         if reason is not None and self._may_recycle(w):
             self._retire(w, reason)
@@ -341,11 +461,8 @@ class Dispatch(PoolCore):
 
     # ------------------------------------------------------------------ sessions
 
-    def _drop_sessions_of(self, w: Worker) -> None:
-        """The worker is leaving on purpose: its sessions must rehydrate or be lost."""
-        self._lose_sessions_of(w)
-
     def _lose_sessions_of(self, w: Worker) -> None:
+        """``w`` is gone or leaving: its sessions must rehydrate (recipe) or are lost."""
         for sid in list(w.sessions):
             sess = self._sessions.get(sid)
             if sess is not None and sess.worker is w:

@@ -22,10 +22,17 @@ class Outcomes(PoolCore):
     def _requeue_or_fail(self, w: Worker, req: Req, info: ExitInfo) -> None:
         if req.done:
             return
-        if w.limit_hit is not None:
+        if req.undelivered and req.session is None and self._state == "running":
+            # never started by a worker (its write failed, or it was pipelined behind the
+            # call that ended the worker): run it elsewhere, whatever it is
+            req.undelivered = False
+            req.worker = None
+            self._enqueue(req, self._now(), front=True)
+            return
+        if w.limit_hit is not None and not req.undelivered:
             self._fail(req, self._limit_error(w, w.limit_hit[0], None))
             return
-        if info.signal == signal.SIGXCPU:
+        if info.signal == signal.SIGXCPU and not req.undelivered:
             w.limit_hit = ("cpu", float(self.config.cpu_limit_s or 0))
             self._fail(req, self._limit_error(w, "cpu", None))
             return
@@ -33,12 +40,6 @@ class Outcomes(PoolCore):
             self._fail(
                 req, PoolClosed(f"pool {self.name!r} closed during the call", pool=self.name)
             )
-            return
-        if req.undelivered and req.session is None and self._state == "running":
-            # never read by a worker (the write failed): run it elsewhere, whatever it is
-            req.undelivered = False
-            req.worker = None
-            self._enqueue(req, self._now(), front=True)
             return
         retryable = req.idempotent and req.attempts == 0 and req.items_sent == 0
         retryable = retryable or req.undelivered

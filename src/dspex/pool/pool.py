@@ -57,6 +57,7 @@ class Pool(DirectPath, Dispatch, Supervisor, Outcomes, Callbacks):
         self._mailboxes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Mailbox] = (
             weakref.WeakKeyDictionary()
         )
+        self._last_box: Mailbox | None = None
         _live_pools.add(self)
 
     def __repr__(self) -> str:
@@ -131,12 +132,11 @@ class Pool(DirectPath, Dispatch, Supervisor, Outcomes, Callbacks):
         At most ``window`` items (default ``stream_window``) are in flight before the worker
         waits for the consumer. Use ``async with`` or ``aclose()`` when stopping early.
         """
+        if session is not None:
+            return session.stream(method, *args, timeout=timeout, window=window, **kwargs)
         from dspex.pool.session import PoolStream
 
-        state = None if session is None else session._state
-        return PoolStream(
-            self.port, method, args, kwargs, state, timeout, window or self.config.stream_window
-        )
+        return PoolStream(self.port, method, args, kwargs, None, timeout, window)
 
     def session(
         self,
@@ -261,9 +261,12 @@ class Pool(DirectPath, Dispatch, Supervisor, Outcomes, Callbacks):
         caller = asyncio.get_running_loop()
         req.caller_loop = caller
         fut = req.fut = caller.create_future()
-        box = self._mailboxes.get(caller)
-        if box is None:
-            box = self._mailboxes.setdefault(caller, Mailbox(caller))
+        box = self._last_box  # (most callers use one loop: skip the weak-dict lookup)
+        if box is None or box.loop is not caller:
+            box = self._mailboxes.get(caller)
+            if box is None:
+                box = self._mailboxes.setdefault(caller, Mailbox(caller))
+            self._last_box = box
         req.mailbox = box
         self._post(req)
         try:
@@ -359,6 +362,10 @@ class _Port:
         window: int,
     ) -> Req:
         return self._pool._new_req(method, args, kwargs, st, timeout, False, stream=window)
+
+    @property
+    def stream_window(self) -> int:
+        return self._pool.config.stream_window
 
     def submit(self, req: Req) -> None:
         self._pool._schedule(self._pool._submit, req)

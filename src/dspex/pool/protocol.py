@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib
 import struct
+import threading
 from collections.abc import Callable
 from typing import Any, Literal, NamedTuple
 
@@ -303,17 +304,48 @@ class FrameBuffer:
 _CALL_PREFIX = b"\x98" + msgpack.packb("call")
 
 
+_NO_ARGS = msgpack.packb([]) + msgpack.packb({})
+_packers = threading.local()  # one Packer per (thread, codec): building one costs more than packing
+
+
+def _packer(default: Callable[[Any], Any] | None) -> msgpack.Packer:
+    cache: dict[Any, msgpack.Packer] | None = getattr(_packers, "cache", None)
+    if cache is None:
+        cache = _packers.cache = {}
+    packer = cache.get(default)
+    if packer is None:
+        packer = cache[default] = msgpack.Packer(use_bin_type=True, default=default, autoreset=True)
+    return packer
+
+
 def pack_args(args: tuple[Any, ...], kwargs: dict[str, Any], codec: Codec) -> bytes:
     """The ``args`` and ``kwargs`` fields of a Call, packed once by the caller."""
+    if not args and not kwargs:
+        return _NO_ARGS
+    pack = _packer(codec.default).pack
     try:
-        return msgpack.packb(list(args), use_bin_type=True, default=codec.default) + msgpack.packb(
-            kwargs, use_bin_type=True, default=codec.default
-        )
+        packed: bytes = pack(list(args)) + pack(kwargs)
+        return packed
     except (TypeError, ValueError, OverflowError) as exc:
+        _packers.cache = {}  # (a failed pack may leave a packer's buffer dirty)
         raise CallError(
             f"arguments cannot be sent to a worker ({exc}); pass msgpack-compatible values "
             "or configure a codec (PoolConfig.codec)"
         ) from exc
+
+
+_U32 = struct.Struct(">BI")
+_U64 = struct.Struct(">BQ")
+_F64 = struct.Struct(">Bd")
+_methods: dict[str, bytes] = {}  # packed method names (bounded, see call_frame)
+
+
+def _pack_uint(n: int) -> bytes:
+    if n < 128:
+        return bytes((n,))
+    if n < 1 << 32:
+        return _U32.pack(0xCE, n)
+    return _U64.pack(0xCF, n)
 
 
 def call_frame(
@@ -324,15 +356,22 @@ def call_frame(
     session: str | None,
     stream: int,
 ) -> bytes:
-    """A complete length-prefixed :class:`Call` frame around pre-packed arguments."""
-    pack = msgpack.packb  # (thread-safe: sync callers build frames on their own threads)
+    """A complete length-prefixed :class:`Call` frame around pre-packed arguments (the
+    msgpack of the small fields is written here directly: this runs once per call)."""
+    name = _methods.get(method)
+    if name is None:
+        name = msgpack.packb(method)
+        if len(_methods) < 1024:
+            _methods[method] = name
     body = b"".join(
         (
             _CALL_PREFIX,
-            pack(req_id),
-            pack(method),
+            _pack_uint(req_id),
+            name,
             args_bytes,
-            pack((timeout, session, stream))[1:],
+            b"\xc0" if timeout is None else _F64.pack(0xCB, timeout),
+            b"\xc0" if session is None else msgpack.packb(session),
+            _pack_uint(stream),
         )
     )
     return _HEADER.pack(len(body)) + body

@@ -32,7 +32,8 @@ DEFAULT: Any = _Default()
 
 WorkerState = Literal["starting", "idle", "busy", "stopping", "dead"]
 PoolState = Literal["new", "running", "unhealthy", "closing", "closed"]
-ReqState = Literal["new", "queued", "running", "finished"]
+ReqState = Literal["new", "queued", "pipelined", "running", "finished"]
+"""``pipelined``: its Call frame waits in a busy worker's socket behind the running call."""
 
 _ids = itertools.count(1)
 
@@ -41,6 +42,7 @@ class Worker:
     """One worker process as the pool thread sees it."""
 
     __slots__ = (
+        "backlog",
         "cancel_timer",
         "drops",
         "exit_reason",
@@ -48,6 +50,7 @@ class Worker:
         "init_error",
         "leased",
         "limit_hit",
+        "outbox",
         "pid",
         "pidfd",
         "protocol",
@@ -74,7 +77,8 @@ class Worker:
         self.leased = False  # parked for, or held by, a sync caller (see dspex.pool.direct)
         self.exit_seen = False  # the process is known to have exited
         self.drops: list[str] = []  # sessions closed while a sync caller held the worker
-        self.req: Req | None = None
+        self.req: Req | None = None  # the call it runs (the oldest it was sent)
+        self.backlog: collections.deque[Req] = collections.deque()  # sent behind it (pipelined)
         self.requests_done = 0
         self.spawned_at = now
         self.sessions: set[str] = set()
@@ -84,10 +88,30 @@ class Worker:
         self.limit_hit: tuple[str, float] | None = None
         self.recycle_due = False
         self.init_error: InitFailed | None = None
+        self.outbox: list[tuple[bytes, Req]] = []  # Call frames written together (flush)
 
     def send(self, data: bytes) -> None:
+        """Write ``data`` now (after any Call frames still held in the outbox: order holds)."""
+        if self.outbox:
+            self.flush()
         if self.transport is not None and not self.transport.is_closing():
             self.transport.write(data)
+
+    def flush(self) -> None:
+        """Write the held Call frames in one write; a call whose frame could not be written
+        to a live worker is marked undelivered (it never ran: safe to run elsewhere)."""
+        out = self.outbox
+        if not out:
+            return
+        self.outbox = []
+        t = self.transport
+        if t is not None and not t.is_closing():
+            t.write(out[0][0] if len(out) == 1 else b"".join(frame for frame, _ in out))
+            if not t.is_closing():
+                return
+        for _, req in out:  # the write failed (EPIPE): the worker is gone
+            if req.worker is self and req.state in ("running", "pipelined"):
+                req.undelivered = True
 
 
 class Req:

@@ -95,6 +95,9 @@ class PoolPort(Protocol):
         window: int,
     ) -> Req: ...
 
+    @property
+    def stream_window(self) -> int: ...
+
     def submit(self, req: Req) -> None: ...
 
     def credit(self, req: Req, n: int) -> None: ...
@@ -306,9 +309,7 @@ class Session:
     ) -> PoolStream:
         """``pool.stream`` pinned to this session's worker."""
         self.open()
-        return self._pool.stream(
-            method, *args, session=self, timeout=timeout, window=window, **kwargs
-        )
+        return PoolStream(self._port, method, args, kwargs, self._state, timeout, window)
 
     async def _rehydrate(self) -> None:
         """Run the recipe on a fresh worker (once for all waiting callers of this loop).
@@ -368,8 +369,10 @@ class PoolStream:
         kwargs: dict[str, Any],
         session: _SessionState | None,
         timeout: Any,
-        window: int,
+        window: int | None,
     ) -> None:
+        if window is None:
+            window = pool.stream_window
         if not isinstance(window, int) or window < 1:
             raise ConfigurationError(
                 f"stream window must be an integer >= 1, got {window!r}", field="window"

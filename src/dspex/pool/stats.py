@@ -35,6 +35,7 @@ def snapshot(pool: PoolCore) -> dict[str, Any]:
         "calls": counts["calls"],
         "failures": counts["failures"],
         "retries": counts["retries"],
+        "pipelined": counts["pipelined"],
         "p50_ms": statistics.median(lat) * 1e3 if lat else None,
         "p99_ms": lat[max(0, int(len(lat) * 0.99) - 1)] * 1e3 if lat else None,
         "last_error": pool._last_error,

@@ -42,6 +42,8 @@ class WorkerProtocol(asyncio.Protocol):
                 pool._on_message(worker, pool._codec.unpack(body))
         except ProtocolError as exc:
             pool._on_protocol_error(worker, exc)
+        if pool._dirty:  # the calls this batch of replies let run go out now
+            pool._flush_out()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.pool._on_worker_lost(self.worker)
@@ -50,9 +52,10 @@ class WorkerProtocol(asyncio.Protocol):
 class Supervisor(PoolCore):
     """Mixin: the life of the workers (and of the pool itself)."""
 
-    def _recycle_reason(self, w: Worker) -> str | None:
+    def _recycle_reason(self, w: Worker, ahead: int = 0) -> str | None:
+        """Why ``w`` should be recycled once ``ahead`` more calls end on it (None: no need)."""
         c = self.config
-        if c.max_requests is not None and w.requests_done >= c.max_requests:
+        if c.max_requests is not None and w.requests_done + ahead >= c.max_requests:
             return "max_requests"
         if c.ttl is not None and self._now() - w.spawned_at >= c.ttl:
             return "ttl"
@@ -132,7 +135,7 @@ class Supervisor(PoolCore):
         grace = self.config.kill_grace
         self._loop.call_later(grace, self._escalate, w, signal.SIGTERM)
         self._loop.call_later(grace * 2 + 0.05, self._escalate, w, signal.SIGKILL)
-        self._drop_sessions_of(w)
+        self._lose_sessions_of(w)
         self._reconcile()
 
     def _escalate(self, w: Worker, sig: int) -> None:
@@ -155,6 +158,9 @@ class Supervisor(PoolCore):
         prev = w.state
         w.state = "dead"
         self._idle.pop(w, None)
+        for _, req in w.outbox:  # frames never written: those calls never ran
+            req.undelivered = True
+        w.outbox.clear()
         self._close_pidfd(w)
         if w.transport is not None:
             w.transport.close()
@@ -186,6 +192,15 @@ class Supervisor(PoolCore):
             )
         req = w.req
         w.req = None
+        behind = list(w.backlog)  # pipelined calls it never started: they run elsewhere
+        w.backlog.clear()
+        for later in reversed(behind):  # (re-queued at the front, in their order, behind req)
+            if later.timer is not None:
+                later.timer.cancel()
+                later.timer = None
+            later.state = "finished"
+            later.undelivered = True
+            self._requeue_or_fail(w, later, info)
         if req is not None:
             self._finish(w, req)
             self._requeue_or_fail(w, req, info)
@@ -424,6 +439,8 @@ class Supervisor(PoolCore):
         for w in list(self._workers.values()):
             if w.req is not None:
                 self._fail(w.req, closed)
+            for later in w.backlog:
+                self._fail(later, closed)
             if w.state in ("idle", "busy"):
                 self._retire(w, "shutdown")
             elif w.state == "starting":

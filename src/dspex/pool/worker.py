@@ -211,6 +211,7 @@ class _Channel:
         self.buf = FrameBuffer()
         self.inbox: deque[Message] = deque()
         self.active: CallContext | None = None
+        self.skip: set[int] = set()  # queued calls cancelled before they started
 
     def send(self, msg: tuple[Any, ...]) -> None:
         try:
@@ -227,6 +228,10 @@ class _Channel:
                 active = self.active
                 if active is not None and (kind == "parent_reply" or msg.id == active.id):
                     active._on_control(msg)
+                elif kind == "cancel" and any(
+                    m[0] == "call" and m[1] == msg.id for m in self.inbox
+                ):  # a call pipelined behind the running one: never start it
+                    self.skip.add(msg.id)
             else:
                 self.inbox.append(msg)
 
@@ -300,6 +305,11 @@ class _Server:
 
     def run_call(self, msg: Call) -> None:
         ctx = CallContext(self.channel, msg)
+        if self.channel.skip and msg.id in self.channel.skip:
+            self.channel.skip.discard(msg.id)
+            ctx._cancelled = True
+            self._send_error(ctx, CallCancelled(f"call {msg.id} was cancelled before it started"))
+            return
         self.channel.active = ctx
         token = _current.set(ctx)
         try:
