@@ -108,9 +108,8 @@ class DirectPath(PoolCore):
         w.req = req
         req.worker = w
         req.state = "running"
-        if req.deadline is not None and req.timer is None:
-            assert self._loop is not None
-            req.timer = self._loop.call_at(req.deadline, self._deadline_passed, req)
+        if req.deadline is not None:
+            self._watch(req.deadline)
         proto = w.protocol
         if proto is not None and rest:
             proto.buf.feed(rest)

@@ -20,7 +20,7 @@ from dspex.errors import (
     QueueTimeout,
     RemoteError,
 )
-from dspex.pool.core import PoolCore
+from dspex.pool.deadlines import Deadlines
 from dspex.pool.protocol import (
     Cancel,
     Credit,
@@ -55,7 +55,7 @@ def remote_error(msg: Error) -> DSPexError:
     )
 
 
-class Dispatch(PoolCore):
+class Dispatch(Deadlines):
     """Mixin: everything a request goes through between submission and its outcome."""
 
     def _submit(self, req: Req) -> None:
@@ -132,12 +132,10 @@ class Dispatch(PoolCore):
         if qt is not None:
             limit = now + qt if limit is None else min(limit, now + qt)
         req.queue_deadline = limit
-        if limit is not None and req.timer is None:
-            assert self._loop is not None
-            req.timer = self._loop.call_at(limit, self._queue_expired, req)
+        if limit is not None:
+            self._watch(limit)
 
     def _queue_expired(self, req: Req) -> None:
-        req.timer = None
         if req.state != "queued":
             return
         try:
@@ -215,9 +213,6 @@ class Dispatch(PoolCore):
     def _dispatch(self, req: Req, w: Worker, now: float) -> None:
         """Send ``req`` to ``w``: to run now if it is idle, else queued behind its running
         call (pipelined; it starts when the running call ends, see :meth:`_promote`)."""
-        if req.timer is not None:
-            req.timer.cancel()
-            req.timer = None
         remaining: float | None = None
         if req.deadline is not None:
             remaining = req.deadline - now
@@ -260,16 +255,16 @@ class Dispatch(PoolCore):
             self._flush_armed = True
             assert self._loop is not None
             self._loop.call_soon(self._flush_out)
-        assert self._loop is not None
         if pipelined:  # it waits like a queued call (queue_timeout), then runs to its deadline
             qt = self.config.queue_timeout
             limit = req.deadline
             if qt is not None:
                 limit = req.submitted + qt if limit is None else min(limit, req.submitted + qt)
+            req.queue_deadline = limit
             if limit is not None:
-                req.timer = self._loop.call_at(limit, self._pipeline_expired, req)
+                self._watch(limit)
         elif req.deadline is not None:
-            req.timer = self._loop.call_at(req.deadline, self._deadline_passed, req)
+            self._watch(req.deadline)
         if telemetry.has_handlers():
             telemetry.emit(
                 "dspex.pool.checkout",
@@ -290,21 +285,17 @@ class Dispatch(PoolCore):
         w.req = req
         req.state = "running"
         req.started = self._now()
-        if req.timer is not None:
-            req.timer.cancel()
-            req.timer = None
         assert self._loop is not None
         if req.done:  # cancelled or expired while it waited: the worker skips it, or must
             w.cancel_timer = self._loop.call_later(  # stop it within the grace, as any cancel
                 self.config.cancel_grace, self._cancel_expired, w, req
             )
         elif req.deadline is not None:
-            req.timer = self._loop.call_at(req.deadline, self._deadline_passed, req)
+            self._watch(req.deadline)
 
     def _pipeline_expired(self, req: Req) -> None:
         """A pipelined call waited too long behind its worker's running call: it ends with
         ``QueueTimeout`` as a queued one would, and the worker is told to skip it."""
-        req.timer = None
         w = req.worker
         if req.state != "pipelined" or req.done or w is None:
             return
@@ -319,7 +310,6 @@ class Dispatch(PoolCore):
         w.send(self._codec.frame(Cancel("cancel", req.id)))
 
     def _deadline_passed(self, req: Req) -> None:
-        req.timer = None
         w = req.worker
         if req.state != "running" or w is None or w.req is not req:
             return
@@ -341,18 +331,12 @@ class Dispatch(PoolCore):
                 self._queue.remove(req)
             except ValueError:
                 pass
-            if req.timer is not None:
-                req.timer.cancel()
-                req.timer = None
             req.state = "finished"
             req.resolve(False, asyncio.CancelledError())
             return
         req.resolve(False, asyncio.CancelledError())
         w = req.worker
         if req.state == "pipelined" and w is not None:  # the worker skips it when it gets there
-            if req.timer is not None:
-                req.timer.cancel()
-                req.timer = None
             w.send(self._codec.frame(Cancel("cancel", req.id)))
             return
         if req.state == "running" and w is not None and w.req is req and w.cancel_timer is None:
@@ -433,9 +417,6 @@ class Dispatch(PoolCore):
         w.req = None
         req.state = "finished"
         w.requests_done += 1
-        if req.timer is not None:
-            req.timer.cancel()
-            req.timer = None
         if w.cancel_timer is not None:
             w.cancel_timer.cancel()
             w.cancel_timer = None
@@ -477,9 +458,6 @@ class Dispatch(PoolCore):
             sess = req.session
             if sess is not None and sess.lost:
                 self._queue.remove(req)
-                if req.timer is not None:
-                    req.timer.cancel()
-                    req.timer = None
                 req.state = "finished"
                 self._fail(req, sess.lost_error(self.name))
 

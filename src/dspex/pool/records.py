@@ -137,7 +137,6 @@ class Req:
         "state",
         "stream",
         "submitted",
-        "timer",
         "undelivered",
         "worker",
     )
@@ -164,7 +163,6 @@ class Req:
         self.state: ReqState = "new"
         self.done = False
         self.worker: Worker | None = None
-        self.timer: asyncio.TimerHandle | None = None
         self.submitted = 0.0
         self.started = 0.0
         self.items_sent = 0

@@ -195,9 +195,6 @@ class Supervisor(PoolCore):
         behind = list(w.backlog)  # pipelined calls it never started: they run elsewhere
         w.backlog.clear()
         for later in reversed(behind):  # (re-queued at the front, in their order, behind req)
-            if later.timer is not None:
-                later.timer.cancel()
-                later.timer = None
             later.state = "finished"
             later.undelivered = True
             self._requeue_or_fail(w, later, info)
@@ -421,8 +418,6 @@ class Supervisor(PoolCore):
         closed = self._closed_error()
         while self._queue:
             req = self._queue.popleft()
-            if req.timer is not None:
-                req.timer.cancel()
             req.state = "finished"
             self._fail(req, closed)
         for fut in self._start_waiters:
