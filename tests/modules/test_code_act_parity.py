@@ -17,7 +17,7 @@ import pytest
 import dspex
 from dspex.modules.code_act import CodeAct
 from dspex.sandbox import bwrap_executable
-from dspex.testing import LMServer
+from dspex.testing import Fault, LMServer
 
 dspy = pytest.importorskip("dspy")
 pytestmark = [
@@ -60,11 +60,15 @@ def _run(
     max_iters: int = 5,
     signature: str = SIGNATURE,
     call_kw: dict[str, Any] | None = None,
+    adapter: str | None = None,
+    faults: list[Fault] | None = None,
 ) -> tuple[list[Any], Any]:
     from dspex.sandbox.dspy_compat import sandbox_interpreter_factory
 
     server.clear()
     server.reply(*replies)
+    for fault in faults or []:
+        server.fault(fault)
     lm = lib.LM("openai/test", api_base=server.url, api_key="k", cache=False, num_retries=0)
     if lib is dspex:
         act = CodeAct(signature, tools=[add, scale], max_iters=max_iters)
@@ -78,7 +82,10 @@ def _run(
     kwargs = {"question": "What is (2 + 3) * 2?", **(call_kw or {})}
     error: BaseException | None = None
     pred = None
-    with lib.context(lm=lm):
+    settings: dict[str, Any] = {"lm": lm}
+    if adapter is not None:
+        settings["adapter"] = getattr(lib, adapter)()
+    with lib.context(**settings):
         try:
             pred = asyncio.run(act.acall(**kwargs)) if use_async else act(**kwargs)
         except Exception as exc:
@@ -101,11 +108,13 @@ def _compare(server: LMServer, replies: list[Any], **kw: Any) -> tuple[list[Any]
     return ours, pred
 
 
-@pytest.mark.parametrize("use_async", [False, True])
+@pytest.mark.parametrize(
+    ("use_async", "adapter"), [(False, None), (True, None), (False, "JSONAdapter")]
+)
 def test_code_steps_tool_call_error_retry_and_finish_match_dspy(
-    server: LMServer, use_async: bool
+    server: LMServer, use_async: bool, adapter: str | None
 ) -> None:
-    requests, pred = _compare(server, FULL_RUN, use_async=use_async)
+    requests, pred = _compare(server, FULL_RUN, use_async=use_async, adapter=adapter)
     assert len(requests) == 4 and pred.answer == "10"
     assert pred.trajectory == {
         "generated_code_0": "x = add(2, 3)\nprint(x)",
@@ -115,6 +124,8 @@ def test_code_steps_tool_call_error_retry_and_finish_match_dspy(
         "generated_code_2": "y = scale(x)\nprint(y)",
         "code_output_2": '"10.0\\n"',
     }
+    if adapter is not None:
+        return
     system = requests[0][0]["content"]
     assert "(1) add, whose description is <desc>Add two integers.</desc>" in system
     assert "ZeroDivisionError: division by zero" in str(requests[2])
@@ -151,3 +162,30 @@ def test_state_and_named_predictors_match_dspy() -> None:
     assert [n for n, _ in ours.named_predictors()] == [n for n, _ in theirs.named_predictors()]
     assert ours.dump_state() == theirs.dump_state()
     assert ours.codeact.signature.instructions == theirs.codeact.signature.instructions
+
+
+CWE_BODY = (
+    '{"error": {"message": "This model\'s maximum context length is 8192 tokens", '
+    '"code": "context_length_exceeded", "type": "invalid_request_error"}}'
+)
+
+
+def test_extract_context_window_truncates_the_trajectory_as_dspy(server: LMServer) -> None:
+    # the first extract request (full trajectory) overflows: the 4 oldest keys are dropped
+    def overflow() -> list[Fault]:
+        return [
+            Fault(
+                status=400,
+                body=CWE_BODY,
+                match=lambda r: (
+                    "[[ ## reasoning ## ]]" in str(r.json["messages"][0])
+                    and "generated_code_0" in str(r.json["messages"])
+                ),
+            )
+        ]
+
+    ours, pred = _run(server, dspex, FULL_RUN, faults=overflow())
+    theirs, dpred = _run(server, dspy, FULL_RUN, faults=overflow())
+    assert ours == theirs and len(ours) == 5  # 3 code steps, the overflow, the retry
+    assert dict(pred.items()) == dict(dpred.items())
+    assert list(pred.trajectory) == ["generated_code_2", "code_output_2"]
