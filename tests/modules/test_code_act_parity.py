@@ -162,6 +162,12 @@ def test_state_and_named_predictors_match_dspy() -> None:
     assert [n for n, _ in ours.named_predictors()] == [n for n, _ in theirs.named_predictors()]
     assert ours.dump_state() == theirs.dump_state()
     assert ours.codeact.signature.instructions == theirs.codeact.signature.instructions
+    # DSPy's saved state (with demos) loads into ours and dumps back the same
+    theirs.codeact.demos = [dspy.Example(question="q", generated_code="print(1)", finished=True)]
+    theirs.extractor.predict.demos = [dspy.Example(question="q", answer="1", reasoning="r")]
+    ours.load_state(theirs.dump_state())
+    assert ours.dump_state() == theirs.dump_state()
+    assert ours.codeact.demos[0]["generated_code"] == "print(1)"  # dicts, as DSPy loads them
 
 
 CWE_BODY = (
