@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import dspex
-from dspex.teleprompt import COPRO, BootstrapFewShot, BootstrapFewShotWithRandomSearch
+from dspex.teleprompt import COPRO, BootstrapFewShot, BootstrapFewShotWithRandomSearch, MIPROv2
 from tests.teleprompt import _oracle
 
 NUMBERS = [2, 9, 4, 7, 5, 15, 6, 8, 10, 11, 12, 13, 16, 17, 18, 19, 20, 21, 22, 23]
@@ -47,6 +47,15 @@ def build(kind: str) -> Any:
             num_threads=CONFIG.get("threads"),
             **common,
         )
+    if kind == "mipro":
+        return MIPROv2(
+            metric=metric,
+            auto=None,
+            num_candidates=CONFIG.get("candidates", 3),
+            num_threads=CONFIG.get("threads"),
+            display_progress=False,
+            **common,
+        )
     return COPRO(metric=metric, breadth=3, depth=3, **common)
 
 
@@ -57,11 +66,13 @@ def main() -> None:
         CONFIG.get("model", "openai/test"), api_base=CONFIG["url"], api_key="k", num_retries=0
     )
     numbers = CONFIG.get("numbers") or NUMBERS[: CONFIG.get("examples", len(NUMBERS))]
-    optimizer = build(kind)
     with dspex.context(lm=lm, cache_dir=Path(CONFIG["cache_dir"])):
+        optimizer = build(kind)  # MIPROv2 takes its models from the context
         kwargs: dict[str, Any] = {"trainset": _oracle.trainset(dspex, numbers)}
         if kind == "copro":
             kwargs["eval_kwargs"] = {"num_threads": CONFIG.get("threads") or 1}
+        if kind == "mipro":
+            kwargs.update(CONFIG.get("compile", {}))
         if CONFIG.get("val"):
             kwargs["valset"] = _oracle.trainset(dspex, CONFIG["val"])
         compiled = optimizer.compile(_oracle.two_step(dspex), **kwargs)
@@ -70,6 +81,15 @@ def main() -> None:
         "summary": compiled.run_summary.to_dict(),
         "text": str(compiled.run_summary),
     }
+    if kind == "mipro":  # the search's scores, in trial order
+        out["scores"] = [c["score"] for c in compiled.candidate_programs]
+        out["trials"] = {
+            str(n): {
+                k: v for k, v in log.items() if k.endswith(("_instruction", "_demos", "score"))
+            }
+            for n, log in compiled.trial_logs.items()
+        }
+    out["metric_calls"] = _calls
     Path(CONFIG["out"]).write_text(json.dumps(out, default=repr))
 
 
