@@ -48,10 +48,12 @@ def build(kind: str) -> Any:
             **common,
         )
     if kind == "mipro":
+        auto = CONFIG.get("auto")
+        sizes = {} if auto else {"num_candidates": CONFIG.get("candidates", 3)}
         return MIPROv2(
             metric=metric,
-            auto=None,
-            num_candidates=CONFIG.get("candidates", 3),
+            auto=auto,
+            **sizes,
             num_threads=CONFIG.get("threads"),
             display_progress=False,
             **common,
