@@ -14,7 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import dspex
-from dspex.teleprompt import COPRO, BootstrapFewShot, BootstrapFewShotWithRandomSearch, MIPROv2
+from dspex.teleprompt import (
+    COPRO,
+    SIMBA,
+    BootstrapFewShot,
+    BootstrapFewShotWithRandomSearch,
+    MIPROv2,
+)
 from tests.teleprompt import _oracle
 
 NUMBERS = [2, 9, 4, 7, 5, 15, 6, 8, 10, 11, 12, 13, 16, 17, 18, 19, 20, 21, 22, 23]
@@ -58,6 +64,17 @@ def build(kind: str) -> Any:
             display_progress=False,
             **common,
         )
+    if kind == "simba":
+        return SIMBA(
+            metric=metric,
+            bsize=4,
+            num_candidates=2,
+            max_steps=4,
+            max_demos=2,
+            num_threads=CONFIG.get("threads"),
+            display_progress=False,
+            **common,
+        )
     return COPRO(metric=metric, breadth=3, depth=3, **common)
 
 
@@ -73,7 +90,7 @@ def main() -> None:
         kwargs: dict[str, Any] = {"trainset": _oracle.trainset(dspex, numbers)}
         if kind == "copro":
             kwargs["eval_kwargs"] = {"num_threads": CONFIG.get("threads") or 1}
-        if kind == "mipro":
+        if kind in ("mipro", "simba"):
             kwargs.update(CONFIG.get("compile", {}))
         if CONFIG.get("val"):
             kwargs["valset"] = _oracle.trainset(dspex, CONFIG["val"])
@@ -91,6 +108,9 @@ def main() -> None:
             }
             for n, log in compiled.trial_logs.items()
         }
+    if kind == "simba":
+        out["scores"] = [c["score"] for c in compiled.candidate_programs]
+        out["trials"] = {str(k): v for k, v in compiled.trial_logs.items()}
     out["metric_calls"] = _calls
     Path(CONFIG["out"]).write_text(json.dumps(out, default=repr))
 

@@ -79,3 +79,45 @@ def test_mipro_budget_spent_in_bootstrap_returns_the_student(server: LMServer) -
     assert set(summary.phases) == {"bootstrap"}  # no proposal, no search
     assert summary.total.paid_calls == len(server.requests) - before
     assert compiled.dump_state() == student.dump_state()
+
+
+# ---------------------------------------------------------------------- SIMBA
+def _simba(server: LMServer, model: str = "openai/test", **kwargs: Any) -> Any:
+    from dspex.teleprompt import SIMBA
+
+    with dspex.context(lm=_lm(server, model)):
+        optimizer = SIMBA(
+            metric=exact,
+            bsize=4,
+            num_candidates=2,
+            max_steps=3,
+            max_demos=2,
+            num_threads=1,
+            **kwargs,
+        )
+        return optimizer.compile(
+            _oracle.two_step(dspex), trainset=trainset(dspex, NUMBERS[:8]), seed=5
+        )
+
+
+def test_simba_summary_adds_up_to_the_server_requests(server: LMServer) -> None:
+    before = len(server.requests)
+    compiled = _simba(server)
+    summary = compiled.run_summary
+    assert summary.total.paid_calls == len(server.requests) - before
+    assert summary.stopped is None and summary.resumed == []
+    assert {"step 1: trajectories", "step 3: candidates", "validation"} <= set(summary.phases)
+
+
+def test_simba_max_cost_stops_with_the_best_so_far(server: LMServer) -> None:
+    full = _simba(server, PRICED)
+    limit = full.run_summary.phases["step 1: trajectories"].cost * 2.5  # spent in step 2
+    compiled = _simba(server, PRICED, max_cost=limit)
+    summary = compiled.run_summary
+    assert summary.stopped == "max_cost"
+    assert limit <= summary.total.cost < full.run_summary.total.cost
+    assert "step 3: trajectories" not in summary.phases
+    assert compiled.candidate_programs  # ranked by mini-batch score (validation cut short)
+    assert compiled.candidate_programs[0]["score"] == max(
+        c["score"] for c in compiled.candidate_programs
+    )

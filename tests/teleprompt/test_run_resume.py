@@ -231,3 +231,26 @@ def test_mipro_killed_mid_search_resumes_to_the_same_program(
     # requests in flight at the kill (one program run per thread) are paid again at most
     assert paid_resumed <= paid_whole + 2 * threads
     assert paid_resumed <= 1.05 * paid_whole
+
+
+@pytest.mark.parametrize("threads", [1, 4])
+def test_simba_killed_mid_run_resumes_to_the_same_program(
+    server: LMServer, tmp_path: Path, threads: int
+) -> None:
+    """4 steps of 20 metric calls (8 trajectories, 3 candidates x 4 examples), then the final
+    scoring: killed inside step 3, resumed from the checkpoint after step 2 (both RNGs, the
+    data order, the pool and the winners restored)."""
+    config = {"kind": "simba", "threads": threads, "examples": 8, "compile": {"seed": 5}}
+    whole, resumed, paid_whole, paid_resumed = _interrupted_then_resumed(
+        server, tmp_path, config, block_after=50
+    )
+    assert resumed["at_kill"]["simba"]["next_step"] == 2
+    assert resumed["state"] == whole["state"]
+    assert resumed["scores"] == whole["scores"]
+    assert resumed["trials"] == whole["trials"]
+    assert resumed["summary"]["resumed"] == ["simba"]
+    phases = resumed["summary"]["phases"]
+    assert not any(name.startswith(("step 1", "step 2")) for name in phases)
+    assert _paid(whole["summary"]) == paid_whole
+    assert paid_resumed <= paid_whole + 2 * threads
+    assert paid_resumed <= 1.05 * paid_whole
