@@ -16,6 +16,7 @@ from typing import Any
 import dspex
 from dspex.teleprompt import (
     COPRO,
+    GEPA,
     SIMBA,
     BootstrapFewShot,
     BootstrapFewShotWithRandomSearch,
@@ -36,6 +37,12 @@ def metric(example: Any, prediction: Any, trace: Any = None) -> bool:
         while True:  # the test kills this process here
             time.sleep(0.05)
     return _oracle.exact(example, prediction, trace)
+
+
+def gepa_metric(
+    gold: Any, pred: Any, trace: Any = None, pred_name: Any = None, pred_trace: Any = None
+) -> float:
+    return float(metric(gold, pred, trace))
 
 
 def build(kind: str) -> Any:
@@ -62,6 +69,16 @@ def build(kind: str) -> Any:
             **sizes,
             num_threads=CONFIG.get("threads"),
             display_progress=False,
+            **common,
+        )
+    if kind == "gepa":
+        reflection = dspex.LM("openai/reflect", api_base=CONFIG["url"], api_key="k", num_retries=0)
+        return GEPA(
+            metric=gepa_metric,
+            max_metric_calls=CONFIG.get("metric_calls", 120),
+            reflection_lm=reflection,
+            num_threads=CONFIG.get("threads"),
+            track_stats=True,
             **common,
         )
     if kind == "simba":
@@ -108,6 +125,11 @@ def main() -> None:
             }
             for n, log in compiled.trial_logs.items()
         }
+    if kind == "gepa":
+        results = compiled.detailed_results
+        out["metric_calls_total"] = results.total_metric_calls
+        out["candidates"] = len(results.candidates)
+        out["scores"] = results.val_aggregate_scores
     if kind == "simba":
         out["scores"] = [c["score"] for c in compiled.candidate_programs]
         out["trials"] = {str(k): v for k, v in compiled.trial_logs.items()}

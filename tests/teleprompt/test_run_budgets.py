@@ -6,6 +6,7 @@ program so far and names the budget in ``run_summary.stopped``."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -121,3 +122,67 @@ def test_simba_max_cost_stops_with_the_best_so_far(server: LMServer) -> None:
     assert compiled.candidate_programs[0]["score"] == max(
         c["score"] for c in compiled.candidate_programs
     )
+
+
+# ---------------------------------------------------------------------- GEPA
+def gepa_metric(
+    gold: Any, pred: Any, trace: Any = None, pred_name: Any = None, pred_trace: Any = None
+) -> float:
+    return float(exact(gold, pred, trace))
+
+
+def _gepa(server: LMServer, model: str = "openai/test", **kwargs: Any) -> Any:
+    pytest.importorskip("gepa")
+    from dspex.teleprompt import GEPA
+
+    with dspex.context(lm=_lm(server, model)):
+        optimizer = GEPA(
+            metric=gepa_metric,
+            max_metric_calls=80,
+            reflection_lm=_lm(server, model),
+            num_threads=1,
+            track_stats=True,
+            **kwargs,
+        )
+        return optimizer.compile(
+            _oracle.two_step(dspex),
+            trainset=trainset(dspex, NUMBERS[:6]),
+            valset=trainset(dspex, NUMBERS[6:]),
+        )
+
+
+def test_gepa_summary_adds_up_to_the_server_requests(server: LMServer) -> None:
+    before = len(server.requests)
+    compiled = _gepa(server)
+    summary = compiled.run_summary
+    assert summary.total.paid_calls == len(server.requests) - before
+    assert set(summary.phases) == {"evaluate", "reflection"}
+    assert summary.stopped is None and summary.resumed == []
+
+
+def test_gepa_max_cost_stops_between_iterations(server: LMServer) -> None:
+    full = _gepa(server, PRICED)
+    limit = full.run_summary.total.cost / 3
+    compiled = _gepa(server, PRICED, max_cost=limit)
+    summary = compiled.run_summary
+    assert summary.stopped == "max_cost"
+    assert limit <= summary.total.cost < full.run_summary.total.cost
+    results = compiled.detailed_results
+    assert results.total_metric_calls < full.detailed_results.total_metric_calls
+    best = results.candidates[results.best_idx]
+    assert compiled.dump_state() == best.dump_state()
+
+
+def test_gepa_run_dir_and_log_dir_are_exclusive(tmp_path: Path) -> None:
+    pytest.importorskip("gepa")
+    from dspex.errors import OptimizerError
+    from dspex.teleprompt import GEPA
+
+    with pytest.raises(OptimizerError, match="not both"):
+        GEPA(
+            metric=gepa_metric,
+            max_metric_calls=10,
+            reflection_lm=object(),
+            run_dir=tmp_path / "a",
+            log_dir=str(tmp_path / "b"),
+        )
