@@ -14,9 +14,9 @@ DSPex only: ``max_lm_calls``/``max_cost`` stop the run between GEPA iterations o
 state there (``run_dir/gepa/gepa_state.bin``, saved before every iteration: candidates,
 scores, Pareto fronts, metric calls spent), and a run started again with the same directory
 (and the same arguments, student and data: checked, see :class:`~dspex.teleprompt.run.Run`)
-goes on from the last saved iteration within the same ``max_metric_calls``. The library does
-not save its random generators, so the iterations after a resume draw fresh minibatches:
-a resumed run is not the uninterrupted run's sequence (``log_dir`` gives the library the
+goes on from the last saved iteration within the same ``max_metric_calls``. The engine does
+not save its own sampling generator (the adapter's is saved), so the iterations after a resume
+draw fresh candidates and minibatches: a resumed run is not the uninterrupted run's sequence (``log_dir`` gives the library the
 same directory without the identity check, as in DSPy).
 """
 
