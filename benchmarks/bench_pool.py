@@ -85,8 +85,14 @@ def dspex_numbers(rows: dict[str, dict[str, Any]]) -> None:
         return lat, n / (time.perf_counter() - start)
 
     lat, rate = asyncio.run(roundtrip())
+    pipelined = pool.stats()["pipelined"]
     sync_lat = sample(lambda: pool.call_sync("ping"), 5000)
-    rows["dspex.pool (async call)"] = {"p50": p50(lat), "p99": p99(lat), "rate": rate}
+    rows["dspex.pool (async call)"] = {
+        "p50": p50(lat),
+        "p99": p99(lat),
+        "rate": rate,
+        "pipelined": pipelined,
+    }
     rows["dspex.pool (call_sync)"] = {"p50": p50(sync_lat), "p99": p99(sync_lat)}
     pool.close_sync()
 
@@ -323,7 +329,10 @@ def main() -> None:
         f"Floor: a bare msgpack round trip over a socketpair to a forked process takes "
         f"{us(floor)} (p50). `call_sync` writes its frame to an idle worker's socket and reads "
         "the reply on the calling thread (no thread hop; `dspex.pool.direct`); async calls "
-        "hop to the pool's I/O thread and back, batched (one wake-up per batch each way).",
+        "hop to the pool's I/O thread and back, batched (one wake-up per batch each way), and "
+        "each worker holds up to `pipeline` (default 2) short calls queued behind the running "
+        f"one ({rows['dspex.pool (async call)']['pipelined']:,} of the async calls "
+        "were pipelined).",
         "",
         "Start and restart (restart = SIGKILL of the worker → replacement ready; median):",
         "",
