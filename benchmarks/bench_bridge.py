@@ -13,6 +13,7 @@ One run, one LMServer in its own process, cache off everywhere. Measures:
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import resource
 import statistics
@@ -75,10 +76,13 @@ def main() -> None:
             rows[name] = (p50(xs), p99(xs))
         # parent CPU per call (all threads of this process; the worker's CPU not counted)
         cpu = {}
+        pid = remote._dspy_session.worker_pid
         for name in ("dspy", "pool"):
-            before = _cpu()
+            before, worker_before = _cpu(), _proc_cpu(pid)
             per_call(sides[name], N // 2, warmup=5)
             cpu[name] = (_cpu() - before) / (N // 2)
+            if name == "pool":
+                cpu["worker"] = (_proc_cpu(pid) - worker_before) / (N // 2)
         loop.close()
 
         firsts = []
@@ -119,9 +123,9 @@ of the median] (target ≤ +0.25 ms):
 | sync | {sync} |
 | async (`acall`) | {asyn} |
 
-Parent CPU per call (this process, all threads; user + system): `dspy.Predict` in process
-{ms(cpu["dspy"])}, bridged call {ms(cpu["pool"])} (the bridged call's DSPy work runs in the
-worker; this is what the parent pays to send it and take the answer back).
+CPU per call (user + system): `dspy.Predict` in this process {ms(cpu["dspy"])}; bridged
+call: this process (all threads) {ms(cpu["pool"])} — what the parent pays to send it and take
+the answer back — and the worker {ms(cpu["worker"])} (the DSPy call plus the host's work).
 One run on a shared 2-core machine.
 """
     write("bridge", text)
@@ -130,6 +134,15 @@ One run on a shared 2-core machine.
 def _cpu() -> float:
     r = resource.getrusage(resource.RUSAGE_SELF)
     return r.ru_utime + r.ru_stime
+
+
+def _proc_cpu(pid: int | None) -> float:
+    """CPU seconds (user + system) used so far by process ``pid`` (Linux ``/proc``)."""
+    if pid is None:
+        return 0.0
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _summary(diffs: list[float]) -> str:
