@@ -34,6 +34,8 @@ ALLOWED = (
 
 
 class PoolMachine(RuleBasedStateMachine):
+    OPTIONS: dict[str, Any] = {}  # noqa: RUF012 (read-only, per machine)
+
     def __init__(self) -> None:
         super().__init__()
         self.loop = asyncio.new_event_loop()
@@ -48,6 +50,7 @@ class PoolMachine(RuleBasedStateMachine):
             cancel_grace=0.3,
             kill_grace=0.3,
             max_restarts=1000,
+            **self.OPTIONS,
         )
         self.pool.start_sync()
         self.calls: list[tuple[str, concurrent.futures.Future[Any]]] = []
@@ -96,6 +99,10 @@ class PoolMachine(RuleBasedStateMachine):
                     assert not w.req.done or w.cancel_timer is not None, "lease without owner"
                 else:
                     assert w not in self.pool._idle or w.state == "idle"
+                if w.state in ("idle", "starting"):
+                    assert not w.backlog, "calls pipelined behind no running call"
+                for req in w.backlog:
+                    assert req.state == "pipelined" and req.worker is w
 
         self.pool._run_on_loop(check)
 
@@ -132,3 +139,23 @@ PoolMachine.TestCase.settings = settings(
     suppress_health_check=[HealthCheck.too_slow],
 )
 TestPoolMachine = PoolMachine.TestCase
+
+
+class PipelinedPoolMachine(PoolMachine):
+    """The same rules with every call pipelined behind a running one when there is room."""
+
+    OPTIONS = {"pipeline": 2, "pipeline_below": 1e9}  # noqa: RUF012
+
+    def __init__(self) -> None:
+        super().__init__()
+        # a method is pipelined behind only once its cost is known: learn "sleep"'s now
+        asyncio.run_coroutine_threadsafe(self.pool.call("sleep", 0.0), self.loop).result()
+
+    @rule(seconds=st.sampled_from([0.0, 0.05]), n=st.integers(2, 6))
+    def burst(self, seconds: float, n: int) -> None:
+        for _ in range(n):  # more calls than workers at once: some wait in a worker's socket
+            self.submit("sleep", seconds)
+
+
+PipelinedPoolMachine.TestCase.settings = PoolMachine.TestCase.settings
+TestPipelinedPoolMachine = PipelinedPoolMachine.TestCase
