@@ -93,7 +93,7 @@ class Dispatch(Deadlines):
         if picked is not None:
             self._fail(req, picked)
             return
-        w = self._pipeline_target(req, now)
+        w = None if self._queue else self._pipeline_target(req, now)  # (older calls first)
         if w is not None:
             self._dispatch(req, w, now)
             return
