@@ -150,6 +150,7 @@ _ROUTED = frozenset(
         "Predict",
         "ProgramOfThought",
         "ReAct",
+        "ReActV2",
         "Refine",
         "Retrieve",
         "SIMBA",
