@@ -151,6 +151,7 @@ _ROUTED = frozenset(
         "Predict",
         "ProgramOfThought",
         "ReAct",
+        "ReActV2",
         "Refine",
         "Retrieve",
         "SIMBA",

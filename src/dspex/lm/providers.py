@@ -15,7 +15,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 import orjson
 
 from dspex.errors import ConfigurationError
-from dspex.lm.outputs import anthropic_outputs, anthropic_tools, openai_outputs
+from dspex.lm.outputs import anthropic_outputs, anthropic_tools, openai_outputs, openai_tools
 
 __all__ = [
     "PROVIDERS",
@@ -135,6 +135,7 @@ def build_body(
 ) -> dict[str, Any]:
     options = {k: v for k, v in options.items() if v is not None}  # unset, as LiteLLM drops
     if endpoint.wire == "openai":
+        messages, options = openai_tools(messages, options)
         return {"model": endpoint.model, "messages": messages, **options}
     system = "\n\n".join(str(m.get("content", "")) for m in messages if m.get("role") == "system")
     rest = [m for m in messages if m.get("role") != "system"]
