@@ -23,12 +23,12 @@ from typing import Any
 import orjson
 
 from dspex import settings
-from dspex.errors import CallError, ConfigurationError
+from dspex.errors import CallError, ConfigurationError, LMConfigurationError
 from dspex.lm.cache import request_blob, shared_cache
-from dspex.lm.flow import Attempts, ErrorMap, Outcome, attempt_flow
+from dspex.lm.flow import Attempts, ErrorMap, Outcome, adrive, attempt_flow, drive
 from dspex.lm.providers import Endpoint, resolve
 from dspex.lm.resilience import RetryPolicy, breaker_for
-from dspex.lm.transport import DEFAULT_MAX_BODY, HTTPError, Response, Target
+from dspex.lm.transport import DEFAULT_MAX_BODY, Response, Target
 from dspex.lm.wire import HTTPTransport
 
 __all__ = ["Embedder"]
@@ -74,6 +74,10 @@ class _Hosted:
         self.endpoint: Endpoint = resolve(
             full, options.get("api_base") or options.get("base_url"), options.get("api_key")
         )
+        if self.endpoint.problem is not None:
+            raise LMConfigurationError(
+                f"cannot embed with {model!r}: {self.endpoint.problem}", model=model
+            )
         if self.endpoint.wire != "openai":
             raise ConfigurationError(
                 f"{self.endpoint.provider}/ has no embeddings API; use an OpenAI-compatible "
@@ -200,49 +204,17 @@ class Embedder:
 
     def _fetch_sync(self, fetch: _Fetch) -> Rows:
         client = self._client()
-        message, _deadline, flow = client.request(fetch.batch, fetch.options)
-        try:
-            step = next(flow)
-            while True:
-                outcome: Outcome = None
-                if step is None:
-                    try:
-                        outcome = client.transport.request(client.target, message, _deadline)
-                    except HTTPError as exc:
-                        outcome = exc
-                else:
-                    time.sleep(step)
-                try:
-                    step = flow.send(outcome)
-                except StopIteration as done:
-                    rows: Rows = done.value[0]
-                    return rows
-        finally:
-            flow.close()
+        message, deadline, flow = client.request(fetch.batch, fetch.options)
+        rows, _, _ = drive(flow, lambda: client.transport.request(client.target, message, deadline))
+        return rows
 
     async def _fetch_async(self, fetch: _Fetch) -> Rows:
-        import asyncio
-
         client = self._client()
-        message, _deadline, flow = client.request(fetch.batch, fetch.options)
-        try:
-            step = next(flow)
-            while True:
-                outcome: Outcome = None
-                if step is None:
-                    try:
-                        outcome = await client.transport.arequest(client.target, message, _deadline)
-                    except HTTPError as exc:
-                        outcome = exc
-                else:
-                    await asyncio.sleep(step)
-                try:
-                    step = flow.send(outcome)
-                except StopIteration as done:
-                    rows: Rows = done.value[0]
-                    return rows
-        finally:
-            flow.close()
+        message, deadline, flow = client.request(fetch.batch, fetch.options)
+        rows, _, _ = await adrive(
+            flow, lambda: client.transport.arequest(client.target, message, deadline)
+        )
+        return rows
 
     def close(self) -> None:
         """Close the idle connections of a hosted model's sync calls."""
