@@ -22,9 +22,8 @@ from typing import Any
 
 import orjson
 
-from dspex import settings
 from dspex.errors import CallError, ConfigurationError, LMConfigurationError
-from dspex.lm.cache import request_blob, shared_cache
+from dspex.lm.cache import active, request_blob
 from dspex.lm.flow import Attempts, ErrorMap, Outcome, adrive, attempt_flow, drive
 from dspex.lm.providers import Endpoint, resolve
 from dspex.lm.resilience import RetryPolicy, breaker_for
@@ -253,7 +252,7 @@ def _plan(
         {k: v for k, v in options.items() if k not in _CLIENT_OPTIONS} if hosted else options
     )
     identity = model if isinstance(model, str) else _callable_key(model)
-    cache = shared_cache(settings.current().cache_dir) if use_cache else None
+    cache = active() if use_cache else None
     rows: list[Any] = []
     for start in range(0, len(texts), size):
         batch = texts[start : start + size]
@@ -261,7 +260,7 @@ def _plan(
         if cache is not None:
             keyed = {k: v for k, v in options.items() if k not in _SECRET_OPTIONS}
             blob = request_blob({"embedder": identity, "input": batch, "options": keyed})
-            hit = cache.get(blob)
+            hit = cache.lookup(blob)
             if hit is not None:
                 rows.extend(orjson.loads(hit[0][0]))
                 continue
@@ -276,7 +275,7 @@ def _plan(
                 f"the embedder returned shape {found.shape} for a batch of {len(batch)} inputs"
             )
         if cache is not None:
-            cache.put(blob, [orjson.dumps(found.tolist()).decode()], {})
+            cache.save(blob, [orjson.dumps(found.tolist()).decode()], {})
         rows.extend(found.tolist())
     embeddings = np.array(rows, dtype=np.float32)
     return embeddings[0] if single else embeddings

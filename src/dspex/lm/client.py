@@ -28,10 +28,9 @@ from typing import Any
 
 import orjson
 
-from dspex import settings
 from dspex.errors import ConfigurationError, LMConfigurationError, LMError
 from dspex.lm.base import BUILTIN_LM_CLASS_PATH, BaseLM, Message
-from dspex.lm.cache import request_blob, shared_cache
+from dspex.lm.cache import active, request_blob
 from dspex.lm.flow import Attempts, ErrorMap, Outcome, adrive, attempt_flow, drive
 from dspex.lm.options import initial_options, is_openai_reasoning_model, wrap_provider_exception
 from dspex.lm.providers import (
@@ -364,13 +363,14 @@ class LM(BaseLM):
         if stream:
             options["stream"] = True  # never cached
             return _Call(messages, options, None)
-        if not use_cache:
+        store = active()
+        if not (use_cache and store.enabled):  # no key is computed for a cache that is off
             return _Call(messages, options, None)
         blob = request_blob({
             "model": self.model, "api_base": self.endpoint.display_base, "messages": messages,
             "options": options, "rollout_id": rollout_id,
         })  # fmt: skip
-        hit = shared_cache(settings.current().cache_dir).get(blob)
+        hit = store.lookup(blob)
         observed = events.has_handlers()
         if hit is None:
             if observed:
@@ -396,7 +396,7 @@ class LM(BaseLM):
         if call.hit:
             return _fresh(texts)
         if call.blob is not None:
-            shared_cache(settings.current().cache_dir).put(call.blob, texts, call.usage)
+            active().save(call.blob, texts, call.usage)
         tracker = current_tracker()
         if tracker is not None:
             tracker.add(self.model, call.usage)
