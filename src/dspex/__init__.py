@@ -140,6 +140,7 @@ _ROUTED = frozenset(
         "BootstrapFewShotWithRandomSearch",
         "COPRO",
         "ChainOfThought",
+        "CodeAct",
         "ColBERTv2",
         "Embeddings",
         "GEPA",
