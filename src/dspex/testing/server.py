@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import threading
 import time
 import uuid
@@ -550,6 +551,11 @@ def _call_id(prefix: str, index: int, call: ToolCallSpec) -> str:
     return prefix + uuid.uuid5(uuid.NAMESPACE_OID, digest.decode()).hex[:24]
 
 
+def _random_hex() -> str:
+    """24 random hex digits for a reply id (no ``os.urandom`` syscall per reply, as ``uuid4``)."""
+    return f"{random.getrandbits(96):024x}"
+
+
 def _usage_openai(prompt: int, text: str) -> dict[str, int]:
     completion = max(1, len(text) // 4)
     return {
@@ -580,7 +586,7 @@ def _openai(
     stream: bool,
     calls: list[ToolCallSpec] | None = None,
 ) -> _Response:
-    rid = "chatcmpl-" + uuid.uuid4().hex[:24]
+    rid = "chatcmpl-" + _random_hex()
     created = int(time.time())
     usage = _usage_openai(prompt_tokens, "".join(t or "" for t in texts))
     if not stream or calls:  # tool calls are always sent whole
@@ -649,7 +655,7 @@ def _anthropic(
     stream: bool,
     calls: list[ToolCallSpec] | None = None,
 ) -> _Response:
-    mid = "msg_" + uuid.uuid4().hex[:24]
+    mid = "msg_" + _random_hex()
     text = maybe_text or ""
     out_tokens = max(1, len(text) // 4)
     if not stream or calls:  # tool calls are always sent whole
