@@ -107,6 +107,7 @@ def _defined_in(cls: type, name: str) -> type | None:
 
 _PLAIN = frozenset({bool, int, float, str, type(None)})
 _STRUCTURE = (Module, Parameter)
+_RUNTIME_LISTS = frozenset({"history", "callbacks"})
 _SYNC_OVERRIDES: weakref.WeakKeyDictionary[type, bool] = weakref.WeakKeyDictionary()
 
 
@@ -126,15 +127,21 @@ def _overrides_sync_call(lm_type: type) -> bool:
 
 
 def _holds_modules(module: Any) -> bool:
-    """Whether any attribute of ``module`` is (or lists) a module or parameter."""
-    for value in module.__dict__.values():
+    """Whether any attribute of ``module`` is (or lists) a module or parameter.
+
+    ``history`` and ``callbacks`` are the runtime's own lists (LM call records, callback
+    handlers), never sub-modules; ``history`` grows with every call, so it is not scanned.
+    """
+    for name, value in module.__dict__.items():
+        if name in _RUNTIME_LISTS:
+            continue
         kind = type(value)
         if kind in _PLAIN:
             continue
         if kind is list or kind is tuple or kind is dict:
-            items = value.values() if kind is dict else value
-            if any(isinstance(item, _STRUCTURE) for item in items):
-                return True
+            for item in value.values() if kind is dict else value:
+                if isinstance(item, _STRUCTURE):
+                    return True
         elif isinstance(value, (*_STRUCTURE, list, tuple, dict)):
             return True  # a module, parameter or container subclass: take the full walk
     return False
