@@ -135,8 +135,10 @@ _SUBMODULES = frozenset({"evaluate", "experimental", "telemetry", "testing"})
 _ROUTED = frozenset(
     {
         "BestOfN",
+        "BetterTogether",
         "BootstrapFewShot",
         "BootstrapFewShotWithRandomSearch",
+        "BootstrapFinetune",
         "COPRO",
         "ChainOfThought",
         "ColBERTv2",

@@ -102,6 +102,10 @@ NATIVE: dict[str, str] = {
     # optimizers (the others are module kinds in the router's registry)
     "BootstrapRS": "dspex.teleprompt:BootstrapRS",
     "Ensemble": "dspex.teleprompt:Ensemble",
+    "bootstrap_trace_data": "dspex.teleprompt.bootstrap_trace:bootstrap_trace_data",
+    # fine-tuning: the LM's training/launch provider interface
+    "Provider": "dspex.clients.provider:Provider",
+    "TrainingJob": "dspex.clients.provider:TrainingJob",
 }
 
 PREFER_NATIVE: dict[str, tuple[str, ...]] = {
@@ -129,7 +133,9 @@ ROUTED: dict[str, str] = {
             "BootstrapFewShot",
             "ChainOfThought",
             "Predict",
+            "BetterTogether",
             "BootstrapFewShotWithRandomSearch",
+            "BootstrapFinetune",
             "COPRO",
             "ColBERTv2",
             "Embeddings",
@@ -152,9 +158,7 @@ ROUTED: dict[str, str] = {
         n: f"dspy.{n}"
         for n in (
             "AvatarOptimizer",
-            "BetterTogether",
             "BootstrapFewShotWithOptuna",
-            "BootstrapFinetune",
             "CodeAct",
             "EmbeddingsWithScores",
             "Flex",
@@ -163,12 +167,9 @@ ROUTED: dict[str, str] = {
             "OldField",
             "OldInputField",
             "OldOutputField",
-            "Provider",
             "RLM",
             "ReActV2",
             "SandboxSerializable",
-            "TrainingJob",
-            "bootstrap_trace_data",
         )
     },
 }

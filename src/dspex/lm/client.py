@@ -32,6 +32,7 @@ from dspex import settings
 from dspex.errors import ConfigurationError, LMError
 from dspex.lm.base import BUILTIN_LM_CLASS_PATH, BaseLM, Message
 from dspex.lm.cache import request_blob, shared_cache
+from dspex.lm.finetune import FinetuneMixin
 from dspex.lm.flow import Attempts, ErrorMap, Outcome, attempt_flow
 from dspex.lm.options import initial_options, is_openai_reasoning_model, wrap_provider_exception
 from dspex.lm.providers import (
@@ -75,7 +76,7 @@ class _Call:
         self.meta: dict[str, Any] | None = None
 
 
-class LM(BaseLM):
+class LM(FinetuneMixin, BaseLM):
     """A chat model over HTTP: ``LM("openai/gpt-4o-mini")``, ``LM("anthropic/claude-...")``."""
 
     def __init__(
@@ -91,6 +92,7 @@ class LM(BaseLM):
         *,
         model_type: str = "chat",
         callbacks: list[Any] | None = None,
+        provider: Any = None,
         finetuning_model: str | None = None,
         launch_kwargs: dict[str, Any] | None = None,
         train_kwargs: dict[str, Any] | None = None,
@@ -112,6 +114,7 @@ class LM(BaseLM):
         self.train_kwargs = dict(train_kwargs or {})
         self.use_developer_role = use_developer_role
         self.endpoint: Endpoint = resolve(model, api_base, api_key)
+        self.provider = provider or self.infer_provider()  # training/launch (lm/finetune.py)
         self.cache = cache
         if num_retries < 0 or timeout <= 0:
             raise ConfigurationError("num_retries must be >= 0 and timeout > 0")
@@ -142,10 +145,6 @@ class LM(BaseLM):
 
     # ------------------------------------------------------------------ public
     @property
-    def provider(self) -> str:
-        return self.endpoint.provider
-
-    @property
     def breaker(self) -> CircuitBreaker:
         """The circuit breaker of this LM's endpoint and breaker settings."""
         return self._rules().breaker
@@ -165,6 +164,7 @@ class LM(BaseLM):
             "history_size": self.history.maxlen,
             "model_type": self.model_type,
             "callbacks": list(self.callbacks),
+            "provider": self.provider,
             "finetuning_model": self.finetuning_model,
             "launch_kwargs": self.launch_kwargs,
             "train_kwargs": self.train_kwargs,
@@ -482,7 +482,7 @@ class LM(BaseLM):
     def _span(self, call: _Call) -> contextlib.AbstractContextManager[Any]:
         if not events.has_handlers():
             return contextlib.nullcontext()
-        call.meta = {"model": self.model, "provider": self.provider}
+        call.meta = {"model": self.model, "provider": self.endpoint.provider}
         return events.span("dspex.lm.request", call.meta)
 
 
