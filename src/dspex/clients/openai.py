@@ -58,7 +58,8 @@ class TrainingJobOpenAI(TrainingJob):
         return (self.provider or OpenAIProvider())._api(self)
 
     def cancel(self) -> bool:
-        """Cancel the remote job (refused once it is done) and delete its file."""
+        """Cancel the remote job (refused once it is done) and delete its file; the future
+        is cancelled first, so the polling thread's outcome is dropped."""
         api = self._api()
         if self.provider_job_id is not None:
             status = self.status()
@@ -71,13 +72,15 @@ class TrainingJobOpenAI(TrainingJob):
                     job_id=self.provider_job_id,
                     status=status.value,
                 )
+        cancelled = super().cancel()
+        self.stopped.set()
+        if self.provider_job_id is not None:
             api.request("POST", f"fine_tuning/jobs/{self.provider_job_id}/cancel")
             self.provider_job_id = None
         if self.provider_file_id is not None:
             api.request("DELETE", f"files/{self.provider_file_id}", missing_ok=True)
             self.provider_file_id = None
-        self.stopped.set()
-        return super().cancel()
+        return cancelled
 
     def status(self) -> TrainingStatus:
         if self.provider_job_id is None:
