@@ -68,7 +68,7 @@ class FinetuneMixin:
                 f"Provider {self.provider} does not support fine-tuning, please specify your "
                 "provider by explicitly setting `provider` when creating the `dspex.LM` "
                 "instance. For example, `dspex.LM('openai/gpt-4.1-mini-2025-04-14', "
-                "provider=dspex.OpenAIProvider())`.",
+                "provider=dspex.clients.openai.OpenAIProvider())`.",
                 model=self.model,
                 features=["finetuning"],
             )
