@@ -141,6 +141,7 @@ _ROUTED = frozenset(
         "BootstrapFinetune",
         "COPRO",
         "ChainOfThought",
+        "CodeAct",
         "ColBERTv2",
         "Embeddings",
         "GEPA",

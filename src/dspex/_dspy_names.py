@@ -132,6 +132,7 @@ ROUTED: dict[str, str] = {
             "BestOfN",
             "BootstrapFewShot",
             "ChainOfThought",
+            "CodeAct",
             "Predict",
             "BetterTogether",
             "BootstrapFewShotWithRandomSearch",
@@ -159,7 +160,6 @@ ROUTED: dict[str, str] = {
         for n in (
             "AvatarOptimizer",
             "BootstrapFewShotWithOptuna",
-            "CodeAct",
             "EmbeddingsWithScores",
             "Flex",
             "InferRules",
