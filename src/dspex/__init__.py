@@ -136,8 +136,10 @@ _SUBMODULES = frozenset({"evaluate", "experimental", "telemetry", "testing"})
 _ROUTED = frozenset(
     {
         "BestOfN",
+        "BetterTogether",
         "BootstrapFewShot",
         "BootstrapFewShotWithRandomSearch",
+        "BootstrapFinetune",
         "COPRO",
         "ChainOfThought",
         "CodeAct",

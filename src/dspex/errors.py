@@ -733,3 +733,29 @@ class AgentNoFinalOutputs(DSPexError, ValueError):
 
 
 __all__ += ["AgentNoFinalOutputs"]
+
+
+# --- fine-tuning ---
+
+
+class FinetuneError(DSPexError, RuntimeError):
+    """A fine-tuning job failed: the provider reported it failed or cancelled, answered with
+    an HTTP error, or could not be reached. Fields (when known): ``job_id``, ``status``,
+    ``url``."""
+
+
+class FinetuneTimeout(FinetuneError, TimeoutError):
+    """A fine-tuning job was not finished by its deadline (the remote job keeps running;
+    ``job_id`` names it)."""
+
+
+class FinetuneDataError(UserError, ValueError):
+    """Training data (or its format) a provider or adapter cannot fine-tune on."""
+
+
+class OptimizerTypeError(UserError, TypeError):
+    """An optimizer was given an object of the wrong kind (BetterTogether's optimizers must
+    be Teleprompters)."""
+
+
+__all__ += ["FinetuneDataError", "FinetuneError", "FinetuneTimeout", "OptimizerTypeError"]

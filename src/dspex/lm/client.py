@@ -31,6 +31,7 @@ import orjson
 from dspex.errors import ConfigurationError, LMConfigurationError, LMError
 from dspex.lm.base import BUILTIN_LM_CLASS_PATH, BaseLM, Message
 from dspex.lm.cache import active, request_blob
+from dspex.lm.finetune import FinetuneMixin
 from dspex.lm.flow import Attempts, ErrorMap, Outcome, adrive, attempt_flow, drive
 from dspex.lm.options import initial_options, is_openai_reasoning_model, wrap_provider_exception
 from dspex.lm.providers import (
@@ -79,7 +80,7 @@ class _Call:
         self.meta: dict[str, Any] | None = None
 
 
-class LM(BaseLM):
+class LM(FinetuneMixin, BaseLM):
     """A chat model over HTTP: ``LM("openai/gpt-4o-mini")``, ``LM("anthropic/claude-...")``."""
 
     def __init__(
@@ -91,6 +92,7 @@ class LM(BaseLM):
         cache: bool = True,
         callbacks: list[Any] | None = None,
         num_retries: int = 3,
+        provider: Any = None,
         *,
         api_base: str | None = None,
         api_key: str | None = None,
@@ -118,6 +120,7 @@ class LM(BaseLM):
         self.train_kwargs = dict(train_kwargs or {})
         self.use_developer_role = use_developer_role
         self.endpoint: Endpoint = resolve(model, api_base or kwargs.get("base_url"), api_key)
+        self.provider = provider or self.infer_provider()  # training/launch (lm/finetune.py)
         self.cache = cache
         if num_retries < 0 or timeout <= 0:
             raise ConfigurationError("num_retries must be >= 0 and timeout > 0")
@@ -150,10 +153,6 @@ class LM(BaseLM):
 
     # ------------------------------------------------------------------ public
     @property
-    def provider(self) -> str:
-        return self.endpoint.provider
-
-    @property
     def breaker(self) -> CircuitBreaker:
         """The circuit breaker of this LM's endpoint and breaker settings."""
         return self._rules().breaker
@@ -172,6 +171,7 @@ class LM(BaseLM):
             "history_size": self.history.maxlen,
             "model_type": self.model_type,
             "callbacks": list(self.callbacks),
+            "provider": self.provider,
             "finetuning_model": self.finetuning_model,
             "launch_kwargs": self.launch_kwargs,
             "train_kwargs": self.train_kwargs,
@@ -468,7 +468,7 @@ class LM(BaseLM):
     def _span(self, call: _Call) -> contextlib.AbstractContextManager[Any]:
         if not events.has_handlers():
             return contextlib.nullcontext()
-        call.meta = {"model": self.model, "provider": self.provider}
+        call.meta = {"model": self.model, "provider": self.endpoint.provider}
         return events.span("dspex.lm.request", call.meta)
 
 

@@ -99,6 +99,8 @@ _BUILTIN: tuple[Entry, ...] = (
     Entry("mipro_v2", "dspex.teleprompt.mipro_optimizer_v2:MIPROv2", "dspy.MIPROv2", "MIPROv2"),
     Entry("simba", "dspex.teleprompt.simba:SIMBA", "dspy.SIMBA", "SIMBA"),
     Entry("gepa", "dspex.teleprompt.gepa.gepa:GEPA", "dspy.GEPA", "GEPA"),
+    Entry("bootstrap_finetune", "dspex.teleprompt.bootstrap_finetune:BootstrapFinetune", "dspy.BootstrapFinetune", "BootstrapFinetune", "fine-tunes through the LM's provider"),
+    Entry("better_together", "dspex.teleprompt.bettertogether:BetterTogether", "dspy.BetterTogether", "BetterTogether"),
     Entry("retrieve", "dspex.retrievers.retrieve:Retrieve", "dspy.Retrieve", "Retrieve", "passages from settings.rm", state_compatible=True),
     Entry("colbert_v2", "dspex.dsp.colbertv2:ColBERTv2", "dspy.ColBERTv2", "ColBERTv2", "HTTP client of a ColBERTv2 server"),
     Entry("embeddings", None, "dspy.retrievers.Embeddings", "Embeddings"),

@@ -310,6 +310,9 @@ class LMServer:
         self._lock = threading.Lock()
         self._replies: list[ReplySpec] = []
         self._rules: list[_Rule] = []
+        from dspex.testing.finetuning import FineTuningAPI
+
+        self.finetuning = FineTuningAPI()  # the OpenAI fine-tuning routes (testing/finetuning.py)
         self._faults: list[Fault] = []
         self._connections: set[_Connection] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -467,6 +470,9 @@ class LMServer:
 
     def _respond(self, request: RecordedRequest) -> _Response:
         path = request.path.rstrip("/")
+        tuned = self.finetuning.respond(request.method, path, request.headers, request.body)
+        if tuned is not None:
+            return _Response(tuned[0], {}, tuned[1])
         if request.method == "GET" and path.endswith("/models"):
             return _Response(
                 200,
