@@ -12,13 +12,17 @@ reflection LM's instructions fix the multiples of 7 the oracle gets wrong, so ca
 accepted and re-scored on the valset), SIMBA (20 train, bsize 8, 4 candidates, 3 steps; its
 questions are marked so the server answers them by the rule of
 ``tests/teleprompt/test_simba_parity.py``: answers depend on the whole prompt and
-``OfferFeedback`` prompts get one rule per module, so both strategies run); ``--mipro``:
-MIPROv2 light (its own section). LM calls are counted by the server: DSPy 3.4.1's client sends a
-call with ``n=k`` as ``k`` requests, DSPex's as one request (COPRO's proposals).
+``OfferFeedback`` prompts get one rule per module, so both strategies run); MIPROv2 light.
+LM calls are counted by the server: DSPy 3.4.1's client sends a call with ``n=k`` as ``k``
+requests, DSPex's as one request (COPRO's proposals).
 
-    python benchmarks/bench_optimizers.py
-    python benchmarks/bench_optimizers.py --only gepa     # the GEPA row alone
-    python benchmarks/bench_optimizers.py --only simba    # the SIMBA row alone
+    python benchmarks/bench_optimizers.py                      # every section
+    python benchmarks/bench_optimizers.py --only gepa          # one section
+    python benchmarks/bench_optimizers.py --only mipro,resume  # some sections
+
+Sections: ``core`` (BootstrapFewShot, random search, COPRO), ``mipro``, ``gepa``, ``simba``,
+``resume`` (kill -9 part-way and resume: MIPROv2 light at half of its trials, and random
+search), each written to its own ``results/optimizers*.md``.
 """
 
 from __future__ import annotations
@@ -196,19 +200,43 @@ def run(lib: Any, url: str, make: Any, **kwargs: Any) -> tuple[float, int, str]:
     return wall, calls, json.dumps(program.dump_state(), default=repr)
 
 
-def resume_row(url: str) -> dict[str, Any]:
-    """BootstrapRS (8 candidates, 20 train / 20 val) with ``run_dir``, each compile in its own
-    process (``tests/teleprompt/_run_child.py``): an uninterrupted run, then a run killed with
-    SIGKILL once the server has answered half as many requests as the uninterrupted run paid,
-    and started again with the same run dir. Paid LM calls are counted by the server; the final states are compared."""
+RESUME_CASES: dict[str, dict[str, Any]] = {
+    "mipro": {
+        "name": 'MIPROv2 auto="light" (20 train / 20 val)',
+        "config": {"kind": "mipro", "auto": "light"},
+        "kill": "at half of its search trials",
+    },
+    "random_search": {
+        "name": "BootstrapFewShotWithRandomSearch (8 candidates, 20 train / 20 val)",
+        "config": {"kind": "random_search", "candidates": 8},
+        "kill": "at half of the uninterrupted run's paid calls",
+    },
+}
+
+
+def _trials_scored(run_dir: Path) -> int:
+    """The search trials a MIPROv2 run directory has checkpointed (0 before the search)."""
+    try:
+        saved = json.loads((run_dir / "checkpoints" / "search.json").read_text())
+    except (OSError, ValueError):
+        return 0
+    return sum(key.startswith("trial ") for key in saved["state"]["scores"])
+
+
+def resume_row(url: str, case: str) -> dict[str, Any]:
+    """One optimizer with ``run_dir``, each compile in its own process
+    (``tests/teleprompt/_run_child.py``) with its own on-disk LM cache: an uninterrupted run,
+    then a run killed with SIGKILL part-way (MIPROv2: once half of the uninterrupted run's
+    search trials are checkpointed; random search: once the server has answered half as many
+    requests as the uninterrupted run paid) and started again with the same run dir. Paid LM
+    calls are counted by the server; the final states are compared."""
     import shutil
     import signal
     import tempfile
 
     config = {
-        "kind": "random_search",
+        **RESUME_CASES[case]["config"],
         "threads": NUM_THREADS,
-        "candidates": 8,
         "numbers": TRAIN,
         "val": VAL,
         "url": url,
@@ -232,18 +260,25 @@ def resume_row(url: str) -> dict[str, Any]:
         if child("whole").wait() != 0:
             raise RuntimeError("the uninterrupted compile failed")
         whole_wall, whole_paid = time.perf_counter() - start, requests_so_far(url) - before
+        trials = _trials_scored(tmp / "run-whole")
+
+        def due() -> bool:
+            if case == "mipro":
+                return _trials_scored(tmp / "run-resumed") >= trials // 2
+            return requests_so_far(url) - before >= whole_paid // 2
 
         before, start = requests_so_far(url), time.perf_counter()
         proc = child("resumed")
         checkpoints = tmp / "run-resumed" / "checkpoints"
-        while requests_so_far(url) - before < whole_paid // 2:  # kill at ~50% of the calls
+        while not due():
             if proc.poll() is not None:
                 raise RuntimeError("the compile ended before it could be killed")
             time.sleep(0.01)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         killed_paid = requests_so_far(url) - before
-        saved = len(list(checkpoints.glob("*.json")))
+        saved = _trials_scored(tmp / "run-resumed") if case == "mipro" else None
+        saved = saved if saved is not None else len(list(checkpoints.glob("*.json")))
         if child("resumed").wait() != 0:
             raise RuntimeError("the resumed compile failed")
         resumed_wall, resumed_paid = time.perf_counter() - start, requests_so_far(url) - before
@@ -254,6 +289,8 @@ def resume_row(url: str) -> dict[str, Any]:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return {
+        "case": case,
+        "trials": trials,
         "whole_paid": whole_paid,
         "killed_paid": killed_paid,
         "saved": saved,
@@ -277,232 +314,189 @@ def table(rows: list[tuple[str, float, float, int, int, bool]]) -> list[str]:
     return lines
 
 
-def main_gepa() -> None:
-    import logging
-
-    logging.disable(logging.WARNING)
-    proc, url = start()
-    try:
-        rows = [gepa_light(url)]
-    finally:
-        proc.terminate()
-        proc.wait(5)
-    lines = [
-        "### GEPA light (`benchmarks/bench_optimizers.py --only gepa`)",
-        "",
-        f"One LMServer process, {LATENCY * 1000:.0f} ms per request, cache off, "
-        f"`num_threads={NUM_THREADS}`, seed 0, same program and data both sides. One run on a "
-        "shared 2-core machine: noisy.",
-        "",
-        *table(rows),
-    ]
-    write("optimizers-gepa", "\n".join(lines))
-
-
-def main_resume() -> None:
-    proc, url = start()
-    try:
-        r = resume_row(url)
-    finally:
-        proc.terminate()
-        proc.wait(5)
-    lines = [
-        "### Resume after kill -9 (`benchmarks/bench_optimizers.py --only resume`)",
-        "",
-        "| run | paid LM calls | wall (incl. process start) | same state |",
-        "|---|---:|---:|:---:|",
-        f"| uninterrupted | {r['whole_paid']} | {r['whole_wall']:.2f} s | |",
-        f"| killed at {r['killed_paid']} paid calls ({r['saved']} of 11 candidates checkpointed)"
-        f" + resumed | {r['total_paid']} (**{r['total_paid'] / r['whole_paid']:.3f}x**) | "
-        f"{r['resumed_wall']:.2f} s | {'yes' if r['same'] else 'NO'} |",
-    ]
-    write("optimizers-resume", "\n".join(lines))
-
-
-def main_simba() -> None:
-    import logging
-
-    logging.disable(logging.WARNING)
-    proc, url = start()
-    try:
-        rows = [simba_row(url)]
-    finally:
-        proc.terminate()
-        proc.wait(5)
-    lines = [
-        "### SIMBA (`benchmarks/bench_optimizers.py --only simba`)",
-        "",
-        f"One LMServer process, {LATENCY * 1000:.0f} ms per request, cache off, "
-        f"`num_threads={NUM_THREADS}`, seed 5, same program and data both sides. One run on a "
-        "shared 2-core machine: noisy.",
-        "",
-        *table(rows),
-    ]
-    write("optimizers-simba", "\n".join(lines))
-
-
-def main() -> None:
-    import logging
-
+def core_rows(url: str) -> list[tuple[str, float, float, int, int, bool]]:
+    """BootstrapFewShot (twice), BootstrapFewShotWithRandomSearch and COPRO."""
     import dspy
     from tests.teleprompt._oracle import exact, trainset
 
     import dspex
     from dspex.teleprompt import COPRO, BootstrapFewShot, BootstrapFewShotWithRandomSearch
 
-    logging.disable(logging.WARNING)
-    proc, url = start()
+    cases = [
+        (
+            "BootstrapFewShot (20 train, defaults)",
+            lambda: dspy.BootstrapFewShot(metric=exact),
+            lambda: BootstrapFewShot(metric=exact, num_threads=NUM_THREADS),
+            {},
+        ),
+        (
+            "BootstrapFewShot (20 train, max_bootstrapped_demos=8, max_rounds=2)",
+            lambda: dspy.BootstrapFewShot(metric=exact, max_bootstrapped_demos=8, max_rounds=2),
+            lambda: BootstrapFewShot(
+                metric=exact, max_bootstrapped_demos=8, max_rounds=2, num_threads=NUM_THREADS
+            ),
+            {},
+        ),
+        (
+            "BootstrapFewShotWithRandomSearch (8 candidates, 20 train / 20 val)",
+            lambda: dspy.BootstrapFewShotWithRandomSearch(
+                metric=exact, num_candidate_programs=8, num_threads=NUM_THREADS
+            ),
+            lambda: BootstrapFewShotWithRandomSearch(
+                metric=exact, num_candidate_programs=8, num_threads=NUM_THREADS
+            ),
+            {"valset": True},
+        ),
+        (
+            "COPRO (breadth=4, depth=2, 10 train)",
+            lambda: dspy.COPRO(metric=exact, breadth=4, depth=2),
+            lambda: COPRO(metric=exact, breadth=4, depth=2),
+            {"copro": True},
+        ),
+    ]
+
+    def kwargs(lib: Any, data: dict[str, bool]) -> dict[str, Any]:
+        if data.get("copro"):
+            return {
+                "trainset": trainset(lib, TRAIN[:10]),
+                "eval_kwargs": {"num_threads": NUM_THREADS, "display_progress": False},
+            }
+        out = {"trainset": trainset(lib, TRAIN)}
+        if data.get("valset"):
+            out["valset"] = trainset(lib, VAL)
+        return out
+
     rows = []
-    try:
-        cases = [
-            (
-                "BootstrapFewShot (20 train, defaults)",
-                lambda: dspy.BootstrapFewShot(metric=exact),
-                lambda: BootstrapFewShot(metric=exact, num_threads=NUM_THREADS),
-                {"trainset": True},
-            ),
-            (
-                "BootstrapFewShot (20 train, max_bootstrapped_demos=8, max_rounds=2)",
-                lambda: dspy.BootstrapFewShot(metric=exact, max_bootstrapped_demos=8, max_rounds=2),
-                lambda: BootstrapFewShot(
-                    metric=exact, max_bootstrapped_demos=8, max_rounds=2, num_threads=NUM_THREADS
-                ),
-                {"trainset": True},
-            ),
-            (
-                "BootstrapFewShotWithRandomSearch (8 candidates, 20 train / 20 val)",
-                lambda: dspy.BootstrapFewShotWithRandomSearch(
-                    metric=exact, num_candidate_programs=8, num_threads=NUM_THREADS
-                ),
-                lambda: BootstrapFewShotWithRandomSearch(
-                    metric=exact, num_candidate_programs=8, num_threads=NUM_THREADS
-                ),
-                {"trainset": True, "valset": True},
-            ),
-            (
-                "COPRO (breadth=4, depth=2, 10 train)",
-                lambda: dspy.COPRO(metric=exact, breadth=4, depth=2),
-                lambda: COPRO(metric=exact, breadth=4, depth=2),
-                {"copro": True},
-            ),
-        ]
-        for name, theirs, ours, data in cases:
-
-            def kwargs(lib: Any, data: dict[str, bool] = data) -> dict[str, Any]:
-                if data.get("copro"):
-                    return {
-                        "trainset": trainset(lib, TRAIN[:10]),
-                        "eval_kwargs": {"num_threads": NUM_THREADS, "display_progress": False},
-                    }
-                out = {"trainset": trainset(lib, TRAIN)}
-                if data.get("valset"):
-                    out["valset"] = trainset(lib, VAL)
-                return out
-
-            d_wall, d_calls, d_state = run(dspy, url, theirs, **kwargs(dspy))
-            n_wall, n_calls, n_state = run(dspex, url, ours, **kwargs(dspex))
-            rows.append((name, d_wall, n_wall, d_calls, n_calls, d_state == n_state))
-        rows.append(gepa_light(url))
-        rows.append(simba_row(url))
-        resume = resume_row(url)
-    finally:
-        proc.terminate()
-        proc.wait(5)
-
-    lines = [
-        "## Optimizers (`dspex.teleprompt`, issue 15)",
-        "",
-        f"`benchmarks/bench_optimizers.py`: one LMServer process, {LATENCY * 1000:.0f} ms per "
-        f"request, cache off, `num_threads={NUM_THREADS}` on both sides, a 2-predictor user "
-        "Module (Predict + ChainOfThought). One run on a shared 2-core machine (other helpers "
-        "were running): noisy. *same state*: the compiled programs' `dump_state()` are equal.",
-        "",
-        *table(rows),
-    ]
-    lines.append("")
-    lines.append("MIPROv2 light: `--mipro` (its own section).")
-    lines += [
-        "",
-        "Resume (`run_dir`, DSPex only): BootstrapFewShotWithRandomSearch, 8 candidates, 20 train"
-        " / 20 val, `num_threads=8`, each compile in its own process with its own on-disk LM "
-        "cache. Killed with SIGKILL at ~50% of the uninterrupted run's paid calls (then "
-        f"{resume['saved']} of 11 candidates were checkpointed), then started again with the "
-        "same run dir. *paid*: requests the server answered (requests in flight at the kill "
-        "are paid again).",
-        "",
-        "| run | paid LM calls | wall (incl. process start) | same state |",
-        "|---|---:|---:|:---:|",
-        f"| uninterrupted | {resume['whole_paid']} | {resume['whole_wall']:.2f} s | |",
-        f"| killed at {resume['killed_paid']} paid calls + resumed | {resume['total_paid']} "
-        f"(**{resume['total_paid'] / resume['whole_paid']:.3f}x**) | "
-        f"{resume['resumed_wall']:.2f} s | {'yes' if resume['same'] else 'NO'} |",
-    ]
-    write("optimizers", "\n".join(lines))
+    for name, theirs, ours, data in cases:
+        d_wall, d_calls, d_state = run(dspy, url, theirs, **kwargs(dspy, data))
+        n_wall, n_calls, n_state = run(dspex, url, ours, **kwargs(dspex, data))
+        rows.append((name, d_wall, n_wall, d_calls, n_calls, d_state == n_state))
+    return rows
 
 
-def mipro_main() -> None:
+def mipro_row(url: str) -> tuple[str, float, float, int, int, bool]:
     """MIPROv2 ``auto="light"`` on the 2-predictor program, DSPy and DSPex side by side.
 
     20 train / 20 val examples: light mode samples the valset (20 kept), so no minibatching:
     6 demo sets, 3 instructions per predictor, 20 trials, each a full evaluation. Both sides
     must end with the same compiled state (they send the same requests: the parity test)."""
-    import logging
-
     import dspy
     from tests.teleprompt._oracle import exact, trainset
 
     import dspex
     from dspex.teleprompt import MIPROv2
 
+    def data(lib: Any) -> dict[str, Any]:
+        return {"trainset": trainset(lib, TRAIN), "valset": trainset(lib, VAL)}
+
+    theirs = lambda: dspy.MIPROv2(metric=exact, auto="light", num_threads=NUM_THREADS)  # noqa: E731
+    ours = lambda: MIPROv2(metric=exact, auto="light", num_threads=NUM_THREADS)  # noqa: E731
+    d_wall, d_calls, d_state = run(dspy, url, theirs, **data(dspy))
+    n_wall, n_calls, n_state = run(dspex, url, ours, **data(dspex))
+    name = "MIPROv2 light (20 train / 20 val)"
+    return name, d_wall, n_wall, d_calls, n_calls, d_state == n_state
+
+
+def resume_lines(results: list[dict[str, Any]]) -> list[str]:
+    lines = [
+        "| optimizer | run | paid LM calls | wall (incl. process start) | same state |",
+        "|---|---|---:|---:|:---:|",
+    ]
+    for r in results:
+        case = RESUME_CASES[r["case"]]
+        progress = (
+            f"{r['saved']} of {r['trials']} trials checkpointed"
+            if r["case"] == "mipro"
+            else f"{r['saved']} checkpoints"
+        )
+        lines += [
+            f"| {case['name']} | uninterrupted | {r['whole_paid']} | {r['whole_wall']:.2f} s | |",
+            f"| | killed {case['kill']} ({r['killed_paid']} paid calls, {progress}) + resumed"
+            f" | {r['total_paid']} (**{r['total_paid'] / r['whole_paid']:.3f}x**) | "
+            f"{r['resumed_wall']:.2f} s | {'yes' if r['same'] else 'NO'} |",
+        ]
+    return lines
+
+
+HARNESS = (
+    f"One LMServer process, {LATENCY * 1000:.0f} ms per request, cache off, "
+    f"`num_threads={NUM_THREADS}` on both sides, the same 2-predictor user Module "
+    "(Predict + ChainOfThought) and data on both sides. One run on a shared 2-core machine "
+    "(other helpers were running): noisy. *same state*: the compiled programs' `dump_state()` "
+    "are equal."
+)
+RESUME_NOTE = (
+    f"One LMServer process, {LATENCY * 1000:.0f} ms per request, the 2-predictor user Module, "
+    "20 train / 20 val. Resume (`run_dir`, DSPex only): each compile in its own process with its own on-disk LM "
+    f"cache, `num_threads={NUM_THREADS}`; the second run is killed with SIGKILL part-way and "
+    "started again with the same run dir. *paid*: requests the server answered (requests in "
+    "flight at the kill are paid again)."
+)
+
+SECTIONS: dict[str, tuple[str, str, Any]] = {
+    # name: (results file, title, rows(url) -> markdown lines)
+    "core": (
+        "optimizers",
+        "## Optimizers (`dspex.teleprompt`, issue 15)",
+        lambda url: [HARNESS, "", *table(core_rows(url))],
+    ),
+    "mipro": (
+        "optimizers-mipro",
+        "### MIPROv2 light",
+        lambda url: [HARNESS, "", *table([mipro_row(url)])],
+    ),
+    "gepa": (
+        "optimizers-gepa",
+        "### GEPA light",
+        lambda url: [HARNESS, "", *table([gepa_light(url)])],
+    ),
+    "simba": ("optimizers-simba", "### SIMBA", lambda url: [HARNESS, "", *table([simba_row(url)])]),
+    "resume": (
+        "optimizers-resume",
+        "### Resume after kill -9",
+        lambda url: [RESUME_NOTE, "", *resume_lines([resume_row(url, c) for c in RESUME_CASES])],
+    ),
+}
+
+
+def main(argv: list[str]) -> None:
+    """``[--only name[,name...]]`` (sections: core, mipro, gepa, simba, resume; default all);
+    ``--mipro`` is ``--only mipro``. Each section writes ``results/<file>.md``."""
+    import logging
+
+    names = list(SECTIONS)
+    if argv == ["--mipro"]:
+        names = ["mipro"]
+    elif len(argv) == 2 and argv[0] == "--only":
+        names = argv[1].split(",")
+    elif argv:
+        raise SystemExit(f"usage: bench_optimizers.py [--only {','.join(SECTIONS)}] | --mipro")
+    unknown = [name for name in names if name not in SECTIONS]
+    if unknown:
+        raise SystemExit(f"unknown section(s) {unknown}; choose from {list(SECTIONS)}")
     logging.disable(logging.WARNING)
     proc, url = start()
     try:
-
-        def data(lib: Any) -> dict[str, Any]:
-            return {"trainset": trainset(lib, TRAIN), "valset": trainset(lib, VAL)}
-
-        d_wall, d_calls, d_state = run(
-            dspy,
-            url,
-            lambda: dspy.MIPROv2(metric=exact, auto="light", num_threads=NUM_THREADS),
-            **data(dspy),
-        )
-        n_wall, n_calls, n_state = run(
-            dspex,
-            url,
-            lambda: MIPROv2(metric=exact, auto="light", num_threads=NUM_THREADS),
-            **data(dspex),
-        )
+        for name in names:
+            results_file, title, lines = SECTIONS[name]
+            arg = f"--only {name}"
+            write(
+                results_file,
+                "\n".join(
+                    [
+                        f"{title} (`benchmarks/bench_optimizers.py {arg}`)",
+                        "",
+                        *lines(url),
+                    ]
+                ),
+            )
     finally:
         proc.terminate()
         proc.wait(5)
-    lines = [
-        "### MIPROv2 light (native, stop 18)",
-        "",
-        f"`python benchmarks/bench_optimizers.py --mipro`: one LMServer process, "
-        f"{LATENCY * 1000:.0f} ms per request, cache off, `num_threads={NUM_THREADS}` on both "
-        'sides, the same 2-predictor user Module, 20 train / 20 val, `auto="light"` (6 demo '
-        "sets, 3 instructions per predictor, 20 full-valset trials). One run on a shared 2-core "
-        "machine (other helpers were running): noisy.",
-        "",
-        "| compile | DSPy 3.4.1 | DSPex native | speed-up | LM calls DSPy / DSPex | same state |",
-        "|---|---:|---:|---:|---:|:---:|",
-        f"| MIPROv2 light (20 train / 20 val) | {d_wall:.2f} s | {n_wall:.2f} s | "
-        f"{d_wall / n_wall:.1f}x | {d_calls} / {n_calls} | {'yes' if d_state == n_state else 'NO'} |",
-    ]
-    write("optimizers-mipro", "\n".join(lines))
 
 
 if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "--serve":
         serve(int(sys.argv[2]))
-    elif sys.argv[1:] == ["--only", "gepa"]:
-        main_gepa()
-    elif sys.argv[1:] == ["--only", "resume"]:
-        main_resume()
-    elif sys.argv[1:] == ["--only", "simba"]:
-        main_simba()
-    elif sys.argv[1:] == ["--mipro"]:
-        mipro_main()
     else:
-        main()
+        main(sys.argv[1:])

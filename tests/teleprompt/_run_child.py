@@ -14,7 +14,14 @@ from pathlib import Path
 from typing import Any
 
 import dspex
-from dspex.teleprompt import COPRO, BootstrapFewShot, BootstrapFewShotWithRandomSearch
+from dspex.teleprompt import (
+    COPRO,
+    GEPA,
+    SIMBA,
+    BootstrapFewShot,
+    BootstrapFewShotWithRandomSearch,
+    MIPROv2,
+)
 from tests.teleprompt import _oracle
 
 NUMBERS = [2, 9, 4, 7, 5, 15, 6, 8, 10, 11, 12, 13, 16, 17, 18, 19, 20, 21, 22, 23]
@@ -32,6 +39,12 @@ def metric(example: Any, prediction: Any, trace: Any = None) -> bool:
     return _oracle.exact(example, prediction, trace)
 
 
+def gepa_metric(
+    gold: Any, pred: Any, trace: Any = None, pred_name: Any = None, pred_trace: Any = None
+) -> float:
+    return float(metric(gold, pred, trace))
+
+
 def build(kind: str) -> Any:
     common: dict[str, Any] = {"run_dir": CONFIG.get("run_dir")}
     if CONFIG.get("max_cost") is not None:
@@ -47,6 +60,38 @@ def build(kind: str) -> Any:
             num_threads=CONFIG.get("threads"),
             **common,
         )
+    if kind == "mipro":
+        auto = CONFIG.get("auto")
+        sizes = {} if auto else {"num_candidates": CONFIG.get("candidates", 3)}
+        return MIPROv2(
+            metric=metric,
+            auto=auto,
+            **sizes,
+            num_threads=CONFIG.get("threads"),
+            display_progress=False,
+            **common,
+        )
+    if kind == "gepa":
+        reflection = dspex.LM("openai/reflect", api_base=CONFIG["url"], api_key="k", num_retries=0)
+        return GEPA(
+            metric=gepa_metric,
+            max_metric_calls=CONFIG.get("metric_calls", 120),
+            reflection_lm=reflection,
+            num_threads=CONFIG.get("threads"),
+            track_stats=True,
+            **common,
+        )
+    if kind == "simba":
+        return SIMBA(
+            metric=metric,
+            bsize=4,
+            num_candidates=2,
+            max_steps=4,
+            max_demos=2,
+            num_threads=CONFIG.get("threads"),
+            display_progress=False,
+            **common,
+        )
     return COPRO(metric=metric, breadth=3, depth=3, **common)
 
 
@@ -57,11 +102,13 @@ def main() -> None:
         CONFIG.get("model", "openai/test"), api_base=CONFIG["url"], api_key="k", num_retries=0
     )
     numbers = CONFIG.get("numbers") or NUMBERS[: CONFIG.get("examples", len(NUMBERS))]
-    optimizer = build(kind)
     with dspex.context(lm=lm, cache_dir=Path(CONFIG["cache_dir"])):
+        optimizer = build(kind)  # MIPROv2 takes its models from the context
         kwargs: dict[str, Any] = {"trainset": _oracle.trainset(dspex, numbers)}
         if kind == "copro":
             kwargs["eval_kwargs"] = {"num_threads": CONFIG.get("threads") or 1}
+        if kind in ("mipro", "simba"):
+            kwargs.update(CONFIG.get("compile", {}))
         if CONFIG.get("val"):
             kwargs["valset"] = _oracle.trainset(dspex, CONFIG["val"])
         compiled = optimizer.compile(_oracle.two_step(dspex), **kwargs)
@@ -70,6 +117,23 @@ def main() -> None:
         "summary": compiled.run_summary.to_dict(),
         "text": str(compiled.run_summary),
     }
+    if kind == "mipro":  # the search's scores, in trial order
+        out["scores"] = [c["score"] for c in compiled.candidate_programs]
+        out["trials"] = {
+            str(n): {
+                k: v for k, v in log.items() if k.endswith(("_instruction", "_demos", "score"))
+            }
+            for n, log in compiled.trial_logs.items()
+        }
+    if kind == "gepa":
+        results = compiled.detailed_results
+        out["metric_calls_total"] = results.total_metric_calls
+        out["candidates"] = len(results.candidates)
+        out["scores"] = results.val_aggregate_scores
+    if kind == "simba":
+        out["scores"] = [c["score"] for c in compiled.candidate_programs]
+        out["trials"] = {str(k): v for k, v in compiled.trial_logs.items()}
+    out["metric_calls"] = _calls
     Path(CONFIG["out"]).write_text(json.dumps(out, default=repr))
 
 

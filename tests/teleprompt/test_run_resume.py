@@ -192,3 +192,86 @@ def test_copro_killed_after_a_depth_resumes_to_the_same_program(
     assert resumed["at_kill"]["copro"]["next_depth"] == 1
     assert _paid(whole["summary"]) == paid_whole
     assert set(whole["summary"]["phases"]) == {"propose", "evaluate"}
+
+
+MIPRO = {
+    "kind": "mipro",
+    "numbers": [2, 9, 4, 7, 5, 15, 6, 8],
+    "val": [10, 11, 12, 13, 16, 17, 18, 19, 20, 21],
+    "compile": {"num_trials": 8, "minibatch_size": 4, "minibatch_full_eval_steps": 3},
+}
+
+
+@pytest.mark.parametrize("threads", [1, 4])
+def test_mipro_killed_mid_search_resumes_to_the_same_program(
+    server: LMServer, tmp_path: Path, threads: int
+) -> None:
+    """Killed inside the search (~45 of the run's 77 metric calls: a few bootstraps, the
+    default program's 10, then trials of 4): the resumed run replays the recorded scores, so
+    optuna's sampler and the minibatch draws continue where they were, and it ends with the
+    uninterrupted run's choices trial for trial, scores and compiled program."""
+    pytest.importorskip("optuna")
+    config = {**MIPRO, "threads": threads}
+    whole, resumed, paid_whole, paid_resumed = _interrupted_then_resumed(
+        server, tmp_path, config, block_after=45
+    )
+    assert set(resumed["at_kill"]) == {"demo_sets", "instructions", "search"}
+    scored = resumed["at_kill"]["search"]["scores"]
+    assert "default" in scored and 0 < len(scored) < len(whole["trials"])
+    assert resumed["trials"] == whole["trials"]
+    assert resumed["scores"] == whole["scores"]
+    assert resumed["state"] == whole["state"]
+    assert sorted(resumed["summary"]["resumed"]) == ["demo_sets", "instructions", "search"]
+    assert _paid(whole["summary"]) == paid_whole
+    # the resumed process made no bootstrap or proposal call at all
+    phases = resumed["summary"]["phases"]
+    assert phases["bootstrap"]["lm_calls"] == phases["propose"]["lm_calls"] == 0
+    # and evaluated only what the killed run had not scored (replayed scores cost no call)
+    assert 0 < phases["search"]["lm_calls"] < whole["summary"]["phases"]["search"]["lm_calls"]
+    # requests in flight at the kill (one program run per thread) are paid again at most
+    assert paid_resumed <= paid_whole + 2 * threads
+    assert paid_resumed <= 1.05 * paid_whole
+
+
+@pytest.mark.parametrize("threads", [1, 4])
+def test_simba_killed_mid_run_resumes_to_the_same_program(
+    server: LMServer, tmp_path: Path, threads: int
+) -> None:
+    """4 steps of 20 metric calls (8 trajectories, 3 candidates x 4 examples), then the final
+    scoring: killed inside step 3, resumed from the checkpoint after step 2 (both RNGs, the
+    data order, the pool and the winners restored)."""
+    config = {"kind": "simba", "threads": threads, "examples": 8, "compile": {"seed": 5}}
+    whole, resumed, paid_whole, paid_resumed = _interrupted_then_resumed(
+        server, tmp_path, config, block_after=50
+    )
+    assert resumed["at_kill"]["simba"]["next_step"] == 2
+    assert resumed["state"] == whole["state"]
+    assert resumed["scores"] == whole["scores"]
+    assert resumed["trials"] == whole["trials"]
+    assert resumed["summary"]["resumed"] == ["simba"]
+    phases = resumed["summary"]["phases"]
+    assert not any(name.startswith(("step 1", "step 2")) for name in phases)
+    assert _paid(whole["summary"]) == paid_whole
+    assert paid_resumed <= paid_whole + 2 * threads
+    assert paid_resumed <= 1.05 * paid_whole
+
+
+def test_gepa_killed_mid_run_goes_on_from_the_library_state(
+    server: LMServer, tmp_path: Path
+) -> None:
+    """GEPA resumes from the ``gepa`` library's own state (saved before every iteration):
+    the resumed process starts at the iteration the kill interrupted and spends only what
+    is left of ``max_metric_calls``. The library does not save its random generators, so
+    the later iterations are not the uninterrupted run's (no same-program assertion)."""
+    pytest.importorskip("gepa")
+    config = {"kind": "gepa", "threads": 1, "examples": 8, "val": [10, 11, 12, 13, 16]}
+    whole, resumed, paid_whole, paid_resumed = _interrupted_then_resumed(
+        server, tmp_path, config, block_after=80
+    )
+    assert resumed["summary"]["resumed"] == ["gepa_state"]
+    assert (tmp_path / "run-b" / "gepa" / "gepa_state.bin").exists()
+    # the metric calls GEPA counts span both processes; the resumed one made fewer itself
+    assert whole["metric_calls_total"] <= 120 + 5 and resumed["metric_calls_total"] <= 120 + 5
+    assert resumed["metric_calls"] < whole["metric_calls"]
+    assert resumed["candidates"] >= 1 and whole["candidates"] >= 1
+    print(f"gepa: paid whole {paid_whole}, killed + resumed {paid_resumed}")

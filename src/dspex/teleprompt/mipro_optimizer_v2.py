@@ -16,9 +16,14 @@ after the other, as they must (each depends on the scores before it), so with ``
 the LM requests are DSPy's, in DSPy's order. With more threads, the bootstraps of the demo
 sets and the instruction proposals also run concurrently (their requests are the same set).
 
-DSPex only: ``max_lm_calls`` stops starting new trials (and demo sets) once that many LM calls
-were made; the best program found so far is returned, and ``budget.calls`` holds the LM calls
-of each phase (``bootstrap``, ``propose``, ``search``).
+DSPex only: ``max_lm_calls``/``max_cost`` stop starting new demo sets, proposals and trials
+once spent, and the best program scored so far is returned (the student unchanged when the
+budget ran out before the search scored anything; ``run_summary.stopped`` names the budget); ``compiled.run_summary`` holds the LM calls, tokens and cost of each phase
+(``bootstrap``, ``propose``, ``search``). ``run_dir`` checkpoints the demo sets, the proposed
+instructions (with the state of the seeded ``random.Random`` after each) and every score of
+the search; a run started again with the same directory replays the search from the recorded
+scores (the optuna sampler and the minibatch draws see what they saw before, so TPE continues
+identically) and evaluates only what was not scored yet.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import os
 import random
 from collections.abc import Callable
 from typing import Any, Literal
@@ -33,9 +39,15 @@ from typing import Any, Literal
 from dspex import settings
 from dspex.errors import OptimizerError
 from dspex.teleprompt.bootstrap import default_max_errors
-from dspex.teleprompt.budget import CallBudget, counting
+from dspex.teleprompt.budget import CallBudget
 from dspex.teleprompt.mipro_search import import_optuna, optimize_prompt_parameters
-from dspex.teleprompt.mipro_utils import create_minibatch, create_n_fewshot_demo_sets
+from dspex.teleprompt.mipro_utils import (
+    create_minibatch,
+    create_n_fewshot_demo_sets,
+    dump_demo_sets,
+    load_demo_sets,
+)
+from dspex.teleprompt.run import Run
 from dspex.teleprompt.teleprompt import Teleprompter
 
 __all__ = ["AUTO_RUN_SETTINGS", "MIPROv2"]
@@ -76,13 +88,18 @@ class MIPROv2(Teleprompter):
         metric_threshold: float | None = None,
         *,
         max_lm_calls: int | None = None,
+        max_cost: float | None = None,
+        run_dir: str | os.PathLike[str] | None = None,
+        display_progress: bool = True,
     ) -> None:
         allowed = {None, "light", "medium", "heavy"}
         if auto not in allowed:
             raise ValueError(f"Invalid value for auto: {auto}. Must be one of {allowed}.")
         if num_threads is not None and num_threads < 1:
             raise OptimizerError(f"num_threads must be at least 1, got {num_threads!r}")
-        self.budget = CallBudget(max_lm_calls)
+        self.budget = CallBudget(max_lm_calls, max_cost)
+        self.run_dir = run_dir
+        self.display_progress = display_progress
         self.auto = auto
         self.num_fewshot_candidates = num_candidates
         self.num_instruct_candidates = num_candidates
@@ -185,11 +202,43 @@ class MIPROv2(Teleprompter):
             display_progress=False,
             provide_traceback=provide_traceback,
         )
-        with counting(self.budget):
-            self.budget.phase = "bootstrap"
-            with settings.context(lm=self.task_model):
+        run = Run(
+            "MIPROv2",
+            self.budget,
+            run_dir=self.run_dir,
+            identity={
+                "args": self._args(),
+                "student": student,
+                "teacher": teacher,
+                "task_model": self.task_model,
+                "prompt_model": self.prompt_model,
+                "trainset": list(trainset),
+                "valset": list(valset),
+                "compile": {
+                    "num_trials": num_trials,
+                    "max_bootstrapped_demos": max_boot,
+                    "max_labeled_demos": max_labeled,
+                    "seed": seed,
+                    "minibatch": minibatch,
+                    "minibatch_size": minibatch_size,
+                    "minibatch_full_eval_steps": minibatch_full_eval_steps,
+                    "proposer": [
+                        program_aware_proposer,
+                        data_aware_proposer,
+                        view_data_batch_size,
+                        tip_aware_proposer,
+                        fewshot_aware_proposer,
+                    ],
+                },
+            },
+            display_progress=self.display_progress,
+        )
+        with run:
+            self.budget.check_prices(self.task_model, self.prompt_model)
+            with run.phase("bootstrap"):
                 demo_candidates: dict[int, list[list[Any]]] | None
-                demo_candidates = self._bootstrap_fewshot_examples(
+                demo_candidates = self._demo_sets(
+                    run,
                     program,
                     trainset,
                     seed,
@@ -200,35 +249,97 @@ class MIPROv2(Teleprompter):
                     max_errors=max_errors,
                     metric_threshold=self.metric_threshold,
                 )
-            self.budget.phase = "propose"
-            instruction_candidates = self._propose_instructions(
-                program,
-                trainset,
-                demo_candidates,
-                view_data_batch_size,
-                program_aware_proposer,
-                data_aware_proposer,
-                tip_aware_proposer,
-                fewshot_aware_proposer,
-                num_instruct_candidates=n_instruct,
-            )
-            if zeroshot:
-                demo_candidates = None
-            self.budget.phase = "search"
-            with settings.context(lm=self.task_model):
-                return optimize_prompt_parameters(
-                    self,
-                    program,
-                    instruction_candidates,
-                    demo_candidates,
-                    evaluate,
-                    valset,
-                    num_trials,
-                    minibatch,
-                    minibatch_size,
-                    minibatch_full_eval_steps,
-                    seed,
+            best: Any = None
+            if not run.spent:
+                with run.phase("propose"):
+                    instruction_candidates = self._instructions(
+                        run,
+                        program,
+                        trainset,
+                        demo_candidates,
+                        view_data_batch_size,
+                        program_aware_proposer,
+                        data_aware_proposer,
+                        tip_aware_proposer,
+                        fewshot_aware_proposer,
+                        num_instruct_candidates=n_instruct,
+                    )
+                if zeroshot:
+                    demo_candidates = None
+                if not run.spent:
+                    with run.phase("search"), settings.context(lm=self.task_model):
+                        best = optimize_prompt_parameters(
+                            self,
+                            program,
+                            instruction_candidates,
+                            demo_candidates,
+                            evaluate,
+                            valset,
+                            num_trials,
+                            minibatch,
+                            minibatch_size,
+                            minibatch_full_eval_steps,
+                            seed,
+                            run=run,
+                        )
+            if best is None:
+                logger.warning(
+                    "MIPROv2 stopped (%s) before the search scored a program: returning the "
+                    "student unchanged",
+                    run.summary.stopped,
                 )
+                best = student.deepcopy()
+        best.run_summary = run.summary
+        return best
+
+    def _args(self) -> dict[str, Any]:
+        """The arguments a resumed run must share (budgets, concurrency, logging may change)."""
+        return {
+            "metric": self.metric,
+            "auto": self.auto,
+            "num_candidates": self.num_candidates,
+            "init_temperature": self.init_temperature,
+            "teacher_settings": self.teacher_settings,
+            "max_errors": self.max_errors,
+            "metric_threshold": self.metric_threshold,
+        }
+
+    def _demo_sets(
+        self, run: Run, program: Any, trainset: list[Any], seed: int, teacher: Any, **kwargs: Any
+    ) -> dict[int, list[list[Any]]]:
+        """Step 1, or its checkpoint (the demo sets and the state of ``self.rng`` after them).
+        A set of demo sets cut short by the budget is not checkpointed."""
+        assert self.rng is not None
+        saved = run.restore("demo_sets")
+        if saved is not None:
+            self.rng.setstate(_rng_state(saved["rng"]))
+            return load_demo_sets(saved["sets"])
+        with settings.context(lm=self.task_model):
+            sets = self._bootstrap_fewshot_examples(program, trainset, seed, teacher, **kwargs)
+        wanted = kwargs["num_fewshot_candidates"]
+        if all(len(candidates) == wanted for candidates in sets.values()):
+            run.checkpoint("demo_sets", {"sets": dump_demo_sets(sets), "rng": self.rng.getstate()})
+        return sets
+
+    def _instructions(
+        self, run: Run, program: Any, *args: Any, **kwargs: Any
+    ) -> dict[int, list[str]]:
+        """Step 2, or its checkpoint (the candidates and the state of ``self.rng`` after them)."""
+        assert self.rng is not None
+        saved = run.restore("instructions")
+        if saved is not None:
+            self.rng.setstate(_rng_state(saved["rng"]))
+            return {i: list(candidates) for i, candidates in enumerate(saved["candidates"])}
+        candidates = self._propose_instructions(program, *args, **kwargs)
+        if not run.spent:  # a proposal cut short is not kept
+            run.checkpoint(
+                "instructions",
+                {
+                    "candidates": [candidates[i] for i in range(len(candidates))],
+                    "rng": self.rng.getstate(),
+                },
+            )
+        return candidates
 
     async def acompile(self, student: Any, **kwargs: Any) -> Any:
         """``compile`` for async callers (run in a worker thread; the settings go with it)."""
@@ -401,6 +512,12 @@ class MIPROv2(Teleprompter):
             for j, instruction in enumerate(candidates[i]):
                 logger.info("Predictor %d, instruction %d: %s", i, j, instruction)
         return candidates
+
+
+def _rng_state(saved: Any) -> tuple[Any, ...]:
+    """``random.Random.getstate()`` as read back from JSON (lists where it had tuples)."""
+    version, internal, gauss = saved
+    return (version, tuple(internal), gauss)
 
 
 def _default_threads() -> int:

@@ -6,6 +6,12 @@ with ``TPESampler(seed=seed, multivariate=True)``, scores the candidate on a min
 from the shared ``rng`` (or the whole valset), and, with minibatching, every
 ``minibatch_full_eval_steps + 1`` trials (and at the end) fully evaluates the combination with
 the best mean minibatch score and adds that result to the study.
+
+With a run directory every score is checkpointed under its evaluation (``default``,
+``trial N``, ``full N``). A resumed search runs again from the start with those scores served
+instead of evaluations: the sampler is asked the same questions with the same history and the
+minibatches are drawn from the same ``rng``, so it reaches the point of the kill in the same
+state (optuna's study is rebuilt, not stored) and goes on as the killed run would have.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from dspex.teleprompt.mipro_utils import (
     get_program_with_highest_avg_score,
     save_candidate_program,
 )
+from dspex.teleprompt.run import Run
 
 __all__ = ["import_optuna", "optimize_prompt_parameters"]
 
@@ -98,8 +105,15 @@ class _Search:
         minibatch: bool,
         minibatch_size: int,
         minibatch_full_eval_steps: int,
+        run: Run | None = None,
     ) -> None:
         self.opt = optimizer
+        self.run = run
+        saved = run.restore("search") if run is not None else None
+        self.recorded: dict[str, float] = dict(saved["scores"]) if saved else {}
+        """Scores of a run killed before (resume): served instead of evaluating again."""
+        self.scores: dict[str, float] = {}
+        """Every score of this search, by evaluation (``default``, ``trial N``, ``full N``)."""
         self.program = program
         self.instruction_candidates = instruction_candidates
         self.demo_candidates = demo_candidates
@@ -132,11 +146,31 @@ class _Search:
         )
         return float(result.score)
 
+    def replayed(self, key: str) -> float | None:
+        """The score a resumed run recorded for evaluation ``key`` before it was killed."""
+        score = self.recorded.get(key)
+        if score is not None:
+            self.scores[key] = score
+        return score
+
+    def record(self, key: str, score: float) -> float:
+        """Keep ``score`` and checkpoint every score so far (with a run directory)."""
+        self.scores[key] = score
+        if self.run is not None:
+            self.run.checkpoint("search", {"scores": self.scores})
+        return score
+
+    def score_full(self, key: str, program: Any) -> float:
+        score = self.replayed(key)
+        if score is None:
+            score = self.record(key, self._score(len(self.valset), program))
+        return score
+
     def evaluate_default(self) -> float:
         logger.info(
             "== Trial 1 / %d - Full Evaluation of Default Program ==", self.adjusted_num_trials
         )
-        score = self._score(len(self.valset), self.program)
+        score = self.score_full("default", self.program)
         logger.info("Default program score: %s", score)
         self.trial_logs[1] = {
             "full_eval_program_path": save_candidate_program(self.program, self.opt.log_dir, -1),
@@ -219,7 +253,10 @@ class _Search:
 
     def objective(self, trial: Any) -> float:
         t = self.prepare(trial)
-        score = _scored(self.evaluate, t.candidate, t.devset, t.key)
+        key = f"trial {t.trial_num}"
+        score = self.replayed(key)
+        if score is None:
+            score = self.record(key, _scored(self.evaluate, t.candidate, t.devset, t.key))
         self.finish(t, score)
         return score
 
@@ -233,16 +270,20 @@ class _Search:
         limiter = asyncio.Semaphore(threads)
 
         async def score(t: _Trial) -> float:
+            key = f"trial {t.trial_num}"
+            replayed = self.replayed(key)
+            if replayed is not None:
+                return replayed
             try:
                 result = await self.evaluate.acall(
                     Limited(t.candidate, limiter),
                     devset=t.devset,
                     callback_metadata={"metric_key": t.key},
                 )
-                return float(result.score)
+                return self.record(key, float(result.score))
             except Exception:
                 logger.error("An exception occurred during evaluation", exc_info=True)
-                return 0.0
+                return self.record(key, 0.0)
 
         scores = await asyncio.gather(*(score(t) for t in trials))
         return list(zip(trials, scores, strict=True))
@@ -268,7 +309,7 @@ class _Search:
             self.param_score_dict, self.fully_evaled_param_combos
         )
         logger.info("Doing full eval on next top averaging program (Avg Score: %s)", mean)
-        score = self._score(len(self.valset), program)
+        score = self.score_full(f"full {trial_num + 1}", program)
         self.score_data.append({"score": score, "program": program, "full_eval": True})
         self.study.add_trial(
             optuna.trial.create_trial(
@@ -307,6 +348,8 @@ def optimize_prompt_parameters(
     minibatch_size: int,
     minibatch_full_eval_steps: int,
     seed: int,
+    *,
+    run: Run | None = None,
 ) -> Any:
     """Run the search and return the best program, with DSPy's statistics attached."""
     optuna = import_optuna()
@@ -323,6 +366,7 @@ def optimize_prompt_parameters(
         minibatch,
         minibatch_size,
         minibatch_full_eval_steps,
+        run,
     )
     default_score = search.evaluate_default()
     study = optuna.create_study(
@@ -342,16 +386,25 @@ def optimize_prompt_parameters(
     )
     budget = optimizer.budget
 
+    def spent() -> bool:
+        return run.spent if run is not None else budget.spent
+
     def stop_when_spent(study: Any, _trial: Any) -> None:
-        if budget.spent:
-            logger.info("Stopping the search: %d LM calls made (max_lm_calls)", budget.total)
+        if spent():
+            logger.warning(
+                "Stopping the search (%s): %d LM calls made, %.6f USD paid",
+                budget.stopped_by,
+                budget.total,
+                budget.cost,
+            )
             study.stop()
 
     remaining = num_trials
     threads = optimizer.num_threads or default_threads()
     sampler = study.sampler
     ahead = 0
-    if threads > 1 and budget.max_lm_calls is None and type(sampler).__name__ == "TPESampler":
+    unlimited = budget.max_lm_calls is None and budget.max_cost is None
+    if threads > 1 and unlimited and type(sampler).__name__ == "TPESampler":
         ahead = search.ahead_count(sampler._n_startup_trials)
     if ahead > 1:
         # DSPex only: trials the sampler draws at random run at once (same draws, same order)
@@ -359,7 +412,7 @@ def optimize_prompt_parameters(
             search.finish(t, value)  # as in DSPy's objective: bookkeeping, then the study learns
             study.tell(t.trial, value)
         remaining -= ahead
-    if remaining > 0 and not budget.spent:
+    if remaining > 0 and not spent():
         study.optimize(search.objective, n_trials=remaining, callbacks=[stop_when_spent])
 
     best = search.best_program

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from dspex._sync import run_sync
+from dspex.modules.predict import serialize_object
+from dspex.primitives.example import Example
 from dspex.primitives.prediction import Prediction
 from dspex.teleprompt.bootstrap import BootstrapFewShot, default_max_errors
 from dspex.teleprompt.budget import CallBudget
@@ -27,8 +29,10 @@ from dspex.teleprompt.vanilla import LabeledFewShot
 __all__ = [
     "create_minibatch",
     "create_n_fewshot_demo_sets",
+    "dump_demo_sets",
     "eval_candidate_program",
     "get_program_with_highest_avg_score",
+    "load_demo_sets",
     "save_candidate_program",
 ]
 
@@ -248,3 +252,30 @@ async def acreate_n_fewshot_demo_sets(
         for i, predictor in enumerate(program.predictors()):
             demo_candidates[i].append(predictor.demos)
     return demo_candidates
+
+
+def dump_demo_sets(sets: Mapping[int, list[list[Any]]]) -> list[list[list[dict[str, Any]]]]:
+    """Demo candidates as JSON (per predictor, per set, per demo: its fields and input keys)."""
+
+    def one(demo: Any) -> dict[str, Any]:
+        if isinstance(demo, Example):
+            keys = demo._input_keys
+            return {
+                "fields": serialize_object(demo.toDict()),
+                "inputs": sorted(keys) if keys is not None else None,
+            }
+        return {"fields": serialize_object(dict(demo)), "dict": True}
+
+    return [[[one(demo) for demo in demos] for demos in sets[i]] for i in range(len(sets))]
+
+
+def load_demo_sets(saved: list[list[list[dict[str, Any]]]]) -> dict[int, list[list[Any]]]:
+    """:func:`dump_demo_sets` read back (examples as examples, dicts as dicts)."""
+
+    def one(demo: dict[str, Any]) -> Any:
+        if demo.get("dict"):
+            return dict(demo["fields"])
+        example = Example(**demo["fields"])
+        return example.with_inputs(*demo["inputs"]) if demo["inputs"] is not None else example
+
+    return {i: [[one(d) for d in demos] for demos in sets] for i, sets in enumerate(saved)}

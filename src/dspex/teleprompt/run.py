@@ -41,7 +41,17 @@ import orjson
 from dspex.errors import RunDirError, RunDirMismatch
 from dspex.teleprompt.budget import CallBudget, RunSummary, counting
 
-__all__ = ["FORMAT_VERSION", "PhaseProgress", "Run", "RunDir", "identity_hash"]
+__all__ = [
+    "FORMAT_VERSION",
+    "PhaseProgress",
+    "Run",
+    "RunDir",
+    "dump_program",
+    "identity_hash",
+    "load_program",
+    "numpy_rng_state",
+    "restore_numpy_rng",
+]
 
 FORMAT_VERSION = 1
 
@@ -74,6 +84,72 @@ def identity_hash(value: Any) -> str:
     """SHA-256 of a value's description (see :class:`Run`'s ``identity``)."""
     blob = orjson.dumps(_describe(value), option=orjson.OPT_SORT_KEYS, default=repr)
     return hashlib.sha256(blob).hexdigest()
+
+
+# ---------------------------------------------------------------------- optimizer state
+def dump_program(program: Any) -> dict[str, Any]:
+    """What an optimizer changes in a program, for a checkpoint: each predictor's signature
+    state and demos, with which demos are :class:`~dspex.Example` objects (and their input
+    keys) so that :func:`load_program` gives back demos of the same types."""
+    from dspex.primitives.example import Example
+
+    out: dict[str, Any] = {}
+    for name, predictor in program.named_predictors():
+        state = predictor.dump_state()
+        kinds = [
+            (sorted(d._input_keys) if d._input_keys is not None else True)
+            if isinstance(d, Example)
+            else False
+            for d in predictor.demos
+        ]
+        out[name] = {"signature": state["signature"], "demos": state["demos"], "kinds": kinds}
+    return out
+
+
+def load_program(template: Any, saved: Mapping[str, Any]) -> Any:
+    """A copy of ``template`` with the signatures and demos :func:`dump_program` saved
+    (everything else, the predictors' LMs included, is the template's)."""
+    from dspex.primitives.example import Example
+
+    program = template.deepcopy()
+    for name, predictor in program.named_predictors():
+        entry = saved[name]
+        predictor.signature = predictor.signature.load_state(entry["signature"])
+        demos: list[Any] = []
+        for demo, kind in zip(entry["demos"], entry["kinds"], strict=True):
+            if kind is False:
+                demos.append(dict(demo))
+                continue
+            example = Example(**demo)
+            demos.append(example.with_inputs(*kind) if isinstance(kind, list) else example)
+        predictor.demos = demos
+    return program
+
+
+def numpy_rng_state(generator: Any) -> Any:
+    """A numpy ``Generator``'s bit-generator state as JSON (its 128-bit integers as strings)."""
+
+    def enc(value: Any) -> Any:
+        if isinstance(value, Mapping):
+            return {k: enc(v) for k, v in value.items()}
+        if isinstance(value, int) and not isinstance(value, bool):
+            return {"int": str(value)}
+        return value
+
+    return enc(generator.bit_generator.state)
+
+
+def restore_numpy_rng(generator: Any, saved: Any) -> None:
+    """Set ``generator`` to the state :func:`numpy_rng_state` saved."""
+
+    def dec(value: Any) -> Any:
+        if isinstance(value, Mapping):
+            if set(value) == {"int"}:
+                return int(value["int"])
+            return {k: dec(v) for k, v in value.items()}
+        return value
+
+    generator.bit_generator.state = dec(saved)
 
 
 # ---------------------------------------------------------------------- directory

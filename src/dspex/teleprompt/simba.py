@@ -22,16 +22,21 @@ requests of one step also run concurrently (DSPy asks for them one after the oth
 random draws are all made first in DSPy's order, and a failed strategy only means the next
 buckets are drawn, as DSPy would. ``num_threads=1`` sends the LM requests in DSPy's order.
 
-DSPex only: ``max_lm_calls`` stops the run once that many LM calls were made. Runs already
-started finish; a step (or the final scoring) cut short is dropped, and the best program is
-picked from what was completed (by mini-batch score if the final scoring was cut short).
-``budget.calls`` holds the LM calls per phase.
+DSPex only: ``max_lm_calls``/``max_cost`` stop the run once spent. Runs already started
+finish; a step (or the final scoring) cut short is dropped, and the best program is picked
+from what was completed (by mini-batch score if the final scoring was cut short);
+``run_summary.stopped`` names the budget. ``compiled.run_summary`` holds the LM calls, tokens
+and cost per phase (``step N: trajectories|strategies|candidates``, ``validation``).
+``run_dir`` checkpoints the state after every step (both RNGs, the data order, the pool of
+programs and their scores, the winners); a run started again with the same directory goes
+on from the step after the last checkpoint.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import random
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
@@ -41,8 +46,15 @@ from dspex import settings
 from dspex._sync import run_sync
 from dspex.errors import ConfigurationError, OptimizerError
 from dspex.teleprompt.bootstrap import fork_program
-from dspex.teleprompt.budget import CallBudget, counting
+from dspex.teleprompt.budget import CallBudget
 from dspex.teleprompt.limits import default_threads
+from dspex.teleprompt.run import (
+    Run,
+    dump_program,
+    load_program,
+    numpy_rng_state,
+    restore_numpy_rng,
+)
 from dspex.teleprompt.simba_utils import (
     Strategy,
     WrappedProgram,
@@ -71,16 +83,16 @@ def _numpy() -> Any:
 
 
 class _Spent(Exception):
-    """``max_lm_calls`` was reached before a unit of work could start."""
+    """A budget was spent before a unit of work could start."""
 
 
 class _Runner:
     """Runs jobs under one limit of concurrent jobs, in order when the limit is 1; refuses
-    to start a job once the LM-call budget is spent."""
+    to start a job once a budget is spent."""
 
-    def __init__(self, threads: int, budget: CallBudget) -> None:
+    def __init__(self, threads: int, spent: Callable[[], bool]) -> None:
         self.threads = threads
-        self.budget = budget
+        self.spent = spent
         self.limiter = asyncio.Semaphore(threads)
         # sync programs run in threads: as many as runs may overlap (asyncio's default
         # executor has only min(32, cpus + 4) threads)
@@ -91,7 +103,7 @@ class _Runner:
 
     async def _one(self, job: Callable[[], Awaitable[T]]) -> T:
         async with self.limiter:
-            if self.budget.spent:
+            if self.spent():
                 raise _Spent
             return await job()
 
@@ -189,10 +201,15 @@ class SIMBA(Teleprompter):
         temperature_for_sampling: float = 0.2,
         temperature_for_candidates: float = 0.2,
         max_lm_calls: int | None = None,
+        max_cost: float | None = None,
+        run_dir: str | os.PathLike[str] | None = None,
+        display_progress: bool = True,
     ) -> None:
         if num_threads is not None and num_threads < 1:
             raise OptimizerError(f"num_threads must be at least 1, got {num_threads!r}")
-        self.budget = CallBudget(max_lm_calls)
+        self.budget = CallBudget(max_lm_calls, max_cost)
+        self.run_dir = run_dir
+        self.display_progress = display_progress
         self.metric = metric
         self.bsize = bsize
         self.num_candidates = num_candidates
@@ -218,26 +235,58 @@ class SIMBA(Teleprompter):
         """``compile`` for async callers."""
         if len(trainset) < self.bsize:
             raise OptimizerError(f"Trainset too small: {len(trainset)} < {self.bsize}")
-        run = _Run(self, trainset, seed)
+        run = Run(
+            "SIMBA",
+            self.budget,
+            run_dir=self.run_dir,
+            identity={
+                "args": self._args(),
+                "student": student,
+                "lm": settings.current().lm,
+                "trainset": list(trainset),
+                "seed": seed,
+            },
+            display_progress=self.display_progress,
+        )
+        simba = _Run(self, trainset, seed, run)
         try:
-            with counting(self.budget):
-                return await run.run(student)
+            with run:
+                self.budget.check_prices(settings.current().lm, self.prompt_model)
+                best = await simba.run(student)
         finally:
-            run.runner.close()
+            simba.runner.close()
+        best.run_summary = run.summary
+        return best
+
+    def _args(self) -> dict[str, Any]:
+        """The arguments a resumed run must share (budgets and concurrency may change)."""
+        return {
+            "metric": self.metric,
+            "bsize": self.bsize,
+            "num_candidates": self.num_candidates,
+            "max_steps": self.max_steps,
+            "max_demos": self.max_demos,
+            "prompt_model": self.prompt_model,
+            "teacher_settings": self.teacher_settings,
+            "demo_input_field_maxlen": self.demo_input_field_maxlen,
+            "temperature_for_sampling": self.temperature_for_sampling,
+            "temperature_for_candidates": self.temperature_for_candidates,
+        }
 
 
 class _Run:
     """One compile: the RNGs, the pool and the step loop."""
 
-    def __init__(self, simba: SIMBA, trainset: list[Any], seed: int) -> None:
+    def __init__(self, simba: SIMBA, trainset: list[Any], seed: int, run: Run) -> None:
         self.o = simba
+        self.run_ = run
         self.trainset = trainset
         np = _numpy()
         self.np = np
         self.rng = random.Random(seed)
         self.rng_np = np.random.default_rng(seed)
         self.pool = _Pool(np)
-        self.runner = _Runner(simba.num_threads or default_threads(), simba.budget)
+        self.runner = _Runner(simba.num_threads or default_threads(), lambda: run.spent)
         self.trial_logs: dict[int, dict[str, Any]] = {}
 
     async def run(self, student: Any) -> Any:
@@ -252,27 +301,103 @@ class _Run:
         data_indices = list(range(len(self.trainset)))
         self.rng.shuffle(data_indices)
         instance_idx = 0
-        for step in range(o.max_steps):
-            if o.budget.spent:
-                logger.info("Stopping: %d LM calls made (max_lm_calls)", o.budget.total)
-                break
-            logger.info("Starting batch %d of %d.", step + 1, o.max_steps)
-            if instance_idx + o.bsize > len(self.trainset):
-                self.rng.shuffle(data_indices)
-                instance_idx = 0
-            batch = [self.trainset[i] for i in data_indices[instance_idx : instance_idx + o.bsize]]
-            instance_idx += o.bsize
-            self.trial_logs[step] = {}
-            try:
-                won = await self._step(step, batch)
-            except _Spent:
-                del self.trial_logs[step]
-                logger.info("Stopping in step %d: max_lm_calls reached", step + 1)
-                break
-            if won is not None:
-                winners.append(won[0])
-                winner_scores.append(won[1])
+        first = 0
+        saved = self.run_.restore("simba")
+        if saved is not None:
+            first, instance_idx, data_indices = self._restore(saved, student, winners)
+            winner_scores = list(saved["winner_scores"])
+        with self.run_.progress("SIMBA steps", total=o.max_steps) as bar:
+            bar.advance(first)
+            for step in range(first, o.max_steps):
+                if self.run_.spent:
+                    self._stopping(f"before step {step + 1}")
+                    break
+                logger.info("Starting batch %d of %d.", step + 1, o.max_steps)
+                if instance_idx + o.bsize > len(self.trainset):
+                    self.rng.shuffle(data_indices)
+                    instance_idx = 0
+                batch = [
+                    self.trainset[i] for i in data_indices[instance_idx : instance_idx + o.bsize]
+                ]
+                instance_idx += o.bsize
+                self.trial_logs[step] = {}
+                try:
+                    won = await self._step(step, batch)
+                except _Spent:
+                    del self.trial_logs[step]
+                    self._stopping(f"in step {step + 1} (the step is dropped)")
+                    break
+                if won is not None:
+                    winners.append(won[0])
+                    winner_scores.append(won[1])
+                bar.advance()
+                self._checkpoint(step + 1, instance_idx, data_indices, winners, winner_scores)
         return await self._finish(winners, winner_scores)
+
+    def _stopping(self, where: str) -> None:
+        budget = self.o.budget
+        logger.warning(
+            "SIMBA stopped %s: %s spent (%d LM calls, %.6f USD)",
+            where,
+            budget.stopped_by,
+            budget.total,
+            budget.cost,
+        )
+
+    # ------------------------------------------------------------------ checkpoints
+    def _checkpoint(
+        self,
+        next_step: int,
+        instance_idx: int,
+        data_indices: list[int],
+        winners: list[Any],
+        winner_scores: list[float],
+    ) -> None:
+        """The state after a finished step (nothing is written without a run directory)."""
+        if self.run_.dir is None:
+            return
+
+        def program(p: Any) -> dict[str, Any]:
+            return {"program": dump_program(p), "simba_idx": p.simba_idx}
+
+        pool = self.pool
+        self.run_.checkpoint(
+            "simba",
+            {
+                "next_step": next_step,
+                "instance_idx": instance_idx,
+                "data_indices": data_indices,
+                "rng": self.rng.getstate(),
+                "rng_np": numpy_rng_state(self.rng_np),
+                "programs": [program(p) for p in pool.programs],
+                "scores": [[idx, scores] for idx, scores in pool.scores.items()],
+                "next_idx": pool.next_idx,
+                "winners": [program(p) for p in winners[1:]],
+                "winner_scores": winner_scores,
+                "trial_logs": [[step, log] for step, log in self.trial_logs.items()],
+            },
+        )
+
+    def _restore(
+        self, saved: dict[str, Any], student: Any, winners: list[Any]
+    ) -> tuple[int, int, list[int]]:
+        """Rebuild the state a checkpoint holds (``winners`` is extended in place)."""
+
+        def program(entry: dict[str, Any]) -> Any:
+            p = load_program(student, entry["program"])
+            p.simba_idx = entry["simba_idx"]
+            return p
+
+        version, internal, gauss = saved["rng"]
+        self.rng.setstate((version, tuple(internal), gauss))
+        restore_numpy_rng(self.rng_np, saved["rng_np"])
+        pool = self.pool
+        pool.programs = [student, *(program(e) for e in saved["programs"][1:])]
+        pool.scores = {int(idx): list(scores) for idx, scores in saved["scores"]}
+        pool.next_idx = saved["next_idx"]
+        winners.extend(program(e) for e in saved["winners"])
+        self.trial_logs = {int(step): dict(log) for step, log in saved["trial_logs"]}
+        return saved["next_step"], saved["instance_idx"], list(saved["data_indices"])
 
     # ------------------------------------------------------------------ one step
     async def _step(self, step: int, batch: list[Any]) -> tuple[Any, float] | None:
@@ -416,7 +541,7 @@ class _Run:
         try:
             outputs = await self.runner.run_programs(pairs)
         except _Spent:
-            logger.info("max_lm_calls reached: programs ranked by their mini-batch scores")
+            self._stopping("in the final scoring: programs ranked by their mini-batch scores")
             scores = [winner_scores[i] for i in idxs]
         else:
             scores = []

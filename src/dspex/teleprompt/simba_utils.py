@@ -21,7 +21,6 @@ import contextvars
 import functools
 import inspect
 import logging
-import textwrap
 from collections.abc import Callable
 from concurrent.futures import Executor
 from typing import Any
@@ -30,6 +29,7 @@ import orjson
 
 from dspex import settings
 from dspex.errors import OptimizerError
+from dspex.modules.refine import inspect_modules, recursive_mask
 from dspex.primitives.example import Example
 from dspex.primitives.prediction import Prediction
 from dspex.signatures import InputField, OutputField, Signature
@@ -374,44 +374,6 @@ class OfferFeedback(Signature):
         "the module has access to your tip, it would be much more likely to act like the "
         "successful trajectory rather than the lower-scoring trajectory."
     )
-
-
-def inspect_modules(program: Any) -> str:
-    """Each predictor's name, input and output fields and instructions (DSPy's layout)."""
-    from dspex.adapters.values import get_field_description_string
-
-    separator = "-" * 80
-    indent = "\n" + "\t" * 2
-    output = [separator]
-    for name, predictor in program.named_predictors():
-        signature = predictor.signature
-        instructions = indent.join(["", *textwrap.dedent(signature.instructions).splitlines()])
-        inputs = get_field_description_string(signature.input_fields).splitlines()
-        outputs = get_field_description_string(signature.output_fields).splitlines()
-        output.append(f"Module {name}")
-        output.append("\n\tInput Fields:")
-        output.append(indent.join(["", *inputs]))
-        output.append("\tOutput Fields:")
-        output.append(indent.join(["", *outputs]))
-        output.append(f"\tOriginal Instructions: {instructions}")
-        output.append(separator)
-    return "\n".join(o.strip("\n") for o in output)
-
-
-def recursive_mask(o: Any) -> Any:
-    """``o`` with every value orjson cannot serialize replaced by a placeholder string."""
-    try:
-        orjson.dumps(o)
-        return o
-    except (TypeError, orjson.JSONEncodeError):
-        pass
-    if isinstance(o, dict):
-        return {k: recursive_mask(v) for k, v in o.items()}
-    if isinstance(o, list):
-        return [recursive_mask(v) for v in o]
-    if isinstance(o, tuple):
-        return tuple(recursive_mask(v) for v in o)
-    return f"<non-serializable: {type(o).__name__}>"
 
 
 def _dumps(value: Any) -> str:

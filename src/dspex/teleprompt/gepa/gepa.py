@@ -6,6 +6,18 @@ call goes through :class:`~dspex.teleprompt.gepa.adapter.DspyAdapter` on the nat
 (Evaluate with bounded concurrency; ``num_threads=1`` keeps DSPy's order of LM requests).
 ``dspy.Flex`` code components are not supported (DSPex has no ``Flex``): only predictor
 instructions are optimized. Needs the ``optimizers`` extra (``pip install dspex[optimizers]``).
+
+DSPex only: ``max_lm_calls``/``max_cost`` stop the run between GEPA iterations once spent
+(the best candidate so far is returned; ``run_summary.stopped`` names the budget), and
+``compiled.run_summary`` holds the LM calls, tokens and cost of the ``evaluate`` and
+``reflection`` phases. ``run_dir`` makes a run resumable: the ``gepa`` library keeps its own
+state there (``run_dir/gepa/gepa_state.bin``, saved before every iteration: candidates,
+scores, Pareto fronts, metric calls spent), and a run started again with the same directory
+(and the same arguments, student and data: checked, see :class:`~dspex.teleprompt.run.Run`)
+goes on from the last saved iteration within the same ``max_metric_calls``. The engine does
+not save its own sampling generator (the adapter's is saved), so the iterations after a resume
+draw fresh candidates and minibatches: a resumed run is not the uninterrupted run's sequence (``log_dir`` gives the library the
+same directory without the identity check, as in DSPy).
 """
 
 from __future__ import annotations
@@ -14,13 +26,16 @@ import asyncio
 import inspect
 import logging
 import math
+import os
 import random
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
+from dspex import settings
+from dspex.errors import OptimizerError
 from dspex.primitives.example import Example
 from dspex.primitives.prediction import Prediction
-from dspex.teleprompt.budget import CallBudget, counting
+from dspex.teleprompt.budget import CallBudget
 from dspex.teleprompt.gepa.adapter import (
     DspyAdapter,
     DSPyTrace,
@@ -28,6 +43,7 @@ from dspex.teleprompt.gepa.adapter import (
     ScoreWithFeedback,
     require_gepa,
 )
+from dspex.teleprompt.run import Run
 from dspex.teleprompt.teleprompt import Teleprompter
 
 __all__ = ["AUTO_RUN_SETTINGS", "GEPA", "DspyGEPAResult", "GEPAFeedbackMetric"]
@@ -187,6 +203,8 @@ class GEPA(Teleprompter):
         seed: int | None = 0,
         gepa_kwargs: dict[str, Any] | None = None,
         max_lm_calls: int | None = None,
+        max_cost: float | None = None,
+        run_dir: str | os.PathLike[str] | None = None,
     ) -> None:
         try:
             inspect.signature(metric).bind(None, None, None, None, None)
@@ -238,7 +256,13 @@ class GEPA(Teleprompter):
         self.custom_code_proposer = code_proposer
         self.component_selector = component_selector
         self.gepa_kwargs = gepa_kwargs or {}
-        self.budget = CallBudget(max_lm_calls)
+        self.budget = CallBudget(max_lm_calls, max_cost)
+        if run_dir is not None and log_dir is not None:
+            raise OptimizerError(
+                "give GEPA a run_dir (resumable, checked against the run's arguments and data) "
+                "or a log_dir (the gepa library's directory, as in DSPy), not both"
+            )
+        self.run_dir = run_dir
         if self.gepa_kwargs.get("max_reflection_cost") is not None:
             raise ValueError("max_reflection_cost is not supported by dspy.GEPA yet.")
         if "reflection_prompt_template" in self.gepa_kwargs:
@@ -349,20 +373,72 @@ class GEPA(Teleprompter):
             (lambda x: adapter.stripped_lm_call(x)[0]) if self.reflection_lm is not None else None
         )
         engine_adapter: Any = adapter  # structurally a GEPAAdapter
-        self.budget = budget = CallBudget(self.budget.max_lm_calls)
+        budget = self.budget
         adapter.budget = budget
+        run = Run(
+            "GEPA",
+            budget,
+            run_dir=self.run_dir,
+            identity={
+                "args": self._args(),
+                "student": student,
+                "lm": settings.current().lm,
+                "trainset": list(trainset),
+                "valset": list(valset),
+            },
+        )
         extra = dict(self.gepa_kwargs)
-        if budget.max_lm_calls is not None:
+        if budget.max_lm_calls is not None or budget.max_cost is not None:
             # Checked between GEPA iterations: the run stops cleanly with the best so far.
             stoppers = extra.pop("stop_callbacks", None) or []
             stoppers = list(stoppers) if isinstance(stoppers, list | tuple) else [stoppers]
-            extra["stop_callbacks"] = [*stoppers, lambda _state: budget.spent]
-        with counting(budget):
-            result = self._optimize(engine_adapter, reflection, predictors, trainset, valset, extra)
+            extra["stop_callbacks"] = [*stoppers, lambda _state: self._spent(run)]
+        gepa_dir = self.log_dir
+        if run.dir is not None:
+            gepa_dir = str(run.dir.path / "gepa")
+            if os.path.exists(os.path.join(gepa_dir, "gepa_state.bin")):
+                run.resumed.append("gepa_state")
+        with run:
+            budget.check_prices(settings.current().lm, self.reflection_lm)
+            run.checkpoint("gepa", {"gepa_run_dir": gepa_dir})  # claims the run directory
+            result = self._optimize(
+                engine_adapter, reflection, predictors, trainset, valset, extra, gepa_dir
+            )
         program = adapter.build_program(result.best_candidate)
         if self.track_stats:
             program.detailed_results = DspyGEPAResult.from_gepa_result(result, adapter)
+        program.run_summary = run.summary
         return program
+
+    @staticmethod
+    def _spent(run: Run) -> bool:
+        if not run.spent:
+            return False
+        logger.warning(
+            "GEPA stopped between iterations: %s spent (%d LM calls, %.6f USD)",
+            run.budget.stopped_by,
+            run.budget.total,
+            run.budget.cost,
+        )
+        return True
+
+    def _args(self) -> dict[str, Any]:
+        """The arguments a resumed run must share (budgets and concurrency may change)."""
+        return {
+            "metric": self.metric_fn,
+            "max_metric_calls": self.max_metric_calls,
+            "reflection_minibatch_size": self.reflection_minibatch_size,
+            "candidate_selection_strategy": self.candidate_selection_strategy,
+            "reflection_lm": self.reflection_lm,
+            "skip_perfect_score": self.skip_perfect_score,
+            "add_format_failure_as_feedback": self.add_format_failure_as_feedback,
+            "component_selector": self.component_selector,
+            "use_merge": self.use_merge,
+            "max_merge_invocations": self.max_merge_invocations,
+            "failure_score": self.failure_score,
+            "perfect_score": self.perfect_score,
+            "seed": self.seed,
+        }
 
     def _optimize(
         self,
@@ -372,6 +448,7 @@ class GEPA(Teleprompter):
         trainset: list[Any],
         valset: list[Any],
         extra: dict[str, Any],
+        gepa_dir: str | None = None,
     ) -> Any:
         """The ``gepa`` engine run with DSPy's settings (``extra``: its other arguments)."""
         from gepa.api import optimize
@@ -391,7 +468,7 @@ class GEPA(Teleprompter):
             max_merge_invocations=self.max_merge_invocations,  # type: ignore[arg-type]
             max_metric_calls=self.max_metric_calls,
             logger=LoggerAdapter(logger),
-            run_dir=self.log_dir,
+            run_dir=gepa_dir,
             use_wandb=self.use_wandb,
             wandb_api_key=self.wandb_api_key,
             wandb_init_kwargs=self.wandb_init_kwargs,
