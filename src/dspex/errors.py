@@ -720,3 +720,16 @@ class CodeExecutionError(CodeInterpreterError):
     """The submitted code raised inside a healthy interpreter (recoverable: ProgramOfThought
     and CodeAct feed the error back to the LM and retry). Field: ``type`` (the exception's
     class name inside the interpreter), when known."""
+
+
+# --- modules: ReActV2 ---
+
+
+class AgentNoFinalOutputs(DSPexError, ValueError):
+    """``ReActV2`` ended without final outputs: after its loop stopped (``max_iters``, a turn
+    with no tool calls, a reply that did not parse...), the forced ``submit`` request produced no
+    ``submit`` call or one that failed. Field: ``reason`` (why the loop stopped). A
+    ``ValueError``, as DSPy raises."""
+
+
+__all__ += ["AgentNoFinalOutputs"]

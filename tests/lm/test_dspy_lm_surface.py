@@ -139,6 +139,36 @@ def test_custom_lm_classes_load_only_when_allowed() -> None:
         BaseLM.load_state({**state, "_dspy_lm_class": "no.such.Module"}, allow_custom_lm_class=True)
 
 
+class Deployed(BaseLM):
+    """A user LM with its own state and DSPy's older ``load_state(state)`` (no opt-in kwarg)."""
+
+    def __init__(self, model: str, *, deployment: str, **kwargs: Any) -> None:
+        super().__init__(model, **kwargs)
+        self.deployment = deployment
+
+    def dump_state(self) -> dict[str, Any]:
+        return {**super().dump_state(), "deployment": self.deployment}
+
+    @classmethod
+    def load_state(cls, state: dict[str, Any]) -> Deployed:  # type: ignore[override]
+        state = {k: v for k, v in state.items() if k != "_dspy_lm_class"}
+        return cls(**state)
+
+
+def test_a_custom_load_state_without_the_opt_in_kwarg_is_called_as_dspy_calls_it() -> None:
+    state = Deployed("m", deployment="prod").dump_state()
+    with pytest.raises(StateError, match="Refusing"):
+        BaseLM.load_state(state)
+    loaded = BaseLM.load_state(state, allow_custom_lm_class=True)
+    assert isinstance(loaded, Deployed) and (loaded.model, loaded.deployment) == ("m", "prod")
+    program = dspex.Predict("q -> a")
+    program.lm = Deployed("m", deployment="eu")
+    with pytest.raises(ValueError, match="Refusing to import custom serialized LM class"):
+        dspex.Predict("q -> a").load_state(program.dump_state())
+    back = dspex.Predict("q -> a").load_state(program.dump_state(), allow_unsafe_lm_state=True)
+    assert isinstance(back.lm, Deployed) and back.lm.deployment == "eu"
+
+
 def test_provider_exceptions_map_to_typed_errors() -> None:
     lm = dspex.LM("openai/gpt-4o-mini")
 

@@ -194,11 +194,14 @@ def test_keys_never_appear_in_repr_state_or_cache_keys(server: LMServer) -> None
     assert server.requests[0].headers["authorization"] == "Bearer sk-secret-123"
 
 
-def test_unknown_provider_and_bad_options() -> None:
+def test_unknown_provider_fails_at_the_first_request_and_bad_options_at_once() -> None:
+    # As DSPy: any model string builds an LM; one no provider here speaks fails when called.
     with pytest.raises(ConfigurationError, match="unknown LM provider"):
-        dspex.LM("nope/model")
+        dspex.LM("nope/model")(messages=MSGS)
     with pytest.raises(ConfigurationError, match="provider/model"):
-        dspex.LM("gpt-4o")
+        dspex.LM("gpt-4o")(messages=MSGS)
+    with pytest.raises(ConfigurationError, match="no model id"):
+        dspex.LM("openai/")
     with pytest.raises(ConfigurationError):
         dspex.LM("openai/x", api_key="k", timeout=0)
 

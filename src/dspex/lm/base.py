@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy as copy_module
 import importlib
+import inspect
 import time
 from abc import ABC
 from typing import Any, TypeVar
@@ -207,7 +208,10 @@ class BaseLM(ABC):
         lm_cls = _import_class(class_path)
         if not (isinstance(lm_cls, type) and issubclass(lm_cls, BaseLM)):
             raise StateError(f"Serialized LM class `{class_path}` must be a subclass of BaseLM.")
-        return lm_cls.load_state(state, allow_custom_lm_class=allow_custom_lm_class)
+        if "allow_custom_lm_class" in inspect.signature(lm_cls.load_state).parameters:
+            return lm_cls.load_state(state, allow_custom_lm_class=allow_custom_lm_class)
+        loaded: BaseLM = lm_cls.load_state(state)  # a subclass's own load_state(state), as DSPy
+        return loaded
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.model!r})"

@@ -83,6 +83,7 @@ _BUILTIN: tuple[Entry, ...] = (
         dspy_attributes=(("demos", "predict.demos"), ("signature", "predict.signature")),
     ),
     Entry("react", "dspex.modules.react:ReAct", "dspy.ReAct", "ReAct"),
+    Entry("react_v2", "dspex.modules.react_v2:ReActV2", "dspy.ReActV2", "ReActV2", "tool-calling agent ending in submit"),
     Entry("program_of_thought", "dspex.modules.program_of_thought:ProgramOfThought", "dspy.ProgramOfThought", "ProgramOfThought", "generated code runs in dspex.sandbox"),
     Entry("code_act", "dspex.modules.code_act:CodeAct", "dspy.CodeAct", "CodeAct", "generated code runs in dspex.sandbox"),
     Entry("multi_chain_comparison", "dspex.modules.multi_chain_comparison:MultiChainComparison", "dspy.MultiChainComparison", "MultiChainComparison"),
