@@ -139,6 +139,7 @@ _ROUTED = frozenset(
         "BootstrapFewShotWithRandomSearch",
         "COPRO",
         "ChainOfThought",
+        "CodeAct",
         "ColBERTv2",
         "Embeddings",
         "GEPA",

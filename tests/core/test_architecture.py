@@ -15,6 +15,8 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import pytest
+
 import dspex
 
 SRC = Path(dspex.__file__).parent
@@ -116,6 +118,7 @@ def test_the_engine_and_the_pool_never_import_upper_layers() -> None:
     assert {k: v for k, v in offenders.items() if v} == {}
 
 
+@pytest.mark.timeout(900)  # one fresh interpreter per module: minutes on a loaded 2-core box
 def test_each_core_module_imports_alone_in_a_fresh_interpreter() -> None:
     names = [n for n in modules_in(CYCLE_FREE) if not n.endswith("__main__")]
 

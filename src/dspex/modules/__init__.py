@@ -1,5 +1,5 @@
 """Native modules: Predict, ChainOfThought, ReAct, BestOfN, Refine, MultiChainComparison,
-Parallel, ProgramOfThought, majority, KNN (the ones beyond Predict/ChainOfThought load on first use)."""
+Parallel, ProgramOfThought, CodeAct, majority, KNN (the ones beyond Predict/ChainOfThought load on first use)."""
 
 from typing import TYPE_CHECKING
 
@@ -10,6 +10,7 @@ from dspex.modules.predict import Predict
 if TYPE_CHECKING:
     from dspex.modules.aggregation import majority
     from dspex.modules.best_of_n import BestOfN
+    from dspex.modules.code_act import CodeAct
     from dspex.modules.knn import KNN
     from dspex.modules.multi_chain_comparison import MultiChainComparison
     from dspex.modules.parallel import Parallel
@@ -21,6 +22,7 @@ __all__ = [
     "KNN",
     "BestOfN",
     "ChainOfThought",
+    "CodeAct",
     "MultiChainComparison",
     "Parallel",
     "Predict",
@@ -32,6 +34,7 @@ __all__ = [
 
 _WHERE = {
     "BestOfN": "dspex.modules.best_of_n",
+    "CodeAct": "dspex.modules.code_act",
     "KNN": "dspex.modules.knn",
     "MultiChainComparison": "dspex.modules.multi_chain_comparison",
     "Parallel": "dspex.modules.parallel",

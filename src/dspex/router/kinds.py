@@ -84,6 +84,7 @@ _BUILTIN: tuple[Entry, ...] = (
     ),
     Entry("react", "dspex.modules.react:ReAct", "dspy.ReAct", "ReAct"),
     Entry("program_of_thought", "dspex.modules.program_of_thought:ProgramOfThought", "dspy.ProgramOfThought", "ProgramOfThought", "generated code runs in dspex.sandbox"),
+    Entry("code_act", "dspex.modules.code_act:CodeAct", "dspy.CodeAct", "CodeAct", "generated code runs in dspex.sandbox"),
     Entry("multi_chain_comparison", "dspex.modules.multi_chain_comparison:MultiChainComparison", "dspy.MultiChainComparison", "MultiChainComparison"),
     Entry("best_of_n", "dspex.modules.best_of_n:BestOfN", "dspy.BestOfN", "BestOfN"),
     Entry("refine", "dspex.modules.refine:Refine", "dspy.Refine", "Refine"),

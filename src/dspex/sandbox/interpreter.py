@@ -131,7 +131,8 @@ class PythonSandbox:
                 raise SandboxError(f"invalid variable name {name!r}", reason="value")
             wire_vars[name] = _jsonable(value, name)
         with self._lock:
-            self.start()
+            if self._proc is None:  # lazy start: a subclass's start() runs once per process
+                self.start()
             if self._tools or self.output_fields:
                 outputs = [
                     f.get("name") if isinstance(f, Mapping) else f for f in self.output_fields
@@ -147,6 +148,9 @@ class PythonSandbox:
 
     def shutdown(self) -> None:
         """Kill the sandbox's whole process tree; the session cannot be used afterwards."""
+        self._end()
+
+    def _end(self) -> None:
         self._ended = True
         proc, self._proc = self._proc, None
         if proc is not None:
@@ -286,5 +290,5 @@ class PythonSandbox:
     def _fail(self, error: SandboxError) -> Any:
         """End the session (kill the tree) and raise ``error``."""
         self._buffer = b""
-        self.shutdown()
+        self._end()  # an internal end, not the caller's shutdown()
         raise error
