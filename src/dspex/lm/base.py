@@ -8,8 +8,7 @@ Two ways to write one, as in DSPy 3.4.1:
   of the same shape): ``__call__``/``acall`` then merge the LM's default ``kwargs`` (and
   ``cache``) into the call, turn the choices into outputs as DSPy does (a text per choice,
   or a dict with ``tool_calls``/``reasoning_content``/``logprobs``/``citations`` when
-  present), bill the
-  usage to the active tracker and record the call in the history.
+  present), bill the usage to the active tracker and record the call in the history.
 
 State follows DSPy's format: ``dump_state()`` names the LM's class under ``_dspy_lm_class``,
 and ``BaseLM.load_state(state)`` rebuilds it (a class other than the built-in LM only with
