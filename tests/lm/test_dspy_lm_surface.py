@@ -231,3 +231,46 @@ def test_configure_cache_switches_the_tiers(server: LMServer, tmp_path: Any) -> 
     assert (tmp_path / "lm_cache.sqlite").exists()
     dspex.reset_defaults()
     assert tiers() == (True, True)
+
+
+CITED = {
+    "choices": [{"message": {
+        "content": "The sky is blue.",
+        "provider_specific_fields": {"citations": [[
+            {"type": "char_location", "cited_text": "blue", "document_index": 0},
+        ], {"type": "char_location", "cited_text": "sky", "document_index": 1}]},
+    }}],
+    "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+    "model": "cited",
+}  # fmt: skip
+
+
+def _cited_outputs(base: type) -> list[Any]:
+    class Cited(base):  # type: ignore[valid-type, misc]
+        def forward(self, prompt: Any = None, messages: Any = None, **kwargs: Any) -> Any:
+            return CITED
+
+    lm = Cited("cited")
+    return list(lm("q"))
+
+
+def test_a_legacy_completion_keeps_its_provider_citations() -> None:
+    outputs = _cited_outputs(BaseLM)
+    assert outputs == [{
+        "text": "The sky is blue.",
+        "citations": [
+            {"type": "char_location", "cited_text": "blue", "document_index": 0},
+            {"type": "char_location", "cited_text": "sky", "document_index": 1},
+        ],
+    }]  # fmt: skip
+    lm = dspex.LM("test")
+    choice = CITED["choices"][0]
+    assert lm._extract_citations_from_response(choice) == outputs[0]["citations"]
+    assert lm._extract_citations_from_response({"message": {"content": "x"}}) is None
+
+
+@pytest.mark.dspy
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # DSPy 3.4 deprecates forward()
+def test_legacy_citations_match_dspy() -> None:
+    dspy = pytest.importorskip("dspy")
+    assert _cited_outputs(BaseLM) == _cited_outputs(dspy.BaseLM)
