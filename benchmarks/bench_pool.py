@@ -27,6 +27,9 @@ class Handler:
     def ping(self) -> str:
         return "pong"
 
+    def count(self, n: int) -> Any:
+        yield from range(n)
+
 
 def make() -> Handler:
     return Handler()
@@ -217,6 +220,7 @@ def ray_numbers(rows: dict[str, dict[str, Any]]) -> dict[str, float] | str:
         rate = n / (time.perf_counter() - start)
         rows["Ray actors"] = {"p50": p50(lat), "p99": p99(lat), "rate": rate}
         ray_pool_numbers(rows)
+        ray_call_path_numbers(rows, a)
         restarts = []
         for _ in range(3):
             pid = ray.get(a.pid.remote())
@@ -271,6 +275,52 @@ def ray_pool_numbers(rows: dict[str, dict[str, Any]]) -> None:
         "rate": rate,
     }
     rows["dspex RayPool, backend='ray' (call_sync)"] = {"p50": p50(sync_lat), "p99": p99(sync_lat)}
+
+
+def ray_call_path_numbers(rows: dict[str, dict[str, Any]], actor: Any) -> None:
+    """The Ray pool's call path beside its floor, interleaved call by call (helper ray's rows):
+    a raw actor call awaited as an ObjectRef from asyncio (what an async pool call costs at
+    least), the pool's async call, the same with a parent callback registered (its events are
+    watched, but a quick call returns before any poll), and a 10-item stream."""
+    from dspex.pool.config import PoolConfig
+    from dspex.pool.ray_backend import RayPool
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    spec = {"target": "bench_pool:make", "size": 1, "backend": "ray", "pythonpath": [here]}
+    pool = RayPool(PoolConfig.from_mapping(spec), name="bench-ray-path")
+    watched = RayPool(PoolConfig.from_mapping(spec), name="bench-ray-watched")
+    watched.register_callback("unused", lambda: None)
+
+    async def stream() -> None:
+        async for _ in pool.stream("count", 10):
+            pass
+
+    variants: dict[str, Callable[[], Any]] = {
+        "raw Ray actor, `await actor.ping.remote()` (async floor)": lambda: actor.ping.remote(),
+        "dspex Ray pool, async call (interleaved with the floor)": lambda: pool.call("ping"),
+        "dspex Ray pool, async call, parent callback registered": lambda: watched.call("ping"),
+        "dspex Ray pool, 10-item stream": stream,
+    }
+
+    async def measure() -> dict[str, list[float]]:
+        await pool.start()
+        await watched.start()
+        seen: dict[str, list[float]] = {name: [] for name in variants}
+        for i in range(1100):
+            for name, fn in variants.items():
+                start = time.perf_counter()
+                await fn()
+                if i >= 100:
+                    seen[name].append(time.perf_counter() - start)
+        return seen
+
+    try:
+        seen = asyncio.run(measure())
+    finally:
+        pool.close_sync()
+        watched.close_sync()
+    for name, lat in seen.items():
+        rows[name] = {"p50": p50(lat), "p99": p99(lat)}
 
 
 # ---------------------------------------------------------------------------- report

@@ -15,41 +15,15 @@ Run: ``.venv/bin/python benchmarks/bench_runtime.py`` (needs the ``dspy`` extra)
 from __future__ import annotations
 
 import asyncio
-import os
-import socket
 import statistics
-import subprocess
-import sys
 import time
 from typing import Any
 
 import dspex
-from _common import ms, write
+from _common import Floors, load, ms, start_lmserver, write
 
 N, WIDTH, LATENCY = 256, 16, 0.020
 IDEAL = N * LATENCY / WIDTH
-
-_SERVER = (
-    "import sys, threading\n"
-    "from dspex.testing.server import LMServer\n"
-    "s = LMServer(port=int(sys.argv[1]), latency=float(sys.argv[2])).start()\n"
-    "print('ready', flush=True)\n"
-    "threading.Event().wait()\n"
-)
-
-
-def start_server(latency: float) -> tuple[subprocess.Popen[bytes], str]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = int(s.getsockname()[1])
-    proc = subprocess.Popen(
-        [sys.executable, "-c", _SERVER, str(port), str(latency)],
-        stdout=subprocess.PIPE,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    assert proc.stdout is not None
-    proc.stdout.readline()
-    return proc, f"http://127.0.0.1:{port}/v1"
 
 
 def user_module(d: Any) -> Any:
@@ -100,14 +74,18 @@ def first_chunk(d: Any, lm: Any, rounds: int = 30) -> float:
 def main() -> None:
     import dspy
 
-    proc, url = start_server(LATENCY)
+    proc, url = start_lmserver(LATENCY)
     try:
         ours_lm = dspex.LM("openai/test", api_base=url, api_key="k", cache=False)
         dspy_lm = dspy.LM("openai/test", api_base=url, api_key="k", cache=False)
+        floors = Floors(ours_lm, url, N, WIDTH, LATENCY)
+        floors.raw_lm()
         rows: dict[str, list[float]] = {
-            k: [] for k in ("predict", "user", "dspy_predict", "dspy_user")
+            k: [] for k in ("predict", "user", "dspy_predict", "dspy_user", "lm", "timer")
         }
         for r in range(3):  # interleaved rounds; keep the best of each
+            rows["lm"].append(floors.raw_lm())
+            rows["timer"].append(floors.timer())
             rows["predict"].append(
                 timed_batch(dspex, dspex.Predict("question -> answer"), ours_lm, f"a{r}")
             )
@@ -127,17 +105,22 @@ def main() -> None:
         "## Program runtime (`Module.batch`, `streamify`) — `benchmarks/bench_runtime.py`",
         "",
         f"{N} calls, {WIDTH}-way, LMServer (own process) answering after {LATENCY * 1e3:.0f} ms; "
-        f"ideal wall time {ms(IDEAL)}. Best of 3 interleaved rounds. Shared, loaded machine: "
-        "absolute figures are noisy, ratios are from the same run.",
+        f"ideal wall time {ms(IDEAL)}. Best of 3 interleaved rounds. Shared, loaded machine "
+        f"(1-minute load average {load()} at the end): absolute figures are noisy, ratios are "
+        "from the same run. Floors in the same rounds: "
+        f"{N} raw `LM.acall`s at {WIDTH} in flight (server + DSPex HTTP client, no module) "
+        f"{ms(best['lm'])} ({best['lm'] / IDEAL:.2f}x ideal); {N} bare "
+        f"`asyncio.sleep({LATENCY * 1e3:.0f} ms)` at {WIDTH} in flight (no I/O: the machine's "
+        f"timers and scheduler) {ms(best['timer'])} ({best['timer'] / IDEAL:.2f}x ideal).",
         "",
-        "| program | DSPex | vs ideal | DSPy 3.4.1 | DSPy / DSPex |",
-        "| --- | --- | --- | --- | --- |",
+        "| program | DSPex | vs ideal | vs raw-LM floor | DSPy 3.4.1 | DSPy / DSPex |",
+        "| --- | --- | --- | --- | --- | --- |",
         f"| `Predict.batch` (native async tasks) | {ms(best['predict'])} | "
-        f"{best['predict'] / IDEAL:.2f}x | {ms(best['dspy_predict'])} | "
-        f"{best['dspy_predict'] / best['predict']:.2f}x |",
+        f"{best['predict'] / IDEAL:.2f}x | {best['predict'] / best['lm']:.2f}x | "
+        f"{ms(best['dspy_predict'])} | {best['dspy_predict'] / best['predict']:.2f}x |",
         f"| user `Module` with sync `forward` (threads) | {ms(best['user'])} | "
-        f"{best['user'] / IDEAL:.2f}x | {ms(best['dspy_user'])} | "
-        f"{best['dspy_user'] / best['user']:.2f}x |",
+        f"{best['user'] / IDEAL:.2f}x | {best['user'] / best['lm']:.2f}x | "
+        f"{ms(best['dspy_user'])} | {best['dspy_user'] / best['user']:.2f}x |",
         "",
         "| streamify first chunk (p50 of 30) | DSPex | DSPy 3.4.1 | DSPy / DSPex |",
         "| --- | --- | --- | --- |",

@@ -129,14 +129,17 @@ _LAZY: dict[str, str] = {
     "pipeline": "dspex.pipelines",
     "register_native": "dspex.router",
     "registry": "dspex.router",
+    "cache": "dspex.lm.cache",  # DSPy's dspy.cache: the active response cache
 }
 _SUBMODULES = frozenset({"evaluate", "experimental", "telemetry", "testing"})
 # DSPy's module and optimizer names: built where the router says (native or a DSPy worker)
 _ROUTED = frozenset(
     {
         "BestOfN",
+        "BetterTogether",
         "BootstrapFewShot",
         "BootstrapFewShotWithRandomSearch",
+        "BootstrapFinetune",
         "COPRO",
         "ChainOfThought",
         "CodeAct",
@@ -151,6 +154,7 @@ _ROUTED = frozenset(
         "Predict",
         "ProgramOfThought",
         "ReAct",
+        "ReActV2",
         "Refine",
         "Retrieve",
         "SIMBA",

@@ -102,6 +102,10 @@ NATIVE: dict[str, str] = {
     # optimizers (the others are module kinds in the router's registry)
     "BootstrapRS": "dspex.teleprompt:BootstrapRS",
     "Ensemble": "dspex.teleprompt:Ensemble",
+    "bootstrap_trace_data": "dspex.teleprompt.bootstrap_trace:bootstrap_trace_data",
+    # fine-tuning: the LM's training/launch provider interface
+    "Provider": "dspex.clients.provider:Provider",
+    "TrainingJob": "dspex.clients.provider:TrainingJob",
 }
 
 PREFER_NATIVE: dict[str, tuple[str, ...]] = {
@@ -130,7 +134,9 @@ ROUTED: dict[str, str] = {
             "ChainOfThought",
             "CodeAct",
             "Predict",
+            "BetterTogether",
             "BootstrapFewShotWithRandomSearch",
+            "BootstrapFinetune",
             "COPRO",
             "ColBERTv2",
             "Embeddings",
@@ -143,6 +149,7 @@ ROUTED: dict[str, str] = {
             "Parallel",
             "ProgramOfThought",
             "ReAct",
+            "ReActV2",
             "Refine",
             "Retrieve",
             "SIMBA",
@@ -153,9 +160,7 @@ ROUTED: dict[str, str] = {
         n: f"dspy.{n}"
         for n in (
             "AvatarOptimizer",
-            "BetterTogether",
             "BootstrapFewShotWithOptuna",
-            "BootstrapFinetune",
             "EmbeddingsWithScores",
             "Flex",
             "InferRules",
@@ -163,12 +168,8 @@ ROUTED: dict[str, str] = {
             "OldField",
             "OldInputField",
             "OldOutputField",
-            "Provider",
             "RLM",
-            "ReActV2",
             "SandboxSerializable",
-            "TrainingJob",
-            "bootstrap_trace_data",
         )
     },
 }

@@ -720,3 +720,42 @@ class CodeExecutionError(CodeInterpreterError):
     """The submitted code raised inside a healthy interpreter (recoverable: ProgramOfThought
     and CodeAct feed the error back to the LM and retry). Field: ``type`` (the exception's
     class name inside the interpreter), when known."""
+
+
+# --- modules: ReActV2 ---
+
+
+class AgentNoFinalOutputs(DSPexError, ValueError):
+    """``ReActV2`` ended without final outputs: after its loop stopped (``max_iters``, a turn
+    with no tool calls, a reply that did not parse...), the forced ``submit`` request produced no
+    ``submit`` call or one that failed. Field: ``reason`` (why the loop stopped). A
+    ``ValueError``, as DSPy raises."""
+
+
+__all__ += ["AgentNoFinalOutputs"]
+
+
+# --- fine-tuning ---
+
+
+class FinetuneError(DSPexError, RuntimeError):
+    """A fine-tuning job failed: the provider reported it failed or cancelled, answered with
+    an HTTP error, or could not be reached. Fields (when known): ``job_id``, ``status``,
+    ``url``."""
+
+
+class FinetuneTimeout(FinetuneError, TimeoutError):
+    """A fine-tuning job was not finished by its deadline (the remote job keeps running;
+    ``job_id`` names it)."""
+
+
+class FinetuneDataError(UserError, ValueError):
+    """Training data (or its format) a provider or adapter cannot fine-tune on."""
+
+
+class OptimizerTypeError(UserError, TypeError):
+    """An optimizer was given an object of the wrong kind (BetterTogether's optimizers must
+    be Teleprompters)."""
+
+
+__all__ += ["FinetuneDataError", "FinetuneError", "FinetuneTimeout", "OptimizerTypeError"]

@@ -123,6 +123,11 @@ class Settings:
     warn_on_type_mismatch: bool = True
     """Warn when a module input's type does not match its signature field's type."""
     interpreter_factory: Any = None
+    fanout_backend: Literal["process", "ray"] | None = None
+    """Where ``Evaluate`` and ``Module.batch`` run when they are not given ``backend=``:
+    ``None`` in process, ``"process"`` on local worker processes, ``"ray"`` on Ray actors
+    (:mod:`dspex.pool.fanout`); ``with dspex.context(fanout_backend="ray"):
+    optimizer.compile(...)`` evaluates an optimizer's candidates on Ray."""
 
     def __post_init__(self) -> None:
         if self.prefer_native not in _PREFERENCES:
@@ -143,6 +148,11 @@ class Settings:
                     f"implementation_overrides[{kind!r}] must be one of {_IMPLEMENTATIONS}, "
                     f"got {impl!r}"
                 )
+        if self.fanout_backend not in (None, "process", "ray"):
+            raise ConfigurationError(
+                f"fanout_backend must be None, 'process' or 'ray', got {self.fanout_backend!r}",
+                field="fanout_backend",
+            )
         if self.trace is not None and not isinstance(self.trace, list):
             raise ConfigurationError(
                 f"trace must be a list or None, got {type(self.trace).__name__}"

@@ -139,6 +139,36 @@ def test_custom_lm_classes_load_only_when_allowed() -> None:
         BaseLM.load_state({**state, "_dspy_lm_class": "no.such.Module"}, allow_custom_lm_class=True)
 
 
+class Deployed(BaseLM):
+    """A user LM with its own state and DSPy's older ``load_state(state)`` (no opt-in kwarg)."""
+
+    def __init__(self, model: str, *, deployment: str, **kwargs: Any) -> None:
+        super().__init__(model, **kwargs)
+        self.deployment = deployment
+
+    def dump_state(self) -> dict[str, Any]:
+        return {**super().dump_state(), "deployment": self.deployment}
+
+    @classmethod
+    def load_state(cls, state: dict[str, Any]) -> Deployed:  # type: ignore[override]
+        state = {k: v for k, v in state.items() if k != "_dspy_lm_class"}
+        return cls(**state)
+
+
+def test_a_custom_load_state_without_the_opt_in_kwarg_is_called_as_dspy_calls_it() -> None:
+    state = Deployed("m", deployment="prod").dump_state()
+    with pytest.raises(StateError, match="Refusing"):
+        BaseLM.load_state(state)
+    loaded = BaseLM.load_state(state, allow_custom_lm_class=True)
+    assert isinstance(loaded, Deployed) and (loaded.model, loaded.deployment) == ("m", "prod")
+    program = dspex.Predict("q -> a")
+    program.lm = Deployed("m", deployment="eu")
+    with pytest.raises(ValueError, match="Refusing to import custom serialized LM class"):
+        dspex.Predict("q -> a").load_state(program.dump_state())
+    back = dspex.Predict("q -> a").load_state(program.dump_state(), allow_unsafe_lm_state=True)
+    assert isinstance(back.lm, Deployed) and back.lm.deployment == "eu"
+
+
 def test_provider_exceptions_map_to_typed_errors() -> None:
     lm = dspex.LM("openai/gpt-4o-mini")
 
@@ -201,3 +231,46 @@ def test_configure_cache_switches_the_tiers(server: LMServer, tmp_path: Any) -> 
     assert (tmp_path / "lm_cache.sqlite").exists()
     dspex.reset_defaults()
     assert tiers() == (True, True)
+
+
+CITED = {
+    "choices": [{"message": {
+        "content": "The sky is blue.",
+        "provider_specific_fields": {"citations": [[
+            {"type": "char_location", "cited_text": "blue", "document_index": 0},
+        ], {"type": "char_location", "cited_text": "sky", "document_index": 1}]},
+    }}],
+    "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+    "model": "cited",
+}  # fmt: skip
+
+
+def _cited_outputs(base: type) -> list[Any]:
+    class Cited(base):  # type: ignore[valid-type, misc]
+        def forward(self, prompt: Any = None, messages: Any = None, **kwargs: Any) -> Any:
+            return CITED
+
+    lm = Cited("cited")
+    return list(lm("q"))
+
+
+def test_a_legacy_completion_keeps_its_provider_citations() -> None:
+    outputs = _cited_outputs(BaseLM)
+    assert outputs == [{
+        "text": "The sky is blue.",
+        "citations": [
+            {"type": "char_location", "cited_text": "blue", "document_index": 0},
+            {"type": "char_location", "cited_text": "sky", "document_index": 1},
+        ],
+    }]  # fmt: skip
+    lm = dspex.LM("test")
+    choice = CITED["choices"][0]
+    assert lm._extract_citations_from_response(choice) == outputs[0]["citations"]
+    assert lm._extract_citations_from_response({"message": {"content": "x"}}) is None
+
+
+@pytest.mark.dspy
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # DSPy 3.4 deprecates forward()
+def test_legacy_citations_match_dspy() -> None:
+    dspy = pytest.importorskip("dspy")
+    assert _cited_outputs(BaseLM) == _cited_outputs(dspy.BaseLM)

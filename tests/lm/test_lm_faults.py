@@ -47,7 +47,7 @@ def test_429_with_retry_after_waits_then_succeeds(server: LMServer) -> None:
     out = lm(messages=MSGS)
     elapsed = time.monotonic() - start
     assert out and len(server.requests) == 2
-    assert 2.0 <= elapsed < 2.5
+    assert elapsed >= 2.0  # waited the Retry-After (no upper bound: the machine may be loaded)
 
 
 def test_retry_after_beyond_the_cap_fails_at_once(server: LMServer) -> None:
@@ -65,8 +65,8 @@ def test_500s_are_retried_with_jittered_backoff(server: LMServer) -> None:
     start = time.monotonic()
     assert lm(messages=MSGS)
     elapsed = time.monotonic() - start
-    # two waits: [0.05, 0.1) + [0.1, 0.2)
-    assert 0.15 <= elapsed < 0.3 + 0.3
+    # two waits of at least 0.05 s and 0.1 s (no upper bound: the machine may be loaded)
+    assert elapsed >= 0.15
     assert len(server.requests) == 3
 
 
@@ -194,11 +194,14 @@ def test_keys_never_appear_in_repr_state_or_cache_keys(server: LMServer) -> None
     assert server.requests[0].headers["authorization"] == "Bearer sk-secret-123"
 
 
-def test_unknown_provider_and_bad_options() -> None:
+def test_unknown_provider_fails_at_the_first_request_and_bad_options_at_once() -> None:
+    # As DSPy: any model string builds an LM; one no provider here speaks fails when called.
     with pytest.raises(ConfigurationError, match="unknown LM provider"):
-        dspex.LM("nope/model")
+        dspex.LM("nope/model")(messages=MSGS)
     with pytest.raises(ConfigurationError, match="provider/model"):
-        dspex.LM("gpt-4o")
+        dspex.LM("gpt-4o")(messages=MSGS)
+    with pytest.raises(ConfigurationError, match="no model id"):
+        dspex.LM("openai/")
     with pytest.raises(ConfigurationError):
         dspex.LM("openai/x", api_key="k", timeout=0)
 

@@ -164,7 +164,7 @@ def test_copy_keeps_retry_policy_breaker_settings_and_limits(server: LMServer) -
     assert (clone.breaker.threshold, clone.breaker.cooldown) == (7, 3.0)
     assert clone.history.maxlen == 9 and clone.transport.max_response_bytes == 12345
     assert clone.transport is not lm.transport  # an LM-owned transport is not shared
-    assert clone.kwargs == {"temperature": 0.3, "max_tokens": 10}
+    assert clone.kwargs == {"temperature": 0.3, "max_tokens": 10, "api_base": server.url}
     assert lm.copy(circuit_threshold=2).breaker is not lm.breaker
 
 

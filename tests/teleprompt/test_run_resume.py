@@ -202,7 +202,7 @@ MIPRO = {
 }
 
 
-@pytest.mark.parametrize("threads", [1, 4])
+@pytest.mark.parametrize("threads", [1, pytest.param(4, marks=pytest.mark.slow)])
 def test_mipro_killed_mid_search_resumes_to_the_same_program(
     server: LMServer, tmp_path: Path, threads: int
 ) -> None:
@@ -233,7 +233,7 @@ def test_mipro_killed_mid_search_resumes_to_the_same_program(
     assert paid_resumed <= 1.05 * paid_whole
 
 
-@pytest.mark.parametrize("threads", [1, 4])
+@pytest.mark.parametrize("threads", [1, pytest.param(4, marks=pytest.mark.slow)])
 def test_simba_killed_mid_run_resumes_to_the_same_program(
     server: LMServer, tmp_path: Path, threads: int
 ) -> None:

@@ -160,3 +160,17 @@ def test_real_dspy_gets_typed_predictions(server: LMServer) -> None:
                 assert isinstance(pred.n, int) and isinstance(pred.score, float)
                 assert isinstance(pred.tags, list) and pred.mode in ("fast", "slow")
                 assert isinstance(pred.ok, bool)
+
+
+def test_latency_is_a_floor_from_arrival_and_fault_delays_add_to_it() -> None:
+    # lower bounds only (a loaded machine can only make replies later, never earlier)
+    with LMServer(latency=0.05) as srv:
+        srv.reply("scripted")
+        start = time.monotonic()
+        reply = chat(srv, [{"role": "user", "content": "x"}])
+        assert time.monotonic() - start >= 0.05
+        assert reply.json()["choices"][0]["message"]["content"] == "scripted"
+        srv.fault(Fault(delay=0.05))  # a delay-only fault, then the normal reply
+        start = time.monotonic()
+        assert chat(srv, [{"role": "user", "content": "x"}]).status_code == 200
+        assert time.monotonic() - start >= 0.1

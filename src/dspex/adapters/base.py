@@ -7,7 +7,12 @@ from abc import ABC, abstractmethod
 from collections.abc import Generator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
-from dspex.adapters.native import completion_values, history_tool_turn, plan_native_features
+from dspex.adapters.native import (
+    completion_values,
+    history_tool_turn,
+    plan_native_features,
+    without_fields,
+)
 from dspex.adapters.types import History
 from dspex.adapters.types.markers import CUSTOM_TYPE_START_IDENTIFIER as _CUSTOM_TYPE_START
 from dspex.adapters.types.markers import expand_custom_type_markers
@@ -194,7 +199,7 @@ class Adapter(ABC):
             {"role": "system", "content": self.system_message(signature)}
         ]
         if history_name:
-            request_sig = signature.delete(history_name)
+            request_sig = without_fields(signature, history_name)
             history = self.format_conversation_history(request_sig, history_name, inputs)
             messages.extend(self.format_demos(signature, demos))
             messages.extend(history)

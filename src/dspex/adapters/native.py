@@ -18,7 +18,13 @@ from dspex.adapters.capabilities import capabilities
 from dspex.adapters.values import apply_output_field_defaults, parse_error
 from dspex.errors import AdapterParseError, UserError
 
-__all__ = ["completion_values", "history_tool_turn", "plan_native_features", "tool_fields"]
+__all__ = [
+    "completion_values",
+    "history_tool_turn",
+    "plan_native_features",
+    "tool_fields",
+    "without_fields",
+]
 
 _TOOL_OPTIONS = ("tools", "tool_choice", "parallel_tool_calls")
 
@@ -48,6 +54,20 @@ def tool_fields(signature: Any) -> tuple[str | None, str | None]:
         (n for n, f in signature._output_fields.items() if f.annotation == tool_calls), None
     )
     return tool_input, tool_output
+
+
+def without_fields(signature: Any, *names: str) -> Any:
+    """``signature`` with ``names`` deleted, built once per signature (kept in its ``_cache``,
+    which is cleared whenever the signature changes): every call of an agent's Predict renders
+    the same signature without its tool and history fields."""
+    key = "without:" + ",".join(names)
+    cached = signature._cache.get(key)
+    if cached is None:
+        cached = signature
+        for name in names:
+            cached = cached.delete(name)
+        signature._cache[key] = cached
+    return cached
 
 
 def _native_output_fields(signature: Any, native_types: list[Any]) -> list[tuple[str, Any]]:
@@ -86,7 +106,7 @@ def plan_native_features(
                 and lm_kwargs.get("parallel_tool_calls") is None
             ):
                 lm_kwargs["parallel_tool_calls"] = adapter.parallel_tool_calls
-            signature = signature.delete(tool_output).delete(tool_input)
+            signature = without_fields(signature, tool_output, tool_input)
         elif tool_output:
             for key in _TOOL_OPTIONS:
                 lm_kwargs.pop(key, None)

@@ -22,13 +22,12 @@ from typing import Any
 
 import orjson
 
-from dspex import settings
-from dspex.errors import CallError, ConfigurationError
-from dspex.lm.cache import request_blob, shared_cache
-from dspex.lm.flow import Attempts, ErrorMap, Outcome, attempt_flow
+from dspex.errors import CallError, ConfigurationError, LMConfigurationError
+from dspex.lm.cache import active, request_blob
+from dspex.lm.flow import Attempts, ErrorMap, Outcome, adrive, attempt_flow, drive
 from dspex.lm.providers import Endpoint, resolve
 from dspex.lm.resilience import RetryPolicy, breaker_for
-from dspex.lm.transport import DEFAULT_MAX_BODY, HTTPError, Response, Target
+from dspex.lm.transport import DEFAULT_MAX_BODY, Response, Target
 from dspex.lm.wire import HTTPTransport
 
 __all__ = ["Embedder"]
@@ -74,6 +73,10 @@ class _Hosted:
         self.endpoint: Endpoint = resolve(
             full, options.get("api_base") or options.get("base_url"), options.get("api_key")
         )
+        if self.endpoint.problem is not None:
+            raise LMConfigurationError(
+                f"cannot embed with {model!r}: {self.endpoint.problem}", model=model
+            )
         if self.endpoint.wire != "openai":
             raise ConfigurationError(
                 f"{self.endpoint.provider}/ has no embeddings API; use an OpenAI-compatible "
@@ -200,49 +203,17 @@ class Embedder:
 
     def _fetch_sync(self, fetch: _Fetch) -> Rows:
         client = self._client()
-        message, _deadline, flow = client.request(fetch.batch, fetch.options)
-        try:
-            step = next(flow)
-            while True:
-                outcome: Outcome = None
-                if step is None:
-                    try:
-                        outcome = client.transport.request(client.target, message, _deadline)
-                    except HTTPError as exc:
-                        outcome = exc
-                else:
-                    time.sleep(step)
-                try:
-                    step = flow.send(outcome)
-                except StopIteration as done:
-                    rows: Rows = done.value[0]
-                    return rows
-        finally:
-            flow.close()
+        message, deadline, flow = client.request(fetch.batch, fetch.options)
+        rows, _, _ = drive(flow, lambda: client.transport.request(client.target, message, deadline))
+        return rows
 
     async def _fetch_async(self, fetch: _Fetch) -> Rows:
-        import asyncio
-
         client = self._client()
-        message, _deadline, flow = client.request(fetch.batch, fetch.options)
-        try:
-            step = next(flow)
-            while True:
-                outcome: Outcome = None
-                if step is None:
-                    try:
-                        outcome = await client.transport.arequest(client.target, message, _deadline)
-                    except HTTPError as exc:
-                        outcome = exc
-                else:
-                    await asyncio.sleep(step)
-                try:
-                    step = flow.send(outcome)
-                except StopIteration as done:
-                    rows: Rows = done.value[0]
-                    return rows
-        finally:
-            flow.close()
+        message, deadline, flow = client.request(fetch.batch, fetch.options)
+        rows, _, _ = await adrive(
+            flow, lambda: client.transport.arequest(client.target, message, deadline)
+        )
+        return rows
 
     def close(self) -> None:
         """Close the idle connections of a hosted model's sync calls."""
@@ -281,7 +252,7 @@ def _plan(
         {k: v for k, v in options.items() if k not in _CLIENT_OPTIONS} if hosted else options
     )
     identity = model if isinstance(model, str) else _callable_key(model)
-    cache = shared_cache(settings.current().cache_dir) if use_cache else None
+    cache = active() if use_cache else None
     rows: list[Any] = []
     for start in range(0, len(texts), size):
         batch = texts[start : start + size]
@@ -289,7 +260,7 @@ def _plan(
         if cache is not None:
             keyed = {k: v for k, v in options.items() if k not in _SECRET_OPTIONS}
             blob = request_blob({"embedder": identity, "input": batch, "options": keyed})
-            hit = cache.get(blob)
+            hit = cache.lookup(blob)
             if hit is not None:
                 rows.extend(orjson.loads(hit[0][0]))
                 continue
@@ -304,7 +275,7 @@ def _plan(
                 f"the embedder returned shape {found.shape} for a batch of {len(batch)} inputs"
             )
         if cache is not None:
-            cache.put(blob, [orjson.dumps(found.tolist()).decode()], {})
+            cache.save(blob, [orjson.dumps(found.tolist()).decode()], {})
         rows.extend(found.tolist())
     embeddings = np.array(rows, dtype=np.float32)
     return embeddings[0] if single else embeddings

@@ -146,6 +146,7 @@ class Evaluate:
         self.save_as_json = save_as_json
         self.timeout = timeout
         self.backend = check_backend(backend)
+        self._backend_given = backend is not None  # else settings' fanout_backend decides
 
     # ------------------------------------------------------------------ entry points
     @with_callbacks
@@ -355,13 +356,18 @@ class _Run:
 def _fan_out(
     ev: Evaluate, program: Any, metric: Any, threads: int | None, total: int
 ) -> FanOut | None:
-    """The fan-out of a ``backend=`` run (``None``: in process)."""
-    if ev.backend is None:
+    """The fan-out of a ``backend=`` run, or of ``settings.fanout_backend`` when no backend
+    was given (``None``: in process)."""
+    from dspex import settings
+
+    given = getattr(ev, "_backend_given", True)
+    backend = ev.backend if given or ev.backend else settings.current().fanout_backend
+    if backend is None:
         return None
     from dspex.pool.fanout import FanOut
 
     return FanOut(
-        ev.backend,
+        backend,
         "evaluate",
         program,
         metric,

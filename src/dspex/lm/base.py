@@ -7,8 +7,8 @@ Two ways to write one, as in DSPy 3.4.1:
   ``aforward``) returning an OpenAI-shaped completion (a LiteLLM ``ModelResponse`` or a dict
   of the same shape): ``__call__``/``acall`` then merge the LM's default ``kwargs`` (and
   ``cache``) into the call, turn the choices into outputs as DSPy does (a text per choice,
-  or a dict with ``tool_calls``/``reasoning_content``/``logprobs`` when present), bill the
-  usage to the active tracker and record the call in the history.
+  or a dict with ``tool_calls``/``reasoning_content``/``logprobs``/``citations`` when
+  present), bill the usage to the active tracker and record the call in the history.
 
 State follows DSPy's format: ``dump_state()`` names the LM's class under ``_dspy_lm_class``,
 and ``BaseLM.load_state(state)`` rebuilds it (a class other than the built-in LM only with
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy as copy_module
 import importlib
+import inspect
 import time
 from abc import ABC
 from typing import Any, TypeVar
@@ -166,6 +167,12 @@ class BaseLM(ABC):
                     new.kwargs[key] = value
         return new
 
+    def _extract_citations_from_response(self, choice: Any) -> list[Any] | None:
+        """The citations a provider attached to one completion choice (LiteLLM puts
+        Anthropic's under ``message.provider_specific_fields["citations"]``, one list per
+        content block), flattened; ``None`` when there are none."""
+        return choice_citations(choice)
+
     def dump_state(self) -> dict[str, Any]:
         """The LM's reconstruction state (never the API key), as DSPy writes it."""
         kwargs = {k: v for k, v in self.kwargs.items() if k not in ("api_key", LM_CLASS_STATE_KEY)}
@@ -207,7 +214,10 @@ class BaseLM(ABC):
         lm_cls = _import_class(class_path)
         if not (isinstance(lm_cls, type) and issubclass(lm_cls, BaseLM)):
             raise StateError(f"Serialized LM class `{class_path}` must be a subclass of BaseLM.")
-        return lm_cls.load_state(state, allow_custom_lm_class=allow_custom_lm_class)
+        if "allow_custom_lm_class" in inspect.signature(lm_cls.load_state).parameters:
+            return lm_cls.load_state(state, allow_custom_lm_class=allow_custom_lm_class)
+        loaded: BaseLM = lm_cls.load_state(state)  # a subclass's own load_state(state), as DSPy
+        return loaded
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.model!r})"
@@ -251,10 +261,20 @@ def _usage_of(response: Any) -> dict[str, Any]:
     return dict(usage)
 
 
+def choice_citations(choice: Any) -> list[Any] | None:
+    """A completion choice's provider citations, flattened (see
+    :meth:`BaseLM._extract_citations_from_response`)."""
+    fields = _get(_get(choice, "message"), "provider_specific_fields") or {}
+    found = _get(fields, "citations")
+    if not isinstance(found, list):
+        return None
+    return [c for group in found for c in (group if isinstance(group, list) else [group])]
+
+
 def outputs_from_completion(response: Any, options: dict[str, Any]) -> list[Any]:
     """DSPy's outputs of an OpenAI-shaped completion: each choice's text, or a dict with
-    ``text`` and its ``reasoning_content``/``logprobs`` (when asked)/``tool_calls`` when any
-    choice has one of them."""
+    ``text`` and its ``reasoning_content``/``logprobs`` (when asked)/``tool_calls``/
+    ``citations`` when any choice has one of them."""
     outputs: list[dict[str, Any]] = []
     for choice in _get(response, "choices") or []:
         message = _get(choice, "message")
@@ -267,6 +287,8 @@ def outputs_from_completion(response: Any, options: dict[str, Any]) -> list[Any]
             output["logprobs"] = _get(choice, "logprobs")
         if calls := _get(message, "tool_calls"):
             output["tool_calls"] = calls
+        if citations := choice_citations(choice):
+            output["citations"] = citations
         outputs.append(output)
     if all(len(output) == 1 for output in outputs):
         return [output["text"] for output in outputs]

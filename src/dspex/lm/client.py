@@ -8,9 +8,9 @@ The LM is a stack of small parts, each with one concern:
 - :func:`~dspex.lm.flow.attempt_flow` holds the retry, deadline and circuit-breaker rules as
   a generator with no I/O, and :class:`~dspex.lm.flow.ErrorMap` turns every failure into a
   typed, secret-free LM error;
-- this module: the options, cache and bookkeeping of a call, and three thin drivers of the
-  one flow — ``__call__`` (blocking I/O), ``acall`` (the running loop) and ``astream``
-  (a stream, retried until its head arrives) — which repeat only how they send and wait.
+- this module: the options, cache and bookkeeping of a call. ``__call__`` and ``acall`` run
+  the flow with :func:`~dspex.lm.flow.drive` / :func:`~dspex.lm.flow.adrive` (shared with
+  the Embedder); ``astream`` drives it itself (a stream, retried until its head arrives).
 
 Every call starts in :meth:`LM._begin` (options, cache key, cache hit) and ends in
 :meth:`LM._end` (cache write, usage, history): one place each, for all three entry points.
@@ -28,11 +28,11 @@ from typing import Any
 
 import orjson
 
-from dspex import settings
-from dspex.errors import ConfigurationError, LMError
+from dspex.errors import ConfigurationError, LMConfigurationError, LMError
 from dspex.lm.base import BUILTIN_LM_CLASS_PATH, BaseLM, Message
-from dspex.lm.cache import request_blob, shared_cache
-from dspex.lm.flow import Attempts, ErrorMap, Outcome, attempt_flow
+from dspex.lm.cache import active, request_blob
+from dspex.lm.finetune import FinetuneMixin
+from dspex.lm.flow import Attempts, ErrorMap, Outcome, adrive, attempt_flow, drive
 from dspex.lm.options import initial_options, is_openai_reasoning_model, wrap_provider_exception
 from dspex.lm.providers import (
     Endpoint,
@@ -40,6 +40,7 @@ from dspex.lm.providers import (
     StreamDecoder,
     build_body,
     parse_response,
+    redact_url,
     resolve,
 )
 from dspex.lm.resilience import CircuitBreaker, RetryPolicy, breaker_for
@@ -52,6 +53,10 @@ from dspex.utils.callback import with_callbacks
 __all__ = ["LM"]
 
 Flow = Generator[float | None, Outcome, tuple[Any, Response, int]]
+
+#: options that choose the endpoint (kept in ``kwargs`` as DSPy keeps them), never sent in a
+#: request body nor part of a cache key
+_CLIENT_KEYS = frozenset(("api_base", "base_url", "api_key"))
 
 
 class _Call:
@@ -75,22 +80,23 @@ class _Call:
         self.meta: dict[str, Any] | None = None
 
 
-class LM(BaseLM):
+class LM(FinetuneMixin, BaseLM):
     """A chat model over HTTP: ``LM("openai/gpt-4o-mini")``, ``LM("anthropic/claude-...")``."""
 
     def __init__(
         self,
         model: str,
-        api_base: str | None = None,
-        api_key: str | None = None,
+        model_type: str = "chat",
         temperature: float | None = None,
         max_tokens: int | None = None,
         cache: bool = True,
-        num_retries: int = 3,
-        timeout: float = 60.0,
-        *,
-        model_type: str = "chat",
         callbacks: list[Any] | None = None,
+        num_retries: int = 3,
+        provider: Any = None,
+        *,
+        api_base: str | None = None,
+        api_key: str | None = None,
+        timeout: float = 60.0,
         finetuning_model: str | None = None,
         launch_kwargs: dict[str, Any] | None = None,
         train_kwargs: dict[str, Any] | None = None,
@@ -106,12 +112,15 @@ class LM(BaseLM):
         super().__init__(
             model, model_type=model_type, cache=cache, callbacks=callbacks, num_retries=num_retries
         )
+        if api_base is not None:  # kept in kwargs as DSPy keeps it (never sent in a body)
+            kwargs = {**kwargs, "api_base": api_base}
         self.kwargs = initial_options(model, temperature, max_tokens, kwargs)
         self.finetuning_model = finetuning_model
         self.launch_kwargs = dict(launch_kwargs or {})
         self.train_kwargs = dict(train_kwargs or {})
         self.use_developer_role = use_developer_role
-        self.endpoint: Endpoint = resolve(model, api_base, api_key)
+        self.endpoint: Endpoint = resolve(model, api_base or kwargs.get("base_url"), api_key)
+        self.provider = provider or self.infer_provider()  # training/launch (lm/finetune.py)
         self.cache = cache
         if num_retries < 0 or timeout <= 0:
             raise ConfigurationError("num_retries must be >= 0 and timeout > 0")
@@ -121,12 +130,14 @@ class LM(BaseLM):
             raise ConfigurationError(
                 "pass max_response_bytes to the HTTPTransport you inject, not to the LM"
             )
-        try:
-            self._target = Target(self.endpoint.url, self.endpoint.headers())
-        except ValueError:
-            raise ConfigurationError(
-                f"api_base must be an http(s) URL, got {self.endpoint.display_base!r}"
-            ) from None
+        self._target: Target | None = None
+        if self.endpoint.problem is None:
+            try:
+                self._target = Target(self.endpoint.url, self.endpoint.headers())
+            except ValueError:
+                raise ConfigurationError(
+                    f"api_base must be an http(s) URL, got {self.endpoint.display_base!r}"
+                ) from None
         self.num_retries = num_retries
         self.timeout = timeout
         self.retry_policy = retry_policy or RetryPolicy()
@@ -142,10 +153,6 @@ class LM(BaseLM):
 
     # ------------------------------------------------------------------ public
     @property
-    def provider(self) -> str:
-        return self.endpoint.provider
-
-    @property
     def breaker(self) -> CircuitBreaker:
         """The circuit breaker of this LM's endpoint and breaker settings."""
         return self._rules().breaker
@@ -154,7 +161,6 @@ class LM(BaseLM):
         """A new LM with the same configuration (retry policy, breaker settings, transport
         limits included), ``overrides`` applied; an injected transport is shared."""
         params: dict[str, Any] = {
-            "api_base": self.endpoint.api_base,
             "api_key": self.endpoint.api_key,
             "cache": self.cache,
             "num_retries": self.num_retries,
@@ -165,6 +171,7 @@ class LM(BaseLM):
             "history_size": self.history.maxlen,
             "model_type": self.model_type,
             "callbacks": list(self.callbacks),
+            "provider": self.provider,
             "finetuning_model": self.finetuning_model,
             "launch_kwargs": self.launch_kwargs,
             "train_kwargs": self.train_kwargs,
@@ -181,7 +188,8 @@ class LM(BaseLM):
         return LM(model, **params)
 
     def dump_state(self) -> dict[str, Any]:
-        """DSPy 3.4.1's LM state (never the API key): ``dspy.LM.load_state`` reads it too."""
+        """DSPy 3.4.1's LM state (never the API key, nor a password in ``api_base``):
+        ``dspy.LM.load_state`` reads it too."""
         state = super().dump_state()
         state.update(
             finetuning_model=self.finetuning_model,
@@ -190,6 +198,9 @@ class LM(BaseLM):
         )
         if self.use_developer_role:
             state["use_developer_role"] = True
+        for key in ("api_base", "base_url"):  # a password in the URL is never saved
+            if isinstance(state.get(key), str):
+                state[key] = redact_url(state[key])
         if is_openai_reasoning_model(self.model) and "max_completion_tokens" in state:
             state["max_tokens"] = state.pop("max_completion_tokens")
         return state
@@ -254,26 +265,10 @@ class LM(BaseLM):
     ) -> list[Any]:
         call = self._begin(prompt, messages, kwargs)
         if call.texts is None:
-            message, deadline, flow = self._flow(call, self._parser(call))
-            try:
-                with self._span(call):
-                    step = next(flow)
-                    while True:
-                        outcome: Outcome = None
-                        if step is None:
-                            try:
-                                outcome = self.transport.request(self._target, message, deadline)
-                            except HTTPError as exc:
-                                outcome = exc
-                        else:
-                            time.sleep(step)
-                        try:
-                            step = flow.send(outcome)
-                        except StopIteration as done:
-                            self._answered(call, *done.value)
-                            break
-            finally:
-                flow.close()
+            target, message, deadline, flow = self._flow(call, self._parser(call))
+            with self._span(call):
+                answer = drive(flow, lambda: self.transport.request(target, message, deadline))
+                self._answered(call, *answer)  # in the span: its event carries the status
         return self._end(call)
 
     @with_callbacks
@@ -282,28 +277,12 @@ class LM(BaseLM):
     ) -> list[Any]:
         call = self._begin(prompt, messages, kwargs)
         if call.texts is None:
-            message, deadline, flow = self._flow(call, self._parser(call))
-            try:
-                with self._span(call):
-                    step = next(flow)
-                    while True:
-                        outcome: Outcome = None
-                        if step is None:
-                            try:
-                                outcome = await self.transport.arequest(
-                                    self._target, message, deadline
-                                )
-                            except HTTPError as exc:
-                                outcome = exc
-                        else:
-                            await asyncio.sleep(step)
-                        try:
-                            step = flow.send(outcome)
-                        except StopIteration as done:
-                            self._answered(call, *done.value)
-                            break
-            finally:
-                flow.close()
+            target, message, deadline, flow = self._flow(call, self._parser(call))
+            with self._span(call):
+                answer = await adrive(
+                    flow, lambda: self.transport.arequest(target, message, deadline)
+                )
+                self._answered(call, *answer)
         return self._end(call)
 
     async def astream(self, messages: list[Message], **kwargs: Any) -> AsyncIterator[str]:
@@ -314,7 +293,7 @@ class LM(BaseLM):
         the stream ends.
         """
         call = self._begin(None, messages, kwargs, stream=True)
-        message, deadline, flow = self._flow(call, _head)
+        target, message, deadline, flow = self._flow(call, _head)
         decoder = StreamDecoder(self.endpoint.wire)
         pieces: list[str] = []
         try:
@@ -328,7 +307,7 @@ class LM(BaseLM):
                         streaming = False
                         try:
                             async with self.transport.astream(
-                                self._target, message, deadline
+                                target, message, deadline
                             ) as response:
                                 head = Response(
                                     response.status, response.reason, response.headers, b""
@@ -378,19 +357,20 @@ class LM(BaseLM):
         list) is set already. No I/O but SQLite."""
         if messages is None:
             messages = [{"role": "user", "content": prompt or ""}]
-        options = {**self.kwargs, **kwargs}
+        options = {k: v for k, v in {**self.kwargs, **kwargs}.items() if k not in _CLIENT_KEYS}
         rollout_id = options.pop("rollout_id", None)
         use_cache = options.pop("cache", True) and self.cache
         if stream:
             options["stream"] = True  # never cached
             return _Call(messages, options, None)
-        if not use_cache:
+        store = active()
+        if not (use_cache and store.enabled):  # no key is computed for a cache that is off
             return _Call(messages, options, None)
         blob = request_blob({
             "model": self.model, "api_base": self.endpoint.display_base, "messages": messages,
             "options": options, "rollout_id": rollout_id,
         })  # fmt: skip
-        hit = shared_cache(settings.current().cache_dir).get(blob)
+        hit = store.lookup(blob)
         observed = events.has_handlers()
         if hit is None:
             if observed:
@@ -416,7 +396,7 @@ class LM(BaseLM):
         if call.hit:
             return _fresh(texts)
         if call.blob is not None:
-            shared_cache(settings.current().cache_dir).put(call.blob, texts, call.usage)
+            active().save(call.blob, texts, call.usage)
         tracker = current_tracker()
         if tracker is not None:
             tracker.add(self.model, call.usage)
@@ -458,14 +438,20 @@ class LM(BaseLM):
         self._rules_cache = (key, rules)
         return rules
 
-    def _flow(self, call: _Call, accept: Any) -> tuple[bytes, float, Flow]:
-        """The request message, the call's deadline and its attempt flow."""
+    def _flow(self, call: _Call, accept: Any) -> tuple[Target, bytes, float, Flow]:
+        """Where to send, the request message, the call's deadline and its attempt flow (an LM whose model
+        no provider here speaks is refused here: at its first request, as DSPy's)."""
+        if self._target is None:
+            raise LMConfigurationError(
+                f"cannot send a request for {self.model!r}: {self.endpoint.problem}",
+                model=self.model, provider=self.endpoint.provider or None,
+            )  # fmt: skip
         body = build_body(self.endpoint, call.messages, call.options)
         if call.options.get("stream") and self.endpoint.wire == "openai":
             body["stream_options"] = {"include_usage": True}
         message = self._target.post(orjson.dumps(body))
         deadline = time.monotonic() + self.timeout
-        return message, deadline, attempt_flow(self._rules(), deadline, accept)
+        return self._target, message, deadline, attempt_flow(self._rules(), deadline, accept)
 
     def _parser(self, call: _Call) -> Any:
         """How the call's reply is read (with each choice's logprobs when it asked for them)."""
@@ -482,7 +468,7 @@ class LM(BaseLM):
     def _span(self, call: _Call) -> contextlib.AbstractContextManager[Any]:
         if not events.has_handlers():
             return contextlib.nullcontext()
-        call.meta = {"model": self.model, "provider": self.provider}
+        call.meta = {"model": self.model, "provider": self.endpoint.provider}
         return events.span("dspex.lm.request", call.meta)
 
 

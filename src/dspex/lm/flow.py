@@ -5,14 +5,19 @@ body, a transport failure (:class:`~dspex.lm.transport.HTTPError`), the deadline
 one place secrets are scrubbed from what a server echoed. :func:`attempt_flow` is the one
 retry loop: a generator that the sync call, the async call and the stream all drive
 (:mod:`dspex.lm.client`), as httpx's auth flows are driven by its two clients.
+:func:`drive` (blocking) and :func:`adrive` (the running loop) are the one driver of a flow
+whose reply is read whole — the LM's calls and the Embedder's batches use them — and they
+differ only in how they send a request and pause.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Callable, Generator
+from collections.abc import Awaitable, Callable, Generator
+from contextlib import closing
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import orjson
 
@@ -32,9 +37,10 @@ from dspex.lm.providers import Endpoint, error_message, scrub
 from dspex.lm.resilience import CircuitBreaker, RetryPolicy, parse_retry_after
 from dspex.lm.transport import DeadlineExceeded, HTTPError, Response, ResponseTooLarge
 
-__all__ = ["Attempts", "ErrorMap", "attempt_flow"]
+__all__ = ["Attempts", "ErrorMap", "adrive", "attempt_flow", "drive"]
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 _CONTEXT_MARKERS = (
     "context_length_exceeded",
@@ -182,3 +188,60 @@ def attempt_flow(
             raise errors.deadline()
         yield wait
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+Flow = Generator[float | None, Outcome, R]
+
+
+class _Done(Generic[R]):
+    """A finished flow's result (so a result of ``None`` is not read as "send a request")."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: R) -> None:
+        self.value = value
+
+
+def _advance(flow: Flow[R], outcome: Outcome) -> float | _Done[R] | None:
+    """Hand the flow what the last step got; its next step (``None``: a request, a number:
+    seconds to pause) or, once it is done, its result."""
+    try:
+        return flow.send(outcome)
+    except StopIteration as done:
+        return _Done(done.value)
+
+
+def drive(flow: Flow[R], send: Callable[[], Response]) -> R:
+    """Run an attempt flow with blocking I/O: ``send()`` makes one HTTP request (raising
+    :class:`HTTPError` when there is no reply). Returns the flow's result or raises its
+    error; the flow is closed in every case (an interrupted request settles the breaker)."""
+    with closing(flow):
+        step = _advance(flow, None)
+        while not isinstance(step, _Done):
+            outcome: Outcome = None
+            if step is None:
+                try:
+                    outcome = send()
+                except HTTPError as exc:
+                    outcome = exc
+            else:
+                time.sleep(step)
+            step = _advance(flow, outcome)
+        return step.value
+
+
+async def adrive(flow: Flow[R], send: Callable[[], Awaitable[Response]]) -> R:
+    """:func:`drive` on the running loop: ``send()`` is awaited and pauses do not block."""
+    with closing(flow):
+        step = _advance(flow, None)
+        while not isinstance(step, _Done):
+            outcome: Outcome = None
+            if step is None:
+                try:
+                    outcome = await send()
+                except HTTPError as exc:
+                    outcome = exc
+            else:
+                await asyncio.sleep(step)
+            step = _advance(flow, outcome)
+        return step.value

@@ -10,11 +10,12 @@ Adapters read these dicts (native function calling, reasoning fields).
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import orjson
 
-__all__ = ["anthropic_outputs", "anthropic_tools", "openai_outputs"]
+__all__ = ["anthropic_outputs", "anthropic_tools", "openai_outputs", "openai_tools"]
 
 
 def _finish(outputs: list[dict[str, Any]]) -> list[Any]:
@@ -132,4 +133,49 @@ def anthropic_tools(
         options["tool_choice"] = choice
     if any(m.get("role") == "tool" or m.get("tool_calls") for m in messages):
         messages = [_message(m) for m in messages]
+    return messages, options
+
+
+_TOOL_KEYS = ("tools", "tool_choice", "parallel_tool_calls")
+
+
+def _openai_message(message: dict[str, Any]) -> dict[str, Any]:
+    role = message.get("role")
+    if role == "tool":
+        return {k: v for k, v in message.items() if k != "name"}
+    calls = message.get("tool_calls") if role == "assistant" else None
+    if not calls:
+        return message
+    replayed = []
+    for call in calls:
+        function = call.get("function") or {}
+        arguments = function.get("arguments")
+        if isinstance(arguments, str):
+            try:
+                arguments = json.loads(arguments or "{}")
+            except ValueError:
+                replayed.append(call)
+                continue
+        compact = json.dumps(arguments, separators=(",", ":"))
+        replayed.append({**call, "function": {**function, "arguments": compact}})
+    return {**message, "tool_calls": replayed}
+
+
+def openai_tools(
+    messages: list[dict[str, Any]], options: dict[str, Any]
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Tool-call turns and tool options as DSPy 3.4.1's LM sends them on the Chat Completions
+    wire: ``tool`` rows without ``name``, replayed call arguments as compact JSON, and
+    ``tools``, ``tool_choice``, ``parallel_tool_calls`` in that order."""
+    present = [k for k in _TOOL_KEYS if k in options]
+    if present:  # in DSPy's order, before response_format (as its LM writes the payload)
+        ordered: dict[str, Any] = {}
+        for key, value in options.items():
+            if key == "response_format" or (key in present and present[0] not in ordered):
+                ordered.update((k, options[k]) for k in present)
+            if key not in present:
+                ordered[key] = value
+        options = ordered
+    if any(m.get("role") == "tool" or m.get("tool_calls") for m in messages):
+        messages = [_openai_message(m) for m in messages]
     return messages, options

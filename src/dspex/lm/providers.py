@@ -15,7 +15,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 import orjson
 
 from dspex.errors import ConfigurationError
-from dspex.lm.outputs import anthropic_outputs, anthropic_tools, openai_outputs
+from dspex.lm.outputs import anthropic_outputs, anthropic_tools, openai_outputs, openai_tools
 
 __all__ = [
     "PROVIDERS",
@@ -57,6 +57,9 @@ class Endpoint:
     model: str
     api_base: str
     api_key: str | None = field(repr=False)
+    problem: str | None = None
+    """Why no request can be sent here (an unknown provider), or ``None``: LiteLLM-style
+    model strings are accepted when an LM is built and refused at its first request."""
 
     def __repr__(self) -> str:
         return (
@@ -100,19 +103,29 @@ class Endpoint:
 
 
 def resolve(model: str, api_base: str | None, api_key: str | None) -> Endpoint:
-    """``"openai/gpt-4o-mini"`` -> where to send it and how (keys from args or env)."""
-    if not isinstance(model, str) or "/" not in model:
-        raise ConfigurationError(
-            f"model must look like 'provider/model' (e.g. 'openai/gpt-4o-mini'), got {model!r}; "
-            f"providers: {', '.join(PROVIDERS)}"
-        )
-    name, _, model_name = model.partition("/")
-    provider = PROVIDERS.get(name)
-    if provider is None or not model_name:
-        raise ConfigurationError(
+    """``"openai/gpt-4o-mini"`` -> where to send it and how (keys from args or env).
+
+    A model string no provider here speaks (``"dummy"``, ``"azure/gpt-5-chat"``) still gives
+    an :class:`Endpoint`, whose ``problem`` says so: as with DSPy, such an LM can be built,
+    copied and saved, and fails at its first request. Not a model string at all (not a
+    non-empty string, or ``"openai/"`` with no model after the provider) is refused now.
+    """
+    if not isinstance(model, str) or not model:
+        raise ConfigurationError(f"model must be a non-empty string, got {model!r}")
+    name, slash, model_name = model.partition("/")
+    if slash and not model_name:
+        raise ConfigurationError(f"model {model!r} has a provider prefix but no model id after it")
+    provider = PROVIDERS.get(name) if slash else None
+    if provider is None:
+        problem = (
             f"unknown LM provider {name!r} in {model!r}; supported: {', '.join(PROVIDERS)} "
             "(any OpenAI-compatible server works as 'openai/<model>' with api_base=...)"
+            if slash
+            else f"model must look like 'provider/model' (e.g. 'openai/gpt-4o-mini'), got "
+            f"{model!r}; providers: {', '.join(PROVIDERS)}"
         )
+        return Endpoint(name if slash else "", "openai", model_name or model, api_base or "",
+                        api_key, problem)  # fmt: skip
     base = api_base or next((os.environ[e] for e in provider.base_env if os.environ.get(e)), None)
     base = base or provider.default_base
     if not base:
@@ -135,6 +148,7 @@ def build_body(
 ) -> dict[str, Any]:
     options = {k: v for k, v in options.items() if v is not None}  # unset, as LiteLLM drops
     if endpoint.wire == "openai":
+        messages, options = openai_tools(messages, options)
         return {"model": endpoint.model, "messages": messages, **options}
     system = "\n\n".join(str(m.get("content", "")) for m in messages if m.get("role") == "system")
     rest = [m for m in messages if m.get("role") != "system"]

@@ -1,4 +1,4 @@
-"""Native modules: Predict, ChainOfThought, ReAct, BestOfN, Refine, MultiChainComparison,
+"""Native modules: Predict, ChainOfThought, ReAct, ReActV2, BestOfN, Refine, MultiChainComparison,
 Parallel, ProgramOfThought, CodeAct, majority, KNN (the ones beyond Predict/ChainOfThought load on first use)."""
 
 from typing import TYPE_CHECKING
@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from dspex.modules.parallel import Parallel
     from dspex.modules.program_of_thought import ProgramOfThought
     from dspex.modules.react import ReAct
+    from dspex.modules.react_v2 import ReActV2
     from dspex.modules.refine import Refine
 
 __all__ = [
@@ -28,6 +29,7 @@ __all__ = [
     "Predict",
     "ProgramOfThought",
     "ReAct",
+    "ReActV2",
     "Refine",
     "majority",
 ]
@@ -40,6 +42,7 @@ _WHERE = {
     "Parallel": "dspex.modules.parallel",
     "ProgramOfThought": "dspex.modules.program_of_thought",
     "ReAct": "dspex.modules.react",
+    "ReActV2": "dspex.modules.react_v2",
     "Refine": "dspex.modules.refine",
     "majority": "dspex.modules.aggregation",
 }

@@ -22,12 +22,16 @@ import signal
 import threading
 import time
 import traceback
+import weakref
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
+from dspex import settings
 from dspex._sync import run_sync
 from dspex.errors import ExampleTimeout, ExecutionCancelled
+from dspex.modules.predict import Predict
+from dspex.primitives.module import Module, Parameter
 
 __all__ = [
     "DEFAULT_MAX_ERRORS",
@@ -101,6 +105,48 @@ def _defined_in(cls: type, name: str) -> type | None:
     return next((klass for klass in cls.__mro__ if name in klass.__dict__), None)
 
 
+_PLAIN = frozenset({bool, int, float, str, type(None)})
+_STRUCTURE = (Module, Parameter)
+_RUNTIME_LISTS = frozenset({"history", "callbacks"})
+_SYNC_OVERRIDES: weakref.WeakKeyDictionary[type, bool] = weakref.WeakKeyDictionary()
+
+
+def _overrides_sync_call(lm_type: type) -> bool:
+    """Whether ``lm_type`` defines ``__call__`` below its ``acall`` (cached per class)."""
+    known = _SYNC_OVERRIDES.get(lm_type)
+    if known is None:
+        sync_def, async_def = _defined_in(lm_type, "__call__"), _defined_in(lm_type, "acall")
+        known = (
+            sync_def is not None
+            and async_def is not None
+            and sync_def is not async_def
+            and issubclass(sync_def, async_def)
+        )
+        _SYNC_OVERRIDES[lm_type] = known
+    return known
+
+
+def _holds_modules(module: Any) -> bool:
+    """Whether any attribute of ``module`` is (or lists) a module or parameter.
+
+    ``history`` and ``callbacks`` are the runtime's own lists (LM call records, callback
+    handlers), never sub-modules; ``history`` grows with every call, so it is not scanned.
+    """
+    for name, value in module.__dict__.items():
+        if name in _RUNTIME_LISTS:
+            continue
+        kind = type(value)
+        if kind in _PLAIN:
+            continue
+        if kind is list or kind is tuple or kind is dict:
+            for item in value.values() if kind is dict else value:
+                if isinstance(item, _STRUCTURE):
+                    return True
+        elif isinstance(value, (*_STRUCTURE, list, tuple, dict)):
+            return True  # a module, parameter or container subclass: take the full walk
+    return False
+
+
 def customized_sync_lm(program: Any) -> bool:
     """Whether an LM the program uses customizes its sync ``__call__`` below its ``acall``
     (a test double that sleeps or counts in ``__call__``, as DSPy users write them).
@@ -109,29 +155,23 @@ def customized_sync_lm(program: Any) -> bool:
     there; ours would be bypassed by the async path, so these programs run the sync way (in
     worker threads) instead.
     """
-    from dspex import settings
-
-    lms = [settings.current().lm]
-    named = getattr(program, "named_predictors", None)
-    if callable(named):
-        try:
-            lms += [getattr(p, "lm", None) for _, p in named()]
-        except Exception:  # a user object with an unusual named_predictors
-            pass
-    for lm in lms:
-        if lm is None:
-            continue
-        sync_def, async_def = _defined_in(type(lm), "__call__"), _defined_in(type(lm), "acall")
-        if sync_def is None or async_def is None or sync_def is async_def:
-            continue
-        if issubclass(sync_def, async_def):
-            return True
-    return False
+    lm = settings.current().lm
+    if lm is not None and _overrides_sync_call(type(lm)):
+        return True
+    if type(program) is Predict and not _holds_modules(program):
+        lms = [program.lm]  # a plain Predict: its own LM is the only other one
+    else:
+        lms = []
+        named = getattr(program, "named_predictors", None)
+        if callable(named):
+            try:
+                lms = [getattr(p, "lm", None) for _, p in named()]
+            except Exception:  # a user object with an unusual named_predictors
+                pass
+    return any(lm is not None and _overrides_sync_call(type(lm)) for lm in lms)
 
 
 def _setting(name: str, default: Any) -> Any:
-    from dspex import settings
-
     value = getattr(settings.current(), name, None)
     return default if value is None else value
 

@@ -51,6 +51,7 @@ from dspex.errors import (
     ProgramNotPortable,
     RemoteError,
 )
+from dspex.utils.callback import BaseCallback
 
 __all__ = [
     "BACKENDS",
@@ -192,22 +193,33 @@ def _pickled_by_value(module_names: set[str]) -> Iterator[None]:
             cloudpickle.unregister_pickle_by_value(module)
 
 
-def _portable_callbacks(callbacks: Any) -> list[Any]:
+def _split_callbacks(callbacks: Any) -> tuple[list[Any], list[Any]]:
+    """``(travelling, staying)``: the callbacks that pickle go with each chunk; the others stay
+    here and see the workers' LM calls replayed (``on_lm_start``/``on_lm_end``) as each
+    example's result comes back."""
     import cloudpickle
 
-    kept = []
+    kept: list[Any] = []
+    stay: list[Any] = []
     for cb in list(callbacks or ()):
         try:
             pickle.loads(cloudpickle.dumps(cb))
         except Exception as exc:
-            logger.warning(
-                "callback %r stays in this process (it cannot be pickled: %s); it does not see "
-                "the module calls that run on the fan-out workers",
-                cb,
-                exc,
-            )
+            logger.debug("callback %r stays in this process (it cannot be pickled: %s)", cb, exc)
+            stay.append(cb)
             continue
         kept.append(cb)
+    return kept, stay
+
+
+def _portable_callbacks(callbacks: Any) -> list[Any]:
+    kept, stay = _split_callbacks(callbacks)
+    for cb in stay:
+        logger.warning(
+            "callback %r stays in this process (it cannot be pickled); it sees the LM calls "
+            "of the fan-out workers replayed, not their module calls",
+            cb,
+        )
     return kept
 
 
@@ -223,6 +235,7 @@ class _Job:
     timeout: float | None
     sync_lm: bool
     track_tracker: bool  # the caller records usage into its own tracker (track_usage())
+    record_lm: bool = False  # callbacks stayed here: send the LM callback events back
 
 
 def dumps_by_value(value: Any, parts: list[Any], where: str) -> bytes:
@@ -248,6 +261,17 @@ def travelling_settings() -> dict[str, Any]:
     travel = {name: getattr(now, name) for name in TRAVEL}
     travel["callbacks"] = _portable_callbacks(travel["callbacks"])
     return travel
+
+
+def _travel_split() -> tuple[dict[str, Any], list[Any]]:
+    """:func:`travelling_settings` and the callbacks that stay here (said at debug level:
+    they see the workers' LM calls replayed)."""
+    from dspex import settings
+
+    now = settings.current()
+    travel = {name: getattr(now, name) for name in TRAVEL}
+    travel["callbacks"], stay = _split_callbacks(travel["callbacks"])
+    return travel, stay
 
 
 def _dump_job(job: _Job) -> bytes:
@@ -304,7 +328,46 @@ def make_host() -> FanOutHost:
     return FanOutHost()
 
 
-Outcome = tuple[bool, Any, Any]  # (ok, output or error, usage entries by LM or None)
+Outcome = tuple[bool, Any, Any, Any]
+"""(ok, output or error, usage entries by LM or None, LM callback events or None)."""
+
+LMEvent = tuple[str, str, Any, Any, Any]
+"""``("start", call_id, model, inputs, None)`` or ``("end", call_id, model, outputs, error)``."""
+
+
+class _LMEvents(BaseCallback):
+    """A worker-side callback recording one example's LM calls, for the callbacks that stayed
+    in the caller's process (a budget counting calls, a tracker holding a lock)."""
+
+    def __init__(self) -> None:
+        self.events: list[LMEvent] = []
+        self._models: dict[str, Any] = {}
+
+    def on_lm_start(self, call_id: str, instance: Any, inputs: dict[str, Any]) -> None:
+        model = getattr(instance, "model", None)
+        self._models[call_id] = model
+        self.events.append(("start", call_id, model, inputs, None))
+
+    def on_lm_end(
+        self, call_id: str, outputs: Any | None, exception: BaseException | None = None
+    ) -> None:
+        model = self._models.pop(call_id, None)
+        self.events.append(("end", call_id, model, outputs, exception))
+
+    def portable(self) -> list[LMEvent]:
+        """The events, their payloads dropped (``None``) where they do not pickle."""
+        import cloudpickle
+
+        try:
+            pickle.loads(cloudpickle.dumps(self.events))
+            return self.events
+        except Exception:
+            out: list[LMEvent] = []
+            for kind, cid, model, _payload, error in self.events:
+                if error is not None:
+                    error = _portable_error(error, "")
+                out.append((kind, cid, model, None, error))
+            return out
 
 
 async def _run_chunk(job: _Job, items: list[Any]) -> list[Outcome]:
@@ -331,7 +394,11 @@ async def _run_chunk(job: _Job, items: list[Any]) -> list[Outcome]:
     async def guarded(item: Any) -> Outcome:
         async with gate:
             tracker = UsageTracker() if job.track_tracker else None
-            with settings.context(**job.settings, usage_tracker=tracker):
+            recorder = _LMEvents() if job.record_lm else None
+            scoped = dict(job.settings, usage_tracker=tracker)
+            if recorder is not None:
+                scoped["callbacks"] = [*job.settings.get("callbacks", ()), recorder]
+            with settings.context(**scoped):
                 try:
                     if job.timeout is None:
                         value = await one(item)
@@ -349,14 +416,18 @@ async def _run_chunk(job: _Job, items: list[Any]) -> list[Outcome]:
                     error = _portable_error(exc, tb)
                     if job.settings.get("provide_traceback"):
                         error.add_note(f"on the fan-out worker (pid {os.getpid()}):\n{tb}")
-                    return False, error, _usage(tracker)
-            return True, value, _usage(tracker)
+                    return False, error, _usage(tracker), _events(recorder)
+            return True, value, _usage(tracker), _events(recorder)
 
     return list(await asyncio.gather(*(guarded(item) for item in items)))
 
 
 def _usage(tracker: Any) -> Any:
     return None if tracker is None else {lm: list(e) for lm, e in tracker.usage_data.items()}
+
+
+def _events(recorder: _LMEvents | None) -> list[LMEvent] | None:
+    return None if recorder is None or not recorder.events else recorder.portable()
 
 
 # ---------------------------------------------------------------------------- parent side
@@ -396,7 +467,9 @@ class FanOut:
         if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
             raise ConfigurationError(f"chunk_size must be a positive integer, got {chunk_size!r}")
         now = settings.current()
-        travel = travelling_settings()
+        program, self._limiter = _unwrap_limited(program)
+        travel, self._stay = _travel_split()
+        self._lms = _known_lms(now.lm, program) if self._stay else {}
         self.backend = backend
         self.pool = pool_for(backend)
         size = int(self.pool.config.size)
@@ -413,6 +486,7 @@ class FanOut:
             timeout=timeout,
             sync_lm=customized_sync_lm(program),
             track_tracker=tracker is not None,
+            record_lm=bool(self._stay),
         )
         self.payload = _dump_job(job)
         self._pending = _Chunk()
@@ -425,6 +499,12 @@ class FanOut:
     # ------------------------------------------------------------------ submit
     async def submit(self, item: Any) -> Any:
         """Run one item on the pool; returns its output or raises its error."""
+        if self._limiter is None:
+            return await self._submit(item)
+        async with self._limiter:
+            return await self._submit(item)
+
+    async def _submit(self, item: Any) -> Any:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         if not self._pending.items:
@@ -433,7 +513,29 @@ class FanOut:
         self._pending.futures.append(future)
         if len(self._pending.items) >= self.chunk_size:
             self._flush()
-        return await future
+        ok, value, usage, events = await future
+        self._account(usage, events)  # here: in this item's context (an optimizer's phase)
+        if ok:
+            return value
+        raise value
+
+    def _account(self, usage: Any, events: list[LMEvent] | None) -> None:
+        """Replay an item's worker-side LM calls to the callbacks that stayed here, and record
+        its usage into the caller's tracker."""
+        for kind, cid, model, payload, error in events or ():
+            instance = self._lms.get(model)
+            for cb in self._stay:
+                try:
+                    if kind == "start":
+                        cb.on_lm_start(call_id=cid, instance=instance, inputs=payload or {})
+                    else:
+                        cb.on_lm_end(call_id=cid, outputs=payload, exception=error)
+                except Exception as exc:
+                    logger.warning("Error when replaying an LM call to callback %s: %s", cb, exc)
+        if usage and self._tracker is not None:
+            for lm, entries in usage.items():
+                for entry in entries:
+                    self._tracker.add_usage(lm, entry)
 
     def _flush(self) -> None:
         chunk, self._pending = self._pending, _Chunk()
@@ -476,17 +578,11 @@ class FanOut:
             _fail(chunk, exc)
             return
         outcomes: list[Outcome] = pickle.loads(reply)
-        for future, (ok, value, usage) in zip(chunk.futures, outcomes, strict=True):
-            if usage and self._tracker is not None:
-                for lm, entries in usage.items():
-                    for entry in entries:
-                        self._tracker.add_usage(lm, entry)
-            if future.done():
-                continue
-            if ok:
-                future.set_result(value)
+        for future, outcome in zip(chunk.futures, outcomes, strict=True):
+            if future.done():  # cancelled by the caller: its calls still count
+                self._account(outcome[2], outcome[3])
             else:
-                future.set_exception(value)
+                future.set_result(outcome)
 
     async def drain(self) -> None:
         """Cancel and wait for chunks still running (after the caller stopped early); raise
@@ -497,6 +593,33 @@ class FanOut:
         await asyncio.gather(*tasks, return_exceptions=True)
         if self.fatal is not None:
             raise self.fatal
+
+
+def _unwrap_limited(program: Any) -> tuple[Any, asyncio.Semaphore | None]:
+    """A program wrapped to share a bound on concurrent runs (an optimizer's
+    ``teleprompt.limits.Limited``: ``.program`` and an ``asyncio.Semaphore`` ``.limiter``):
+    the wrapped program travels and the bound stays here (each item waits for a slot before
+    it is sent)."""
+    limiter = getattr(program, "limiter", None)
+    inner = getattr(program, "program", None)
+    if isinstance(limiter, asyncio.Semaphore) and inner is not None:
+        return inner, limiter
+    return program, None
+
+
+def _known_lms(lm: Any, program: Any) -> dict[Any, Any]:
+    """The caller's LM objects by model name (the instance a replayed LM call names)."""
+    found: dict[Any, Any] = {}
+    named = getattr(program, "named_predictors", None)
+    try:
+        predictors = [p for _, p in named()] if callable(named) else []
+    except Exception:
+        predictors = []
+    for candidate in [*(getattr(p, "lm", None) for p in predictors), lm]:
+        model = getattr(candidate, "model", None)
+        if candidate is not None and model is not None:
+            found.setdefault(model, candidate)
+    return found
 
 
 def _fail(chunk: _Chunk, exc: BaseException) -> None:

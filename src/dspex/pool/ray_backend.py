@@ -6,11 +6,13 @@ as a local worker process does: handler code sees the same
 ``cancelled``, ``check()``, ``call_parent()``/``acall_parent()``), so the DSPy worker host
 runs unchanged on a Ray cluster.
 
-A call is a small protocol over Ray actor methods (the actor is threaded): ``start`` runs the
-handler method in a thread of the actor; the parent ``poll``\\ s for events (streamed items,
-parent-callback requests, the result or the error) and answers callbacks with ``reply``;
-``cancel`` cancels it. The parent drives that loop with one async function that sync callers
-reach through ``run_sync``.
+A call is one Ray actor method call, ``run``, that executes the handler method in a thread of
+the (threaded) actor and returns its outcome, awaited as an ObjectRef: a quick call costs one
+actor round trip. A stream, or a call still running after a few milliseconds, also has its
+events read with ``poll`` (streamed items, parent-callback requests answered with ``reply``,
+the memory cap); ``cancel`` cancels a call. Those control methods run in their own
+concurrency group, never behind running calls. The parent drives a call with one async
+function that sync callers reach through ``run_sync``.
 
 Failure semantics follow the local pool: a call past its deadline gets
 :class:`~dspex.errors.ExecutionTimeout` and its actor is killed and replaced; an actor that
@@ -36,6 +38,7 @@ import collections
 import inspect
 import itertools
 import logging
+import pickle
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -52,7 +55,7 @@ from dspex.errors import (
     SessionLost,
     WorkerCrashed,
 )
-from dspex.pool._ray_actor import _Host
+from dspex.pool._ray_actor import _Host, dumps, missing_callback
 from dspex.pool.config import PoolConfig
 
 __all__ = ["RayPool", "RaySession"]
@@ -60,6 +63,23 @@ __all__ = ["RayPool", "RaySession"]
 logger = logging.getLogger(__name__)
 
 _POLL = 0.5  # seconds an actor's poll blocks waiting for an event
+_FIRST_POLL = 0.05  # a call still running after this long has its events polled
+_CONTROL = ("ready", "poll", "reply", "cancel", "drop_session")
+"""Actor methods of the ``control`` concurrency group: never queued behind running calls."""
+
+
+def _until(deadline: float | None, cap: float | None) -> float | None:
+    """Seconds to wait: ``cap``, never past ``deadline`` (``None``: no bound)."""
+    if deadline is None:
+        return cap
+    left = max(0.0, deadline - time.monotonic())
+    return left if cap is None else min(cap, left)
+
+
+def _observe(future: asyncio.Future[Any]) -> None:
+    """Retrieve an abandoned outcome's error (the actor was killed): no 'never retrieved'."""
+    if not future.cancelled():
+        future.exception()
 
 
 def _ray() -> Any:
@@ -221,6 +241,7 @@ class RayPool:
         self._retiring: dict[int, Any] = {}  # recycled actors still finishing calls
         self._recycles: collections.Counter[str] = collections.Counter()
         self._open_sessions: set[str] = set()
+        self._memory_cap = config.memory_limit_mb is not None and config.memory_limit_kind == "rss"
         _warn_unsupported(config, name)
 
     def __repr__(self) -> str:
@@ -241,7 +262,11 @@ class RayPool:
                 ignore_reinit_error=True,
             )
         if self._actor_cls is None:
-            self._actor_cls = ray.remote(max_concurrency=64, max_restarts=0)(_Host)
+            for name in _CONTROL:
+                ray.method(concurrency_group="control")(getattr(_Host, name))
+            self._actor_cls = ray.remote(
+                max_concurrency=64, concurrency_groups={"control": 16}, max_restarts=0
+            )(_Host)
         return ray
 
     async def _ensure_actor(self, slot: _Slot) -> None:
@@ -394,7 +419,8 @@ class RayPool:
         callbacks: dict[str, Callable[..., Any]],
         on_item: Callable[[Any], Awaitable[None]] | None = None,
     ) -> Any:
-        """One call on ``slot``'s actor: start, poll events, answer callbacks, until done."""
+        """One call on ``slot``'s actor: ``run`` returns the outcome; a stream, or a call still
+        running after :data:`_FIRST_POLL`, also has its events polled (items, callbacks)."""
         ray = _ray()
         self._check_health()
         self._maybe_recycle(slot)  # ttl, or a memory report from the last call
@@ -403,59 +429,44 @@ class RayPool:
         cid = next(self._ids)
         started = time.monotonic()
         deadline = None if timeout is None else started + timeout
+        stream = on_item is not None
+        handlers = {**self._callbacks, **callbacks}
+        names = frozenset(handlers)
+        window = self.config.stream_window
+        blob = dumps((cid, method, args, kwargs, session, timeout, window, stream, names))
+        # events to read while it runs: items, callback requests, the memory cap
+        watch = stream or bool(handlers) or self._memory_cap
         slot.busy += 1
         self._inflight[id(actor)] += 1
+        ref = actor.run.remote(blob)
+        outcome: asyncio.Future[Any] = asyncio.wrap_future(ref.future())
+        outcome.add_done_callback(_observe)
         try:
-            events = await actor.start.remote(
-                cid, method, args, kwargs, session, timeout, self.config.stream_window,
-                self._wait(deadline),
-            )  # fmt: skip
-            while True:
-                for event in events:
-                    kind = event[0]
-                    if kind == "item" and on_item is not None:
-                        await on_item(event[1])
-                    elif kind == "rss":
-                        if slot.actor is actor:
-                            slot.rss_mb = event[1]
-                    elif kind == "limit":
-                        if slot.actor is actor:
-                            self._lost(slot)
-                        cap = self.config.memory_limit_mb
-                        raise ResourceLimitExceeded(
-                            f"the Ray actor (pid {pid}) of pool {self.name!r} exceeded its memory "
-                            f"limit ({cap} MB, at {event[2]:.0f} MB) and was replaced",
-                            pool=self.name,
-                            pid=pid,
-                            resource="memory",
-                            limit=cap,
-                        )
-                    elif kind == "parent_call":
-                        _, cbid, name, cb_args, cb_kwargs = event
-                        ok, value = await _callback(
-                            {**self._callbacks, **callbacks}, name, cb_args, cb_kwargs
-                        )
-                        await actor.reply.remote(cid, cbid, ok, value)
-                    elif kind == "result":
-                        self._calls += 1
-                        self._latencies = [*self._latencies[-999:], time.monotonic() - started]
-                        return event[1]
-                    elif kind == "error":
-                        _, remote_type, message, remote_tb = event
-                        raise RemoteError(
-                            f"{remote_type}: {message}",
-                            remote_type=remote_type,
-                            remote_traceback=remote_tb,
-                        )
-                if deadline is not None and time.monotonic() >= deadline:
-                    self._lost(slot)
-                    raise ExecutionTimeout(
-                        f"call {method!r} on pool {self.name!r} exceeded its {timeout:g} s "
-                        "timeout; its Ray actor was killed and will be replaced",
-                        pool=self.name,
-                        timeout=timeout,
-                    )
-                events = await actor.poll.remote(cid, self._wait(deadline))
+            if not stream:
+                cap = _FIRST_POLL if watch else None
+                await asyncio.wait((outcome,), timeout=_until(deadline, cap))
+            if watch and (stream or not outcome.done()):
+                await self._events(slot, actor, pid, cid, deadline, outcome, handlers, on_item)
+            if not outcome.done():
+                await asyncio.wait((outcome,), timeout=_until(deadline, None))
+            if not outcome.done():
+                raise self._timed_out(slot, method, timeout)
+            event = pickle.loads(outcome.result())
+            kind = event[0]
+            if kind == "limit":
+                raise self._over_limit(slot, actor, pid, event[2])
+            if slot.actor is actor and event[-1] is not None:
+                slot.rss_mb = event[-1]
+            if kind == "error":
+                _, remote_type, message, remote_tb, _ = event
+                raise RemoteError(
+                    f"{remote_type}: {message}",
+                    remote_type=remote_type,
+                    remote_traceback=remote_tb,
+                )
+            self._calls += 1
+            self._latencies = [*self._latencies[-999:], time.monotonic() - started]
+            return event[1]
         except asyncio.CancelledError:
             if slot.actor is actor:
                 actor.cancel.remote(cid)
@@ -475,12 +486,61 @@ class RayPool:
             slot.busy -= 1
             self._call_ended(slot, actor)
 
-    @staticmethod
-    def _wait(deadline: float | None) -> float:
-        """How long the actor may block collecting events (never past the deadline)."""
-        if deadline is None:
-            return _POLL
-        return max(0.0, min(_POLL, deadline - time.monotonic()))
+    async def _events(
+        self,
+        slot: _Slot,
+        actor: Any,
+        pid: int | None,
+        cid: int,
+        deadline: float | None,
+        outcome: asyncio.Future[Any],
+        callbacks: dict[str, Callable[..., Any]],
+        on_item: Callable[[Any], Awaitable[None]] | None,
+    ) -> None:
+        """Poll the call's events until ``done`` (or the deadline): streamed items to
+        ``on_item``, parent-callback requests answered, a memory ``limit`` raised."""
+        while deadline is None or time.monotonic() < deadline:
+            events = await actor.poll.remote(cid, _until(deadline, _POLL))
+            for event in events:
+                kind = event[0]
+                if kind == "done":
+                    return
+                if kind == "item" and on_item is not None:
+                    await on_item(event[1])
+                elif kind == "limit":
+                    if outcome.done():
+                        return  # ``run`` ended: its outcome says the rest
+                    raise self._over_limit(slot, actor, pid, event[2])
+                elif kind == "parent_call":
+                    _, cbid, name, cb_args, cb_kwargs = event
+                    ok, value = await _callback(callbacks, name, cb_args, cb_kwargs)
+                    await actor.reply.remote(cid, cbid, ok, value)
+
+    def _timed_out(self, slot: _Slot, method: str, timeout: float | None) -> ExecutionTimeout:
+        self._lost(slot)
+        return ExecutionTimeout(
+            f"call {method!r} on pool {self.name!r} exceeded its {timeout:g} s "
+            "timeout; its Ray actor was killed and will be replaced",
+            pool=self.name,
+            timeout=timeout,
+        )
+
+    def _over_limit(
+        self, slot: _Slot, actor: Any, pid: int | None, mb: float
+    ) -> ResourceLimitExceeded:
+        if slot.actor is actor:
+            self._lost(slot)
+        else:
+            _kill(actor)
+        cap = self.config.memory_limit_mb
+        return ResourceLimitExceeded(
+            f"the Ray actor (pid {pid}) of pool {self.name!r} exceeded its memory "
+            f"limit ({cap} MB, at {mb:.0f} MB) and was replaced",
+            pool=self.name,
+            pid=pid,
+            resource="memory",
+            limit=cap,
+        )
 
     async def call(self, method: str, /, *args: Any, **kwargs: Any) -> Any:
         session = kwargs.pop("session", None)
@@ -603,9 +663,7 @@ async def _callback(
 
     fn = callbacks.get(name)
     if fn is None:
-        return False, exception_payload(
-            LookupError(f"no parent callback named {name!r} is registered")
-        )
+        return False, missing_callback(name)
     try:
         value = fn(*args, **kwargs)
         if inspect.isawaitable(value):

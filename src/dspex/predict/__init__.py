@@ -25,6 +25,7 @@ __all__ = [
     "Predict",
     "ProgramOfThought",
     "ReAct",
+    "ReActV2",
     "Refine",
     "majority",
 ]

@@ -138,6 +138,8 @@ def run_batch(
         now.provide_traceback if provide_traceback is None else provide_traceback,
     )
     calls = [_call_args(example) for example in examples]
+    if backend is None:  # not given: the fan-out setting decides (None: in process)
+        backend = now.fanout_backend
     if backend is not None:
         from dspex.pool.fanout import resolve
 

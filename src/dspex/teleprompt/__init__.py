@@ -1,15 +1,17 @@
 """Native optimizers with DSPy 3.4.1's classes, arguments and results (``dspy.teleprompt``).
 
 ``GEPA`` (``dspex.teleprompt.gepa``) is imported on first use (it needs the ``gepa`` library).
-The DSPy-only optimizers (``BetterTogether``, ``BootstrapFinetune``...) resolve here to
-routed names, built on DSPy in a worker pool.
+The DSPy-only optimizers (``AvatarOptimizer``, ``InferRules``...) resolve here to routed
+names, built on DSPy in a worker pool.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from dspex.teleprompt.bettertogether import BetterTogether
 from dspex.teleprompt.bootstrap import BootstrapFewShot
+from dspex.teleprompt.bootstrap_finetune import BootstrapFinetune
 from dspex.teleprompt.copro_optimizer import COPRO
 from dspex.teleprompt.ensemble import Ensemble
 from dspex.teleprompt.knn_fewshot import KNNFewShot
@@ -24,8 +26,10 @@ BootstrapRS = BootstrapFewShotWithRandomSearch
 __all__ = [
     "COPRO",
     "SIMBA",
+    "BetterTogether",
     "BootstrapFewShot",
     "BootstrapFewShotWithRandomSearch",
+    "BootstrapFinetune",
     "BootstrapRS",
     "Ensemble",
     "KNNFewShot",
@@ -40,7 +44,7 @@ def __getattr__(name: str) -> Any:
     if name == "GEPA":
         from dspex.teleprompt.gepa import GEPA as value
     else:
-        # DSPy-only optimizers (BetterTogether, BootstrapFinetune...): routed to a DSPy worker
+        # DSPy-only optimizers (AvatarOptimizer, InferRules...): routed to a DSPy worker
         from dspex._dspy_names import resolve
 
         value = None if name.startswith("__") else resolve(name)

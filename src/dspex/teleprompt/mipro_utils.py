@@ -3,8 +3,9 @@
 ``create_n_fewshot_demo_sets`` builds DSPy's demo candidates seed by seed (zero-shot, labeled
 only, bootstrapped in trainset order, then bootstrapped on shuffled trainsets). Every draw
 from ``rng`` comes first, in DSPy's order; the bootstraps then run one after the other
-(``num_threads=1``, or with a ``max_lm_calls`` budget) or all at once under one limit of
-``num_threads`` program runs. The bootstraps are independent, so the demos are DSPy's either way.
+(``num_threads=1``, or with a ``max_lm_calls``/``max_cost`` budget) or all at once under one
+limit of ``num_threads`` program runs. The bootstraps are independent, so the demos are DSPy's
+either way.
 """
 
 from __future__ import annotations
@@ -235,14 +236,15 @@ async def acreate_n_fewshot_demo_sets(
         return await optimizer.acompile(student, teacher=teacher, trainset=recipe.trainset)
 
     programs: list[Any] = []
-    if threads > 1 and (budget is None or budget.max_lm_calls is None):
+    unlimited = budget is None or (budget.max_lm_calls is None and budget.max_cost is None)
+    if threads > 1 and unlimited:
         async with asyncio.TaskGroup() as group:  # one failure cancels the other bootstraps
             tasks = [group.create_task(build(recipe, True)) for recipe in plan]
         programs = [task.result() for task in tasks]
     else:
         for index, recipe in enumerate(plan):
             if budget is not None and budget.spent and programs:
-                logger.info("Stopping after %d demo sets: max_lm_calls reached", index)
+                logger.warning("Stopping after %d demo sets: %s spent", index, budget.stopped_by)
                 break
             logger.info("Bootstrapping set %d/%d", index + 1, len(plan))
             programs.append(await build(recipe, False))

@@ -84,6 +84,10 @@ def _read_prompt(system: str, json_hint: bool, xml_hint: bool = False) -> Prompt
     return PromptSpec(fields, notes, json_mode, xml_mode)
 
 
+_dumps_unicode = json.JSONEncoder(ensure_ascii=False).encode
+"""``json.dumps(value, ensure_ascii=False)`` without building an encoder per call."""
+
+
 class _Rng:
     """A tiny deterministic stream of numbers from a seed (no global random state)."""
 
@@ -205,7 +209,7 @@ def answer_messages(
             last_user = _text(m.get("content"))
             break
     seed = hashlib.blake2b(
-        json.dumps([sys_text, last_user, choice], ensure_ascii=False).encode(), digest_size=16
+        _dumps_unicode([sys_text, last_user, choice]).encode(), digest_size=16
     ).digest()
     rng = _Rng(seed)
     spec = read_prompt(sys_text, last_user)
@@ -223,13 +227,18 @@ _TOOL_IN_PROMPT = re.compile(r"(\w+)(?:, whose description is <desc>|\. It takes
 
 def _name_tool_calls(values: dict[str, Any], last_user: str) -> None:
     """Text-mode ``ToolCalls`` outputs call a tool the prompt lists (not a made-up name)."""
-    names = _TOOL_IN_PROMPT.findall(last_user)
-    if not names:
-        return
+    with_calls = []
     for value in values.values():
         calls = value.get("tool_calls") if isinstance(value, dict) else None
         if isinstance(calls, list) and calls:
-            value["tool_calls"] = [{"name": names[0], "args": {}}]
+            with_calls.append(value)
+    if not with_calls:  # the common case: no prompt scan
+        return
+    names = _TOOL_IN_PROMPT.findall(last_user)
+    if not names:
+        return
+    for value in with_calls:
+        value["tool_calls"] = [{"name": names[0], "args": {}}]
 
 
 # ---------------------------------------------------------------------------- XML prompts

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import threading
 import time
 import uuid
@@ -128,7 +129,9 @@ class _Connection(asyncio.Protocol):
         self.url = b""
         self.headers: dict[str, str] = {}
         self.body: list[bytes] = []
-        self.queue: asyncio.Queue[tuple[str, str, dict[str, str], bytes] | None] = asyncio.Queue()
+        self.queue: asyncio.Queue[tuple[str, str, dict[str, str], bytes, float] | None] = (
+            asyncio.Queue()
+        )
         self.worker: asyncio.Task[None] | None = None
 
     # asyncio.Protocol
@@ -168,7 +171,8 @@ class _Connection(asyncio.Protocol):
     def on_message_complete(self) -> None:
         method = self.parser.get_method().decode()
         path = self.url.decode("latin-1").split("?", 1)[0]
-        self.queue.put_nowait((method, path, self.headers, b"".join(self.body)))
+        arrived = asyncio.get_running_loop().time()
+        self.queue.put_nowait((method, path, self.headers, b"".join(self.body), arrived))
 
     # request handling, one at a time per connection (HTTP/1.1 without pipelining replies)
     async def _serve(self) -> None:
@@ -176,20 +180,24 @@ class _Connection(asyncio.Protocol):
             item = await self.queue.get()
             if item is None or self.transport is None or self.transport.is_closing():
                 return
-            method, path, headers, body = item
+            method, path, headers, body, arrived = item
             try:
-                await self._handle(method, path, headers, body)
+                await self._handle(method, path, headers, body, arrived)
             except Exception as exc:  # never let a bug kill the server thread
                 self._write_raw(
                     500, orjson.dumps({"error": {"message": f"LMServer error: {exc!r}"}})
                 )
 
-    async def _handle(self, method: str, path: str, headers: dict[str, str], body: bytes) -> None:
+    async def _handle(
+        self, method: str, path: str, headers: dict[str, str], body: bytes, arrived: float
+    ) -> None:
+        loop = asyncio.get_running_loop()
         request = self.server._record(method, path, headers, body)
         fault = self.server._take_fault(request)
         if fault is not None:
             if fault.delay:
                 await asyncio.sleep(fault.delay)
+                arrived = loop.time()
             if fault.drop:
                 assert self.transport is not None
                 self.transport.abort()
@@ -205,9 +213,13 @@ class _Connection(asyncio.Protocol):
                     _Response(fault.status, dict(fault.headers or {}), data), fault.drip
                 )
                 return
-        if self.server.latency:
-            await asyncio.sleep(self.server.latency)
+        # the reply is computed while the "LM" thinks: it leaves ``latency`` seconds after the
+        # request's last byte arrived, not ``latency`` plus the server's own work
         response = self.server._respond(request)
+        if self.server.latency:
+            wait = arrived + self.server.latency - loop.time()
+            if wait > 0:
+                await asyncio.sleep(wait)
         await self._send(response, fault.drip if fault is not None else None)
 
     async def _send(self, response: _Response, drip: float | None) -> None:
@@ -298,6 +310,9 @@ class LMServer:
         self._lock = threading.Lock()
         self._replies: list[ReplySpec] = []
         self._rules: list[_Rule] = []
+        from dspex.testing.finetuning import FineTuningAPI
+
+        self.finetuning = FineTuningAPI()  # the OpenAI fine-tuning routes (testing/finetuning.py)
         self._faults: list[Fault] = []
         self._connections: set[_Connection] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -455,6 +470,9 @@ class LMServer:
 
     def _respond(self, request: RecordedRequest) -> _Response:
         path = request.path.rstrip("/")
+        tuned = self.finetuning.respond(request.method, path, request.headers, request.body)
+        if tuned is not None:
+            return _Response(tuned[0], {}, tuned[1])
         if request.method == "GET" and path.endswith("/models"):
             return _Response(
                 200,
@@ -539,6 +557,11 @@ def _call_id(prefix: str, index: int, call: ToolCallSpec) -> str:
     return prefix + uuid.uuid5(uuid.NAMESPACE_OID, digest.decode()).hex[:24]
 
 
+def _random_hex() -> str:
+    """24 random hex digits for a reply id (no ``os.urandom`` syscall per reply, as ``uuid4``)."""
+    return f"{random.getrandbits(96):024x}"
+
+
 def _usage_openai(prompt: int, text: str) -> dict[str, int]:
     completion = max(1, len(text) // 4)
     return {
@@ -569,7 +592,7 @@ def _openai(
     stream: bool,
     calls: list[ToolCallSpec] | None = None,
 ) -> _Response:
-    rid = "chatcmpl-" + uuid.uuid4().hex[:24]
+    rid = "chatcmpl-" + _random_hex()
     created = int(time.time())
     usage = _usage_openai(prompt_tokens, "".join(t or "" for t in texts))
     if not stream or calls:  # tool calls are always sent whole
@@ -638,7 +661,7 @@ def _anthropic(
     stream: bool,
     calls: list[ToolCallSpec] | None = None,
 ) -> _Response:
-    mid = "msg_" + uuid.uuid4().hex[:24]
+    mid = "msg_" + _random_hex()
     text = maybe_text or ""
     out_tokens = max(1, len(text) // 4)
     if not stream or calls:  # tool calls are always sent whole

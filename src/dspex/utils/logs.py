@@ -59,28 +59,30 @@ def configure_cache(
     enable_memory_cache: bool | None = True,
     disk_cache_dir: str | os.PathLike[str] | None = None,
     disk_size_limit_bytes: int | None = None,
-    memory_max_entries: int | None = None,
-    **kwargs: Any,
+    memory_max_entries: float = 1_000_000,
+    restrict_pickle: bool = False,
+    safe_types: list[type[Any]] | None = None,
 ) -> None:
-    """DSPy's process-wide cache switches for LM responses.
+    """DSPy's cache switch: install a new :class:`~dspex.lm.cache.Cache` as ``dspex.cache``.
 
     ``enable_memory_cache``/``enable_disk_cache`` turn the in-memory LRU and the on-disk
-    SQLite tier on or off for every LM (both off: no call is answered from or stored in a
-    cache); ``disk_cache_dir`` moves the disk tier (``settings.cache_dir``);
-    ``memory_max_entries`` bounds the memory tier. ``dspex.LM(..., cache=False)`` still turns
-    caching off for one LM. ``disk_size_limit_bytes`` has no equivalent (logged when given).
+    SQLite tier on or off for every LM and Embedder (both off: no call is answered from or
+    stored in a cache); ``disk_cache_dir`` moves the disk tier (and ``settings.cache_dir``);
+    ``memory_max_entries`` bounds the memory tier, which starts empty. ``dspex.LM(...,
+    cache=False)`` still turns caching off for one LM. The disk tier holds JSON, never pickles
+    (``restrict_pickle`` holds by construction); ``disk_size_limit_bytes`` has no equivalent
+    (logged when given).
     """
-    from dspex.lm.cache import set_tiers
+    from dspex.lm.cache import Cache, install
 
+    new = Cache(
+        bool(enable_disk_cache), bool(enable_memory_cache), disk_cache_dir,
+        disk_size_limit_bytes, memory_max_entries, restrict_pickle, safe_types,
+    )  # fmt: skip
     if disk_cache_dir is not None:
         settings.configure(cache_dir=disk_cache_dir)
-    set_tiers(
-        memory=bool(enable_memory_cache),
-        disk=bool(enable_disk_cache),
-        memory_max_entries=memory_max_entries,
-    )
-    if disk_size_limit_bytes is not None or kwargs:
+    install(new)
+    if disk_size_limit_bytes is not None:
         logger.warning(
-            "configure_cache: disk_size_limit_bytes and other options have no DSPex "
-            f"equivalent and were ignored ({sorted({'disk_size_limit_bytes', *kwargs})})"
+            "configure_cache: disk_size_limit_bytes has no DSPex equivalent and was ignored"
         )

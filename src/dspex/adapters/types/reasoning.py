@@ -18,7 +18,18 @@ __all__ = ["Reasoning"]
 
 
 class Reasoning(Type):
-    # (no docstring: pydantic would render it into the JSON schema)
+    # The docstring is wire text: pydantic renders it as the schema's description, and
+    # JSONAdapter's response_format for a Reasoning output field (ReActV2's next_thought)
+    # carries DSPy 3.4.1's, so it must stay this text.
+    """Reasoning type in DSPy.
+
+    This type is useful when you want the DSPy output to include the reasoning of the LM. We build this type so that
+    DSPy can support the reasoning model and non-reasoning model with the same code.
+
+    This is a str-like type, you can convert a string directly to a Reasoning object, and from DSPy adapters'
+    perspective, `Reasoning` is treated as a string.
+    """
+
     content: str
 
     def format(self) -> str:
