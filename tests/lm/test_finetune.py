@@ -108,7 +108,12 @@ def test_polling_stops_at_the_deadline(server: LMServer) -> None:
     provider = OpenAIProvider(poll_interval=0.01, timeout=0.05)
     result = _lm(server, provider).finetune(DATA, "chat").result(timeout=60)
     assert isinstance(result, FinetuneTimeout) and isinstance(result, TimeoutError)
-    assert server.finetuning.jobs[result.job_id]["status"] == "running"
+    # not finished (how far it got through validating_files -> queued -> running depends on load)
+    assert server.finetuning.jobs[result.job_id]["status"] in (
+        "validating_files",
+        "queued",
+        "running",
+    )
 
 
 def test_cancel_cancels_the_remote_job_and_deletes_its_file(server: LMServer) -> None:
