@@ -11,6 +11,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+import psutil
 import pytest
 from pydantic import BaseModel
 
@@ -208,13 +209,22 @@ def test_an_internal_failure_is_terminal_without_shutdown_callbacks() -> None:
     it = PythonInterpreter(callbacks=[rec], timeout=30)
     it.start()
     assert it._proc is not None
-    it._proc.process.kill()  # the sandbox process dies under the interpreter
+    # the whole sandbox dies under the interpreter: bwrap and every process under it (killing
+    # bwrap alone leaves the sandboxed Python alive until its parent-death signal lands, and it
+    # could still answer)
+    assert it.execute("0") == 0  # the sandbox is up (bwrap has started the Python under it)
+    bwrap = psutil.Process(it._proc.process.pid)
+    inside = bwrap.children(recursive=True)
+    assert inside  # the sandboxed Python runs under bwrap
+    for proc in [*inside, bwrap]:
+        proc.kill()
+    psutil.wait_procs(inside, timeout=10)
     it._proc.process.wait()
     with pytest.raises(CodeInterpreterError, match="PythonInterpreter failed") as info:
         it.execute("1")
     assert not isinstance(info.value, CodeExecutionError)
     assert rec.of("shutdown_start") == []  # ended internally, not shut down by the caller
-    assert rec.of("execute_end")[0]["exception"] is info.value
+    assert rec.of("execute_end")[-1]["exception"] is info.value
     with pytest.raises(CodeInterpreterError, match="shutdown"):
         it.execute("1")
 
