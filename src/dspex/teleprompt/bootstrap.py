@@ -27,8 +27,7 @@ from dspex.errors import OptimizerError
 from dspex.modules.predict import serialize_object
 from dspex.primitives.example import Example
 from dspex.teleprompt._dspy_hash import dspy_hash_demos
-from dspex.teleprompt.budget import CallBudget
-from dspex.teleprompt.run import PhaseProgress, Run
+from dspex.teleprompt.run import PhaseProgress, Run, RunOptions
 from dspex.teleprompt.teleprompt import Teleprompter
 from dspex.teleprompt.vanilla import LabeledFewShot
 
@@ -71,7 +70,7 @@ class _Attempt:
     traces: dict[str, list[Example]] = field(default_factory=dict)
 
 
-class BootstrapFewShot(Teleprompter):
+class BootstrapFewShot(RunOptions, Teleprompter):
     """DSPy's ``BootstrapFewShot`` with the same arguments, defaults and compiled demos.
 
     DSPex only: ``num_threads`` bounds how many training examples run at once (``1`` runs
@@ -101,9 +100,7 @@ class BootstrapFewShot(Teleprompter):
     ) -> None:
         if num_threads is not None and num_threads < 1:
             raise OptimizerError(f"num_threads must be at least 1, got {num_threads!r}")
-        self.budget = CallBudget(max_lm_calls, max_cost)
-        self.run_dir = run_dir
-        self.display_progress = display_progress
+        self._set_run_options(max_lm_calls, max_cost, run_dir, display_progress)
         self.metric = metric
         self.metric_threshold = metric_threshold
         self.teacher_settings: dict[str, Any] = dict(teacher_settings or {})
@@ -123,18 +120,12 @@ class BootstrapFewShot(Teleprompter):
     async def acompile(self, student: Any, *, teacher: Any = None, trainset: list[Any]) -> Any:
         """``compile`` for async callers (the same work, on the caller's event loop)."""
         self.trainset = list(trainset)
-        run = Run(
+        run = self._open_run(
             "BootstrapFewShot",
-            self.budget,
-            run_dir=self.run_dir,
-            identity={
-                "args": self._args(),
-                "student": student,
-                "teacher": teacher,
-                "lm": settings.current().lm,
-                "trainset": self.trainset,
-            },
-            display_progress=self.display_progress,
+            student,
+            teacher=teacher,
+            lm=settings.current().lm,
+            trainset=self.trainset,
         )
         self._prepare_student_and_teacher(student, teacher)
         self._prepare_predictor_mappings()

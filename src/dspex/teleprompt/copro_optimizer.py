@@ -33,9 +33,8 @@ from dspex._sync import run_sync
 from dspex.modules.predict import Predict
 from dspex.primitives.prediction import Completions
 from dspex.signatures import InputField, OutputField, Signature
-from dspex.teleprompt.budget import CallBudget
 from dspex.teleprompt.limits import Limited, default_threads
-from dspex.teleprompt.run import Run
+from dspex.teleprompt.run import Run, RunOptions
 from dspex.teleprompt.teleprompt import Teleprompter
 
 __all__ = ["COPRO", "BasicGenerateInstruction", "GenerateInstructionGivenAttempts"]
@@ -77,7 +76,7 @@ def _record(stats: dict[str, list[Any]], depth: int, scores: list[float]) -> Non
     stats["std"].append(statistics.pstdev(scores))
 
 
-class COPRO(Teleprompter):
+class COPRO(RunOptions, Teleprompter):
     """DSPy's ``COPRO`` with the same arguments, defaults, prompts and result."""
 
     def __init__(
@@ -97,9 +96,7 @@ class COPRO(Teleprompter):
     ) -> None:
         if breadth <= 1:
             raise ValueError("Breadth must be greater than 1")
-        self.budget = CallBudget(max_lm_calls, max_cost)
-        self.run_dir = run_dir
-        self.display_progress = display_progress
+        self._set_run_options(max_lm_calls, max_cost, run_dir, display_progress)
         self.metric = metric
         self.breadth = breadth
         self.depth = depth
@@ -178,17 +175,12 @@ class COPRO(Teleprompter):
     ) -> Any:
         """``compile`` for async callers."""
         eval_kwargs = eval_kwargs or {}
-        run = Run(
+        run = self._open_run(
             "COPRO",
-            self.budget,
-            run_dir=self.run_dir,
-            identity={
-                "args": self._args(),
-                "student": student,
-                "lm": settings.current().lm,
-                "trainset": list(trainset),
-                "eval_kwargs": {k: v for k, v in eval_kwargs.items() if k != "num_threads"},
-            },
+            student,
+            lm=settings.current().lm,
+            trainset=list(trainset),
+            eval_kwargs={k: v for k, v in eval_kwargs.items() if k != "num_threads"},
             # Evaluate's own bar would clash with ours (one live display at a time)
             display_progress=self.display_progress and not eval_kwargs.get("display_progress"),
         )

@@ -39,7 +39,6 @@ from typing import Any, Literal
 from dspex import settings
 from dspex.errors import OptimizerError
 from dspex.teleprompt.bootstrap import default_max_errors
-from dspex.teleprompt.budget import CallBudget
 from dspex.teleprompt.mipro_search import import_optuna, optimize_prompt_parameters
 from dspex.teleprompt.mipro_utils import (
     create_minibatch,
@@ -47,7 +46,7 @@ from dspex.teleprompt.mipro_utils import (
     dump_demo_sets,
     load_demo_sets,
 )
-from dspex.teleprompt.run import Run
+from dspex.teleprompt.run import Run, RunOptions
 from dspex.teleprompt.teleprompt import Teleprompter
 
 __all__ = ["AUTO_RUN_SETTINGS", "MIPROv2"]
@@ -65,7 +64,7 @@ AUTO_RUN_SETTINGS = {
 }
 
 
-class MIPROv2(Teleprompter):
+class MIPROv2(RunOptions, Teleprompter):
     """DSPy's ``MIPROv2`` with the same arguments, defaults, prompts and search."""
 
     def __init__(
@@ -97,9 +96,7 @@ class MIPROv2(Teleprompter):
             raise ValueError(f"Invalid value for auto: {auto}. Must be one of {allowed}.")
         if num_threads is not None and num_threads < 1:
             raise OptimizerError(f"num_threads must be at least 1, got {num_threads!r}")
-        self.budget = CallBudget(max_lm_calls, max_cost)
-        self.run_dir = run_dir
-        self.display_progress = display_progress
+        self._set_run_options(max_lm_calls, max_cost, run_dir, display_progress)
         self.auto = auto
         self.num_fewshot_candidates = num_candidates
         self.num_instruct_candidates = num_candidates
@@ -202,36 +199,30 @@ class MIPROv2(Teleprompter):
             display_progress=False,
             provide_traceback=provide_traceback,
         )
-        run = Run(
+        run = self._open_run(
             "MIPROv2",
-            self.budget,
-            run_dir=self.run_dir,
-            identity={
-                "args": self._args(),
-                "student": student,
-                "teacher": teacher,
-                "task_model": self.task_model,
-                "prompt_model": self.prompt_model,
-                "trainset": list(trainset),
-                "valset": list(valset),
-                "compile": {
-                    "num_trials": num_trials,
-                    "max_bootstrapped_demos": max_boot,
-                    "max_labeled_demos": max_labeled,
-                    "seed": seed,
-                    "minibatch": minibatch,
-                    "minibatch_size": minibatch_size,
-                    "minibatch_full_eval_steps": minibatch_full_eval_steps,
-                    "proposer": [
-                        program_aware_proposer,
-                        data_aware_proposer,
-                        view_data_batch_size,
-                        tip_aware_proposer,
-                        fewshot_aware_proposer,
-                    ],
-                },
+            student,
+            teacher=teacher,
+            task_model=self.task_model,
+            prompt_model=self.prompt_model,
+            trainset=list(trainset),
+            valset=list(valset),
+            compile={
+                "num_trials": num_trials,
+                "max_bootstrapped_demos": max_boot,
+                "max_labeled_demos": max_labeled,
+                "seed": seed,
+                "minibatch": minibatch,
+                "minibatch_size": minibatch_size,
+                "minibatch_full_eval_steps": minibatch_full_eval_steps,
+                "proposer": [
+                    program_aware_proposer,
+                    data_aware_proposer,
+                    view_data_batch_size,
+                    tip_aware_proposer,
+                    fewshot_aware_proposer,
+                ],
             },
-            display_progress=self.display_progress,
         )
         with run:
             self.budget.check_prices(self.task_model, self.prompt_model)

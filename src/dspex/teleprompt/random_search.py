@@ -32,9 +32,8 @@ from dspex import settings
 from dspex._sync import run_sync
 from dspex.errors import OptimizerError
 from dspex.teleprompt.bootstrap import BootstrapFewShot, default_max_errors
-from dspex.teleprompt.budget import CallBudget
 from dspex.teleprompt.limits import Limited, default_threads
-from dspex.teleprompt.run import PhaseProgress, Run
+from dspex.teleprompt.run import PhaseProgress, Run, RunOptions
 from dspex.teleprompt.teleprompt import Teleprompter
 from dspex.teleprompt.vanilla import LabeledFewShot
 
@@ -45,7 +44,7 @@ logger = logging.getLogger(__name__)
 _FIRST_SEED = -3  # zero-shot, labeled-only and unshuffled bootstrap come before seed 0
 
 
-class BootstrapFewShotWithRandomSearch(Teleprompter):
+class BootstrapFewShotWithRandomSearch(RunOptions, Teleprompter):
     """DSPy's random search over bootstrapped demo sets (same arguments and defaults)."""
 
     def __init__(
@@ -66,9 +65,7 @@ class BootstrapFewShotWithRandomSearch(Teleprompter):
         run_dir: str | os.PathLike[str] | None = None,
         display_progress: bool = True,
     ) -> None:
-        self.budget = CallBudget(max_lm_calls, max_cost)
-        self.run_dir = run_dir
-        self.display_progress = display_progress
+        self._set_run_options(max_lm_calls, max_cost, run_dir, display_progress)
         self.metric = metric
         self.teacher_settings: dict[str, Any] = dict(teacher_settings or {})
         self.max_rounds = max_rounds
@@ -125,21 +122,15 @@ class BootstrapFewShotWithRandomSearch(Teleprompter):
         self.valset = valset or trainset
         seeds = self._seeds(restrict)
         max_errors = self.max_errors if self.max_errors is not None else default_max_errors()
-        run = Run(
+        run = self._open_run(
             "BootstrapFewShotWithRandomSearch",
-            self.budget,
-            run_dir=self.run_dir,
-            identity={
-                "args": self._args(),
-                "student": student,
-                "teacher": teacher,
-                "lm": settings.current().lm,
-                "trainset": list(trainset),
-                "valset": list(self.valset),
-                "seeds": seeds,
-                "labeled_sample": labeled_sample,
-            },
-            display_progress=self.display_progress,
+            student,
+            teacher=teacher,
+            lm=settings.current().lm,
+            trainset=list(trainset),
+            valset=list(self.valset),
+            seeds=seeds,
+            labeled_sample=labeled_sample,
         )
         with run:
             self.budget.check_prices(settings.current().lm, self.teacher_settings.get("lm"))

@@ -439,3 +439,49 @@ class Run:
 def _is_terminal() -> bool:
     isatty = getattr(sys.stdout, "isatty", None)
     return bool(isatty and isatty())
+
+
+# ---------------------------------------------------------------------- optimizer options
+class RunOptions:
+    """What the budgeted, resumable optimizers share: ``max_lm_calls``/``max_cost`` (one
+    :class:`CallBudget`), ``run_dir`` and ``display_progress``, and how a compile opens its
+    :class:`Run` (identified by the optimizer's own ``_args()`` and the student)."""
+
+    budget: CallBudget
+    run_dir: str | os.PathLike[str] | None
+    display_progress: bool
+
+    def _set_run_options(
+        self,
+        max_lm_calls: int | None,
+        max_cost: float | None,
+        run_dir: str | os.PathLike[str] | None,
+        display_progress: bool = True,
+    ) -> None:
+        self.budget = CallBudget(max_lm_calls, max_cost)
+        self.run_dir = run_dir
+        self.display_progress = display_progress
+
+    def _args(self) -> dict[str, Any]:
+        """The arguments a resumed run must share with the run that wrote ``run_dir``."""
+        raise NotImplementedError
+
+    def _open_run(
+        self,
+        optimizer: str,
+        student: Any,
+        *,
+        display_progress: bool | None = None,
+        **identity: Any,
+    ) -> Run:
+        """The :class:`Run` of one compile of ``student``; ``identity`` adds what else a
+        resumed run must share (data, teacher, LM...)."""
+        return Run(
+            optimizer,
+            self.budget,
+            run_dir=self.run_dir,
+            identity={"args": self._args(), "student": student, **identity},
+            display_progress=self.display_progress
+            if display_progress is None
+            else display_progress,
+        )

@@ -46,10 +46,10 @@ from dspex import settings
 from dspex._sync import run_sync
 from dspex.errors import ConfigurationError, OptimizerError
 from dspex.teleprompt.bootstrap import fork_program
-from dspex.teleprompt.budget import CallBudget
 from dspex.teleprompt.limits import default_threads
 from dspex.teleprompt.run import (
     Run,
+    RunOptions,
     dump_program,
     load_program,
     numpy_rng_state,
@@ -183,7 +183,7 @@ class _Pool:
         self.scores[self.next_idx] = scores
 
 
-class SIMBA(Teleprompter):
+class SIMBA(RunOptions, Teleprompter):
     """DSPy's ``SIMBA`` with the same arguments, defaults, random draws and prompts."""
 
     def __init__(
@@ -207,9 +207,7 @@ class SIMBA(Teleprompter):
     ) -> None:
         if num_threads is not None and num_threads < 1:
             raise OptimizerError(f"num_threads must be at least 1, got {num_threads!r}")
-        self.budget = CallBudget(max_lm_calls, max_cost)
-        self.run_dir = run_dir
-        self.display_progress = display_progress
+        self._set_run_options(max_lm_calls, max_cost, run_dir, display_progress)
         self.metric = metric
         self.bsize = bsize
         self.num_candidates = num_candidates
@@ -235,18 +233,12 @@ class SIMBA(Teleprompter):
         """``compile`` for async callers."""
         if len(trainset) < self.bsize:
             raise OptimizerError(f"Trainset too small: {len(trainset)} < {self.bsize}")
-        run = Run(
+        run = self._open_run(
             "SIMBA",
-            self.budget,
-            run_dir=self.run_dir,
-            identity={
-                "args": self._args(),
-                "student": student,
-                "lm": settings.current().lm,
-                "trainset": list(trainset),
-                "seed": seed,
-            },
-            display_progress=self.display_progress,
+            student,
+            lm=settings.current().lm,
+            trainset=list(trainset),
+            seed=seed,
         )
         simba = _Run(self, trainset, seed, run)
         try:

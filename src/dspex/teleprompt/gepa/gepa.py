@@ -35,7 +35,6 @@ from dspex import settings
 from dspex.errors import OptimizerError
 from dspex.primitives.example import Example
 from dspex.primitives.prediction import Prediction
-from dspex.teleprompt.budget import CallBudget
 from dspex.teleprompt.gepa.adapter import (
     DspyAdapter,
     DSPyTrace,
@@ -43,7 +42,7 @@ from dspex.teleprompt.gepa.adapter import (
     ScoreWithFeedback,
     require_gepa,
 )
-from dspex.teleprompt.run import Run
+from dspex.teleprompt.run import Run, RunOptions
 from dspex.teleprompt.teleprompt import Teleprompter
 
 __all__ = ["AUTO_RUN_SETTINGS", "GEPA", "DspyGEPAResult", "GEPAFeedbackMetric"]
@@ -169,7 +168,7 @@ def auto_budget(
     return total + fulls * valset_size
 
 
-class GEPA(Teleprompter):
+class GEPA(RunOptions, Teleprompter):
     """DSPy 3.4.1's ``GEPA`` (see the module docstring); ``metric`` takes five arguments."""
 
     def __init__(
@@ -256,13 +255,12 @@ class GEPA(Teleprompter):
         self.custom_code_proposer = code_proposer
         self.component_selector = component_selector
         self.gepa_kwargs = gepa_kwargs or {}
-        self.budget = CallBudget(max_lm_calls, max_cost)
         if run_dir is not None and log_dir is not None:
             raise OptimizerError(
                 "give GEPA a run_dir (resumable, checked against the run's arguments and data) "
                 "or a log_dir (the gepa library's directory, as in DSPy), not both"
             )
-        self.run_dir = run_dir
+        self._set_run_options(max_lm_calls, max_cost, run_dir)
         if self.gepa_kwargs.get("max_reflection_cost") is not None:
             raise ValueError("max_reflection_cost is not supported by dspy.GEPA yet.")
         if "reflection_prompt_template" in self.gepa_kwargs:
@@ -375,17 +373,12 @@ class GEPA(Teleprompter):
         engine_adapter: Any = adapter  # structurally a GEPAAdapter
         budget = self.budget
         adapter.budget = budget
-        run = Run(
+        run = self._open_run(
             "GEPA",
-            budget,
-            run_dir=self.run_dir,
-            identity={
-                "args": self._args(),
-                "student": student,
-                "lm": settings.current().lm,
-                "trainset": list(trainset),
-                "valset": list(valset),
-            },
+            student,
+            lm=settings.current().lm,
+            trainset=list(trainset),
+            valset=list(valset),
         )
         extra = dict(self.gepa_kwargs)
         if budget.max_lm_calls is not None or budget.max_cost is not None:
