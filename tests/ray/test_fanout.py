@@ -11,7 +11,6 @@ import asyncio
 import collections
 import os
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -61,15 +60,6 @@ def metric(example: Any, pred: Any, trace: Any = None) -> float:
 def devset(n: int, bad: tuple[str, ...] = ()) -> list[Any]:
     qs = [f"question {i}" for i in range(n)] + [f"{b} question" for b in bad]
     return [dspex.Example(question=q).with_inputs("question") for q in qs]
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[LMServer]:
-    from dspex.pool import shutdown_pools
-
-    with LMServer() as srv:
-        yield srv
-    shutdown_pools(cancel=True)
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ from __future__ import annotations
 import collections
 import json
 import os
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -43,15 +42,6 @@ class WherePredict(dspex.Module):
 
 def exact(example: Any, prediction: Any, trace: Any = None) -> bool:
     return bool(example.answer == prediction.answer)
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[LMServer]:
-    from dspex.pool import shutdown_pools
-
-    with LMServer() as srv:
-        yield srv
-    shutdown_pools(cancel=True)
 
 
 @pytest.fixture
