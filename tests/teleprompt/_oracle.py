@@ -99,3 +99,20 @@ def repeated(lib: Any) -> Any:
 
 def request_log(server: LMServer) -> list[tuple[Any, Any]]:
     return [(r.json["messages"], r.json.get("temperature")) for r in server.requests]
+
+
+def instruction_sensitive(request: RecordedRequest) -> str:
+    """The oracle, except that a task request's ``answer`` also depends on the instruction
+    text (the system message's length), so candidates with different instructions score
+    differently (COPRO, GEPA, resumed runs)."""
+    system = str(request.messages[0]["content"])
+    spec = read_prompt(system, request.last_user_message)
+    if spec is None or "answer" not in spec.fields:
+        return oracle(request)
+    n = _number(request.last_user_message)
+    right = "even" if n % 2 == 0 else "odd"
+    values = {
+        name: (right if (n + len(system)) % 3 else "wrong") if name == "answer" else f"{name} {n}"
+        for name in spec.fields
+    }
+    return render_reply(spec, values)

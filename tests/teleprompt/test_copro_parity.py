@@ -20,7 +20,7 @@ import pytest
 import dspex
 from dspex.teleprompt import COPRO
 from dspex.testing import LMServer, RecordedRequest
-from dspex.testing.answers import answer_messages, read_prompt, render_reply
+from dspex.testing.answers import answer_messages, read_prompt
 from tests.teleprompt import _oracle
 from tests.teleprompt._oracle import exact, request_log, trainset
 
@@ -42,21 +42,9 @@ def instruction_sensitive(seen: dict[str, int]) -> Any:
             choice = seen.get(key, 0)
             seen[key] = choice + 1
             return answer_messages(request.messages, choice=choice)
-        return _answer(request, system, spec)
+        return _oracle.instruction_sensitive(request)
 
     return reply
-
-
-def _answer(request: RecordedRequest, system: str, spec: Any) -> str:
-    if spec is None or "answer" not in spec.fields:
-        return _oracle.oracle(request)
-    n = _oracle._number(request.last_user_message)
-    right = "even" if n % 2 == 0 else "odd"
-    values = {
-        name: (right if (n + len(system)) % 3 else "wrong") if name == "answer" else f"{name} {n}"
-        for name in spec.fields
-    }
-    return render_reply(spec, values)
 
 
 @pytest.fixture(scope="module")

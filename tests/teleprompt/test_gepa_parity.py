@@ -18,7 +18,7 @@ import pytest
 
 import dspex
 from dspex.testing import LMServer, RecordedRequest
-from dspex.testing.answers import answer_messages, read_prompt, render_reply
+from dspex.testing.answers import answer_messages, read_prompt
 from tests.teleprompt import _oracle
 from tests.teleprompt._oracle import trainset
 
@@ -46,17 +46,10 @@ def reply(request: RecordedRequest, garbage: bool = False) -> str:
     if spec is not None and "new_instruction" in spec.fields:
         # Drawn from DSPy's bytes, so both runs get the same proposal (see the format test).
         return answer_messages(unescaped(request.messages))
-    if spec is None or "answer" not in spec.fields:
-        return _oracle.oracle(request)
-    n = _oracle._number(request.last_user_message)
-    if garbage and n == 11:
+    is_task = spec is not None and "answer" in spec.fields
+    if garbage and is_task and _oracle._number(request.last_user_message) == 11:
         return "I will not use the format."  # no field parses: a FailedPrediction in the trace
-    right = "even" if n % 2 == 0 else "odd"
-    values = {
-        name: (right if (n + len(system)) % 3 else "wrong") if name == "answer" else f"{name} {n}"
-        for name in spec.fields
-    }
-    return render_reply(spec, values)
+    return _oracle.instruction_sensitive(request)
 
 
 def feedback_metric(lib: Any) -> Any:

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from dspex.testing import LMServer, RecordedRequest
-from dspex.testing.answers import answer_messages, read_prompt, render_reply
+from dspex.testing.answers import answer_messages, read_prompt
 from tests.teleprompt import _oracle
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -34,15 +34,7 @@ def _reply(request: RecordedRequest) -> str:
     spec = read_prompt(system, request.last_user_message)
     if spec is not None and "proposed_instruction" in spec.fields:
         return answer_messages(request.messages, choice=0)
-    if spec is None or "answer" not in spec.fields:
-        return _oracle.oracle(request)
-    n = _oracle._number(request.last_user_message)
-    right = "even" if n % 2 == 0 else "odd"
-    values = {
-        name: (right if (n + len(system)) % 3 else "wrong") if name == "answer" else f"{name} {n}"
-        for name in spec.fields
-    }
-    return render_reply(spec, values)
+    return _oracle.instruction_sensitive(request)
 
 
 @pytest.fixture(scope="module")
