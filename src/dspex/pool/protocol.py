@@ -272,6 +272,8 @@ class FrameBuffer:
     def feed(self, data: bytes) -> list[bytes]:
         """Append ``data``; return the bodies of the frames now complete."""
         buf = self._buf
+        if not buf and len(data) > 4 and _HEADER.unpack_from(data)[0] == len(data) - 4:
+            return [data[4:]]  # exactly one whole frame (the usual reply): no buffering
         buf += data
         out: list[bytes] = []
         pos = 0

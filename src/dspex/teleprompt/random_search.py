@@ -329,4 +329,5 @@ class _Builder:
             display_progress=False,
         )
         optimizer._limiter = self.limiter
+        optimizer._run_ahead = False  # the candidates' calls stay DSPy's
         return await optimizer.acompile(self.student, teacher=self.teacher, trainset=trainset)
