@@ -231,6 +231,7 @@ async def acreate_n_fewshot_demo_sets(
             max_rounds=max_rounds,
             num_threads=num_threads,
         )
+        optimizer._run_ahead = False  # the demo sets' calls stay DSPy's
         if shared:
             optimizer._limiter = limiter
         return await optimizer.acompile(student, teacher=teacher, trainset=recipe.trainset)
