@@ -182,9 +182,14 @@ class _Runner:
         self, pairs: list[tuple[Any, Any]], background: bool = False
     ) -> list[dict[str, Any]]:
         """Wrapped programs on their examples (they never raise: errors score 0)."""
-        outputs = await self.run(
-            [_bind(wrapped, example, self.executor) for wrapped, example in pairs], background
-        )
+        jobs = [_bind(wrapped, example, self.executor) for wrapped, example in pairs]
+        return await self.run_all(jobs, background)
+
+    async def run_all(
+        self, jobs: Sequence[Callable[[], Awaitable[T]]], background: bool = False
+    ) -> list[T]:
+        """``run`` for jobs that never fail: their results (an exception is raised)."""
+        outputs = await self.run(jobs, background)
         for item in outputs:
             if isinstance(item, Exception):
                 raise item
@@ -480,20 +485,16 @@ class _Run:
             pool.programs[0], o.num_candidates, o.teacher_settings
         )
         top = pool.top_k_plus_baseline(o.num_candidates)
-        pairs: list[tuple[Any, Any]] = []
+        jobs: list[Callable[[], Awaitable[dict[str, Any]]]] = []
         predictor2name: dict[int, str] = {}
         for model in models:
             for example in batch:
                 chosen = pool.softmax_sample(self.rng, top, o.temperature_for_sampling)
-                system = fork_program(pool.programs[chosen])
-                system.set_lm(model)
-                for name, predictor in system.named_predictors():
-                    predictor2name[id(predictor)] = name
-                pairs.append((wrap_program(system, o.metric), example))
+                jobs.append(self._trajectory(pool.programs[chosen], model, example, predictor2name))
         logger.info(
             "Sampling program trajectories on %d examples x %d samples.", o.bsize, o.num_candidates
         )
-        outputs = await self.runner.run_programs(pairs)
+        outputs = await self.runner.run_all(jobs)
 
         buckets = self._buckets(outputs, len(batch))
         scores = [float(out["score"]) for out in outputs]
@@ -540,6 +541,22 @@ class _Run:
         for system, system_scores in zip(candidates, per_candidate, strict=True):
             pool.register(system, system_scores)
         return won
+
+    def _trajectory(
+        self, source: Any, model: Any, example: Any, names: dict[int, str]
+    ) -> Callable[[], Awaitable[dict[str, Any]]]:
+        """A run of a copy of ``source`` on ``model`` (its predictors named in ``names``). The
+        copy is made when the run starts, so copying is spread over the step's runs instead
+        of holding up the first."""
+
+        async def job() -> dict[str, Any]:
+            system = fork_program(source)
+            system.set_lm(model)
+            for name, predictor in system.named_predictors():
+                names[id(predictor)] = name
+            return await wrap_program(system, self.o.metric).acall(example, self.runner.executor)
+
+        return job
 
     def _buckets(self, outputs: list[dict[str, Any]], size: int) -> list[Any]:
         """Each example's runs, best first; examples sorted by (max-min gap, max score,
