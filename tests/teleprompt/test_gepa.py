@@ -299,6 +299,25 @@ def test_batch_evaluate_shares_threads_and_keeps_context() -> None:
     assert all(s[0] is lm and s[2] is False for s in seen)
 
 
+def test_batch_evaluate_runs_one_pair_in_the_callers_thread() -> None:
+    """GEPA's default strategy scores one (candidate, minibatch) pair per call: it runs in the
+    caller's thread (its event loop and connections), with all the threads."""
+    import threading
+
+    adapter = _adapter(num_threads=5)
+    seen: list[tuple[Any, int | None]] = []
+
+    def fake(
+        batch: Any, candidate: Any, capture_traces: bool = False, num_threads: Any = None
+    ) -> Any:
+        seen.append((threading.current_thread(), num_threads))
+        return candidate
+
+    adapter.evaluate = fake  # type: ignore[method-assign]
+    assert adapter.batch_evaluate([({"c": "1"}, [])]) == [{"c": "1"}]
+    assert seen == [(threading.current_thread(), 5)]
+
+
 def test_stripped_lm_call() -> None:
     adapter = _adapter(reflection_lm=lambda prompt: ["text", {"text": "from dict"}])
     assert adapter.stripped_lm_call("x") == ["text", "from dict"]
