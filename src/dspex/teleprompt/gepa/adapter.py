@@ -25,6 +25,7 @@ from dspex.primitives.example import Example
 from dspex.primitives.prediction import Prediction
 from dspex.teleprompt import bootstrap_trace as bootstrap_trace_module
 from dspex.teleprompt.bootstrap_trace import FailedPrediction
+from dspex.teleprompt.gepa.engine_state import EngineState
 from dspex.teleprompt.gepa.instruction_proposal import InstructionProposer, ReflectiveExample
 
 __all__ = [
@@ -145,6 +146,11 @@ class DspyAdapter:
         self.reflection_minibatch_size = reflection_minibatch_size
         self.budget: Any = None
         """A :class:`~dspex.teleprompt.budget.CallBudget` whose phase this adapter names."""
+        self.engine_state = EngineState()
+        self.seed_scores: tuple[dict[str, str], list[Any]] | None = None
+        """A resumed run's saved seed-candidate valset scores: the engine evaluates the seed
+        again before it loads its saved state (and then drops that evaluation), so the first
+        such evaluation is answered from them instead of paying for it."""
 
     def _phase(self, name: str) -> None:
         if self.budget is not None:
@@ -191,6 +197,11 @@ class DspyAdapter:
     ) -> Any:
         """Score ``candidate`` on ``batch`` (GEPA's ``EvaluationBatch``), with traces if asked."""
         num_threads = self.num_threads if num_threads is None else num_threads
+        if self.seed_scores is not None and not capture_traces:
+            seed, scores = self.seed_scores
+            self.seed_scores = None
+            if candidate == seed and len(batch) == len(scores):
+                return self._make_evaluation_batch([None] * len(batch), list(scores), None)
         self._phase("evaluate")
         program = self.build_program(candidate)
         metadata = self._callback_metadata(batch)
@@ -246,10 +257,19 @@ class DspyAdapter:
         self, items: list[tuple[dict[str, str], list[Any]]], *, capture_traces: bool = True
     ) -> list[Any]:
         """Several (candidate, batch) pairs at once, sharing ``num_threads`` between them;
-        each runs in the caller's context (settings, callbacks)."""
+        each runs in the caller's context (settings, callbacks).
+
+        One pair (every iteration of GEPA's default strategy) runs in the caller's thread, on
+        its event loop and warm connections: a fresh thread would start a fresh loop and
+        reconnect on every iteration, for nothing to overlap."""
         from dspex.teleprompt.limits import default_threads
 
         total = self.num_threads or default_threads()
+        if len(items) == 1:
+            candidate, batch = items[0]
+            return [
+                self.evaluate(batch, candidate, capture_traces=capture_traces, num_threads=total)
+            ]
         workers = min(len(items), total) or 1
         share, extra = divmod(total, workers)
         work = [
@@ -267,11 +287,20 @@ class DspyAdapter:
             return list(pool.map(run, work))
 
     def get_adapter_state(self) -> dict[str, Any]:
-        return {"rng_state": self.rng.getstate()}
+        """What the engine saves with its state before every iteration: this adapter's
+        generator and the engine's own unsaved run state (:mod:`.engine_state`)."""
+        state: dict[str, Any] = {"rng_state": self.rng.getstate()}
+        engine = self.engine_state.capture()
+        if engine:
+            state["engine_state"] = engine
+        return state
 
     def set_adapter_state(self, state: dict[str, Any]) -> None:
+        """Called by the engine when its run starts (``state`` is empty unless resumed)."""
+        self.engine_state.bind(self)
         if "rng_state" in state:
             self.rng.setstate(state["rng_state"])
+        self.engine_state.restore(state.get("engine_state") or {})
 
     # ------------------------------------------------------------------ reflection
     def make_reflective_dataset(
