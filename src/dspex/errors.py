@@ -761,6 +761,17 @@ class OptimizerTypeError(UserError, TypeError):
 __all__ += ["FinetuneDataError", "FinetuneError", "FinetuneTimeout", "OptimizerTypeError"]
 
 
+# --- optimizer resume ---
+
+
+class RunNotFound(RunDirError, FileNotFoundError):
+    """``resume=path`` names no run to resume: the directory does not exist, or no run has
+    saved a checkpoint there yet (start it with ``run_dir=path``). Field: ``path``."""
+
+
+__all__ += ["RunNotFound"]
+
+
 # --- modules: Flex ---
 
 

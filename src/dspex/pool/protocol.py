@@ -179,13 +179,18 @@ _KINDS: dict[str, Any] = {
 }
 
 
+_tuple_new = tuple.__new__
+
+
 def decode(raw: Any) -> Message:
     """The typed message for a decoded msgpack array (``ProtocolError`` if it is not one)."""
     try:
         cls = _KINDS[raw[0]]
-        message: Message = cls._make(raw)
+        message: Message = _tuple_new(cls, raw)  # (``cls._make`` without its Python frame)
     except (KeyError, IndexError, TypeError) as exc:
         raise ProtocolError(f"malformed message {raw!r:.200}") from exc
+    if len(message) != len(cls._fields):
+        raise ProtocolError(f"malformed message {raw!r:.200}")
     return message
 
 

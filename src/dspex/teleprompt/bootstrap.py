@@ -84,8 +84,8 @@ class BootstrapFewShot(RunOptions, Teleprompter):
     them strictly one after the other as DSPy does); ``max_lm_calls``/``max_cost`` (USD) stop
     starting new examples once that many LM calls were made / that much was paid, and the
     program is compiled from the demos found so far; ``run_dir`` checkpoints after every
-    training example and resumes a run started again with the same directory;
-    ``display_progress`` shows a progress bar on a terminal. ``budget.calls`` holds the LM
+    training example and resumes a run started again with the same directory (``resume``: the
+    same, but the directory must hold a run to resume); ``display_progress`` shows a progress bar on a terminal. ``budget.calls`` holds the LM
     calls made, by phase; ``compiled.run_summary`` the calls, tokens and cost per phase.
     """
 
@@ -104,10 +104,11 @@ class BootstrapFewShot(RunOptions, Teleprompter):
         max_cost: float | None = None,
         run_dir: str | os.PathLike[str] | None = None,
         display_progress: bool = True,
+        resume: str | os.PathLike[str] | None = None,
     ) -> None:
         if num_threads is not None and num_threads < 1:
             raise OptimizerError(f"num_threads must be at least 1, got {num_threads!r}")
-        self._set_run_options(max_lm_calls, max_cost, run_dir, display_progress)
+        self._set_run_options(max_lm_calls, max_cost, run_dir, display_progress, resume)
         self.metric = metric
         self.metric_threshold = metric_threshold
         self.teacher_settings: dict[str, Any] = dict(teacher_settings or {})

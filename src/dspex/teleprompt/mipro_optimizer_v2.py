@@ -21,7 +21,8 @@ once spent, and the best program scored so far is returned (the student unchange
 budget ran out before the search scored anything; ``run_summary.stopped`` names the budget); ``compiled.run_summary`` holds the LM calls, tokens and cost of each phase
 (``bootstrap``, ``propose``, ``search``). ``run_dir`` checkpoints the demo sets, the proposed
 instructions (with the state of the seeded ``random.Random`` after each) and every score of
-the search; a run started again with the same directory replays the search from the recorded
+the search; a run started again with the same directory (or with ``resume=`` that
+directory, which must then hold a run) replays the search from the recorded
 scores (the optuna sampler and the minibatch draws see what they saw before, so TPE continues
 identically) and evaluates only what was not scored yet.
 """
@@ -90,13 +91,14 @@ class MIPROv2(RunOptions, Teleprompter):
         max_cost: float | None = None,
         run_dir: str | os.PathLike[str] | None = None,
         display_progress: bool = True,
+        resume: str | os.PathLike[str] | None = None,
     ) -> None:
         allowed = {None, "light", "medium", "heavy"}
         if auto not in allowed:
             raise ValueError(f"Invalid value for auto: {auto}. Must be one of {allowed}.")
         if num_threads is not None and num_threads < 1:
             raise OptimizerError(f"num_threads must be at least 1, got {num_threads!r}")
-        self._set_run_options(max_lm_calls, max_cost, run_dir, display_progress)
+        self._set_run_options(max_lm_calls, max_cost, run_dir, display_progress, resume)
         self.auto = auto
         self.num_fewshot_candidates = num_candidates
         self.num_instruct_candidates = num_candidates
