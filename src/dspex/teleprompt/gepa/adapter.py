@@ -26,10 +26,8 @@ from dspex.primitives.example import Example
 from dspex.primitives.prediction import Prediction
 from dspex.teleprompt import bootstrap_trace as bootstrap_trace_module
 from dspex.teleprompt.bootstrap_trace import FailedPrediction
-from dspex.teleprompt.gepa.engine_state import EngineState
-
-
 from dspex.teleprompt.gepa import flex_utils
+from dspex.teleprompt.gepa.engine_state import EngineState
 from dspex.teleprompt.gepa.instruction_proposal import InstructionProposer, ReflectiveExample
 
 __all__ = [
