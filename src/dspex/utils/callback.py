@@ -254,7 +254,9 @@ class _Call:
 def begin(
     instance: Any, method: Callable[..., Any], args: tuple[Any, ...], kw: dict[str, Any]
 ) -> _Call | None:
-    """Start the callbacks of one call (``None`` when there are none: the fast path)."""
+    """Start the callbacks of one call (``None`` when there are none: the fast path; also
+    when every active callback declares ``lm_hooks_only = True`` — it implements only the LM
+    hooks and never reads ``ACTIVE_CALL_ID`` — and this is not an LM call)."""
     callbacks = active_callbacks(instance)
     if not callbacks:
         return None
@@ -263,6 +265,8 @@ def begin(
     except ValueError as exc:  # DSPy logs a hook it cannot pick and runs the call
         logger.warning(f"Error when calling callbacks of {method.__name__}: {exc}")
         return None
+    if kind != "lm" and all(getattr(c, "lm_hooks_only", False) is True for c in callbacks):
+        return None  # nobody listening to this kind (an optimizer's call budget, say)
     call = _Call(callbacks, kind)
     call.start(instance, _inputs(method, instance, args, kw))
     return call
