@@ -591,8 +591,9 @@ def main(argv: list[str]) -> None:
         raise SystemExit(f"unknown section(s) {unknown}; choose from {list(SECTIONS)}")
     logging.disable(logging.WARNING)
     # both libraries import these lazily inside their first compile; import them before any
-    # timing so that neither side's measured compile pays for it
-    for heavy in ("optuna", "gepa", "numpy"):
+    # timing so that neither side's measured compile pays for it (anyio's asyncio backend:
+    # DSPex's first sync-forward program run in a worker thread loads it)
+    for heavy in ("optuna", "gepa", "numpy", "anyio._backends._asyncio"):
         importlib.import_module(heavy)
     proc, url = start()
     try:

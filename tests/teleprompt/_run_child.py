@@ -47,6 +47,10 @@ def gepa_metric(
 
 def build(kind: str) -> Any:
     common: dict[str, Any] = {"run_dir": CONFIG.get("run_dir")}
+    if CONFIG.get(
+        "resume"
+    ):  # started again with resume=<run dir> (BootstrapFewShot, random search, MIPROv2)
+        common = {"resume": CONFIG["run_dir"]}
     if CONFIG.get("max_cost") is not None:
         common["max_cost"] = CONFIG["max_cost"]
     if kind == "bootstrap":

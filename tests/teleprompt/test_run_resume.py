@@ -83,10 +83,16 @@ def _kill_when_blocked(proc: subprocess.Popen[bytes], marker: Path) -> None:
 
 
 def _interrupted_then_resumed(
-    server: LMServer, tmp_path: Path, config: dict[str, Any], block_after: int
+    server: LMServer,
+    tmp_path: Path,
+    config: dict[str, Any],
+    block_after: int,
+    *,
+    resume: bool = False,
 ) -> tuple[dict[str, Any], dict[str, Any], int, int]:
     """(uninterrupted result, resumed result, paid calls uninterrupted, paid calls killed +
-    resumed); the two runs use separate caches and run dirs."""
+    resumed); the two runs use separate caches and run dirs. With ``resume`` the second
+    start passes ``resume=<run dir>`` instead of ``run_dir=<run dir>``."""
     base = {**config, "url": server.url}
     before = len(server.requests)
     whole = _run(
@@ -107,7 +113,7 @@ def _interrupted_then_resumed(
     assert checkpoints, "killed before any checkpoint was written"
     paid_killed = len(server.requests) - before
     assert 0 < paid_killed < paid_whole  # killed part-way
-    resumed = _run(resumable, tmp_path / "b.json")
+    resumed = _run({**resumable, "resume": resume}, tmp_path / "b.json")
     paid_resumed = len(server.requests) - before
     print(f"{config}: paid uninterrupted {paid_whole}, killed {paid_killed}, total {paid_resumed}")
     resumed["at_kill"] = checkpoints
@@ -158,7 +164,7 @@ def test_random_search_killed_at_half_resumes_to_the_same_winner(
     # 7 candidates (-3..3) scored on 20 examples in seed order: block inside candidate 0.
     config = {"kind": "random_search", "threads": 1, "examples": 10}
     whole, resumed, paid_whole, paid_resumed = _interrupted_then_resumed(
-        server, tmp_path, config, block_after=50
+        server, tmp_path, config, block_after=50, resume=True
     )
     assert resumed["state"] == whole["state"]
     assert paid_resumed <= 1.05 * paid_whole
@@ -198,14 +204,14 @@ MIPRO = {
 def test_mipro_killed_mid_search_resumes_to_the_same_program(
     server: LMServer, tmp_path: Path, threads: int
 ) -> None:
-    """Killed inside the search (~45 of the run's 77 metric calls: a few bootstraps, the
+    """Started again with ``resume=<run dir>`` after being killed inside the search (~45 of the run's 77 metric calls: a few bootstraps, the
     default program's 10, then trials of 4): the resumed run replays the recorded scores, so
     optuna's sampler and the minibatch draws continue where they were, and it ends with the
     uninterrupted run's choices trial for trial, scores and compiled program."""
     pytest.importorskip("optuna")
     config = {**MIPRO, "threads": threads}
     whole, resumed, paid_whole, paid_resumed = _interrupted_then_resumed(
-        server, tmp_path, config, block_after=45
+        server, tmp_path, config, block_after=45, resume=True
     )
     assert set(resumed["at_kill"]) == {"demo_sets", "instructions", "search"}
     scored = resumed["at_kill"]["search"]["scores"]

@@ -20,11 +20,13 @@ from typing import Any, Protocol
 from dspex import settings
 from dspex.adapters.types import History
 from dspex.adapters.types.base_type import Type
+from dspex.errors import CodeInterpreterError
 from dspex.evaluate import Evaluate
 from dspex.primitives.example import Example
 from dspex.primitives.prediction import Prediction
 from dspex.teleprompt import bootstrap_trace as bootstrap_trace_module
 from dspex.teleprompt.bootstrap_trace import FailedPrediction
+from dspex.teleprompt.gepa import flex_utils
 from dspex.teleprompt.gepa.engine_state import EngineState
 from dspex.teleprompt.gepa.instruction_proposal import InstructionProposer, ReflectiveExample
 
@@ -142,6 +144,8 @@ class DspyAdapter:
             custom_instruction_proposer, InstructionProposer
         )
         self.custom_code_proposer = custom_code_proposer
+        self.flex = flex_utils.FlexComponents(student_module, custom_code_proposer)
+        """The student's Flex code components (their paths, seed sources, code proposals)."""
         self.warn_on_score_mismatch = warn_on_score_mismatch
         self.reflection_minibatch_size = reflection_minibatch_size
         self.budget: Any = None
@@ -160,6 +164,7 @@ class DspyAdapter:
     def build_program(self, candidate: dict[str, str]) -> Any:
         """A copy of the student with each named predictor's instruction from ``candidate``."""
         program = self.student.deepcopy()
+        flex_utils.rebind_flex_code(program, candidate)  # a Flex's code component: its source
         for name, predictor in program.named_predictors():
             if name in candidate:
                 predictor.signature = predictor.signature.with_instructions(candidate[name])
@@ -173,8 +178,14 @@ class DspyAdapter:
     ) -> dict[str, str]:
         reflection_lm = self.reflection_lm or settings.current().lm
         self._phase("reflection")
+        code, components_to_update = self.flex.propose(
+            candidate, reflective_dataset, components_to_update, reflection_lm,
+            custom_instruction_proposer=not self._builtin_instruction_proposer,
+        )  # fmt: skip
+        if not components_to_update:
+            return code
         with settings.context(lm=reflection_lm):
-            return dict(
+            return code | dict(
                 self.custom_instruction_proposer(
                     candidate=candidate,
                     reflective_dataset=reflective_dataset,
@@ -203,8 +214,18 @@ class DspyAdapter:
             if candidate == seed and len(batch) == len(scores):
                 return self._make_evaluation_batch([None] * len(batch), list(scores), None)
         self._phase("evaluate")
-        program = self.build_program(candidate)
+        try:
+            program = self.build_program(candidate)
+        except (SyntaxError, CodeInterpreterError) as exc:  # a Flex candidate that cannot bind
+            logger.warning("Candidate failed to build (%s); scoring the batch as failures.", exc)
+            return self._make_evaluation_batch([None] * len(batch), [None] * len(batch), [] if capture_traces else None)  # fmt: skip
         metadata = self._callback_metadata(batch)
+        if self.flex.paths:  # scored with the program's trace (a metric's ``program_trace``)
+            return flex_utils.evaluate_with_trace(
+                program, batch, metric_fn=self.metric_fn, num_threads=num_threads,
+                failure_score=self.failure_score, callback_metadata=metadata,
+                capture_traces=capture_traces,
+            )  # fmt: skip
         if capture_traces:
             # Looked up on the module at call time, as DSPy does (tests patch it there).
             trajectories = bootstrap_trace_module.bootstrap_trace_data(
@@ -311,6 +332,10 @@ class DspyAdapter:
         predictors = dict(program.named_predictors())
         dataset: dict[str, list[ReflectiveExample]] = {}
         for name in components_to_update:
+            if name in self.flex.paths:  # a Flex's code reflects on whole-program I/O
+                if records := flex_utils.code_reflective_records(eval_batch):
+                    dataset[name] = records  # type: ignore[assignment]
+                continue
             if name not in predictors:
                 raise AssertionError(f"Predictor not found: {name}")
             items = [

@@ -104,7 +104,11 @@ class DspyGEPAResult:
 
     @staticmethod
     def _candidate_components(program: Any) -> dict[str, str]:
-        return {name: p.signature.instructions for name, p in program.named_predictors()}
+        from dspex.teleprompt.gepa.flex_utils import enumerate_flex_submodules
+
+        instructions = {name: p.signature.instructions for name, p in program.named_predictors()}
+        code = {path: f.module_src for path, f in enumerate_flex_submodules(program).items()}
+        return instructions | code
 
     def to_dict(self) -> dict[str, Any]:
         def lists(sets: dict[Any, set[int]] | None) -> dict[Any, list[int]] | None:
@@ -350,8 +354,11 @@ class GEPA(RunOptions, Teleprompter):
         require_gepa()
         assert trainset is not None and len(trainset) > 0, "Trainset must be provided and non-empty"
         assert teacher is None, "Teacher is not supported in DspyGEPA yet."
+        from dspex.teleprompt.gepa.flex_utils import enumerate_flex_submodules
+
         predictors = list(student.named_predictors())
-        self.max_metric_calls = self._budget(len(predictors), trainset, valset)
+        num_components = len(predictors) + len(enumerate_flex_submodules(student))  # Flex: code
+        self.max_metric_calls = self._budget(num_components, trainset, valset)
         runs = (
             self.max_metric_calls / len(trainset)
             if valset is None
@@ -471,7 +478,8 @@ class GEPA(RunOptions, Teleprompter):
         from gepa.api import optimize
 
         return optimize(
-            seed_candidate={name: p.signature.instructions for name, p in predictors},
+            seed_candidate={name: p.signature.instructions for name, p in predictors}
+            | engine_adapter.flex.seed,  # each Flex's module_src under its parameter path
             trainset=trainset,
             valset=valset,
             adapter=engine_adapter,
