@@ -261,11 +261,36 @@ def test_async_and_parallel_forwards_are_isolated() -> None:
 
 
 def test_in_host_interpreter_leaves_the_host_dspy_alone() -> None:
+    source = """
+    class Imports(dspy.Module):
+        def __init__(self):
+            super().__init__()
+            self.p = dspy.Predict("q -> a")
+
+        def forward(self, **inputs):
+            import dspy as facade
+            assert facade is dspy
+            try:
+                import dspy.predict as _sub
+            except ModuleNotFoundError:
+                pass
+            else:
+                raise AssertionError("dspy.predict resolved in the sandbox")
+            return facade.Prediction(a=self.p(q=inputs["q"]).a)
+    """
     before = sys.modules.get("dspy")
-    program = flex_with(ECHO, interpreter_factory=InHostInterpreter)
-    with dspex.context(lm=DummyLM([{"a": "in host"}])):
-        assert program(q="x").a == "in host"
-    assert sys.modules.get("dspy") is before
+    made: list[InHostInterpreter] = []
+
+    def factory() -> InHostInterpreter:
+        made.append(InHostInterpreter())
+        return made[-1]
+
+    with dspex.context(lm=DummyLM([{"a": "in host"}, {"a": "configured"}])):
+        assert flex_with(source, interpreter_factory=factory)(q="x").a == "in host"
+        assert sys.modules.get("dspy") is before
+        with dspex.context(interpreter_factory=factory):  # the configured factory is used
+            assert flex_with(source)(q="x").a == "configured"
+    assert len(made) == 2 and sys.modules.get("dspy") is before
 
 
 # ---------------------------------------------------------------------------- refusals & errors

@@ -5,9 +5,13 @@ records, and the component plumbing (paths, task context, rebinding)."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 from typing import Any
 
 import pytest
+from tests.teleprompt import _oracle
+from tests.teleprompt._oracle import trainset
 
 import dspex
 from dspex.errors import LMError
@@ -15,7 +19,8 @@ from dspex.modules.flex import Flex
 from dspex.primitives.python_interpreter import PythonInterpreter
 from dspex.teleprompt.gepa import flex_utils
 from dspex.teleprompt.gepa import gepa_flex_utils as path_alias
-from dspex.testing import Fault, LMServer
+from dspex.testing import Fault, LMServer, RecordedRequest
+from dspex.testing.answers import answer_messages, read_prompt, render_reply
 
 dspy = pytest.importorskip("dspy")
 pytest.importorskip("gepa")
@@ -183,3 +188,111 @@ def test_evaluate_with_trace_matches_dspy(server: LMServer) -> None:
     records = flex_utils.code_reflective_records(ours)
     assert records[1]["Feedback"] == "wrong"
     assert records[2]["Feedback"] == "This trajectory got a score of 0.0."
+
+
+# ---------------------------------------------------------------------------- GEPA over a Flex
+
+_WORDS = ["Be brief.", "Think of parity.", "Answer even or odd.", "Check the number twice."]
+
+
+def _gepa_reply(request: RecordedRequest) -> str:
+    """The task LM: the instruction-sensitive oracle. The reflection LM: for a code component a
+    revised source that computes the parity in Python (so GEPA accepts it) after calling a
+    predictor whose instructions are drawn from a hash of the request (the same request bytes
+    give the same source); for an instruction component DSPy's proposal words."""
+    system = str(request.messages[0]["content"])
+    spec = read_prompt(system, request.last_user_message)
+    if spec is not None and "revised_source" in spec.fields:
+        digest = hashlib.sha256(json.dumps(request.messages).encode()).digest()
+        words = " ".join(_WORDS[b % len(_WORDS)] for b in digest[:2])
+        source = (
+            "class AnswerModule(dspy.Module):\n"
+            "    def __init__(self):\n"
+            "        super().__init__()\n"
+            f'        self.answer = dspy.Predict(dspy.Signature("question, draft -> answer", {words!r}))\n'
+            "\n"
+            "    def forward(self, **inputs):\n"
+            "        import re\n"
+            '        n = int(re.search(r"-?\\d+", inputs["question"]).group(0))\n'
+            '        out = self.answer(question=inputs["question"], draft=inputs["draft"])\n'
+            '        parity = "even" if n % 2 == 0 else "odd"\n'
+            "        return dspy.Prediction(answer=parity if out.answer else out.answer)"
+        )
+        return render_reply(spec, {"revised_source": f"```python\n{source}\n```"})
+    if spec is not None and "new_instruction" in spec.fields:
+        return answer_messages(request.messages)
+    return _oracle.instruction_sensitive(request)
+
+
+def _flex_student(lib: Any) -> Any:
+    cls = Flex if lib is dspex else dspy.Flex
+
+    class DraftThenFlex(lib.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.draft = lib.Predict("question, hint -> draft")
+            self.flex = cls("question, draft -> answer", interpreter_factory=PythonInterpreter)
+
+        def forward(self, question: str) -> Any:
+            draft = self.draft(question=question, hint="parity").draft
+            return self.flex(question=question, draft=draft)
+
+    return DraftThenFlex()
+
+
+def _gepa(server: LMServer, lib: Any) -> tuple[Any, list[Any]]:
+    server.clear()
+    server.add_rule(None, _gepa_reply)
+    task = lib.LM("openai/task", api_base=server.url, api_key="k", cache=False, num_retries=0)
+    reflection = lib.LM("openai/reflect", api_base=server.url, api_key="k", cache=False, num_retries=0)  # fmt: skip
+
+    def metric(gold: Any, pred: Any, trace: Any = None, pred_name: Any = None, pred_trace: Any = None) -> Any:  # fmt: skip
+        right = gold.answer == pred.answer
+        return lib.Prediction(score=float(right), feedback="Correct." if right else "Wrong.")
+
+    optimizer = lib.GEPA(
+        metric=metric, reflection_lm=reflection, track_stats=True, seed=3, num_threads=1,
+        max_metric_calls=20,
+    )  # fmt: skip
+    with lib.context(lm=task):
+        program = optimizer.compile(
+            _flex_student(lib), trainset=trainset(lib, [2, 9, 4]), valset=trainset(lib, [3, 6])
+        )  # fmt: skip
+    requests = [(r.json["model"], r.json["messages"], r.json.get("temperature")) for r in server.requests]  # fmt: skip
+    return program, requests
+
+
+def test_gepa_rewrites_flex_code_like_dspy(server: LMServer) -> None:
+    theirs, theirs_requests = _gepa(server, dspy)
+    ours, ours_requests = _gepa(server, dspex)
+    proposals = [r for r in ours_requests if "revised_source" in json.dumps(r[1])]
+    assert proposals, "the code proposer must have been asked"
+    assert ours_requests == theirs_requests
+    assert ours.flex.module_src == theirs.flex.module_src
+    assert ours.draft.signature.instructions == theirs.draft.signature.instructions
+    mine, other = ours.detailed_results, theirs.detailed_results
+    assert mine.to_dict()["candidates"] == other.to_dict()["candidates"]
+    assert mine.val_aggregate_scores == other.val_aggregate_scores
+    assert mine.best_idx == other.best_idx
+    assert any("flex" in c and "AnswerModule" in c["flex"] for c in mine.to_dict()["candidates"])
+
+
+def test_adapter_scores_an_unbindable_candidate_as_failures_and_uses_a_custom_code_proposer() -> None:  # fmt: skip
+    from dspex.teleprompt.gepa.adapter import DspyAdapter
+
+    asked: list[dict[str, Any]] = []
+
+    def code_proposer(**kwargs: Any) -> dict[str, str]:
+        asked.append(kwargs)
+        return {key: REVISED for key in kwargs["components_to_update"]}
+
+    student = program(dspex)
+    adapter = DspyAdapter(student, lambda *a, **k: 1.0, {}, custom_code_proposer=code_proposer)
+    batch = [dspex.Example(question="q").with_inputs("question")]
+    result = adapter.evaluate(batch, {"flex": "class (:"}, capture_traces=True)
+    assert result.scores == [0.0] and result.trajectories == []
+    assert adapter.flex.seed == {"flex": student.flex.module_src}
+    proposals = adapter.propose_new_texts({"flex": "old"}, {"flex": []}, ["flex"])
+    assert proposals == {"flex": REVISED}
+    assert asked[0]["task_descriptions"]["flex"].startswith("Signature: StringSignature")
+    assert adapter.build_program(proposals).flex.module_src == REVISED

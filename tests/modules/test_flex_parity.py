@@ -277,3 +277,34 @@ def test_saved_state_loads_across(tmp_path: Path, direction: str) -> None:
     assert {k: v for k, v in mine["flex"]["lm"].items() if v is not None} == {
         k: v for k, v in theirs["flex"]["lm"].items() if v is not None
     }
+
+
+AGENT = """
+class AgentModule(dspy.Module):
+    def __init__(self):
+        super().__init__()
+        self.agent = dspy.ReActV2("question -> answer", tools=[lookup], max_iters=3)
+
+    def forward(self, **inputs):
+        direct = lookup(query="direct")
+        out = self.agent(question=inputs["question"])
+        turns = len(out.history["messages"])
+        return dspy.Prediction(answer=f"{out.answer} / {direct} / {turns}")
+""".strip()
+
+
+def test_tools_and_a_react_v2_source_match_dspy(server: LMServer) -> None:
+    def build(lib: Any) -> Any:
+        flex = make(lib, "question -> answer", tools=[lookup])
+        flex._bind_code(AGENT)
+        return flex
+
+    def turn(name: str, args: dict[str, Any], note: str) -> dict[str, Any]:
+        return {"next_thought": note, "tool_calls": {"tool_calls": [{"name": name, "args": args}]}}
+
+    replies = [
+        turn("lookup", {"query": "cats"}, "look it up"),
+        turn("submit", {"answer": "cats found"}, "done"),
+    ]
+    ours, _ = compare(server, build, {"question": "cats?"}, replies)
+    assert ours.answer == "cats found / found direct / 2"

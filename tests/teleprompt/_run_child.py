@@ -134,6 +134,7 @@ def main() -> None:
         out["metric_calls_total"] = results.total_metric_calls
         out["candidates"] = len(results.candidates)
         out["scores"] = results.val_aggregate_scores
+        out["parents"] = results.parents
     if kind == "simba":
         out["scores"] = [c["score"] for c in compiled.candidate_programs]
         out["trials"] = {str(k): v for k, v in compiled.trial_logs.items()}

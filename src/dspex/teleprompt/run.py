@@ -441,6 +441,10 @@ class Run:
         if self.dir is not None:
             self.dir.save(key, state)
 
+    def peek(self, key: str) -> Any | None:
+        """The state saved under ``key``, like :meth:`restore` but not counted as resumed."""
+        return self.dir.load(key) if self.dir is not None else None
+
     def restore(self, key: str) -> Any | None:
         """The state last saved under ``key`` by this run (before a crash), else ``None``."""
         if self.dir is None:

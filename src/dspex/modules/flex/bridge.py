@@ -157,8 +157,12 @@ def _fields_of(prediction: Any) -> dict[str, Any]:
         raise FlexBridgeError(
             f"A bridged predictor must return a dspy.Prediction; got {type(prediction).__name__}"
         )
+    from dspex.adapters.types import History
+
     fields: dict[str, Any] = {}
     for key, value in raw.items():
+        if isinstance(value, History):  # a pydantic model in DSPy: its fields as JSON
+            value = {"messages": value.messages}
         try:
             fields[key] = to_jsonable_python(value)
         except PydanticSerializationError:

@@ -29,6 +29,7 @@ from dspex.teleprompt.bootstrap_trace import FailedPrediction
 
 __all__ = [
     "CodeProposalSignature",
+    "FlexComponents",
     "code_reflective_records",
     "enumerate_flex_submodules",
     "evaluate_with_trace",
@@ -268,3 +269,62 @@ def evaluate_with_trace(
         trajectories=traces if capture_traces else None,
         objective_scores=objectives if any(objectives) else None,
     )
+
+
+class FlexComponents:
+    """The Flex code components of one GEPA student, as GEPA's adapter uses them: their paths,
+    the seed sources, and the proposals for the code keys of an update (the built-in code
+    proposer, or ``custom_code_proposer`` with DSPy's keyword arguments)."""
+
+    def __init__(self, student: Any, custom_code_proposer: Any = None) -> None:
+        flexes = enumerate_flex_submodules(student)
+        self.paths = set(flexes)
+        self.seed = {path: str(flex.module_src) for path, flex in flexes.items()}
+        self.task_descriptions, self.context_blurbs = flex_task_context(student)
+        self.custom_code_proposer = custom_code_proposer
+        self._warned = False
+
+    def propose(
+        self,
+        candidate: dict[str, str],
+        reflective_dataset: dict[str, list[dict[str, Any]]],
+        components: list[str],
+        reflection_lm: Any,
+        *,
+        custom_instruction_proposer: bool,
+    ) -> tuple[dict[str, str], list[str]]:
+        """Proposals for the code components among ``components``, and the others (left to
+        the instruction proposer)."""
+        code_keys = [c for c in components if c in self.paths]
+        others = [c for c in components if c not in self.paths]
+        if not code_keys:
+            return {}, others
+        if self.custom_code_proposer is not None:
+            with settings.context(lm=reflection_lm):
+                proposals = dict(
+                    self.custom_code_proposer(
+                        candidate=candidate,
+                        reflective_dataset=reflective_dataset,
+                        components_to_update=code_keys,
+                        task_descriptions=self.task_descriptions,
+                        context_blurbs=self.context_blurbs,
+                    )
+                )
+        else:
+            proposals = propose_code(
+                code_keys,
+                candidate,
+                reflective_dataset,
+                self.task_descriptions,
+                self.context_blurbs,
+                reflection_lm,
+            )
+            if others and custom_instruction_proposer and not self._warned:
+                logger.warning(
+                    "A custom instruction_proposer is set, but %d dspy.Flex code component(s) "
+                    "are being optimized. The custom proposer handles instruction components "
+                    "only; the built-in code proposer rewrites the flex source.",
+                    len(code_keys),
+                )
+                self._warned = True
+        return proposals, others
