@@ -15,13 +15,14 @@ cleanly: in-flight items are cancelled and :class:`~dspex.errors.EvaluationInter
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import importlib
 import inspect
 import logging
 import signal
 import threading
 import time
 import traceback
+import types
 import weakref
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -41,6 +42,8 @@ __all__ = [
     "AsyncCaller",
     "Executor",
     "RunOutcome",
+    "async_entry",
+    "configured_lm_customized",
     "customized_sync_lm",
 ]
 
@@ -60,6 +63,11 @@ INLINE_BUDGET = 0.002
 calls over it (a blocking metric, not one unlucky scheduling pause) calls move to a thread."""
 SLOW_CALLS = 3
 
+_raw_signal: Any = importlib.import_module("_signal")
+"""The C functions under :mod:`signal` (its wrappers convert handlers to enums, raising and
+catching a ``ValueError`` for every function handler: a cost paid on each sync run)."""
+_NOT_INSTALLED: Any = object()
+
 
 class AsyncCaller:
     """Calls a program, module or metric from the event loop.
@@ -78,13 +86,15 @@ class AsyncCaller:
         self.fn = fn
         acall = None if sync else getattr(fn, "acall", None)
         self.async_fn: Callable[..., Any] | None = (
-            acall if acall is not None and inspect.iscoroutinefunction(acall) else None
+            acall if acall is not None and _is_coroutine_function(acall) else None
         )
-        if self.async_fn is None and inspect.iscoroutinefunction(fn):
+        if self.async_fn is None and _is_coroutine_function(fn):
             self.async_fn = fn
         self.inline = inline
         self.adaptive = adaptive and not inline
         self.slow_calls = 0
+        self.call: Callable[..., Awaitable[Any]] = self.async_fn or self.__call__
+        """What to await: the async entry itself when there is one (no extra layer)."""
 
     async def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if self.async_fn is not None:
@@ -101,12 +111,35 @@ class AsyncCaller:
         return await asyncio.to_thread(self.fn, *args, **kwargs)
 
 
+def async_entry(
+    fn: Callable[..., Any], *, inline: bool, sync: bool = False
+) -> Callable[..., Awaitable[Any]]:
+    """What a fan-out awaits to call ``fn``: its async ``acall`` itself when it has one (no
+    :class:`AsyncCaller` in between), else an :class:`AsyncCaller`'s call."""
+    if not sync:
+        acall = getattr(fn, "acall", None)
+        if acall is not None and _is_coroutine_function(acall):
+            entry: Callable[..., Awaitable[Any]] = acall
+            return entry
+    return AsyncCaller(fn, inline=inline, sync=sync).call
+
+
+def _is_coroutine_function(fn: Any) -> bool:
+    """``inspect.iscoroutinefunction``, answered straight from the code flags for a method
+    bound to a plain function (every module's ``acall``)."""
+    if type(fn) is types.MethodType and type(fn.__func__) is types.FunctionType:
+        return bool(fn.__func__.__code__.co_flags & inspect.CO_COROUTINE)
+    return inspect.iscoroutinefunction(fn)
+
+
 def _defined_in(cls: type, name: str) -> type | None:
     return next((klass for klass in cls.__mro__ if name in klass.__dict__), None)
 
 
 _PLAIN = frozenset({bool, int, float, str, type(None)})
 _STRUCTURE = (Module, Parameter)
+_MAY_HOLD = (Module, Parameter, list, tuple, dict)
+_BUILTIN_CONTAINERS = frozenset({list, tuple, dict})
 _RUNTIME_LISTS = frozenset({"history", "callbacks"})
 _SYNC_OVERRIDES: weakref.WeakKeyDictionary[type, bool] = weakref.WeakKeyDictionary()
 
@@ -133,30 +166,39 @@ def _holds_modules(module: Any) -> bool:
     handlers), never sub-modules; ``history`` grows with every call, so it is not scanned.
     """
     for name, value in module.__dict__.items():
-        if name in _RUNTIME_LISTS:
-            continue
         kind = type(value)
-        if kind in _PLAIN:
-            continue
-        if kind is list or kind is tuple or kind is dict:
+        if kind in _BUILTIN_CONTAINERS:
+            if not value or name in _RUNTIME_LISTS:
+                continue  # empty (a fresh Predict's demos, config, traces, train)
             for item in value.values() if kind is dict else value:
                 if isinstance(item, _STRUCTURE):
                     return True
-        elif isinstance(value, (*_STRUCTURE, list, tuple, dict)):
+        elif kind in _PLAIN or name in _RUNTIME_LISTS:
+            continue
+        elif isinstance(value, _MAY_HOLD):
             return True  # a module, parameter or container subclass: take the full walk
     return False
 
 
-def customized_sync_lm(program: Any) -> bool:
+def configured_lm_customized() -> bool:
+    """Whether the configured LM (``settings.lm``) customizes its sync ``__call__`` (see
+    :func:`customized_sync_lm`); a fan-out over many programs asks this once."""
+    lm = settings.current().lm
+    return lm is not None and _overrides_sync_call(type(lm))
+
+
+def customized_sync_lm(program: Any, configured: bool | None = None) -> bool:
     """Whether an LM the program uses customizes its sync ``__call__`` below its ``acall``
     (a test double that sleeps or counts in ``__call__``, as DSPy users write them).
 
     DSPy's ``Evaluate``/``Parallel`` call programs synchronously, so such an override runs
     there; ours would be bypassed by the async path, so these programs run the sync way (in
-    worker threads) instead.
+    worker threads) instead. ``configured``: :func:`configured_lm_customized`'s answer when
+    the caller already has it.
     """
-    lm = settings.current().lm
-    if lm is not None and _overrides_sync_call(type(lm)):
+    if configured is None:
+        configured = configured_lm_customized()
+    if configured:
         return True
     if type(program) is Predict and not _holds_modules(program):
         lms = [program.lm]  # a plain Predict: its own LM is the only other one
@@ -221,8 +263,13 @@ class Executor(Generic[T, R]):
         self.timeout = timeout
         self.on_result = on_result
         self.on_error = on_error
-        self._tasks: list[asyncio.Task[None]] = []
+        self._tasks: list[asyncio.Future[None]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._ramp: asyncio.Handle | None = None  # a pending call to start more workers
+        self._left = 0  # items no worker has taken yet
+        self._live = 0  # workers not finished
+        self._open = False
+        self._idle: asyncio.Future[None] | None = None  # resolved when the last worker ends
         self._stop = False
         self._cancelled_by_errors = False
         self._interrupted = False
@@ -230,30 +277,42 @@ class Executor(Generic[T, R]):
     # ------------------------------------------------------------------ entry points
     def run(self, fn: Callable[[T], Awaitable[R]], items: Sequence[T]) -> RunOutcome[R]:
         """Sync entry: runs on this thread's loop; Ctrl-C (main thread) stops the run cleanly."""
-        with self._sigint_handler():
-            outcome = run_sync(self.arun(fn, items))
-        return outcome
+        previous = self._install_sigint()
+        try:
+            return run_sync(self.arun(fn, items))
+        finally:
+            if previous is not _NOT_INSTALLED:
+                _raw_signal.signal(signal.SIGINT, previous)
 
     async def arun(self, fn: Callable[[T], Awaitable[R]], items: Sequence[T]) -> RunOutcome[R]:
         """Run ``fn`` over ``items``; raises ``ExecutionCancelled`` when ``max_errors`` is hit."""
         outcome: RunOutcome[R] = RunOutcome(results=[None] * len(items))
-        self._loop = asyncio.get_running_loop()
-        queue: Iterator[tuple[int, T]] = iter(enumerate(items))
-        workers = min(self.num_threads, len(items))
-        self._tasks = [
-            asyncio.create_task(self._worker(fn, queue, outcome)) for _ in range(workers)
-        ]
+        loop = self._loop = asyncio.get_running_loop()
+        self._tasks = []
+        self._left = len(items)
+        self._live = 0
+        self._open = True
+        self._idle = idle = loop.create_future()
+        if items:
+            self._start_workers(fn, iter(enumerate(items)), outcome, 1)
+        else:
+            idle.set_result(None)
         if self._interrupted:  # Ctrl-C arrived before the loop started
             self.interrupt()
         try:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+            await idle
         except asyncio.CancelledError:
             # the caller's task was cancelled: stop our workers before propagating
+            self._open = False
             for task in self._tasks:
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
             raise
         finally:
+            self._open = False
+            if self._ramp is not None:
+                self._ramp.cancel()
+                self._ramp = None
             self._loop = None
         outcome.interrupted = self._interrupted
         if self._cancelled_by_errors:
@@ -273,6 +332,47 @@ class Executor(Generic[T, R]):
             task.cancel()
 
     # ------------------------------------------------------------------ internals
+    # Workers start lazily: the first one runs alone, and the others (up to ``num_threads``)
+    # start only once a worker has suspended with items still waiting (``_ramp`` is a
+    # ``call_soon`` callback, so it runs only when the running worker yields to the loop).
+    # Items that never suspend (an in-process LM) thus run in one task, with no idle workers
+    # to create and collect; items that wait on I/O get the full width at their first wait.
+
+    def _start_workers(
+        self,
+        fn: Callable[[T], Awaitable[R]],
+        queue: Iterator[tuple[int, T]],
+        outcome: RunOutcome[R],
+        count: int,
+    ) -> None:
+        assert self._loop is not None
+        for _ in range(count):
+            task = self._loop.create_task(self._worker(fn, queue, outcome))
+            self._live += 1
+            self._tasks.append(task)
+            task.add_done_callback(self._worker_done)
+
+    def _widen(
+        self,
+        fn: Callable[[T], Awaitable[R]],
+        queue: Iterator[tuple[int, T]],
+        outcome: RunOutcome[R],
+    ) -> None:
+        self._ramp = None
+        if self._open and not self._stop:
+            self._start_workers(fn, queue, outcome, min(self.num_threads - self._live, self._left))
+        self._settle()
+
+    def _worker_done(self, task: asyncio.Future[None]) -> None:
+        self._live -= 1
+        self._settle()
+
+    def _settle(self) -> None:
+        """Resolve ``_idle`` once no worker runs and none is about to start."""
+        idle = self._idle
+        if self._live == 0 and self._ramp is None and idle is not None and not idle.done():
+            idle.set_result(None)
+
     async def _worker(
         self,
         fn: Callable[[T], Awaitable[R]],
@@ -282,6 +382,10 @@ class Executor(Generic[T, R]):
         for index, item in queue:
             if self._stop:
                 return
+            self._left -= 1
+            if self._left and self._ramp is None and self._live < self.num_threads:
+                assert self._loop is not None
+                self._ramp = self._loop.call_soon(self._widen, fn, queue, outcome)
             try:
                 if self.timeout is None:
                     value = await fn(item)
@@ -329,13 +433,11 @@ class Executor(Generic[T, R]):
                 if task is not current:
                     task.cancel()
 
-    @contextlib.contextmanager
-    def _sigint_handler(self) -> Iterator[None]:
-        """While a sync run owns the main thread, Ctrl-C means: stop this run cleanly."""
+    def _install_sigint(self) -> Any:
+        """While a sync run owns the main thread, Ctrl-C means: stop this run cleanly.
+        Returns the handler to restore, or :data:`_NOT_INSTALLED`."""
         if threading.current_thread() is not threading.main_thread():
-            yield
-            return
-        previous = signal.getsignal(signal.SIGINT)
+            return _NOT_INSTALLED
 
         def handler(signum: int, frame: Any) -> None:
             logger.warning("SIGINT received. Cancelling.")
@@ -345,11 +447,6 @@ class Executor(Generic[T, R]):
                 loop.call_soon_threadsafe(self.interrupt)
 
         try:
-            signal.signal(signal.SIGINT, handler)
+            return _raw_signal.signal(signal.SIGINT, handler)
         except ValueError:  # not the main interpreter
-            yield
-            return
-        try:
-            yield
-        finally:
-            signal.signal(signal.SIGINT, previous)
+            return _NOT_INSTALLED

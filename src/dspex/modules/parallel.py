@@ -11,11 +11,17 @@ a per-pair deadline instead of DSPy's straggler re-submission.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from dspex.errors import EvaluationInterrupted
-from dspex.modules.executor import AsyncCaller, Executor, RunOutcome, customized_sync_lm
+from dspex.modules.executor import (
+    Executor,
+    RunOutcome,
+    async_entry,
+    configured_lm_customized,
+    customized_sync_lm,
+)
 from dspex.primitives.example import Example
 
 __all__ = ["Parallel"]
@@ -73,36 +79,44 @@ class Parallel:
         from dspex.evaluate.display import CountProgress
 
         progress = CountProgress(len(exec_pairs), not self.disable_progress_bar)
+        shown = progress.enabled  # a hidden bar needs no per-pair updates
         executor: Executor[tuple[Any, Any], Any] = Executor(
             num_threads=num_threads if num_threads is not None else self.num_threads,
             max_errors=self.max_errors,
             provide_traceback=self.provide_traceback,
             timeout=self.timeout,
-            on_result=lambda _i, _v: progress.add(None),
-            on_error=lambda _i, _e: progress.fail(),
+            on_result=(lambda _i, _v: progress.add(None)) if shown else None,
+            on_error=(lambda _i, _e: progress.fail()) if shown else None,
         )
         return executor, progress
 
-    def _process(self, executor: Executor[tuple[Any, Any], Any]) -> Any:
+    def _process(
+        self, executor: Executor[tuple[Any, Any], Any]
+    ) -> Callable[[tuple[Any, Any]], Awaitable[Any]]:
+        """The per-pair step: returns the module call's awaitable (one coroutine, no wrapper)."""
         inline = executor.num_threads == 1
-        callers: dict[int, AsyncCaller] = {}
+        configured = configured_lm_customized()  # the settings LM: the same for every pair
+        calls: dict[int, Callable[..., Awaitable[Any]]] = {}
+        access_examples = self.access_examples
 
-        async def process(pair: tuple[Any, Any]) -> Any:
+        def process(pair: tuple[Any, Any]) -> Awaitable[Any]:
             module, example = pair
-            caller = callers.get(id(module))
-            if caller is None:
-                sync = customized_sync_lm(module)
-                caller = callers[id(module)] = AsyncCaller(module, inline=inline, sync=sync)
+            call = calls.get(id(module))
+            if call is None:
+                sync = customized_sync_lm(module, configured)
+                call = calls[id(module)] = async_entry(module, inline=inline, sync=sync)
+            if type(example) is dict:  # the common case first (a dict is never an Example)
+                return call(**example)
             if isinstance(example, Example):
-                if self.access_examples:
-                    return await caller(**example.inputs())
-                return await caller(example)
+                if access_examples:
+                    return call(**example.inputs())
+                return call(example)
             if isinstance(example, dict):
-                return await caller(**example)
+                return call(**example)
             if isinstance(example, list) and type(module).__name__ == "Parallel":
-                return await caller(example)
+                return call(example)
             if isinstance(example, tuple):
-                return await caller(*example)
+                return call(*example)
             raise ValueError(
                 f"Invalid example type: {type(example)}, only supported types are Example, "
                 "dict, list and tuple"
