@@ -77,9 +77,9 @@ def test_step_timeout_cancels_an_in_flight_pool_call_and_frees_the_worker(
     from dspex.bridge import dspy_pool
 
     pipe = dspex.pipeline(
-        [pl.step("dspy.Predict", "question -> answer", implementation="dspy", timeout=0.5)]
+        [pl.step("dspy.Predict", "question -> answer", implementation="dspy", timeout=2.0)]
     )
-    # warm the pool (worker start + DSPy import) outside the 0.5 s budget, so the test does not
+    # warm the pool (worker start + DSPy import) outside the 2 s budget, so the test does not
     # depend on an earlier test having started it, nor on how loaded the machine is
     dspex.pipeline([pl.step("dspy.Predict", "question -> answer", implementation="dspy")]).run(
         question="warm up"
@@ -87,16 +87,17 @@ def test_step_timeout_cancels_an_in_flight_pool_call_and_frees_the_worker(
     pipe.run(question="warm up")
     server.fault(Fault(hang=True))
     start = time.perf_counter()
-    with pytest.raises(dspex.StepTimeout, match=r"'Predict' exceeded its 0\.5 s timeout"):
+    with pytest.raises(dspex.StepTimeout, match=r"'Predict' exceeded its 2(\.0)? s timeout"):
         pipe.run(question="hangs")
-    assert time.perf_counter() - start < 3
+    # bounded (the LM hangs forever), generous for loaded machines: not a speed assertion
+    assert time.perf_counter() - start < 20
     deadline = time.monotonic() + 5
     while dspy_pool().stats()["busy"] and time.monotonic() < deadline:
         time.sleep(0.02)
     assert dspy_pool().stats()["busy"] == 0  # the worker was freed (cancelled, not stuck)
     start = time.perf_counter()
-    assert pipe.run(question="after").ok  # and the next call runs at once
-    assert time.perf_counter() - start < 3
+    assert pipe.run(question="after").ok  # and the next call runs (not queued behind the hang)
+    assert time.perf_counter() - start < 20
 
 
 def test_failing_dspy_branch_with_and_without_continue_on_error(
