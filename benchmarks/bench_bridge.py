@@ -1,12 +1,17 @@
 """DSPy through the pool vs the same DSPy call in process (issue: DSPy backend).
 
-One run, one LMServer in its own process, cache off everywhere. Measures:
+One run, one LMServer in its own process, cache off everywhere, and the same DSPy LM on both
+sides (the in-process baseline is built from the spec the worker gets, by the worker's own
+``dspex.bridge.host.dspy_lm``). Measures:
 - per-call latency of ``dspy.Predict`` in this process vs ``dspex.Predict(implementation="dspy")``
   (real DSPy in a pool worker) — the difference is the pool + bridge overhead (target ≤ +0.25 ms
   p50), taken per A/B round and summarized with its spread (the machine is shared and noisy);
-- parent CPU per bridged call;
-- first-call latency of a new remote module on a warm pool (object created on the way);
-- cold start: pool start (template imports DSPy, forks workers) to the first prediction;
+- the same DSPy call run back to back *inside* a worker of the same kind (``_bridge_probe``),
+  timed there: splits the overhead into "being a worker process" and "the bridge";
+- CPU per call, in interleaved blocks: in process; bridged (parent, all threads, and worker);
+  inside the worker;
+- the host's own work in process (``DSPyHost.call`` vs the same DSPy call, CPU);
+- first-call latency of a new remote module on a warm pool; cold start;
 - native ``dspex.Predict`` for reference.
 """
 
@@ -18,13 +23,16 @@ import random
 import resource
 import statistics
 import time
+from pathlib import Path
+from typing import Any
 
-from _common import ms, p50, p99, per_call, start_lmserver, write
+from _common import load, ms, p50, p99, per_call, start_lmserver, write
 
 SPEC = "question -> answer"
-N = 400
 ROUNDS = 40  # A/B rounds
 K = 15  # calls per contender per round
+CPU_BLOCKS, CPU_N = 10, 20  # interleaved CPU blocks, calls per block and side
+HOST_N = 300  # per-call alternations of the in-process host measurement
 
 
 def main() -> None:
@@ -33,57 +41,62 @@ def main() -> None:
         import dspy
 
         import dspex
+        from dspex.bridge.host import dspy_lm
+        from dspex.bridge.session import _pool_defaults, http_lm_spec
         from dspex.pool import shutdown_pools
+        from dspex.pool.registry import get_pool
 
         lm = dspex.LM("openai/test", api_base=url, api_key="k", cache=False)
-        dspex.configure(lm=lm)
+        spec = http_lm_spec(lm)
+        probe_pool = {**_pool_defaults(), "target": "_bridge_probe:make", "size": 1}
+        probe_pool["pythonpath"] = (str(Path(__file__).parent), *probe_pool["pythonpath"])
+        dspex.configure(lm=lm, pools={"bridge_probe": probe_pool})
 
         started = time.perf_counter()
         remote = dspex.Predict(SPEC, implementation="dspy")
         remote(question="warm up")
         cold = time.perf_counter() - started
+        probe = get_pool("bridge_probe")
+        probe.call_sync("run", spec, 1, 5, True)
 
-        dlm = dspy.LM("openai/test", api_base=url, api_key="k", cache=False)
-        dspy.configure(lm=dlm)
+        dspy.configure(lm=dspy_lm(dspy, spec))  # the very LM the worker builds
         in_process = dspy.Predict(SPEC)
         native = dspex.Predict(SPEC)
 
-        rows = {}
-        # A/B rounds: each round times K bridged calls and K of the same call in process,
-        # back to back (which goes first alternates by round), so load that drifts on a
-        # shared machine hits both sides of a round alike. The overhead is the median over
-        # rounds of (p50 bridged - p50 in process); its spread is the interquartile range of
-        # the per-round differences and a bootstrap 95% interval of that median.
+        # A/B rounds: each round times K calls of every contender back to back (the order
+        # alternates by round), so load that drifts on a shared machine hits all alike. The
+        # overhead is the median over rounds of the per-round p50 difference; its spread the
+        # interquartile range of those differences and a bootstrap 95% interval of the median.
         loop = asyncio.new_event_loop()
-        sides = {
+        sides: dict[str, Any] = {
             "dspy": lambda: in_process(question="q"),
             "pool": lambda: remote(question="q"),
             "pool_async": lambda: loop.run_until_complete(remote.acall(question="q")),
             "native": lambda: native(question="q"),
+            # the worker times its own K calls (usage tracked, as a bridged call does)
+            "in_worker": lambda: probe.call_sync("run", spec, K, 2, True)[:-1],
         }
         samples: dict[str, list[float]] = {name: [] for name in sides}
-        diffs: dict[str, list[float]] = {"pool": [], "pool_async": []}
+        pairs = {
+            "pool": ("pool", "dspy"),
+            "pool_async": ("pool_async", "dspy"),
+            "in_worker": ("in_worker", "dspy"),
+            "bridge": ("pool", "in_worker"),
+        }
+        diffs: dict[str, list[float]] = {name: [] for name in pairs}
         for r in range(ROUNDS):
             order = list(sides) if r % 2 == 0 else list(reversed(sides))
             p50s = {}
             for name in order:
-                xs = per_call(sides[name], K, warmup=2)
+                xs = sides[name]() if name == "in_worker" else per_call(sides[name], K, warmup=2)
                 samples[name] += xs
                 p50s[name] = p50(xs)
-            for name in diffs:
-                diffs[name].append(p50s[name] - p50s["dspy"])
-        for name, xs in samples.items():
-            rows[name] = (p50(xs), p99(xs))
-        # parent CPU per call (all threads of this process; the worker's CPU not counted)
-        cpu = {}
-        pid = remote._dspy_session.worker_pid
-        for name in ("dspy", "pool"):
-            before, worker_before = _cpu(), _proc_cpu(pid)
-            per_call(sides[name], N // 2, warmup=5)
-            cpu[name] = (_cpu() - before) / (N // 2)
-            if name == "pool":
-                cpu["worker"] = (_proc_cpu(pid) - worker_before) / (N // 2)
+            for name, (a, b) in pairs.items():
+                diffs[name].append(p50s[a] - p50s[b])
+        rows = {name: (p50(xs), p99(xs)) for name, xs in samples.items()}
+        cpu = _cpu_blocks(sides, probe, spec, remote._dspy_session.worker_pid)
         loop.close()
+        host = _host_cpu(dspy, spec, SPEC)
 
         firsts = []
         for _ in range(30):
@@ -97,38 +110,105 @@ def main() -> None:
         proc.terminate()
         proc.wait()
 
-    sync, asyn = _summary(diffs["pool"]), _summary(diffs["pool_async"])
+    s = {name: _summary(xs) for name, xs in diffs.items()}
+    over = cpu["parent"] + cpu["worker"] - cpu["dspy"]
     text = f"""
 ## DSPy backend (`implementation="dspy"`)
 
-`.venv/bin/python benchmarks/bench_bridge.py` — LMServer in its own process, cache off;
-{ROUNDS} A/B rounds of {K} sequential calls per contender (order alternating by round); p50 (p99)
-over all rounds.
+`.venv/bin/python benchmarks/bench_bridge.py` — LMServer in its own process, cache off, the
+same DSPy LM on both sides (built from the worker's spec); {ROUNDS} A/B rounds of {K}
+sequential calls per contender (order alternating by round); p50 (p99) over all rounds.
+1-minute load average at the end: {load()}.
 
 | call | latency |
 |---|---:|
 | `dspy.Predict` in this process (DSPy 3.4.1) | {ms(rows["dspy"][0])} ({ms(rows["dspy"][1])}) |
 | `dspex.Predict(implementation="dspy")`, sync | {ms(rows["pool"][0])} ({ms(rows["pool"][1])}) |
 | `dspex.Predict(implementation="dspy")`, `acall` | {ms(rows["pool_async"][0])} ({ms(rows["pool_async"][1])}) |
+| the same `dspy.Predict` call inside a DSPy pool worker, back to back (no bridge) | {ms(rows["in_worker"][0])} ({ms(rows["in_worker"][1])}) |
 | `dspex.Predict` native (reference) | {ms(rows["native"][0])} ({ms(rows["native"][1])}) |
 | first call of a new remote module, warm pool | {ms(p50(firsts))} ({ms(p99(firsts))}) |
 | cold start: pool start + DSPy import + first prediction | {ms(cold)} |
 
-Pool + bridge overhead over the same DSPy call in process — median over {ROUNDS} rounds of
-the per-round p50 difference [interquartile range of the differences; bootstrap 95% interval
-of the median] (target ≤ +0.25 ms):
+Differences — median over {ROUNDS} rounds of the per-round p50 difference [interquartile
+range of the differences; bootstrap 95% interval of the median]:
 
-| | overhead |
+| | difference |
 |---|---:|
-| sync | {sync} |
-| async (`acall`) | {asyn} |
+| **bridged sync − in process** (target ≤ +0.25 ms) | {s["pool"]} |
+| bridged `acall` − in process | {s["pool_async"]} |
+| in a worker (no bridge) − in process: the cost of being a worker process | {s["in_worker"]} |
+| bridged sync − in a worker: the bridge itself | {s["bridge"]} |
 
-CPU per call (user + system): `dspy.Predict` in this process {ms(cpu["dspy"])}; bridged
-call: this process (all threads) {ms(cpu["pool"])} — what the parent pays to send it and take
-the answer back — and the worker {ms(cpu["worker"])} (the DSPy call plus the host's work).
-One run on a shared 2-core machine.
+CPU per call (user + system), {CPU_BLOCKS} interleaved blocks of {CPU_N} calls per side:
+
+| | CPU per call |
+|---|---:|
+| `dspy.Predict` in this process | {ms(cpu["dspy"])} |
+| bridged: this process (all threads: module call, encode, frame, wait, decode) | {ms(cpu["parent"])} |
+| bridged: the worker (the DSPy call, the host, the worker loop) | {ms(cpu["worker"])} |
+| the same DSPy call inside a worker, back to back (thread CPU) | {ms(cpu["in_worker"])} |
+| **bridge CPU over the in-process call** (parent + worker − in process) | {over * 1e3:+.3f} ms |
+
+The host's own work, in this process (thread CPU, median of {HOST_N} per-call alternations
+of the same `dspy.Predict` call with the worker's LM): plain {ms(host["plain"])}; with
+`track_usage=True` (bridged predictions carry their usage) {ms(host["usage"])}; through
+`DSPyHost.call` (allow-list checks, decode, `dspy.context`, encode) {ms(host["host"])} —
+host work **{(host["host"] - host["usage"]) * 1e3:+.3f} ms**, usage tracking
+{(host["usage"] - host["plain"]) * 1e3:+.3f} ms.
 """
     write("bridge", text)
+
+
+def _cpu_blocks(
+    sides: dict[str, Any], probe: Any, spec: dict[str, Any], pid: int | None
+) -> dict[str, float]:
+    """CPU per call of each side, measured in interleaved blocks (drifting load hits all)."""
+    total = {"dspy": 0.0, "parent": 0.0, "worker": 0.0, "in_worker": 0.0}
+    for b in range(CPU_BLOCKS):
+        for name in ("dspy", "pool", "in_worker") if b % 2 == 0 else ("in_worker", "pool", "dspy"):
+            if name == "in_worker":
+                total["in_worker"] += probe.call_sync("run", spec, CPU_N, 2, True)[-1] * CPU_N
+                continue
+            per_call(sides[name], 2, warmup=0)
+            before, worker_before = _cpu(), _proc_cpu(pid)
+            per_call(sides[name], CPU_N, warmup=0)
+            if name == "dspy":
+                total["dspy"] += _cpu() - before
+            else:
+                total["parent"] += _cpu() - before
+                total["worker"] += _proc_cpu(pid) - worker_before
+    return {k: v / (CPU_BLOCKS * CPU_N) for k, v in total.items()}
+
+
+def _host_cpu(dspy: Any, spec: dict[str, Any], signature: str) -> dict[str, float]:
+    """Thread CPU per call: the DSPy call alone, with usage tracking, through DSPyHost.call."""
+    from dspex.bridge.host import DSPyHost
+
+    host = DSPyHost()
+    host.create("o1", "dspy.Predict", [signature], {})
+    full = {**spec, "ref": "lm1"}
+    host.call("o1", "__call__", [], {"question": "q"}, {"lm": full, "adapter": None})
+    ctx = {"lm": {"ref": "lm1"}, "adapter": None}
+    lm = host._lm({"ref": "lm1"})
+    pred = dspy.Predict(signature)
+
+    def plain(usage: bool) -> None:
+        with dspy.context(lm=lm, track_usage=usage):
+            pred(question="q")
+
+    sides = {
+        "plain": lambda: plain(False),
+        "usage": lambda: plain(True),
+        "host": lambda: host.call("o1", "__call__", [], {"question": "q"}, ctx),
+    }
+    times: dict[str, list[float]] = {name: [] for name in sides}
+    for _ in range(HOST_N):
+        for name, fn in sides.items():
+            start = time.thread_time()
+            fn()
+            times[name].append(time.thread_time() - start)
+    return {name: statistics.median(xs) for name, xs in times.items()}
 
 
 def _cpu() -> float:

@@ -17,10 +17,10 @@ import signal
 import statistics
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-from _common import p50, p99, us, write
+from _common import p50, p99, per_call, us, write
 
 
 class Handler:
@@ -44,25 +44,41 @@ def _ms(x: float | None) -> str:
 
 
 def sample(fn: Callable[[], object], n: int, warmup: int = 200) -> list[float]:
-    for _ in range(warmup):
-        fn()
-    out = []
-    for _ in range(n):
-        start = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - start)
-    return out
+    """Seconds per blocking call of ``fn`` (after ``warmup`` untimed calls)."""
+    return per_call(fn, n, warmup)
 
 
-async def asample(fn: Callable[[], Any], n: int, warmup: int = 200) -> list[float]:
-    for _ in range(warmup):
-        await fn()
-    out = []
-    for _ in range(n):
-        start = time.perf_counter()
-        await fn()
-        out.append(time.perf_counter() - start)
-    return out
+async def interleaved(
+    variants: dict[str, Callable[[], Awaitable[object]]], n: int, warmup: int = 200
+) -> dict[str, list[float]]:
+    """Seconds per awaited call of each variant, taking turns call by call (so that load
+    drifting during the run hits every variant alike); the first ``warmup`` turns are untimed."""
+    seen: dict[str, list[float]] = {name: [] for name in variants}
+    for i in range(warmup + n):
+        for name, fn in variants.items():
+            start = time.perf_counter()
+            await fn()
+            if i >= warmup:
+                seen[name].append(time.perf_counter() - start)
+    return seen
+
+
+async def asample(fn: Callable[[], Awaitable[object]], n: int, warmup: int = 200) -> list[float]:
+    """Seconds per awaited call of ``fn``."""
+    return (await interleaved({"": fn}, n, warmup))[""]
+
+
+async def throughput(fn: Callable[[], Awaitable[object]], n: int, in_flight: int = 64) -> float:
+    """Calls per second completing ``n`` awaited calls with at most ``in_flight`` at once."""
+    sem = asyncio.Semaphore(in_flight)
+
+    async def one() -> None:
+        async with sem:
+            await fn()
+
+    start = time.perf_counter()
+    await asyncio.gather(*(one() for _ in range(n)))
+    return n / (time.perf_counter() - start)
 
 
 # ---------------------------------------------------------------------------- dspex
@@ -76,16 +92,7 @@ def dspex_numbers(rows: dict[str, dict[str, Any]]) -> None:
 
     async def roundtrip() -> tuple[list[float], float]:
         lat = await asample(lambda: pool.call("ping"), 5000)
-        n = 20000
-        sem = asyncio.Semaphore(64)
-
-        async def one() -> None:
-            async with sem:
-                await pool.call("ping")
-
-        start = time.perf_counter()
-        await asyncio.gather(*(one() for _ in range(n)))
-        return lat, n / (time.perf_counter() - start)
+        return lat, await throughput(lambda: pool.call("ping"), 20000)
 
     lat, rate = asyncio.run(roundtrip())
     pipelined = pool.stats()["pipelined"]
@@ -253,16 +260,7 @@ def ray_pool_numbers(rows: dict[str, dict[str, Any]]) -> None:
     async def measure() -> tuple[list[float], float]:
         await pool.start()
         lat = await asample(lambda: pool.call("ping"), 1000, warmup=100)
-        n = 5000
-        sem = asyncio.Semaphore(64)
-
-        async def one() -> None:
-            async with sem:
-                await pool.call("ping")
-
-        start = time.perf_counter()
-        await asyncio.gather(*(one() for _ in range(n)))
-        return lat, n / (time.perf_counter() - start)
+        return lat, await throughput(lambda: pool.call("ping"), 5000)
 
     try:
         lat, rate = asyncio.run(measure())
@@ -295,7 +293,7 @@ def ray_call_path_numbers(rows: dict[str, dict[str, Any]], actor: Any) -> None:
         async for _ in pool.stream("count", 10):
             pass
 
-    variants: dict[str, Callable[[], Any]] = {
+    variants: dict[str, Callable[[], Awaitable[object]]] = {
         "raw Ray actor, `await actor.ping.remote()` (async floor)": lambda: actor.ping.remote(),
         "dspex Ray pool, async call (interleaved with the floor)": lambda: pool.call("ping"),
         "dspex Ray pool, async call, parent callback registered": lambda: watched.call("ping"),
@@ -305,14 +303,7 @@ def ray_call_path_numbers(rows: dict[str, dict[str, Any]], actor: Any) -> None:
     async def measure() -> dict[str, list[float]]:
         await pool.start()
         await watched.start()
-        seen: dict[str, list[float]] = {name: [] for name in variants}
-        for i in range(1100):
-            for name, fn in variants.items():
-                start = time.perf_counter()
-                await fn()
-                if i >= 100:
-                    seen[name].append(time.perf_counter() - start)
-        return seen
+        return await interleaved(variants, 1000, warmup=100)
 
     try:
         seen = asyncio.run(measure())

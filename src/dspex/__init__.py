@@ -145,6 +145,7 @@ _ROUTED = frozenset(
         "CodeAct",
         "ColBERTv2",
         "Embeddings",
+        "Flex",
         "GEPA",
         "KNNFewShot",
         "LabeledFewShot",

@@ -759,3 +759,42 @@ class OptimizerTypeError(UserError, TypeError):
 
 
 __all__ += ["FinetuneDataError", "FinetuneError", "FinetuneTimeout", "OptimizerTypeError"]
+
+
+# --- optimizer resume ---
+
+
+class RunNotFound(RunDirError, FileNotFoundError):
+    """``resume=path`` names no run to resume: the directory does not exist, or no run has
+    saved a checkpoint there yet (start it with ``run_dir=path``). Field: ``path``."""
+
+
+__all__ += ["RunNotFound"]
+
+
+# --- modules: Flex ---
+
+
+class FlexInputError(CallError, TypeError):
+    """A ``Flex`` was called with positional inputs (its inputs are keywords only; a
+    ``TypeError``, as DSPy raises)."""
+
+
+class FlexSourceError(CodeInterpreterError):
+    """A ``Flex``'s ``module_src`` cannot be bound or its ``forward`` gave no usable result: no
+    ``dspy.Module`` class with ``forward``, a return value that is not the signature's outputs
+    or does not fit their types. Field: ``field`` (the output concerned), when one is."""
+
+
+class FlexBridgeError(CodeInterpreterError):
+    """The code of a ``Flex`` asked the host for something the bridge refuses: a class that is
+    not bridgeable, an LM option sandboxed code may not set, a tool the Flex was not given,
+    its own ``interpreter_factory``, an unknown predictor handle."""
+
+
+class FlexBudgetExceeded(FlexBridgeError):
+    """A ``Flex`` forward made more predictor calls than its ``max_predictor_calls``. Field:
+    ``budget``."""
+
+
+__all__ += ["FlexBridgeError", "FlexBudgetExceeded", "FlexInputError", "FlexSourceError"]

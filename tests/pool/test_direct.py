@@ -16,7 +16,7 @@ import psutil
 import pytest
 
 from dspex import telemetry
-from dspex.errors import ExecutionTimeout, RemoteError, WorkerCrashed
+from dspex.errors import ExecutionTimeout, PoolClosed, RemoteError, WorkerCrashed
 from dspex.pool import Pool
 
 
@@ -111,6 +111,28 @@ def test_worker_killed_during_a_direct_call(make_pool: Callable[..., Pool]) -> N
     assert not t.is_alive()
     assert isinstance(outcome[0], WorkerCrashed), outcome
     assert pool.call_sync("ping") == "pong"
+
+
+def test_close_with_cancel_during_a_direct_call(make_pool: Callable[..., Pool]) -> None:
+    """The pool thread settles a call a sync caller is running directly (PoolClosed) while
+    that caller still waits on the worker: the caller gets that one outcome, and returns."""
+    pool = make_pool(size=1, kill_grace=0.2)
+    warm(pool)
+    outcome: list[BaseException | Any] = []
+
+    def run() -> None:
+        try:
+            outcome.append(pool.call_sync("sleep", 30.0))
+        except BaseException as exc:
+            outcome.append(exc)
+
+    t = threading.Thread(target=run)
+    t.start()
+    assert wait_for(lambda: any(w.state == "busy" and w.leased for w in pool._workers.values()))
+    pool.close_sync(cancel=True)
+    t.join(20)
+    assert not t.is_alive()
+    assert isinstance(outcome[0], PoolClosed), outcome
 
 
 def test_parked_worker_killed_between_calls_loses_no_call(

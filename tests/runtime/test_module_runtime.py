@@ -71,6 +71,32 @@ def test_callbacks_fire_for_modules_lms_and_adapters_sync_and_async() -> None:
     assert [e[0] for e in rec.events] == sync_kinds  # acall: the same events in the same order
 
 
+def test_a_callback_naming_its_kinds_gets_only_those_and_others_keep_every_hook() -> None:
+    from dspex.utils.callback_context import ACTIVE_CALL_ID
+
+    class LMOnly(Recorder):
+        _dspex_callback_kinds = frozenset({"lm"})
+
+    seen: list[Any] = []
+
+    class Probe(dspex.Module):
+        def forward(self, question: str) -> Any:
+            seen.append(ACTIVE_CALL_ID.get())
+            return TwoStep()(question=question)
+
+    lm_only = LMOnly()
+    dspex.configure(lm=DummyLM(answers(4)), callbacks=[lm_only])
+    Probe()(question="q")
+    assert [e[0] for e in lm_only.events] == ["lm_start", "lm_end"] * 2
+    assert seen == [None]  # no module hook ran, so no call id is set (as with no callbacks)
+    everything = Recorder()
+    dspex.configure(callbacks=[lm_only, everything])
+    Probe()(question="q")
+    assert [e[0] for e in lm_only.events[4:]] == ["lm_start", "lm_end"] * 2
+    assert {e[0] for e in everything.events} >= {"module_start", "format_start", "lm_start"}
+    assert seen[1] is not None
+
+
 def test_callback_errors_are_logged_not_raised(caplog: pytest.LogCaptureFixture) -> None:
     class Broken(BaseCallback):
         def on_module_start(self, call_id: str, instance: Any, inputs: dict[str, Any]) -> None:

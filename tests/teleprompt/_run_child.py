@@ -47,6 +47,10 @@ def gepa_metric(
 
 def build(kind: str) -> Any:
     common: dict[str, Any] = {"run_dir": CONFIG.get("run_dir")}
+    if CONFIG.get(
+        "resume"
+    ):  # started again with resume=<run dir> (BootstrapFewShot, random search, MIPROv2)
+        common = {"resume": CONFIG["run_dir"]}
     if CONFIG.get("max_cost") is not None:
         common["max_cost"] = CONFIG["max_cost"]
     if kind == "bootstrap":
@@ -130,6 +134,7 @@ def main() -> None:
         out["metric_calls_total"] = results.total_metric_calls
         out["candidates"] = len(results.candidates)
         out["scores"] = results.val_aggregate_scores
+        out["parents"] = results.parents
     if kind == "simba":
         out["scores"] = [c["score"] for c in compiled.candidate_programs]
         out["trials"] = {str(k): v for k, v in compiled.trial_logs.items()}

@@ -86,3 +86,42 @@ def test_bad_budget_is_a_typed_error() -> None:
         BootstrapFewShot(max_lm_calls=0)
     with pytest.raises(OptimizerError, match="max_lm_calls"):
         BootstrapFewShotWithRandomSearch(metric=exact, max_lm_calls=-1)
+
+
+def test_budget_alone_skips_the_hooks_of_calls_that_are_not_lm_calls(
+    oracle_server: LMServer,
+) -> None:
+    """A call budget implements only the LM hooks: while it is the only callback, a module's
+    call opens no callback call (no call id), its LM calls are still counted; with another
+    callback installed, the module hooks fire as before."""
+    from dspex.teleprompt.budget import CallBudget, counting
+    from dspex.utils.callback import ACTIVE_CALL_ID, BaseCallback
+
+    seen: list[Any] = []
+
+    class Probe(dspex.Module):
+        def forward(self, question: str) -> Any:
+            seen.append(ACTIVE_CALL_ID.get())
+            return self.predict(question=question)
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.predict = dspex.Predict("question -> answer")
+
+    class Modules(BaseCallback):
+        def __init__(self) -> None:
+            self.starts: list[str] = []
+
+        def on_module_start(self, call_id: str, instance: Any, inputs: dict[str, Any]) -> None:
+            self.starts.append(call_id)
+
+    serve_oracle(oracle_server)
+    lm = dspex.LM("openai/test", api_base=oracle_server.url, api_key="k", cache=False)
+    budget = CallBudget()
+    with dspex.context(lm=lm), counting(budget):
+        Probe()(question="Is 2 even or odd?")
+    assert seen == [None] and budget.total == 1
+    modules = Modules()
+    with dspex.context(lm=lm, callbacks=[modules]), counting(budget):
+        Probe()(question="Is 3 even or odd?")
+    assert seen[1] is not None and seen[1] == modules.starts[0] and budget.total == 2

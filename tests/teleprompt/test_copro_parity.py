@@ -6,7 +6,9 @@ call. DSPy 3.4.1's LM client sends that as ``n`` separate requests without ``n``
 sends one request with ``n``. The comparison expands each DSPex request with ``n=k`` into
 ``k`` entries, and the server answers the i-th repeat of the same proposer prompt with choice
 ``i`` (what DSPex's single request gets as its i-th choice), so both sides see the same
-proposals. Everything else is compared as sent.
+proposals; a proposer prompt asked again later (the same scored attempts at a later depth)
+gets the same proposals again on both sides (DSPy's ``k`` repeats count ``k`` requests,
+DSPex's one request with ``n=k`` counts ``k`` too). Everything else is compared as sent.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ pytestmark = pytest.mark.dspy
 NUMBERS = [2, 9, 4, 7, 5, 15]
 
 
-def instruction_sensitive(seen: dict[str, int]) -> Any:
+def instruction_sensitive(seen: dict[str, int], breadth: int) -> Any:
     """Answers depend on the instruction text, so candidates score differently; proposer
     prompts get choice ``i`` on their i-th repeat (see the module docstring)."""
 
@@ -39,9 +41,10 @@ def instruction_sensitive(seen: dict[str, int]) -> Any:
         spec = read_prompt(system, request.last_user_message)
         if spec is not None and "proposed_instruction" in spec.fields:
             key = json.dumps(request.messages)
-            choice = seen.get(key, 0)
-            seen[key] = choice + 1
-            return answer_messages(request.messages, choice=choice)
+            asked = seen.get(key, 0)
+            seen[key] = asked + int(request.json.get("n") or 1)
+            per_call = breadth if "`attempted_instructions`" in system else breadth - 1
+            return answer_messages(request.messages, choice=asked % per_call)
         return _oracle.instruction_sensitive(request)
 
     return reply
@@ -55,7 +58,7 @@ def copro_server() -> Iterator[LMServer]:
 
 def _run(server: LMServer, lib: Any, optimizer: Any, eval_kwargs: dict[str, Any]) -> Any:
     server.clear()
-    server.add_rule(None, instruction_sensitive({}))
+    server.add_rule(None, instruction_sensitive({}, optimizer.breadth))
     lm = lib.LM("openai/test", api_base=server.url, api_key="k", cache=False, num_retries=0)
     with lib.context(lm=lm):
         return optimizer.compile(
@@ -91,6 +94,8 @@ def _summary(program: Any) -> Any:
         ({"breadth": 3, "depth": 2}, 1),
         pytest.param({"breadth": 4, "depth": 3, "track_stats": True}, 1, marks=pytest.mark.slow),
         ({"breadth": 3, "depth": 2, "track_stats": True}, 4),
+        # a budget (never reached): proposals wait for the end of each depth, as DSPy's
+        ({"breadth": 3, "depth": 2, "max_lm_calls": 10_000}, 4),
     ],
 )
 def test_copro_same_requests_and_program(

@@ -299,6 +299,88 @@ def test_batch_evaluate_shares_threads_and_keeps_context() -> None:
     assert all(s[0] is lm and s[2] is False for s in seen)
 
 
+def test_batch_evaluate_runs_one_pair_in_the_callers_thread() -> None:
+    """GEPA's default strategy scores one (candidate, minibatch) pair per call: it runs in the
+    caller's thread (its event loop and connections), with all the threads."""
+    import threading
+
+    adapter = _adapter(num_threads=5)
+    seen: list[tuple[Any, int | None]] = []
+
+    def fake(
+        batch: Any, candidate: Any, capture_traces: bool = False, num_threads: Any = None
+    ) -> Any:
+        seen.append((threading.current_thread(), num_threads))
+        return candidate
+
+    adapter.evaluate = fake  # type: ignore[method-assign]
+    assert adapter.batch_evaluate([({"c": "1"}, [])]) == [{"c": "1"}]
+    assert seen == [(threading.current_thread(), 5)]
+
+
+def test_engine_state_round_trip() -> None:
+    """What the gepa library's checkpoint leaves out comes back: the shared generator (once,
+    however many parts hold it), the sampler's epoch and the merge schedule, whose "last
+    iteration found a program" flag is set again at the first stop check (the engine clears
+    it when its loop starts)."""
+    from types import SimpleNamespace
+
+    from gepa.core.data_loader import ensure_loader
+    from gepa.proposer.merge import MergeProposer
+    from gepa.strategies.batch_sampler import EpochShuffledBatchSampler
+    from gepa.strategies.candidate_selector import ParetoCandidateSelector
+
+    from dspex.teleprompt.gepa.engine_state import EngineState
+
+    def engine() -> Any:
+        rng = random.Random(0)
+        merge = MergeProposer(
+            logger=SimpleNamespace(log=lambda _x: None),
+            valset=ensure_loader([1, 2, 3]),
+            evaluator=lambda batch, program: ([], [], None),
+            use_merge=True,
+            max_merge_invocations=5,
+            rng=rng,
+        )
+        proposer = SimpleNamespace(
+            candidate_selector=ParetoCandidateSelector(rng=rng),
+            batch_sampler=EpochShuffledBatchSampler(minibatch_size=3, rng=rng),
+        )
+        return SimpleNamespace(reflective_proposer=proposer, merge_proposer=merge)
+
+    first = EngineState()
+    first.engine = engine()
+    sampler = first.engine.reflective_proposer.batch_sampler
+    sampler.next_minibatch_ids(ensure_loader(list(range(10))), SimpleNamespace(i=0))
+    merge = first.engine.merge_proposer
+    merge.merges_due, merge.total_merges_tested, merge.last_iter_found_new_program = 1, 2, True
+    merge.merges_performed[0].append((1, 2, 0))
+    saved = first.capture()
+    assert len(saved["rngs"]) == 1  # one generator shared by the three parts
+    expected = [merge.rng.random() for _ in range(3)]
+
+    second = EngineState()
+    second.engine = engine()
+    second.restore(saved)
+    again = second.engine
+    assert [again.merge_proposer.rng.random() for _ in range(3)] == expected
+    assert again.reflective_proposer.batch_sampler.shuffled_ids == sampler.shuffled_ids
+    assert again.reflective_proposer.batch_sampler.epoch == sampler.epoch == 0
+    assert (again.merge_proposer.merges_due, again.merge_proposer.total_merges_tested) == (1, 2)
+    assert again.merge_proposer.merges_performed == ([(1, 2, 0)], [])
+    assert again.merge_proposer.last_iter_found_new_program is False  # until the loop starts
+    again.merge_proposer.last_iter_found_new_program = False  # what the engine's run() does
+    assert second(None) is False
+    assert again.merge_proposer.last_iter_found_new_program is True
+    assert second(None) is False  # only once
+    again.merge_proposer.last_iter_found_new_program = False
+    second(None)
+    assert again.merge_proposer.last_iter_found_new_program is False
+    # an adapter used outside the engine has no engine state to save
+    assert EngineState().capture() == {}
+    assert "engine_state" not in _adapter().get_adapter_state()
+
+
 def test_stripped_lm_call() -> None:
     adapter = _adapter(reflection_lm=lambda prompt: ["text", {"text": "from dict"}])
     assert adapter.stripped_lm_call("x") == ["text", "from dict"]

@@ -12,8 +12,13 @@ from typing import Any
 import pytest
 
 import dspex
-from dspex.errors import OptimizerError, RunDirError, RunDirMismatch
-from dspex.teleprompt import COPRO, BootstrapFewShot, BootstrapFewShotWithRandomSearch
+from dspex.errors import OptimizerError, RunDirError, RunDirMismatch, RunNotFound
+from dspex.teleprompt import (
+    COPRO,
+    BootstrapFewShot,
+    BootstrapFewShotWithRandomSearch,
+    MIPROv2,
+)
 from dspex.teleprompt import budget as budget_mod
 from dspex.teleprompt.budget import CallBudget, RunSummary, price_of, register_price
 from dspex.teleprompt.run import FORMAT_VERSION, Run, RunDir
@@ -209,6 +214,62 @@ def test_mismatched_run_dir_names_what_differs(server: LMServer, tmp_path: Path)
     _compile(
         server, BootstrapFewShot(metric=exact, num_threads=1, max_lm_calls=99, run_dir=run_dir)
     )
+
+
+def test_resume_continues_the_run_in_the_directory(server: LMServer, tmp_path: Path) -> None:
+    """``resume=path`` is ``run_dir=path`` that insists on a run to resume."""
+    run_dir = tmp_path / "r"
+    first = _compile(server, BootstrapFewShot(metric=exact, run_dir=run_dir))
+    before = len(server.requests)
+    again = _compile(server, BootstrapFewShot(metric=exact, resume=run_dir))
+    assert len(server.requests) == before  # every example came from the checkpoint
+    assert _state(again) == _state(first)
+    assert again.run_summary.resumed == ["bootstrap"]
+    same = BootstrapFewShot(metric=exact, resume=str(run_dir), run_dir=run_dir / ".." / "r")
+    assert same.run_dir == str(run_dir)
+    # another optimizer's or another student's run is refused as with run_dir
+    with pytest.raises(RunDirMismatch, match="holds a BootstrapFewShot run"):
+        _compile(
+            server,
+            BootstrapFewShotWithRandomSearch(
+                metric=exact, num_candidate_programs=1, resume=run_dir
+            ),
+        )
+    with pytest.raises(RunDirMismatch) as caught:
+        _compile(server, BootstrapFewShot(metric=exact, max_rounds=2, resume=run_dir))
+    assert caught.value.parts == ["args"]
+    with dspex.context(lm=_lm(server)), pytest.raises(RunDirMismatch) as caught:
+        BootstrapFewShot(metric=exact, resume=run_dir).compile(
+            _oracle.repeated(dspex), trainset=trainset(dspex, NUMBERS)
+        )
+    assert caught.value.parts == ["student"]
+
+
+def test_resume_needs_a_run_to_resume(server: LMServer, tmp_path: Path) -> None:
+    missing = tmp_path / "missing"
+    for make in (
+        lambda **kw: BootstrapFewShot(metric=exact, **kw),
+        lambda **kw: BootstrapFewShotWithRandomSearch(metric=exact, **kw),
+        lambda **kw: MIPROv2(metric=exact, **kw),
+    ):
+        with dspex.context(lm=_lm(server)), pytest.raises(RunNotFound, match="no such run"):
+            make(resume=missing)
+    assert not missing.exists()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(RunNotFound, match="holds no run") as caught:
+        BootstrapFewShot(metric=exact, resume=empty)
+    assert caught.value.path == str(empty)
+    assert isinstance(caught.value, RunDirError) and isinstance(caught.value, FileNotFoundError)
+    # removed between the constructor and the compile: refused at compile time too
+    run_dir = tmp_path / "r"
+    _compile(server, BootstrapFewShot(metric=exact, run_dir=run_dir))
+    optimizer = BootstrapFewShot(metric=exact, resume=run_dir)
+    (run_dir / "run.json").unlink()
+    with pytest.raises(RunNotFound, match="holds no run"):
+        _compile(server, optimizer)
+    with pytest.raises(OptimizerError, match="different directories"):
+        BootstrapFewShot(metric=exact, resume=run_dir, run_dir=tmp_path / "other")
 
 
 def test_unreadable_run_dirs_raise_run_dir_error(tmp_path: Path) -> None:

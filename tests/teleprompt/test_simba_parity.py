@@ -10,6 +10,7 @@ request bodies are compared as sent.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 from collections.abc import Iterator
@@ -200,11 +201,52 @@ def test_simba_compiled_programs_load_both_ways(
 def test_simba_concurrent_same_requests_and_program(
     simba_server: LMServer, dspy_main: tuple[Any, Any]
 ) -> None:
+    """Candidates are scored as soon as their strategy is done and every winner is scored
+    on the trainset as it comes (3 steps, 4 candidates: the final selection scores all)."""
     theirs, dspy_requests = dspy_main
     ours, our_requests = _compile(simba_server, dspex, SIMBA, {**ARGS, "num_threads": 6})
     key = json.dumps
     assert sorted(map(key, our_requests)) == sorted(map(key, dspy_requests))
     assert _summary(ours) == _summary(theirs)
+
+
+def test_simba_concurrent_scores_early_only_the_winners_the_selection_keeps(
+    simba_server: LMServer,
+) -> None:
+    """4 steps, 2 candidates: the final selection scores winners 0, 2 and 4 of 5, so only
+    winners 0 and 2 are sure to be scored before the last step; no other winner is."""
+    args = {**ARGS, "num_candidates": 2, "max_steps": 4, "bsize": 3}
+    theirs, dspy_requests = _compile(simba_server, dspy, dspy.SIMBA, {**args, "num_threads": 1})
+    ours, our_requests = _compile(simba_server, dspex, SIMBA, {**args, "num_threads": 3})
+    key = json.dumps
+    assert sorted(map(key, our_requests)) == sorted(map(key, dspy_requests))
+    assert _summary(ours) == _summary(theirs)
+    assert len(ours.candidate_programs) == 3
+
+
+async def test_simba_slots_go_to_step_jobs_before_background_jobs() -> None:
+    from dspex.teleprompt.simba import _Slots
+
+    slots = _Slots(1)
+    await slots.acquire(background=False)
+    order: list[str] = []
+
+    async def take(name: str, background: bool) -> None:
+        await slots.acquire(background)
+        order.append(name)
+        slots.release()
+
+    tasks = [asyncio.create_task(take("late", True))]
+    await asyncio.sleep(0)
+    cancelled = asyncio.create_task(take("cancelled", False))
+    tasks.append(asyncio.create_task(take("step", False)))
+    await asyncio.sleep(0)
+    cancelled.cancel()
+    await asyncio.sleep(0)
+    slots.release()
+    await asyncio.gather(*tasks)
+    assert order == ["step", "late"]
+    assert slots.free == 1 and not any(slots.waiters)
 
 
 @pytest.mark.slow

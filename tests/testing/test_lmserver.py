@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from collections.abc import Iterator
 from typing import Literal
 
 import httpx
+import orjson
 import pytest
 
 import dspex
@@ -174,3 +176,123 @@ def test_latency_is_a_floor_from_arrival_and_fault_delays_add_to_it() -> None:
         start = time.monotonic()
         assert chat(srv, [{"role": "user", "content": "x"}]).status_code == 200
         assert time.monotonic() - start >= 0.1
+
+
+def _pipelined(srv: LMServer, texts: list[str]) -> list[bytes]:
+    """Send requests back to back on one connection (one write), read the replies in order."""
+    import socket
+
+    requests = b""
+    for text in texts:
+        body = orjson.dumps({"model": "m", "messages": [{"role": "user", "content": text}]})
+        requests += (
+            b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+            b"content-length: %d\r\n\r\n%s" % (len(body), body)
+        )
+    with socket.create_connection((srv.host, srv.port), timeout=5) as sock:
+        sock.sendall(requests)
+        data = b""
+        while data.count(b"HTTP/1.1 ") < len(texts) or not data.endswith(b"}"):
+            chunk = sock.recv(65536)
+            assert chunk, "the server closed the connection"
+            data += chunk
+    return [b"HTTP/1.1 " + part for part in data.split(b"HTTP/1.1 ")[1:]]
+
+
+def test_pipelined_requests_are_answered_in_order_behind_a_fault() -> None:
+    with LMServer(latency=0.01) as srv:
+        srv.add_rule("one", "first answer")
+        srv.add_rule("two", "second answer")
+        srv.add_rule("three", "third answer")
+        srv.fault(Fault(delay=0.1, match="one"))  # the first waits in a task, the rest behind it
+        replies = _pipelined(srv, ["one", "two", "three"])
+        assert [r.split(b"\r\n", 1)[0] for r in replies] == [b"HTTP/1.1 200 OK"] * 3
+        texts = [orjson.loads(r.split(b"\r\n\r\n", 1)[1]) for r in replies]
+        contents = [t["choices"][0]["message"]["content"] for t in texts]
+        assert contents == ["first answer", "second answer", "third answer"]
+        srv.fault(Fault(status=503, match="two"))  # an immediate fault between two replies
+        replies = _pipelined(srv, ["one", "two", "three"])
+        assert [r.split(b"\r\n", 1)[0] for r in replies] == [
+            b"HTTP/1.1 200 OK",
+            b"HTTP/1.1 503 Service Unavailable",
+            b"HTTP/1.1 200 OK",
+        ]
+
+
+def test_a_client_leaving_a_hung_request_ends_its_server_task() -> None:
+    import asyncio
+    import socket
+
+    with LMServer() as srv:
+        srv.fault(Fault(hang=True))
+        body = orjson.dumps({"model": "m", "messages": [{"role": "user", "content": "x"}]})
+        with socket.create_connection((srv.host, srv.port), timeout=5) as sock:
+            sock.sendall(
+                b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-length: %d\r\n\r\n%s"
+                % (len(body), body)
+            )
+            for _ in range(500):  # until the server has the request (bounded)
+                if srv.requests:
+                    break
+                time.sleep(0.01)
+            assert srv.requests
+
+        async def pending() -> int:
+            return len([t for t in asyncio.all_tasks() if t is not asyncio.current_task()])
+
+        assert srv._loop is not None
+        for _ in range(500):  # the connection's loss reaches the server (bounded)
+            count = asyncio.run_coroutine_threadsafe(pending(), srv._loop).result(5)
+            if count == 0 and not srv._connections:
+                break
+            time.sleep(0.01)
+        assert count == 0 and not srv._connections
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="the epoll selector is Linux's")
+def test_the_server_loop_waits_to_the_microsecond_and_wakes_on_sockets(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import select
+    import socket
+
+    from dspex.testing.server import _PreciseEpoll, _server_loop
+
+    waits: list[float] = []
+    real_select = select.select
+
+    def spy(r: list[int], w: list[int], x: list[int], timeout: float) -> object:
+        waits.append(timeout)
+        return real_select(r, w, x, timeout)
+
+    loop = _server_loop()
+    try:
+        monkeypatch.setattr(select, "select", spy)
+        fired: list[float] = []
+        due = loop.time() + 0.0015
+        loop.call_at(due, lambda: (fired.append(loop.time()), loop.stop()))
+        loop.run_forever()
+        assert fired[0] >= due  # never early
+        assert any(0 < w < 0.0015 and w * 1e3 % 1 for w in waits)  # a fractional-ms wait
+        a, b = socket.socketpair()
+        with a, b:
+            got: list[bytes] = []
+            loop.add_reader(a.fileno(), lambda: (got.append(a.recv(10)), loop.stop()))
+            late = loop.call_later(30, loop.stop)
+            b.send(b"ping")
+            loop.run_forever()  # woken by the socket, not the 30 s timer
+            late.cancel()
+            loop.remove_reader(a.fileno())
+            assert got == [b"ping"]
+    finally:
+        loop.close()
+    selector = _PreciseEpoll()
+    try:
+
+        def too_high(*args: object) -> object:
+            raise ValueError("filedescriptor out of range in select()")
+
+        monkeypatch.setattr(select, "select", too_high)
+        assert selector.select(0.001) == [] and selector.exact is False  # epoll's own wait
+    finally:
+        selector.close()

@@ -27,6 +27,7 @@ The same module answers the parent's question "may this callable cross by path?"
 
 from __future__ import annotations
 
+import functools
 import importlib
 import inspect
 import types
@@ -129,7 +130,10 @@ def _defined_in(obj: Any) -> str:
     return module if isinstance(module, str) else ""
 
 
+@functools.lru_cache(maxsize=4096)
 def _denied(module: str) -> bool:
+    """Whether anything defined in ``module`` is unreachable (cached: a pure function of the
+    name, asked on every call)."""
     return _root(module) in DENIED_ROOTS or _in(module, DENIED_MODULES)
 
 
@@ -153,6 +157,8 @@ class Policy:
     def __init__(self, roots: Iterable[str] = (), code_opt_in: Iterable[str] = ()) -> None:
         self.roots = frozenset(r for r in (*ALWAYS_ALLOWED, *roots) if r not in DENIED_ROOTS)
         self.code_opt_in = frozenset(code_opt_in)
+        # classes whose instances passed check_target (a pure function of the class)
+        self._allowed_classes: set[type] = set()
 
     # ------------------------------------------------------------------ import paths
     def resolve(self, path: Any, purpose: Purpose = "object") -> Any:
@@ -234,8 +240,12 @@ class Policy:
     # ------------------------------------------------------------------ held objects
     def check_target(self, obj: Any, what: str) -> None:
         """Methods and attributes may only be used on objects of allowed classes."""
+        cls = type(obj)
+        if cls in self._allowed_classes:  # an instance of a class that passed before
+            return
         if inspect.ismodule(obj):
             raise SecurityError(f"{what}: modules cannot be reached", attribute=what)
+        instance = False
         if inspect.ismethod(obj):  # a bound method handed out earlier (optimizer.compile)
             if obj.__name__.startswith("_"):
                 raise SecurityError(f"{what}: {obj.__name__!r} is private", attribute=what)
@@ -247,7 +257,7 @@ class Policy:
                 raise SecurityError(f"{what} refused: function from {defined!r}", attribute=what)
             return
         elif not inspect.isclass(obj):
-            obj = type(obj)
+            obj, instance = cls, True
         defined = _defined_in(obj)
         if _root(defined) not in self.roots or _denied(defined):
             raise SecurityError(
@@ -255,6 +265,8 @@ class Policy:
                 "are not on the allow-list",
                 attribute=what,
             )
+        if instance:  # the verdict on a plain instance depends on its class alone
+            self._allowed_classes.add(cls)
 
     def check_call(self, fn: Any, method: str, kwargs: Mapping[str, Any]) -> None:
         """A method about to be called on a held object: not a denied or builtin callable."""

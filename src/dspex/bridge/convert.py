@@ -456,6 +456,7 @@ class Decoder:
         self.side: Side = side
         self.resolve = resolve
         self.on_tag = on_tag
+        self._library: Any = None
 
     def decode(self, value: Any) -> Any:
         if isinstance(value, list):
@@ -468,13 +469,11 @@ class Decoder:
         return value
 
     def _lib(self) -> Any:
-        if self.side == "dspy":
-            import dspy
-
-            return dspy
-        import dspex
-
-        return dspex
+        """``dspy`` or ``dspex`` (imported on first use)."""
+        lib = self._library
+        if lib is None:
+            lib = self._library = importlib.import_module(self.side)
+        return lib
 
     def _decode_tagged(self, tag: str, data: dict[str, Any]) -> Any:
         if tag == "tuple":

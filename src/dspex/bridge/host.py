@@ -34,8 +34,16 @@ from dspex.bridge.allowlist import ALWAYS_ALLOWED, Policy, parse_code_opt_in
 from dspex.bridge.convert import TAG, Decoder, Encoder, decode_type
 from dspex.bridge.errors import error_payload
 from dspex.errors import SecurityError, SessionLost, UserError
+from dspex.pool.worker import _current
 
-__all__ = ["ALWAYS_ALLOWED", "CODE_EXECUTION_ENV", "IMPORT_ROOTS_ENV", "DSPyHost", "make_host"]
+__all__ = [
+    "ALWAYS_ALLOWED",
+    "CODE_EXECUTION_ENV",
+    "IMPORT_ROOTS_ENV",
+    "DSPyHost",
+    "dspy_lm",
+    "make_host",
+]
 
 IMPORT_ROOTS_ENV = "DSPEX_DSPY_IMPORT_ROOTS"
 """Comma-separated extra import roots, set by the parent from ``dspy_import_roots``."""
@@ -70,6 +78,7 @@ class DSPyHost:
         self._secrets: set[str] = set()
         self._ids = itertools.count(1)
         self._active: dict[str | None, Any] = {}
+        self._adapters: dict[str, Any] = {}  # adapter class name -> instance
         self._parent_lock = threading.Lock()
         self._encoder = Encoder(on_module=self._hold_module, on_other=self._hold_object)
         self._decoder = Decoder("dspy", resolve=self.resolve, on_tag=self._decode_tag)
@@ -95,12 +104,8 @@ class DSPyHost:
         return objects
 
     def _session(self) -> str | None:
-        from dspex.pool.worker import current_call
-
-        try:
-            return current_call().session
-        except RuntimeError:
-            return None
+        call = _current.get()
+        return None if call is None else call.session
 
     def _get(self, oid: str) -> Any:
         objects = self._objects()
@@ -168,8 +173,6 @@ class DSPyHost:
         session = self._session()
 
         def proxy(*args: Any, **kwargs: Any) -> Any:
-            from dspex.pool.worker import _current
-
             call = _current.get() or host._active.get(session)
             if call is None:
                 raise UserError(f"parent callback {data.get('fn_name')!r} called outside a call")
@@ -239,16 +242,7 @@ class DSPyHost:
             return lm
         if spec.get("api_key"):
             self._secrets.add(spec["api_key"])
-        kwargs = dict(spec.get("kwargs") or {})
-        for name in ("api_base", "api_key", "timeout"):
-            if spec.get(name) is not None:
-                kwargs[name] = spec[name]
-        lm = self._dspy.LM(
-            spec["model"],
-            cache=spec.get("cache", True),
-            num_retries=spec.get("num_retries", 3),
-            **kwargs,
-        )
+        lm = dspy_lm(self._dspy, spec)
         self._lms[key] = lm
         if len(self._lms) > _LM_CACHE_SIZE:
             self._lms.popitem(last=False)
@@ -269,30 +263,40 @@ class DSPyHost:
     @contextmanager
     def _context(self, ctx: dict[str, Any] | None) -> Iterator[None]:
         """Run under the parent's LM and adapter; remember the call for callback proxies."""
-        from dspex.pool.worker import _current
-
-        session = self._session()
+        call = _current.get()
+        session = None if call is None else call.session
         outer = self._active.get(session)
-        self._active[session] = _current.get() or outer
-        overrides: dict[str, Any] = {"track_usage": True}
-        ctx = ctx or {}
-        if ctx.get("lm"):
-            overrides["lm"] = self._lm(ctx["lm"])
-        adapter = ctx.get("adapter")
-        if adapter:
-            overrides["adapter"] = self.policy.adapter(self._dspy, adapter)()
-        if self.policy.code_opt_in:
-            from dspex.sandbox.dspy_compat import sandbox_interpreter_factory
-
-            overrides["interpreter_factory"] = sandbox_interpreter_factory()
+        self._active[session] = call or outer
         try:
-            with self._dspy.context(**overrides):
+            with self._dspy.context(**self._overrides(ctx or {})):
                 yield
         finally:
             if outer is None:
                 self._active.pop(session, None)
             else:
                 self._active[session] = outer
+
+    def _overrides(self, ctx: dict[str, Any]) -> dict[str, Any]:
+        """The DSPy settings a call runs under (``dspy.context`` keywords)."""
+        overrides: dict[str, Any] = {"track_usage": True}
+        if ctx.get("lm"):
+            overrides["lm"] = self._lm(ctx["lm"])
+        adapter = ctx.get("adapter")
+        if adapter:
+            overrides["adapter"] = self._adapter(adapter)
+        if self.policy.code_opt_in:
+            from dspex.sandbox.dspy_compat import sandbox_interpreter_factory
+
+            overrides["interpreter_factory"] = sandbox_interpreter_factory()
+        return overrides
+
+    def _adapter(self, name: Any) -> Any:
+        """The parent's adapter, by class name: one default-constructed instance per class
+        (DSPy's adapters keep no per-call state)."""
+        adapter = self._adapters.get(name)
+        if adapter is None:
+            adapter = self._adapters[name] = self.policy.adapter(self._dspy, name)()
+        return adapter
 
     # ------------------------------------------------------------------ protocol methods
     # Every object method takes ``make``: the creation recipe ``[path, args, kwargs, state]``
@@ -419,6 +423,21 @@ class DSPyHost:
         self._sessions.pop(session_id, None)
         self._active.pop(session_id, None)
         self._lm_refs.pop(session_id, None)
+
+
+def dspy_lm(dspy: Any, spec: dict[str, Any]) -> Any:
+    """The ``dspy.LM`` a worker builds from an HTTP LM's spec (:func:`~dspex.bridge.session.
+    http_lm_spec`); benchmarks build their in-process baseline with it too."""
+    kwargs = dict(spec.get("kwargs") or {})
+    for name in ("api_base", "api_key", "timeout"):
+        if spec.get(name) is not None:
+            kwargs[name] = spec[name]
+    return dspy.LM(
+        spec["model"],
+        cache=spec.get("cache", True),
+        num_retries=spec.get("num_retries", 3),
+        **kwargs,
+    )
 
 
 def _refuse_interpreters(kwargs: dict[str, Any]) -> None:

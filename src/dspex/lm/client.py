@@ -49,6 +49,7 @@ from dspex.lm.usage import current_tracker
 from dspex.lm.wire import HTTPTransport
 from dspex.telemetry import events
 from dspex.utils.callback import with_callbacks
+from dspex.utils.inspect_history import record_history
 
 __all__ = ["LM"]
 
@@ -412,8 +413,6 @@ class LM(FinetuneMixin, BaseLM):
         *,
         cached: bool,
     ) -> None:
-        from dspex.utils.inspect_history import record_history
-
         record_history(self, {
             "model": self.model, "messages": messages, "kwargs": options, "outputs": texts,
             "usage": {} if cached else usage, "cached": cached, "timestamp": time.time(),

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Generator
-from contextlib import closing
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -215,7 +214,7 @@ def drive(flow: Flow[R], send: Callable[[], Response]) -> R:
     """Run an attempt flow with blocking I/O: ``send()`` makes one HTTP request (raising
     :class:`HTTPError` when there is no reply). Returns the flow's result or raises its
     error; the flow is closed in every case (an interrupted request settles the breaker)."""
-    with closing(flow):
+    try:  # not ``contextlib.closing``: this runs once per LM call
         step = _advance(flow, None)
         while not isinstance(step, _Done):
             outcome: Outcome = None
@@ -228,11 +227,13 @@ def drive(flow: Flow[R], send: Callable[[], Response]) -> R:
                 time.sleep(step)
             step = _advance(flow, outcome)
         return step.value
+    finally:
+        flow.close()
 
 
 async def adrive(flow: Flow[R], send: Callable[[], Awaitable[Response]]) -> R:
     """:func:`drive` on the running loop: ``send()`` is awaited and pauses do not block."""
-    with closing(flow):
+    try:
         step = _advance(flow, None)
         while not isinstance(step, _Done):
             outcome: Outcome = None
@@ -245,3 +246,5 @@ async def adrive(flow: Flow[R], send: Callable[[], Awaitable[Response]]) -> R:
                 await asyncio.sleep(step)
             step = _advance(flow, outcome)
         return step.value
+    finally:
+        flow.close()

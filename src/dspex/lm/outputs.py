@@ -27,7 +27,9 @@ def _finish(outputs: list[dict[str, Any]]) -> list[Any]:
 def openai_outputs(choices: list[dict[str, Any]], logprobs: bool = False) -> list[Any]:
     """Outputs of a Chat Completions reply's choices (in ``index`` order)."""
     outputs: list[dict[str, Any]] = []
-    for choice in sorted(choices, key=lambda c: c.get("index", 0)):
+    if len(choices) > 1:
+        choices = sorted(choices, key=lambda c: c.get("index", 0))
+    for choice in choices:
         message = choice.get("message") or {}
         content = message.get("content")
         output: dict[str, Any] = {"text": None if content is None else str(content)}

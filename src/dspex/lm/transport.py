@@ -38,6 +38,7 @@ import socket
 import threading
 import time
 import zlib
+from collections import deque
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, cast
@@ -157,6 +158,8 @@ class _Connection(asyncio.Protocol):
         self.closed = False
         self.active = False
         self.idle_since = 0.0
+        self.deadline = 0.0  # of the request in flight (``time.monotonic()``), if it has one
+        self.loop: asyncio.AbstractEventLoop | None = None
         self._reset(False)
 
     def _reset(self, stream: bool) -> None:
@@ -184,7 +187,8 @@ class _Connection(asyncio.Protocol):
         """Until something happens (the whole reply, or for streams any progress)."""
         if self.error is not None:
             raise self.error
-        waiter = self.waiter = asyncio.get_running_loop().create_future()
+        loop = self.loop or asyncio.get_running_loop()
+        waiter = self.waiter = loop.create_future()
         try:
             await waiter
         finally:
@@ -196,6 +200,14 @@ class _Connection(asyncio.Protocol):
         self.closed = True
         if self.transport is not None:
             self.transport.abort()
+
+    def expire(self) -> None:
+        """The request's deadline passed: drop the connection, wake the caller with the error."""
+        if self.done or self.error is not None:
+            return  # the reply is complete (or failed already): the caller takes it
+        self.error = DeadlineExceeded("deadline exceeded")
+        self.abort()
+        self._wake()
 
     def response(self) -> Response:
         return Response(
@@ -214,6 +226,7 @@ class _Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement the interface without subclassing asyncio.Transport
         self.transport = cast(asyncio.Transport, transport)
+        self.loop = asyncio.get_running_loop()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -361,7 +374,14 @@ class StreamResponse:
 
 
 class ConnectionPool:
-    """Keep-alive HTTP/1.1 connections to one origin, for one event loop."""
+    """Keep-alive HTTP/1.1 connections to one origin, for one event loop.
+
+    Per request on the common path (an idle connection, a free slot): no lock, no timer and
+    no task. The slots are a counter (a waiter queue only once ``max_connections`` requests
+    are in flight), and deadlines are kept by one watchdog timer per pool, due at the earliest
+    deadline in flight: a request whose deadline is later than the watchdog's (the usual
+    case: same timeout, later start) schedules nothing.
+    """
 
     def __init__(
         self,
@@ -376,14 +396,23 @@ class ConnectionPool:
         self.scheme, self.host, self.port = scheme, host, port
         self.keepalive_expiry = keepalive_expiry
         self.max_body = max_body
+        self.max_connections = max_connections
         self._idle: list[_Connection] = []
-        self._slots = asyncio.Semaphore(max_connections)
+        self._in_flight = 0
+        self._waiters: deque[asyncio.Future[None]] = deque()
+        self._watched: set[_Connection] = set()  # requests with a deadline, in flight
+        self._watchdog: asyncio.TimerHandle | None = None
+        self._watchdog_at = 0.0
         self._closed = False
         self._ssl: ssl.SSLContext | None = None
 
-    async def request(self, message: bytes) -> Response:
-        """Send a complete request message; return the complete response."""
-        conn = await self._exchange(message, stream=False)
+    async def request(self, message: bytes, deadline: float | None = None) -> Response:
+        """Send a complete request message; return the complete response.
+
+        ``deadline`` (``time.monotonic()``) bounds the whole exchange: past it the connection
+        is dropped and :class:`DeadlineExceeded` raised.
+        """
+        conn = await self._exchange(message, stream=False, deadline=deadline)
         try:
             return conn.response()
         finally:
@@ -405,22 +434,34 @@ class ConnectionPool:
 
     async def aclose(self) -> None:
         self._closed = True
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
         idle, self._idle = self._idle, []
         for conn in idle:
             conn.abort()
 
     # -------------------------------------------------------------- internals
-    async def _exchange(self, message: bytes, *, stream: bool) -> _Connection:
+    async def _exchange(
+        self, message: bytes, *, stream: bool, deadline: float | None = None
+    ) -> _Connection:
         if self._closed:
             raise HTTPError("connection pool is closed")
-        await self._slots.acquire()
+        if deadline is not None and deadline <= time.monotonic():
+            raise DeadlineExceeded("deadline exceeded")
+        if self._in_flight < self.max_connections and not self._waiters:
+            self._in_flight += 1
+        else:
+            await self._wait_for_slot(deadline)
         try:
             for attempt in (0, 1):
                 conn = self._take_idle()
                 reused = conn is not None
                 if conn is None:
-                    conn = await self._connect()
+                    conn = await self._connect(deadline)
                 try:
+                    if deadline is not None:
+                        self._watch(conn, deadline)
                     conn.start(message, stream)
                     if stream:
                         while not conn.head_done:
@@ -430,17 +471,68 @@ class ConnectionPool:
                             await conn.wait()
                     return conn
                 except RemoteProtocolError:
+                    self._unwatch(conn)
                     conn.abort()
                     if reused and not conn.got_bytes and attempt == 0:
                         continue  # a stale keep-alive connection: resend on a fresh one
                     raise
                 except BaseException:
+                    self._unwatch(conn)
                     conn.abort()
                     raise
             raise AssertionError("unreachable")  # pragma: no cover
         except BaseException:
-            self._slots.release()
+            self._free_slot()
             raise
+
+    async def _wait_for_slot(self, deadline: float | None) -> None:
+        """Queue for a slot (``max_connections`` requests are in flight), first come first served."""
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            async with asyncio.timeout(None if deadline is None else deadline - time.monotonic()):
+                await waiter
+        except BaseException:
+            if waiter.done() and not waiter.cancelled():
+                self._free_slot()  # handed a slot as we gave up: pass it on
+            elif waiter in self._waiters:
+                self._waiters.remove(waiter)
+            raise
+
+    def _free_slot(self) -> None:
+        """A request left its slot: hand it to the first live waiter, or count it free."""
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)  # the slot passes on: ``_in_flight`` is unchanged
+                return
+        self._in_flight -= 1
+
+    def _watch(self, conn: _Connection, deadline: float) -> None:
+        conn.deadline = deadline
+        self._watched.add(conn)
+        if self._watchdog is None or deadline < self._watchdog_at:
+            self._arm(deadline)
+
+    def _unwatch(self, conn: _Connection) -> None:
+        self._watched.discard(conn)
+
+    def _arm(self, deadline: float) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+        loop = asyncio.get_running_loop()
+        self._watchdog_at = deadline
+        self._watchdog = loop.call_at(loop.time() + deadline - time.monotonic(), self._expire)
+
+    def _expire(self) -> None:
+        """The watchdog: fail the requests past their deadline, then wait for the next one."""
+        self._watchdog = None
+        now = time.monotonic()
+        for conn in [c for c in self._watched if c.deadline <= now]:
+            self._watched.discard(conn)
+            conn.expire()
+        if self._watched:
+            self._arm(min(c.deadline for c in self._watched))
 
     def _take_idle(self) -> _Connection | None:
         idle = self._idle
@@ -454,24 +546,28 @@ class ConnectionPool:
 
     def _release(self, conn: _Connection) -> None:
         conn.active = False
+        self._watched.discard(conn)
         if conn.done and not conn.closed and not self._closed:
             conn.idle_since = time.monotonic()
             self._idle.append(conn)
         else:
             conn.abort()
-        self._slots.release()
+        self._free_slot()
 
-    async def _connect(self) -> _Connection:
+    async def _connect(self, deadline: float | None = None) -> _Connection:
         loop = asyncio.get_running_loop()
         kwargs: dict[str, Any] = {}
         if self.scheme == "https":
             kwargs = {"ssl": _ssl_context(self), "server_hostname": self.host}
-        try:
-            _, conn = await loop.create_connection(
-                lambda: _Connection(self.max_body), self.host, self.port, **kwargs
-            )
-        except OSError as exc:  # refused, unreachable, DNS (gaierror), TLS (SSLError)
-            raise ConnectError(f"{type(exc).__name__}: {exc}") from exc
+        connecting = loop.create_connection(
+            lambda: _Connection(self.max_body), self.host, self.port, **kwargs
+        )
+        # the deadline's TimeoutError (an OSError too) is raised outside the ``try``
+        async with asyncio.timeout(None if deadline is None else deadline - time.monotonic()):
+            try:
+                _, conn = await connecting
+            except OSError as exc:  # refused, unreachable, DNS (gaierror), TLS (SSLError)
+                raise ConnectError(f"{type(exc).__name__}: {exc}") from exc
         return conn
 
 

@@ -120,10 +120,12 @@ class HTTPTransport:
 
     async def arequest(self, target: Target, message: bytes, deadline: float) -> Response:
         """Send ``message`` on the running loop; the whole reply before ``deadline``."""
-        pool = await self._pool(target.origin)
+        pools = self._async.get(asyncio.get_running_loop())
+        pool = pools.get(target.origin) if pools is not None else None
+        if pool is None:
+            pool = await self._pool(target.origin)
         try:
-            async with asyncio.timeout(deadline - time.monotonic()):
-                return await pool.request(message)
+            return await pool.request(message, deadline)
         except Exception as exc:
             _raise_mapped(exc)
             raise  # pragma: no cover

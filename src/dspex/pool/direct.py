@@ -17,6 +17,7 @@ until the pool thread takes it back (:meth:`DirectPath._reclaim`, ``_adopt``,
 from __future__ import annotations
 
 import select
+import socket
 import time
 from typing import Any
 
@@ -32,6 +33,7 @@ NOT_TAKEN: Any = object()
 """Returned by :meth:`DirectPath._call_direct` when no parked worker was free."""
 
 _SLICE_MS = 100  # how often a waiting caller looks at flags the pool thread may have set
+_SLICE = _SLICE_MS / 1000
 
 
 class DirectPath(PoolCore):
@@ -161,20 +163,20 @@ class DirectPath(PoolCore):
             return NOT_TAKEN
         now = time.monotonic()
         req.submitted = req.started = now
-        if req.deadline is not None:
-            req.deadline += now
+        timeout = req.deadline  # (relative until now)
+        if timeout is not None:
+            req.deadline = now + timeout
         req.state = "running"
         req.worker = w
         w.req = req
         w.state = "busy"
-        left = None if req.deadline is None else req.deadline - now
         frame = call_frame(
-            req.id, req.method, req.args_bytes, left, None if sess is None else sess.id, 0
+            req.id, req.method, req.args_bytes, timeout, None if sess is None else sess.id, 0
         )
         buf = FrameBuffer()
         pending: list[Message] = []
         try:
-            reply = self._direct_io(w, req, frame, buf, pending)
+            reply = self._direct_io(w, req, frame, buf, pending, now)
         except BaseException:  # interrupted: the pool thread takes over and cancels
             self._io.schedule(self._adopt, w, req, pending, buf.take())
             self._io.schedule(self._cancel, req)
@@ -219,54 +221,62 @@ class DirectPath(PoolCore):
             self._pump()
 
     def _direct_io(
-        self, w: Worker, req: Req, frame: bytes, buf: FrameBuffer, pending: list[Message]
+        self,
+        w: Worker,
+        req: Req,
+        frame: bytes,
+        buf: FrameBuffer,
+        pending: list[Message],
+        now: float,
     ) -> Result | Error | None:
         """Send the frame and wait for its Result/Error; None hands the call to the pool."""
         sock = w.sock
         assert sock is not None
-        poller = select.poll()
-        fd = sock.fileno()
-        view = memoryview(frame)
-        while view:
-            try:
-                sent = sock.send(view)
-            except BlockingIOError:
-                poller.register(fd, select.POLLOUT)
-                poller.poll(_SLICE_MS)
-                poller.unregister(fd)
-                continue
-            except OSError:  # EPIPE/ECONNRESET: the worker is gone and never read the frame
-                req.undelivered = True  # (a partial frame is never run either)
-                return None
-            view = view[sent:]
-        poller.register(fd, select.POLLIN)
+        try:
+            sent = sock.send(frame)
+        except BlockingIOError:
+            sent = 0
+        except OSError:  # EPIPE/ECONNRESET: the worker is gone and never read the frame
+            req.undelivered = True
+            return None
+        if sent < len(frame) and not _send_rest(sock, memoryview(frame)[sent:]):
+            req.undelivered = True  # (a partial frame is never run either)
+            return None
+        poller = w.poller  # (registered for POLLIN once: only the lease holder polls it)
+        if poller is None:
+            poller = w.poller = select.poll()
+            poller.register(sock.fileno(), select.POLLIN)
         unpack = self._codec.unpack
+        deadline = req.deadline
         while True:
             wait = _SLICE_MS
-            if req.deadline is not None:
-                left = req.deadline - time.monotonic()
+            if deadline is not None:
+                left = deadline - now
                 if left <= 0:
                     return None
-                wait = min(wait, int(left * 1000) + 1)
+                if left < _SLICE:
+                    wait = int(left * 1000) + 1
             if not poller.poll(wait):
                 if w.exit_seen or w.state != "busy":
                     return None
+                now = time.monotonic()
                 continue
             try:
                 data = sock.recv(1 << 18)
             except BlockingIOError:
+                now = time.monotonic()
                 continue
             except OSError:
                 return None
             if not data:
                 return None
             try:
-                bodies = buf.feed(data)
-                for body in bodies:
+                for body in buf.feed(data):
                     pending.append(unpack(body))
             except (ProtocolError, DSPexError):
                 return None
             if not pending:
+                now = time.monotonic()
                 continue
             msg = pending[0]
             if (
@@ -278,3 +288,18 @@ class DirectPath(PoolCore):
                 pending.clear()
                 return msg
             return None  # a callback request, a stream item, a resource limit: the pool's job
+
+
+def _send_rest(sock: socket.socket, view: memoryview) -> bool:
+    """Write the rest of a frame the socket did not take at once; False if the peer is gone."""
+    poller = select.poll()
+    fd = sock.fileno()
+    poller.register(fd, select.POLLOUT)
+    while view:
+        try:
+            view = view[sock.send(view) :]
+        except BlockingIOError:
+            poller.poll(_SLICE_MS)
+        except OSError:
+            return False
+    return True

@@ -3,8 +3,9 @@
 All supervision and I/O run on the pool's own event-loop thread (:mod:`~dspex.pool.loop`), so
 a pool is not bound to the caller's loop: it can be used from many threads, from
 ``run_sync``'s per-thread loops and from plain sync code (``call_sync``). A call hops to the
-pool thread and its result hops back to the caller's loop (or completes a
-``concurrent.futures.Future`` for sync callers).
+pool thread and its result hops back to the caller's loop (or settles a sync caller's
+:class:`~dspex.pool.records.SyncWaiter`; a sync call on a parked worker skips both hops, see
+:mod:`~dspex.pool.direct`).
 
 Request path (:mod:`~dspex.pool.dispatch`): bounded FIFO queue -> idle worker
 (:func:`~dspex.pool.scheduler.pick_worker`, session affinity first) -> ``Call`` frame with the
@@ -16,7 +17,6 @@ fails with ``WorkerCrashed``. State records live in :mod:`~dspex.pool.records`.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import weakref
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -24,11 +24,11 @@ from typing import TYPE_CHECKING, Any
 from dspex.errors import CallError, DSPexError, UserError
 from dspex.pool.callbacks import Callbacks
 from dspex.pool.config import PoolConfig
-from dspex.pool.direct import DirectPath
+from dspex.pool.direct import NOT_TAKEN, DirectPath
 from dspex.pool.dispatch import Dispatch, remote_error
 from dspex.pool.outcomes import Outcomes
-from dspex.pool.protocol import Error, Result, pack_args
-from dspex.pool.records import DEFAULT, Mailbox, PoolState, Req
+from dspex.pool.protocol import Result, pack_args
+from dspex.pool.records import DEFAULT, Mailbox, PoolState, Req, SyncWaiter
 from dspex.pool.stats import snapshot
 from dspex.pool.supervisor import Supervisor
 
@@ -288,22 +288,22 @@ class Pool(DirectPath, Dispatch, Supervisor, Outcomes, Callbacks):
         if self._io.on_thread():
             raise UserError("call_sync() cannot run on the pool's own thread")
         req = self._new_req(method, args, kwargs, session, timeout, idempotent)
-        cfut = req.cfut = concurrent.futures.Future()
+        waiter = req.waiter = SyncWaiter()
         if self._parked if session is None else session.worker and self._parked_pinned:
             reply = self._call_direct(req)
-            if isinstance(reply, Result):
-                req.resolve(True, reply.value)
-                return cfut.result()  # (the pool thread may have failed it first: closed)
-            if isinstance(reply, Error):
-                req.resolve(False, remote_error(reply))
-                return cfut.result()
+            if reply is not NOT_TAKEN:  # (the pool thread may have settled it first: closed)
+                if isinstance(reply, Result):
+                    req.resolve(True, reply.value)
+                else:
+                    req.resolve(False, remote_error(reply))
+                return waiter.result()
         elif not self._want_direct:
             self._want_direct = True
             self._schedule(self._park_idle)
         if req.state == "new":  # not adopted from the direct path: submit it
             self._schedule(self._submit, req)
         try:
-            return cfut.result()
+            return waiter.result()
         except BaseException:
             if not req.done:
                 self._schedule(self._cancel, req)

@@ -179,13 +179,18 @@ _KINDS: dict[str, Any] = {
 }
 
 
+_tuple_new = tuple.__new__
+
+
 def decode(raw: Any) -> Message:
     """The typed message for a decoded msgpack array (``ProtocolError`` if it is not one)."""
     try:
         cls = _KINDS[raw[0]]
-        message: Message = cls._make(raw)
+        message: Message = _tuple_new(cls, raw)  # (``cls._make`` without its Python frame)
     except (KeyError, IndexError, TypeError) as exc:
         raise ProtocolError(f"malformed message {raw!r:.200}") from exc
+    if len(message) != len(cls._fields):
+        raise ProtocolError(f"malformed message {raw!r:.200}")
     return message
 
 
@@ -272,6 +277,8 @@ class FrameBuffer:
     def feed(self, data: bytes) -> list[bytes]:
         """Append ``data``; return the bodies of the frames now complete."""
         buf = self._buf
+        if not buf and len(data) > 4 and _HEADER.unpack_from(data)[0] == len(data) - 4:
+            return [data[4:]]  # exactly one whole frame (the usual reply): no buffering
         buf += data
         out: list[bytes] = []
         pos = 0

@@ -1,7 +1,7 @@
 """The pool's state records: a worker, a request, and how a request's outcome reaches its caller.
 
 Everything here is plain data touched only on the pool's own thread (a request's outcome is
-handed to the caller's loop or ``concurrent.futures.Future`` by :meth:`Req.resolve`).
+handed to the caller's loop or to a sync caller's :class:`SyncWaiter` by :meth:`Req.resolve`).
 """
 
 from __future__ import annotations
@@ -10,7 +10,9 @@ import asyncio
 import collections
 import concurrent.futures
 import itertools
+import select
 import socket
+import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -19,7 +21,16 @@ if TYPE_CHECKING:
     from dspex.pool.session import _SessionState
     from dspex.pool.supervisor import WorkerProtocol
 
-__all__ = ["DEFAULT", "Mailbox", "PoolState", "Req", "ReqState", "Worker", "WorkerState"]
+__all__ = [
+    "DEFAULT",
+    "Mailbox",
+    "PoolState",
+    "Req",
+    "ReqState",
+    "SyncWaiter",
+    "Worker",
+    "WorkerState",
+]
 
 
 class _Default:
@@ -53,6 +64,7 @@ class Worker:
         "outbox",
         "pid",
         "pidfd",
+        "poller",
         "protocol",
         "recycle_due",
         "req",
@@ -73,6 +85,7 @@ class Worker:
         self.state: WorkerState = "starting"
         self.transport: asyncio.Transport | None = None
         self.sock: socket.socket | None = None  # the transport's socket (for direct calls)
+        self.poller: select.poll | None = None  # a direct caller's wait on ``sock``
         self.protocol: WorkerProtocol | None = None
         self.leased = False  # parked for, or held by, a sync caller (see dspex.pool.direct)
         self.exit_seen = False  # the process is known to have exited
@@ -121,7 +134,6 @@ class Req:
         "args_bytes",
         "attempts",
         "caller_loop",
-        "cfut",
         "deadline",
         "done",
         "fut",
@@ -138,6 +150,7 @@ class Req:
         "stream",
         "submitted",
         "undelivered",
+        "waiter",
         "worker",
     )
 
@@ -170,7 +183,7 @@ class Req:
         self.caller_loop: asyncio.AbstractEventLoop | None = None
         self.fut: asyncio.Future[Any] | None = None
         self.mailbox: Mailbox | None = None
-        self.cfut: concurrent.futures.Future[Any] | None = None
+        self.waiter: SyncWaiter | None = None
         self.on_item: Callable[[Any], None] | None = None
 
     def resolve(self, ok: bool, value: Any) -> bool:
@@ -178,17 +191,9 @@ class Req:
         if self.done:
             return False
         self.done = True
-        if self.cfut is not None:
-            try:  # (a direct call's caller thread may race the pool thread here)
-                if isinstance(value, asyncio.CancelledError):
-                    self.cfut.cancel()
-                elif ok:
-                    self.cfut.set_result(value)
-                else:
-                    self.cfut.set_exception(value)
-            except concurrent.futures.InvalidStateError:
-                pass
-        elif self.fut is not None and self.mailbox is not None:
+        if self.waiter is not None:  # (a direct call's caller thread may race the pool thread)
+            return self.waiter.set(ok, value)
+        if self.fut is not None and self.mailbox is not None:
             self.mailbox.post(self.fut, ok, value)
         elif self.fut is not None and self.caller_loop is not None:
             try:
@@ -196,6 +201,44 @@ class Req:
             except RuntimeError:  # the caller's loop is closed: nobody is waiting
                 pass
         return True
+
+
+class SyncWaiter:
+    """Where a sync caller waits for its call's one outcome (a light ``Future``: two locks).
+
+    :meth:`set` is a test-and-set: of the pool thread and a direct caller racing to settle
+    the same call, exactly one wins and its outcome is the one :meth:`result` returns.
+    """
+
+    __slots__ = ("_claim", "_ready", "ok", "value")
+
+    def __init__(self) -> None:
+        self._claim = threading.Lock()
+        self._ready = threading.Lock()
+        self._ready.acquire()
+        self.ok = False
+        self.value: Any = None
+
+    def set(self, ok: bool, value: Any) -> bool:
+        """Settle with this outcome; False if it was settled already."""
+        if not self._claim.acquire(False):
+            return False
+        self.ok = ok
+        self.value = value
+        self._ready.release()
+        return True
+
+    def result(self) -> Any:
+        """Wait for the outcome (interruptible); return the value or raise the error (a
+        cancellation raises ``concurrent.futures.CancelledError``, as a cancelled future)."""
+        ready = self._ready
+        ready.acquire()
+        ready.release()  # (stays settled: a second result() returns at once)
+        if self.ok:
+            return self.value
+        if isinstance(self.value, asyncio.CancelledError):
+            raise concurrent.futures.CancelledError()
+        raise self.value
 
 
 def _deliver(fut: asyncio.Future[Any], ok: bool, value: Any) -> None:

@@ -53,7 +53,6 @@ from dspex.pool.protocol import (
     ParentCall,
     ParentReply,
     Ready,
-    Result,
     Shutdown,
     load_codec,
     payload_error,
@@ -73,6 +72,8 @@ from dspex.pool.worker_setup import _import_target as _import_target  # (the Ray
 __all__ = ["CallCancelled", "CallContext", "current_call", "main"]
 
 _RECV = 1 << 18
+_PLAIN = frozenset({str, int, float, bool, bytes, type(None), list, dict, tuple})
+"""Result types that are never awaitables or generators (exactly these, not subclasses)."""
 
 
 class CallCancelled(Exception):
@@ -320,11 +321,12 @@ class _Server:
             if msg.stream:
                 self._stream(ctx, result)
                 return
-            if inspect.isawaitable(result):
-                result = self._run_async(ctx, result)
-            if inspect.isgenerator(result) or inspect.isasyncgen(result):
-                raise TypeError(f"{msg.method} returns a generator: call it with pool.stream()")
-            self.channel.send(Result("result", msg.id, result))
+            if type(result) not in _PLAIN:  # (plain data needs none of these checks)
+                if inspect.isawaitable(result):
+                    result = self._run_async(ctx, result)
+                if inspect.isgenerator(result) or inspect.isasyncgen(result):
+                    raise TypeError(f"{msg.method} returns a generator: call it with pool.stream()")
+            self.channel.send(("result", msg.id, result))  # (a Result, minus its __new__)
         except _ParentGone:
             raise
         except BaseException as exc:

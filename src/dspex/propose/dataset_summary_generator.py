@@ -7,11 +7,13 @@ in two or three sentences.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from typing import Any
 
 from dspex import settings
+from dspex._sync import run_sync
 from dspex.modules.predict import Predict
 from dspex.propose.utils import strip_prefix
 from dspex.signatures import InputField, OutputField, Signature
@@ -20,6 +22,7 @@ __all__ = [
     "DatasetDescriptor",
     "DatasetDescriptorWithPriorObservations",
     "ObservationSummarizer",
+    "acreate_dataset_summary",
     "create_dataset_summary",
     "order_input_keys_in_string",
 ]
@@ -71,10 +74,16 @@ def order_input_keys_in_string(unordered_repr: str) -> str:
     return _INPUT_KEYS.sub(reorder, unordered_repr)
 
 
-def _describe(signature: Any, prompt_model: Any, **inputs: Any) -> Any:
+async def _describe(
+    signature: Any, prompt_model: Any, limiter: asyncio.Semaphore | None, **inputs: Any
+) -> Any:
     with settings.context(lm=prompt_model):
         # DSPy asks for n=1, which its LM client does not send; ours would, so it is left out
-        return Predict(signature, temperature=1.0)(**inputs)
+        predict = Predict(signature, temperature=1.0)
+        if limiter is None:
+            return await predict.acall(**inputs)
+        async with limiter:
+            return await predict.acall(**inputs)
 
 
 def create_dataset_summary(
@@ -85,10 +94,29 @@ def create_dataset_summary(
     verbose: bool = False,
 ) -> str:
     """A 2-3 sentence summary of ``trainset`` written by ``prompt_model`` (or the configured LM)."""
+    return run_sync(
+        acreate_dataset_summary(trainset, view_data_batch_size, prompt_model, log_file, verbose)
+    )
+
+
+async def acreate_dataset_summary(
+    trainset: list[Any],
+    view_data_batch_size: int,
+    prompt_model: Any,
+    log_file: Any = None,
+    verbose: bool = False,
+    *,
+    limiter: asyncio.Semaphore | None = None,
+) -> str:
+    """:func:`create_dataset_summary` for async callers (the same requests, one after the
+    other); ``limiter``: each request waits for a slot of it (shared with other work)."""
     upper = min(len(trainset), view_data_batch_size)
     model = prompt_model if prompt_model else settings.current().lm
-    first = _describe(
-        DatasetDescriptor, model, examples=order_input_keys_in_string(repr(trainset[0:upper]))
+    first = await _describe(
+        DatasetDescriptor,
+        model,
+        limiter,
+        examples=order_input_keys_in_string(repr(trainset[0:upper])),
     )
     observations: str = first["observations"]
     if log_file:
@@ -101,9 +129,10 @@ def create_dataset_summary(
             if calls >= _MAX_CALLS:
                 break
             upper = min(len(trainset), start + view_data_batch_size)
-            output = _describe(
+            output = await _describe(
                 DatasetDescriptorWithPriorObservations,
                 model,
+                limiter,
                 prior_observations=observations,
                 examples=order_input_keys_in_string(repr(trainset[start:upper])),
             )
@@ -120,7 +149,7 @@ def create_dataset_summary(
         if verbose:
             print(f"e {exc}. using observations from past round for a summary.")
         logger.info("dataset summary: %s; using the observations so far", exc)
-    summary = _describe(ObservationSummarizer, model, observations=observations)
+    summary = await _describe(ObservationSummarizer, model, limiter, observations=observations)
     if log_file:
         log_file.write(f"summary: {summary}\n")
     result = strip_prefix(summary.summary)

@@ -9,19 +9,19 @@ order, so the same seed sends the same LM requests.
 
 from __future__ import annotations
 
-import contextvars
+import asyncio
 import logging
 import random
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from dspex import settings
+from dspex._sync import run_sync
 from dspex.errors import ConfigurationError
 from dspex.modules.predict import Predict
 from dspex.primitives.module import Module
 from dspex.primitives.prediction import Prediction
-from dspex.propose.dataset_summary_generator import create_dataset_summary
+from dspex.propose.dataset_summary_generator import acreate_dataset_summary
 from dspex.propose.propose_base import Proposer
 from dspex.propose.utils import (
     create_example_string,
@@ -174,7 +174,11 @@ class GenerateModuleInstruction(Module):
 
         return "\n\n".join(gather()) + "\n\n"
 
-    def forward(
+    def forward(self, *args: Any, **kwargs: Any) -> Prediction:
+        """The proposal (see :meth:`aforward`), from sync code."""
+        return run_sync(self.aforward(*args, **kwargs))
+
+    async def aforward(
         self,
         demo_candidates: Any,
         pred_i: int,
@@ -185,6 +189,8 @@ class GenerateModuleInstruction(Module):
         num_demos_in_context: int = 3,
         tip: str | None = None,
     ) -> Prediction:
+        """Describe the program and the module (program-aware), then propose: DSPy's three
+        calls, one after the other."""
         predictor = program.predictors()[pred_i]
         signature = predictor.signature
         basic_instruction = signature.instructions
@@ -201,11 +207,10 @@ class GenerateModuleInstruction(Module):
         module_description = "Not provided"
         if self.program_aware:
             try:
-                program_description = strip_prefix(
-                    self.describe_program(
-                        program_code=self.program_code_string, program_example=task_demos
-                    ).program_description
+                described = await self.describe_program.acall(
+                    program_code=self.program_code_string, program_example=task_demos
                 )
+                program_description = strip_prefix(described.program_description)
                 if self.verbose:
                     print(f"PROGRAM DESCRIPTION: {program_description}")
                 inputs = [n for n, f in signature.fields.items() if _is_input(f)]
@@ -213,11 +218,13 @@ class GenerateModuleInstruction(Module):
                 module_code = (
                     f"{type(predictor).__name__}({', '.join(inputs)}) -> {', '.join(outputs)}"
                 )
-                module_description = self.describe_module(
-                    program_code=self.program_code_string,
-                    program_description=program_description,
-                    program_example=task_demos,
-                    module=module_code,
+                module_description = (
+                    await self.describe_module.acall(
+                        program_code=self.program_code_string,
+                        program_description=program_description,
+                        program_example=task_demos,
+                        module=module_code,
+                    )
                 ).module_description
             except Exception as exc:
                 logger.info("program description failed (%s); proposing without it", exc)
@@ -242,7 +249,7 @@ class GenerateModuleInstruction(Module):
             "previous_instructions": previous_instructions,
         }
         wanted = self.generate_module_instruction.signature.input_fields
-        instruct = self.generate_module_instruction(
+        instruct = await self.generate_module_instruction.acall(
             **{name: value for name, value in inputs_given.items() if name in wanted}
         )
         return Prediction(proposed_instruction=strip_prefix(instruct.proposed_instruction))
@@ -274,6 +281,7 @@ class GroundedProposer(Proposer):
         init_temperature: float = 1.0,
         *,
         num_threads: int | None = None,
+        ground: bool = True,
     ) -> None:
         super().__init__()
         self.num_threads = num_threads
@@ -292,32 +300,62 @@ class GroundedProposer(Proposer):
         self.init_temperature = init_temperature
 
         self.program_code_string: str | None = None
-        if self.program_aware:
-            try:
-                self.program_code_string = get_dspy_source_code(program)
-                if self.verbose:
-                    print("SOURCE CODE:", self.program_code_string)
-            except Exception as exc:
-                logger.warning(
-                    "Error getting source code: %s. Running without program aware proposer.", exc
-                )
-                self.program_aware = False
-
         self.data_summary: str | None = None
-        if self.use_dataset_summary:
-            try:
-                self.data_summary = create_dataset_summary(
-                    trainset=trainset,
-                    view_data_batch_size=view_data_batch_size,
-                    prompt_model=prompt_model,
-                )
-                if self.verbose:
-                    print(f"DATA SUMMARY: {self.data_summary}")
-            except Exception as exc:
-                logger.warning(
-                    "Error getting data summary: %s. Running without data aware proposer.", exc
-                )
-                self.use_dataset_summary = False
+        self._summary_model = prompt_model
+        if ground:
+            self._ground_code(program)
+            run_sync(self._ground_data(trainset, view_data_batch_size, None))
+
+    # ------------------------------------------------------------------ grounding
+    def _ground_code(self, program: Any) -> None:
+        if not self.program_aware:
+            return
+        try:
+            self.program_code_string = get_dspy_source_code(program)
+            if self.verbose:
+                print("SOURCE CODE:", self.program_code_string)
+        except Exception as exc:
+            logger.warning(
+                "Error getting source code: %s. Running without program aware proposer.", exc
+            )
+            self.program_aware = False
+
+    async def _ground_data(
+        self, trainset: list[Any], view_data_batch_size: int, limiter: asyncio.Semaphore | None
+    ) -> None:
+        if not self.use_dataset_summary:
+            return
+        try:
+            self.data_summary = await acreate_dataset_summary(
+                trainset=trainset,
+                view_data_batch_size=view_data_batch_size,
+                prompt_model=self._summary_model,
+                limiter=limiter,
+            )
+            if self.verbose:
+                print(f"DATA SUMMARY: {self.data_summary}")
+        except Exception as exc:
+            logger.warning(
+                "Error getting data summary: %s. Running without data aware proposer.", exc
+            )
+            self.use_dataset_summary = False
+
+    async def aground(
+        self,
+        program: Any,
+        trainset: list[Any],
+        view_data_batch_size: int = 10,
+        *,
+        limiter: asyncio.Semaphore | None = None,
+    ) -> None:
+        """DSPex only, for a proposer made with ``ground=False``: what DSPy's constructor
+        does (the program's source, the dataset summary), the source read in a worker thread
+        while the summary's requests (each waiting for a slot of ``limiter``) are answered."""
+        code = asyncio.ensure_future(asyncio.to_thread(self._ground_code, program))
+        try:
+            await self._ground_data(trainset, view_data_batch_size, limiter)
+        finally:
+            await code
 
     # ------------------------------------------------------------------ proposing
     def propose_instructions_for_program(
@@ -333,6 +371,24 @@ class GroundedProposer(Proposer):
         Every draw from ``rng`` (history flag, tips, rollout ids) is made first, in DSPy's
         order; the proposals then run, at most ``num_threads`` at a time (DSPex only; one at a
         time by default, as DSPy does). Either way the LM requests are DSPy's."""
+        return run_sync(
+            self.apropose_instructions_for_program(
+                trainset, program, demo_candidates, trial_logs, N
+            )
+        )
+
+    async def apropose_instructions_for_program(
+        self,
+        trainset: list[Any],
+        program: Any,
+        demo_candidates: Any,
+        trial_logs: dict[Any, Any],
+        N: int,
+        *,
+        limiter: asyncio.Semaphore | None = None,
+    ) -> dict[int, list[str]]:
+        """:meth:`propose_instructions_for_program` for async callers; ``limiter``: a bound
+        on the proposals running at once shared with other work (else ``num_threads``)."""
         if self.set_history_randomly:
             self.use_instruct_history = self.rng.random() < 0.5
         if not demo_candidates:
@@ -349,7 +405,7 @@ class GroundedProposer(Proposer):
                     program, pred_i, demo_candidates, demo_set_i, trial_logs, tip
                 )
                 jobs.append((pred_i, proposal))
-        texts = _run_all([proposal for _, proposal in jobs], self.num_threads)
+        texts = await _run_all([proposal for _, proposal in jobs], self.num_threads, limiter)
         proposed: dict[int, list[str]] = {}
         for (pred_i, _), text in zip(jobs, texts, strict=True):
             proposed.setdefault(pred_i, []).append(text)
@@ -436,16 +492,27 @@ class _Proposal:
         self.verbose = verbose
 
     def run(self) -> str:
+        return run_sync(self.arun())
+
+    async def arun(self) -> str:
         with settings.context(lm=self.rollout_lm):
-            proposed: str = self.generator(**self.inputs).proposed_instruction
+            proposed: str = (await self.generator.acall(**self.inputs)).proposed_instruction
         if self.verbose:
             print(f"PROPOSED INSTRUCTION: {proposed}")
         return strip_prefix(proposed)
 
 
-def _run_all(proposals: list[_Proposal], num_threads: int | None) -> list[str]:
+async def _run_all(
+    proposals: list[_Proposal], num_threads: int | None, limiter: asyncio.Semaphore | None
+) -> list[str]:
+    """The proposals' instructions, in order: one after the other with one thread (DSPy's
+    order), else at most ``num_threads`` (or ``limiter``'s slots) at once."""
     if not num_threads or num_threads <= 1 or len(proposals) <= 1:
-        return [proposal.run() for proposal in proposals]
-    with ThreadPoolExecutor(max_workers=num_threads) as pool:
-        futures = [pool.submit(contextvars.copy_context().run, p.run) for p in proposals]
-        return [future.result() for future in futures]
+        return [await proposal.arun() for proposal in proposals]
+    slots = limiter if limiter is not None else asyncio.Semaphore(num_threads)
+
+    async def one(proposal: _Proposal) -> str:
+        async with slots:
+            return await proposal.arun()
+
+    return list(await asyncio.gather(*(one(proposal) for proposal in proposals)))

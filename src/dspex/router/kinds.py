@@ -86,6 +86,7 @@ _BUILTIN: tuple[Entry, ...] = (
     Entry("react_v2", "dspex.modules.react_v2:ReActV2", "dspy.ReActV2", "ReActV2", "tool-calling agent ending in submit"),
     Entry("program_of_thought", "dspex.modules.program_of_thought:ProgramOfThought", "dspy.ProgramOfThought", "ProgramOfThought", "generated code runs in dspex.sandbox"),
     Entry("code_act", "dspex.modules.code_act:CodeAct", "dspy.CodeAct", "CodeAct", "generated code runs in dspex.sandbox"),
+    Entry("flex", "dspex.modules.flex.flex:Flex", "dspy.Flex", "Flex", "optimizable module code runs in dspex.sandbox"),
     Entry("multi_chain_comparison", "dspex.modules.multi_chain_comparison:MultiChainComparison", "dspy.MultiChainComparison", "MultiChainComparison"),
     Entry("best_of_n", "dspex.modules.best_of_n:BestOfN", "dspy.BestOfN", "BestOfN"),
     Entry("refine", "dspex.modules.refine:Refine", "dspy.Refine", "Refine"),

@@ -1,11 +1,16 @@
 """``BootstrapFewShot``: demos from the teacher's own successful traces, then labeled ones.
 
 DSPy runs the teacher on the trainset one example at a time, in order, until
-``max_bootstrapped_demos`` examples have succeeded. Here the examples run concurrently
-(``num_threads``), but only as many at once as could still be needed: an example starts only
-when the examples before it cannot already supply the missing successes. So the set of
-examples run (and the LM calls paid) is the one DSPy runs, results are consumed in trainset
-order, errors are counted in that order, and the compiled demos are the ones DSPy picks.
+``max_bootstrapped_demos`` examples have succeeded. Here up to ``num_threads`` examples run at
+once: the ones that could still be needed (while the examples before them cannot already
+supply the missing successes) plus a few run ahead, as many as cost at most about
+``num_threads`` LM calls (``num_threads // (calls per attempt * max_rounds)`` examples, the
+calls per attempt measured on the examples done so far). Results are consumed in trainset
+order and the loop stops where DSPy's stops (examples run ahead past that point are
+discarded, their metric results unused), so errors are counted in DSPy's order and the
+compiled demos are the ones DSPy picks; the LM calls paid are DSPy's plus at most those of the
+examples run ahead. Inside another optimizer that shares one limit of program runs between
+several bootstraps (random search, MIPROv2) nothing runs ahead: the calls are exactly DSPy's.
 With ``num_threads=1`` the LM requests are also sent in DSPy's order.
 """
 
@@ -68,6 +73,8 @@ class _Attempt:
     success: bool
     error: BaseException | None = None
     traces: dict[str, list[Example]] = field(default_factory=dict)
+    calls: int = 0
+    """Predictor calls the attempt made (its trace's length)."""
 
 
 class BootstrapFewShot(RunOptions, Teleprompter):
@@ -77,8 +84,8 @@ class BootstrapFewShot(RunOptions, Teleprompter):
     them strictly one after the other as DSPy does); ``max_lm_calls``/``max_cost`` (USD) stop
     starting new examples once that many LM calls were made / that much was paid, and the
     program is compiled from the demos found so far; ``run_dir`` checkpoints after every
-    training example and resumes a run started again with the same directory;
-    ``display_progress`` shows a progress bar on a terminal. ``budget.calls`` holds the LM
+    training example and resumes a run started again with the same directory (``resume``: the
+    same, but the directory must hold a run to resume); ``display_progress`` shows a progress bar on a terminal. ``budget.calls`` holds the LM
     calls made, by phase; ``compiled.run_summary`` the calls, tokens and cost per phase.
     """
 
@@ -97,10 +104,11 @@ class BootstrapFewShot(RunOptions, Teleprompter):
         max_cost: float | None = None,
         run_dir: str | os.PathLike[str] | None = None,
         display_progress: bool = True,
+        resume: str | os.PathLike[str] | None = None,
     ) -> None:
         if num_threads is not None and num_threads < 1:
             raise OptimizerError(f"num_threads must be at least 1, got {num_threads!r}")
-        self._set_run_options(max_lm_calls, max_cost, run_dir, display_progress)
+        self._set_run_options(max_lm_calls, max_cost, run_dir, display_progress, resume)
         self.metric = metric
         self.metric_threshold = metric_threshold
         self.teacher_settings: dict[str, Any] = dict(teacher_settings or {})
@@ -112,6 +120,8 @@ class BootstrapFewShot(RunOptions, Teleprompter):
         self.error_count = 0
         self._limiter: asyncio.Semaphore | None = None
         """Shared with other optimizer work running at the same time (random search)."""
+        self._run_ahead = True
+        """Whether examples may run ahead of need (off inside random search and MIPROv2)."""
 
     # ------------------------------------------------------------------ compile
     def compile(self, student: Any, *, teacher: Any = None, trainset: list[Any]) -> Any:  # type: ignore[override]
@@ -202,21 +212,27 @@ class BootstrapFewShot(RunOptions, Teleprompter):
                 self.name2traces[name] = [Example(**demo) for demo in demos]
             if bar is not None:
                 bar.advance(consumed)
+        calls_per_attempt = max(1, len(self.name2predictor))
         pending: deque[asyncio.Task[list[_Attempt]]] = deque()
         try:
-            while True:
-                # Start an example only if the ones before it cannot already fill the quota.
-                while (
-                    consumed + len(pending) < len(self.trainset)
-                    and len(pending) < min(width, max_bootstraps - len(bootstrapped))
-                    and not (run.spent if run is not None else self.budget.spent)
-                ):
-                    example = self.trainset[consumed + len(pending)]
-                    pending.append(asyncio.ensure_future(self._run_example(example)))
-                if not pending:
-                    break
-                results = await pending.popleft()
+            while len(bootstrapped) < max_bootstraps:
+                if not (pending and pending[0].done()):
+                    # Every finished result is consumed first: start only the examples that
+                    # could still be needed after them, plus those run ahead.
+                    ahead = self._ahead(width, calls_per_attempt)
+                    while (
+                        consumed + len(pending) < len(self.trainset)
+                        and len(pending) < min(width, max_bootstraps - len(bootstrapped) + ahead)
+                        and not (run.spent if run is not None else self.budget.spent)
+                    ):
+                        example = self.trainset[consumed + len(pending)]
+                        pending.append(asyncio.ensure_future(self._run_example(example)))
+                    if not pending:
+                        break
+                    await asyncio.wait([pending[0]])
+                results = pending.popleft().result()
                 for attempt in results:
+                    calls_per_attempt = max(calls_per_attempt, attempt.calls)
                     attempts += 1
                     if attempt.error is not None:
                         self._count_error(attempt.error, self.trainset[consumed])
@@ -258,6 +274,15 @@ class BootstrapFewShot(RunOptions, Teleprompter):
         validation = [x for idx, x in enumerate(self.trainset) if idx not in bootstrapped]
         random.Random(0).shuffle(validation)
         self.validation = validation
+
+    def _ahead(self, width: int, calls_per_attempt: int) -> int:
+        """How many examples may run beyond those that could still be needed: as many as
+        cost at most ``width`` LM calls (none when another optimizer shares the limit)."""
+        if not self._run_ahead or self._limiter is not None or width <= 1:
+            return 0
+        if self.budget.max_lm_calls is not None or self.budget.max_cost is not None:
+            return 0  # a budget is for the calls DSPy would make
+        return width // (calls_per_attempt * max(1, self.max_rounds))
 
     def _count_error(self, error: BaseException, example: Any) -> None:
         self.error_count += 1
@@ -311,10 +336,10 @@ class BootstrapFewShot(RunOptions, Teleprompter):
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            return _Attempt(False, exc)
+            return _Attempt(False, exc, calls=len(trace))
         if not success:
-            return _Attempt(False)
-        return _Attempt(True, traces=self._demos_from_trace(trace, names))
+            return _Attempt(False, calls=len(trace))
+        return _Attempt(True, traces=self._demos_from_trace(trace, names), calls=len(trace))
 
     async def _judge(self, example: Any, prediction: Any, trace: list[Any]) -> bool:
         if not self.metric:

@@ -229,6 +229,8 @@ class CallBudget(BaseCallback):
     """Counts LM calls per phase; ``spent`` once ``max_lm_calls`` calls were made or
     ``max_cost`` USD was paid (``None``: no limit)."""
 
+    _dspex_callback_kinds = frozenset({"lm"})  # it counts LM calls only
+
     def __init__(self, max_lm_calls: int | None = None, max_cost: float | None = None) -> None:
         if max_lm_calls is not None and (
             isinstance(max_lm_calls, bool) or not isinstance(max_lm_calls, int) or max_lm_calls < 1

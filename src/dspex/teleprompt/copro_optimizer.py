@@ -25,8 +25,8 @@ import logging
 import os
 import statistics
 from collections import defaultdict
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
 
 from dspex import settings
 from dspex._sync import run_sync
@@ -40,6 +40,8 @@ from dspex.teleprompt.teleprompt import Teleprompter
 __all__ = ["COPRO", "BasicGenerateInstruction", "GenerateInstructionGivenAttempts"]
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 class BasicGenerateInstruction(Signature):
@@ -132,10 +134,25 @@ class COPRO(RunOptions, Teleprompter):
         final: list[dict[str, Any]] = []
         last_batch: list[dict[str, Any]] = []
         last_batch_score: float = -1
+        keys: dict[int, list[tuple[str, Any]]] = {}
+
+        def key(c: dict[str, Any]) -> list[tuple[str, Any]]:
+            """What ``_check_candidates_equal`` compares, read once per candidate."""
+            found = keys.get(id(c))
+            if found is None:
+                sigs = [self._get_signature(p) for p in c["program"].predictors()]
+                found = [(sig.instructions, list(sig.fields.values())[-1]) for sig in sigs]
+                keys[id(c)] = found
+            return found
+
+        def equal(c1: dict[str, Any], c2: dict[str, Any]) -> bool:
+            pairs = zip(key(c1), key(c2), strict=False)
+            return all(i1 == i2 and f1 is f2 for (i1, f1), (i2, f2) in pairs)
+
         for c in candidates:
             repeat = False
             if c["score"] == last_batch_score:
-                repeat = any(self._check_candidates_equal(c, c2) for c2 in last_batch)
+                repeat = any(equal(c, c2) for c2 in last_batch)
                 if not repeat:
                     last_batch.append(c)
             else:
@@ -145,13 +162,17 @@ class COPRO(RunOptions, Teleprompter):
                 final.append(c)
         return final
 
-    def _propose(self, signature: Any, n: int, **inputs: Any) -> Any:
+    async def _propose(
+        self, limiter: asyncio.Semaphore, signature: Any, n: int, **inputs: Any
+    ) -> Any:
+        """One proposal call, holding a slot of ``limiter`` (program runs hold the others)."""
         predict = Predict(signature, n=n, temperature=self.init_temperature)
-        with self.budget.in_phase("propose"):
-            if self.prompt_model:
-                with settings.context(lm=self.prompt_model):
-                    return predict(**inputs).completions
-            return predict(**inputs).completions
+        async with limiter:
+            with self.budget.in_phase("propose"):
+                if self.prompt_model:
+                    with settings.context(lm=self.prompt_model):
+                        return (await predict.acall(**inputs)).completions
+                return (await predict.acall(**inputs)).completions
 
     def _args(self) -> dict[str, Any]:
         """The arguments a resumed run must share (budgets may change)."""
@@ -205,16 +226,32 @@ class COPRO(RunOptions, Teleprompter):
         results_latest = {id(p): _stats() for p in predictors}
         evaluated: dict[int, dict[tuple[str, str], dict[str, Any]]] = defaultdict(dict)
 
+        # concurrent runs: the predictors' proposal calls run at once, and (without budgets,
+        # whose cut-short rules follow DSPy's order of work) a predictor's next-round
+        # proposal starts as soon as its candidates are scored, while the next predictors'
+        # candidates are scored
+        concurrent = threads > 1
+        early = concurrent and self.budget.max_lm_calls is None and self.budget.max_cost is None
         candidates: dict[int, Any] = {}
         saved = run.restore("copro")
+        basics: list[tuple[Any, str, str]] = []
         for predictor in [] if saved is not None else predictors:
             signature = self._get_signature(predictor)
             last_key = list(signature.fields)[-1]
-            basic_instruction = signature.instructions
             basic_prefix = signature.fields[last_key].json_schema_extra["prefix"]
-            proposed = self._propose(
-                BasicGenerateInstruction, self.breadth - 1, basic_instruction=basic_instruction
-            )
+            basics.append((predictor, signature.instructions, basic_prefix))
+        initial = await _in_turn(
+            concurrent,
+            [
+                self._propose(
+                    limiter, BasicGenerateInstruction, self.breadth - 1, basic_instruction=basic
+                )
+                for _, basic, _ in basics
+            ],
+        )
+        for (predictor, basic_instruction, basic_prefix), proposed in zip(
+            basics, initial, strict=True
+        ):
             proposed.proposed_instruction.append(basic_instruction)
             proposed.proposed_prefix_for_output_field.append(basic_prefix)
             candidates[id(predictor)] = proposed
@@ -235,121 +272,150 @@ class COPRO(RunOptions, Teleprompter):
                 state.stats("results_latest"),
             )
         d = first_depth
-        with run.progress("COPRO depth", total=self.depth) as bar:
-            bar.advance(first_depth)
-            for d in range(first_depth, self.depth):
-                logger.info("Iteration Depth: %d/%d.", d + 1, self.depth)
-                latest_scores: list[float] = []
-                clone_predictors = module_clone.predictors()
-                for p_i, (p_old, p_new) in enumerate(
-                    zip(predictors, clone_predictors, strict=False)
-                ):
-                    if any(evaluated.values()) and run.spent:
-                        break
-                    pool = all_candidates if len(predictors) > 1 else latest_candidates
-                    candidates_ = pool[id(p_old)]
-                    trials: list[tuple[str, str, Any]] = []
-                    for c in candidates_:
-                        instruction = c.proposed_instruction.strip('"').strip()
-                        prefix = c.proposed_prefix_for_output_field.strip('"').strip()
-                        last_key = list(self._get_signature(p_new).fields)[-1]
+        proposing: dict[int, asyncio.Task[Any]] = {}
+        new_candidates: dict[int, Any] = {}
+
+        def propose_next(p_base: Any, depth: int) -> None:
+            """Start ``p_base``'s next-round proposal from its scored attempts."""
+            ranked = sorted(evaluated[id(p_base)].values(), key=lambda x: x["score"], reverse=True)
+            shortest_len = min(len(evaluated[id(p_base)]), self.breadth)
+            if self.track_stats:
+                _record(results_best[id(p_base)], depth, [x["score"] for x in ranked][:10])
+            attempts: list[str] = []
+            for i in range(shortest_len - 1, -1, -1):
+                attempts.append(f"Instruction #{shortest_len - i}: {ranked[i]['instruction']}")
+                attempts.append(f"Prefix #{shortest_len - i}: {ranked[i]['prefix']}")
+                attempts.append(f"Resulting Score #{shortest_len - i}: {ranked[i]['score']}")
+            proposing[id(p_base)] = asyncio.ensure_future(
+                self._propose(
+                    limiter,
+                    GenerateInstructionGivenAttempts,
+                    self.breadth,
+                    attempted_instructions=attempts,
+                )
+            )
+
+        async def settle(p_base: Any) -> None:
+            """Add ``p_base``'s next-round proposals to its candidates (DSPy's lists)."""
+            task = proposing.pop(id(p_base), None)
+            if task is None:
+                return
+            proposed = await task
+            new_candidates[id(p_base)] = proposed
+            all_candidates[id(p_base)].proposed_instruction.extend(proposed.proposed_instruction)
+            all_candidates[id(p_base)].proposed_prefix_for_output_field.extend(
+                proposed.proposed_prefix_for_output_field
+            )
+
+        try:
+            with run.progress("COPRO depth", total=self.depth) as bar:
+                bar.advance(first_depth)
+                for d in range(first_depth, self.depth):
+                    logger.info("Iteration Depth: %d/%d.", d + 1, self.depth)
+                    latest_scores: list[float] = []
+                    clone_predictors = module_clone.predictors()
+                    for p_i, (p_old, p_new) in enumerate(
+                        zip(predictors, clone_predictors, strict=False)
+                    ):
+                        if any(evaluated.values()) and run.spent:
+                            break
+                        await settle(p_old)
+                        pool = all_candidates if len(predictors) > 1 else latest_candidates
+                        candidates_ = pool[id(p_old)]
+                        trials: list[tuple[str, str, Any]] = []
+                        for c in candidates_:
+                            instruction = c.proposed_instruction.strip('"').strip()
+                            prefix = c.proposed_prefix_for_output_field.strip('"').strip()
+                            last_key = list(self._get_signature(p_new).fields)[-1]
+                            updated = (
+                                self._get_signature(p_new)
+                                .with_instructions(instruction)
+                                .with_updated_fields(last_key, prefix=prefix)
+                            )
+                            self._set_signature(p_new, updated)
+                            trials.append((instruction, prefix, module_clone.deepcopy()))
+                        logger.info(
+                            "At Depth %d/%d, evaluating %d prompt candidates for Predictor %d of %d.",
+                            d + 1,
+                            self.depth,
+                            len(trials),
+                            p_i + 1,
+                            len(predictors),
+                        )
+                        with self.budget.in_phase("evaluate"):
+                            scores = await self._score(
+                                evaluate, trainset, eval_kwargs, trials, limiter
+                            )
+                        for c_i, ((instruction, prefix, program), score) in enumerate(
+                            zip(trials, scores, strict=True)
+                        ):
+                            total_calls += 1
+                            seen = evaluated[id(p_old)].get((instruction, prefix))
+                            if seen is None or seen["score"] < score:
+                                evaluated[id(p_old)][(instruction, prefix)] = {
+                                    "score": score,
+                                    "program": program,
+                                    "instruction": instruction,
+                                    "prefix": prefix,
+                                    "depth": d,
+                                }
+                            if len(candidates_) - self.breadth <= c_i:
+                                latest_scores.append(score)
+                        if self.track_stats:
+                            _record(results_latest[id(p_old)], d, latest_scores)
+                        best = max(evaluated[id(p_old)].values(), key=lambda cand: cand["score"])
+                        last_key = list(self._get_signature(p_old).fields)[-1]
                         updated = (
                             self._get_signature(p_new)
-                            .with_instructions(instruction)
-                            .with_updated_fields(last_key, prefix=prefix)
+                            .with_instructions(best["instruction"])
+                            .with_updated_fields(last_key, prefix=best["prefix"])
                         )
                         self._set_signature(p_new, updated)
-                        trials.append((instruction, prefix, module_clone.deepcopy()))
-                    logger.info(
-                        "At Depth %d/%d, evaluating %d prompt candidates for Predictor %d of %d.",
-                        d + 1,
-                        self.depth,
-                        len(trials),
-                        p_i + 1,
-                        len(predictors),
-                    )
-                    with self.budget.in_phase("evaluate"):
-                        scores = await self._score(evaluate, trainset, eval_kwargs, trials, limiter)
-                    for c_i, ((instruction, prefix, program), score) in enumerate(
-                        zip(trials, scores, strict=True)
-                    ):
-                        total_calls += 1
-                        seen = evaluated[id(p_old)].get((instruction, prefix))
-                        if seen is None or seen["score"] < score:
-                            evaluated[id(p_old)][(instruction, prefix)] = {
-                                "score": score,
-                                "program": program,
-                                "instruction": instruction,
-                                "prefix": prefix,
-                                "depth": d,
-                            }
-                        if len(candidates_) - self.breadth <= c_i:
-                            latest_scores.append(score)
-                    if self.track_stats:
-                        _record(results_latest[id(p_old)], d, latest_scores)
-                    best = max(evaluated[id(p_old)].values(), key=lambda cand: cand["score"])
-                    last_key = list(self._get_signature(p_old).fields)[-1]
-                    updated = (
-                        self._get_signature(p_new)
-                        .with_instructions(best["instruction"])
-                        .with_updated_fields(last_key, prefix=best["prefix"])
-                    )
-                    self._set_signature(p_new, updated)
+                        if early and d < self.depth - 1:
+                            propose_next(p_old, d)
 
-                if d == self.depth - 1 or run.spent:
+                    if d == self.depth - 1 or run.spent:
+                        bar.advance()
+                        break
+
+                    new_candidates = {}
+                    latest_candidates = new_candidates
+                    if not early:  # at the end of the depth as DSPy (at once if concurrent)
+                        for p_base in predictors if concurrent else ():
+                            propose_next(p_base, d)
+                        for p_base in predictors:
+                            if not concurrent:
+                                propose_next(p_base, d)
+                            await settle(p_base)
                     bar.advance()
-                    break
-
-                new_candidates: dict[int, Any] = {}
-                for p_base in predictors:
-                    ranked = sorted(
-                        evaluated[id(p_base)].values(), key=lambda x: x["score"], reverse=True
-                    )
-                    shortest_len = min(len(evaluated[id(p_base)]), self.breadth)
-                    if self.track_stats:
-                        _record(results_best[id(p_base)], d, [x["score"] for x in ranked][:10])
-                    attempts: list[str] = []
-                    for i in range(shortest_len - 1, -1, -1):
-                        attempts.append(
-                            f"Instruction #{shortest_len - i}: {ranked[i]['instruction']}"
+                    if run.dir is not None:
+                        for p_base in predictors:
+                            await settle(p_base)
+                        run.checkpoint(
+                            "copro",
+                            {
+                                "next_depth": d + 1,
+                                "total_calls": total_calls,
+                                "module_clone": module_clone.dump_state(),
+                                "all_candidates": _dump_candidates(predictors, all_candidates),
+                                "latest_candidates": _dump_candidates(
+                                    predictors, latest_candidates
+                                ),
+                                "evaluated": [
+                                    [
+                                        {**entry, "program": entry["program"].dump_state()}
+                                        for entry in evaluated[id(p)].values()
+                                    ]
+                                    for p in predictors
+                                ],
+                                "results_best": [results_best[id(p)] for p in predictors],
+                                "results_latest": [results_latest[id(p)] for p in predictors],
+                            },
                         )
-                        attempts.append(f"Prefix #{shortest_len - i}: {ranked[i]['prefix']}")
-                        attempts.append(
-                            f"Resulting Score #{shortest_len - i}: {ranked[i]['score']}"
-                        )
-                    proposed = self._propose(
-                        GenerateInstructionGivenAttempts,
-                        self.breadth,
-                        attempted_instructions=attempts,
-                    )
-                    new_candidates[id(p_base)] = proposed
-                    all_candidates[id(p_base)].proposed_instruction.extend(
-                        proposed.proposed_instruction
-                    )
-                    all_candidates[id(p_base)].proposed_prefix_for_output_field.extend(
-                        proposed.proposed_prefix_for_output_field
-                    )
-                latest_candidates = new_candidates
-                bar.advance()
-                run.checkpoint(
-                    "copro",
-                    {
-                        "next_depth": d + 1,
-                        "total_calls": total_calls,
-                        "module_clone": module_clone.dump_state(),
-                        "all_candidates": _dump_candidates(predictors, all_candidates),
-                        "latest_candidates": _dump_candidates(predictors, latest_candidates),
-                        "evaluated": [
-                            [
-                                {**entry, "program": entry["program"].dump_state()}
-                                for entry in evaluated[id(p)].values()
-                            ]
-                            for p in predictors
-                        ],
-                        "results_best": [results_best[id(p)] for p in predictors],
-                        "results_latest": [results_latest[id(p)] for p in predictors],
-                    },
-                )
+        finally:
+            for task in proposing.values():
+                task.cancel()
+            await asyncio.gather(*proposing.values(), return_exceptions=True)
 
         final: list[dict[str, Any]] = []
         for predictor in predictors:
@@ -385,6 +451,13 @@ class COPRO(RunOptions, Teleprompter):
         if eval_kwargs.get("num_threads") == 1:
             return [await one(program) for *_, program in trials]
         return list(await asyncio.gather(*(one(program) for *_, program in trials)))
+
+
+async def _in_turn(concurrent: bool, calls: list[Coroutine[Any, Any, T]]) -> list[T]:
+    """The calls' results in order: run at once when ``concurrent``, else one after another."""
+    if concurrent:
+        return list(await asyncio.gather(*calls))
+    return [await call for call in calls]
 
 
 def _dump_candidates(predictors: list[Any], candidates: dict[int, Any]) -> list[dict[str, Any]]:

@@ -21,7 +21,8 @@ once spent, and the best program scored so far is returned (the student unchange
 budget ran out before the search scored anything; ``run_summary.stopped`` names the budget); ``compiled.run_summary`` holds the LM calls, tokens and cost of each phase
 (``bootstrap``, ``propose``, ``search``). ``run_dir`` checkpoints the demo sets, the proposed
 instructions (with the state of the seeded ``random.Random`` after each) and every score of
-the search; a run started again with the same directory replays the search from the recorded
+the search; a run started again with the same directory (or with ``resume=`` that
+directory, which must then hold a run) replays the search from the recorded
 scores (the optuna sampler and the minibatch draws see what they saw before, so TPE continues
 identically) and evaluates only what was not scored yet.
 """
@@ -37,12 +38,14 @@ from collections.abc import Callable
 from typing import Any, Literal
 
 from dspex import settings
+from dspex._sync import run_sync
 from dspex.errors import OptimizerError
 from dspex.teleprompt.bootstrap import default_max_errors
-from dspex.teleprompt.mipro_search import import_optuna, optimize_prompt_parameters
+from dspex.teleprompt.limits import Limited
+from dspex.teleprompt.mipro_search import _Search, aoptimize_prompt_parameters, import_optuna
 from dspex.teleprompt.mipro_utils import (
+    acreate_n_fewshot_demo_sets,
     create_minibatch,
-    create_n_fewshot_demo_sets,
     dump_demo_sets,
     load_demo_sets,
 )
@@ -90,13 +93,14 @@ class MIPROv2(RunOptions, Teleprompter):
         max_cost: float | None = None,
         run_dir: str | os.PathLike[str] | None = None,
         display_progress: bool = True,
+        resume: str | os.PathLike[str] | None = None,
     ) -> None:
         allowed = {None, "light", "medium", "heavy"}
         if auto not in allowed:
             raise ValueError(f"Invalid value for auto: {auto}. Must be one of {allowed}.")
         if num_threads is not None and num_threads < 1:
             raise OptimizerError(f"num_threads must be at least 1, got {num_threads!r}")
-        self._set_run_options(max_lm_calls, max_cost, run_dir, display_progress)
+        self._set_run_options(max_lm_calls, max_cost, run_dir, display_progress, resume)
         self.auto = auto
         self.num_fewshot_candidates = num_candidates
         self.num_instruct_candidates = num_candidates
@@ -226,53 +230,44 @@ class MIPROv2(RunOptions, Teleprompter):
         )
         with run:
             self.budget.check_prices(self.task_model, self.prompt_model)
-            with run.phase("bootstrap"):
-                demo_candidates: dict[int, list[list[Any]]] | None
-                demo_candidates = self._demo_sets(
+            search = _Search(
+                self,
+                program,
+                {},
+                None,
+                evaluate,
+                valset,
+                num_trials,
+                minibatch,
+                minibatch_size,
+                minibatch_full_eval_steps,
+                run,
+            )
+            best = run_sync(
+                self._steps(
                     run,
-                    program,
+                    search,
                     trainset,
-                    seed,
                     teacher,
-                    num_fewshot_candidates=n_fewshot,
-                    max_bootstrapped_demos=max_boot,
-                    max_labeled_demos=max_labeled,
-                    max_errors=max_errors,
-                    metric_threshold=self.metric_threshold,
+                    seed,
+                    zeroshot=zeroshot,
+                    bootstrap={
+                        "num_fewshot_candidates": n_fewshot,
+                        "max_bootstrapped_demos": max_boot,
+                        "max_labeled_demos": max_labeled,
+                        "max_errors": max_errors,
+                        "metric_threshold": self.metric_threshold,
+                    },
+                    proposer={
+                        "view_data_batch_size": view_data_batch_size,
+                        "program_aware": program_aware_proposer,
+                        "use_dataset_summary": data_aware_proposer,
+                        "use_tip": tip_aware_proposer,
+                        "use_task_demos": fewshot_aware_proposer,
+                    },
+                    num_instruct_candidates=n_instruct,
                 )
-            best: Any = None
-            if not run.spent:
-                with run.phase("propose"):
-                    instruction_candidates = self._instructions(
-                        run,
-                        program,
-                        trainset,
-                        demo_candidates,
-                        view_data_batch_size,
-                        program_aware_proposer,
-                        data_aware_proposer,
-                        tip_aware_proposer,
-                        fewshot_aware_proposer,
-                        num_instruct_candidates=n_instruct,
-                    )
-                if zeroshot:
-                    demo_candidates = None
-                if not run.spent:
-                    with run.phase("search"), settings.context(lm=self.task_model):
-                        best = optimize_prompt_parameters(
-                            self,
-                            program,
-                            instruction_candidates,
-                            demo_candidates,
-                            evaluate,
-                            valset,
-                            num_trials,
-                            minibatch,
-                            minibatch_size,
-                            minibatch_full_eval_steps,
-                            seed,
-                            run=run,
-                        )
+            )
             if best is None:
                 logger.warning(
                     "MIPROv2 stopped (%s) before the search scored a program: returning the "
@@ -295,8 +290,105 @@ class MIPROv2(RunOptions, Teleprompter):
             "metric_threshold": self.metric_threshold,
         }
 
-    def _demo_sets(
-        self, run: Run, program: Any, trainset: list[Any], seed: int, teacher: Any, **kwargs: Any
+    async def _steps(
+        self,
+        run: Run,
+        search: _Search,
+        trainset: list[Any],
+        teacher: Any,
+        seed: int,
+        *,
+        zeroshot: bool,
+        bootstrap: dict[str, Any],
+        proposer: dict[str, Any],
+        num_instruct_candidates: int,
+    ) -> Any:
+        """Steps 1-3 on one loop. With ``num_threads > 1`` and no budget, the work that does
+        not depend on the demo sets starts with them, under one limit of ``num_threads``: the
+        proposer's grounding (program source, dataset summary) and the default program's full
+        evaluation (the search's first score). No draw from ``self.rng`` is made by either, so
+        the draws and every request stay DSPy's; the results are used in DSPy's order."""
+        program = search.program
+        threads = self.num_threads or _default_threads()
+        unlimited = self.budget.max_lm_calls is None and self.budget.max_cost is None
+        limiter = asyncio.Semaphore(threads) if threads > 1 and unlimited else None
+        grounded = self._proposer(program, trainset, proposer["view_data_batch_size"], proposer)
+        started: list[asyncio.Future[Any]] = []
+        grounding: asyncio.Future[None] | None = None
+        default: asyncio.Future[float] | None = None
+        try:
+            with run.phase("bootstrap"):
+                if limiter is not None:
+                    if run.peek("instructions") is None:
+                        with self.budget.in_phase("propose"):
+                            grounding = asyncio.ensure_future(
+                                grounded.aground(
+                                    program,
+                                    trainset,
+                                    proposer["view_data_batch_size"],
+                                    limiter=limiter,
+                                )
+                            )
+                            started.append(grounding)
+                    with self.budget.in_phase("search"), settings.context(lm=self.task_model):
+                        default = asyncio.ensure_future(
+                            search.score_full("default", Limited(program, limiter))
+                        )
+                        started.append(default)
+                demo_candidates: dict[int, list[list[Any]]] | None
+                demo_candidates = await self._demo_sets(
+                    run, program, trainset, seed, teacher, limiter, **bootstrap
+                )
+            if run.spent:
+                return None
+            with run.phase("propose"):
+                instruction_candidates = await self._instructions(
+                    run,
+                    grounded,
+                    grounding,
+                    program,
+                    trainset,
+                    demo_candidates,
+                    proposer["view_data_batch_size"],
+                    num_instruct_candidates,
+                    limiter,
+                )
+            if zeroshot:
+                demo_candidates = None
+            if run.spent:
+                return None
+            with run.phase("search"), settings.context(lm=self.task_model):
+                return await aoptimize_prompt_parameters(
+                    self,
+                    program,
+                    instruction_candidates,
+                    demo_candidates,
+                    search.evaluate,
+                    search.valset,
+                    search.num_trials,
+                    search.minibatch,
+                    search.minibatch_size,
+                    search.full_eval_steps,
+                    seed,
+                    run=run,
+                    default_score=default,
+                    search=search,
+                )
+        finally:
+            pending = [task for task in started if not task.done()]
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*started, return_exceptions=True)
+
+    async def _demo_sets(
+        self,
+        run: Run,
+        program: Any,
+        trainset: list[Any],
+        seed: int,
+        teacher: Any,
+        limiter: asyncio.Semaphore | None,
+        **kwargs: Any,
     ) -> dict[int, list[list[Any]]]:
         """Step 1, or its checkpoint (the demo sets and the state of ``self.rng`` after them).
         A set of demo sets cut short by the budget is not checkpointed."""
@@ -306,14 +398,25 @@ class MIPROv2(RunOptions, Teleprompter):
             self.rng.setstate(_rng_state(saved["rng"]))
             return load_demo_sets(saved["sets"])
         with settings.context(lm=self.task_model):
-            sets = self._bootstrap_fewshot_examples(program, trainset, seed, teacher, **kwargs)
+            sets = await self._bootstrap_fewshot_examples(
+                program, trainset, seed, teacher, limiter=limiter, **kwargs
+            )
         wanted = kwargs["num_fewshot_candidates"]
         if all(len(candidates) == wanted for candidates in sets.values()):
             run.checkpoint("demo_sets", {"sets": dump_demo_sets(sets), "rng": self.rng.getstate()})
         return sets
 
-    def _instructions(
-        self, run: Run, program: Any, *args: Any, **kwargs: Any
+    async def _instructions(
+        self,
+        run: Run,
+        proposer: Any,
+        grounding: asyncio.Future[None] | None,
+        program: Any,
+        trainset: list[Any],
+        demo_candidates: dict[int, list[list[Any]]] | None,
+        view_data_batch_size: int,
+        num_instruct_candidates: int,
+        limiter: asyncio.Semaphore | None,
     ) -> dict[int, list[str]]:
         """Step 2, or its checkpoint (the candidates and the state of ``self.rng`` after them)."""
         assert self.rng is not None
@@ -321,7 +424,24 @@ class MIPROv2(RunOptions, Teleprompter):
         if saved is not None:
             self.rng.setstate(_rng_state(saved["rng"]))
             return {i: list(candidates) for i, candidates in enumerate(saved["candidates"])}
-        candidates = self._propose_instructions(program, *args, **kwargs)
+        logger.info("==> STEP 2: PROPOSE INSTRUCTION CANDIDATES <==")
+        if grounding is not None:
+            await grounding
+        else:
+            await proposer.aground(program, trainset, view_data_batch_size)
+        logger.info("Proposing N=%d instructions...", num_instruct_candidates)
+        candidates: dict[int, list[str]] = await proposer.apropose_instructions_for_program(
+            trainset=trainset,
+            program=program,
+            demo_candidates=demo_candidates,
+            N=num_instruct_candidates,
+            trial_logs={},
+            limiter=limiter,
+        )
+        for i, predictor in enumerate(program.predictors()):
+            candidates[i][0] = predictor.signature.instructions
+            for j, instruction in enumerate(candidates[i]):
+                logger.info("Predictor %d, instruction %d: %s", i, j, instruction)
         if not run.spent:  # a proposal cut short is not kept
             run.checkpoint(
                 "instructions",
@@ -420,13 +540,14 @@ class MIPROv2(RunOptions, Teleprompter):
         )
 
     # ------------------------------------------------------------------ steps 1 and 2
-    def _bootstrap_fewshot_examples(
+    async def _bootstrap_fewshot_examples(
         self,
         program: Any,
         trainset: list[Any],
         seed: int,
         teacher: Any,
         *,
+        limiter: asyncio.Semaphore | None,
         num_fewshot_candidates: int,
         max_bootstrapped_demos: int,
         max_labeled_demos: int,
@@ -436,7 +557,7 @@ class MIPROv2(RunOptions, Teleprompter):
         logger.info("==> STEP 1: BOOTSTRAP FEWSHOT EXAMPLES <==")
         logger.info("Bootstrapping N=%d sets of demonstrations...", num_fewshot_candidates)
         zeroshot = max_bootstrapped_demos == 0 and max_labeled_demos == 0
-        return create_n_fewshot_demo_sets(
+        return await acreate_n_fewshot_demo_sets(
             student=program,
             num_candidate_sets=num_fewshot_candidates,
             trainset=trainset,
@@ -455,54 +576,35 @@ class MIPROv2(RunOptions, Teleprompter):
             rng=self.rng,
             num_threads=self.num_threads,
             budget=self.budget,
+            limiter=limiter,
         )
 
-    def _propose_instructions(
-        self,
-        program: Any,
-        trainset: list[Any],
-        demo_candidates: dict[int, list[list[Any]]] | None,
-        view_data_batch_size: int,
-        program_aware_proposer: bool,
-        data_aware_proposer: bool,
-        tip_aware_proposer: bool,
-        fewshot_aware_proposer: bool,
-        num_instruct_candidates: int,
-    ) -> dict[int, list[str]]:
+    def _proposer(
+        self, program: Any, trainset: list[Any], view_data_batch_size: int, flags: dict[str, Any]
+    ) -> Any:
+        """The grounded proposer of step 2, not grounded yet (see ``GroundedProposer.aground``)."""
         from dspex.propose import GroundedProposer
 
-        logger.info("==> STEP 2: PROPOSE INSTRUCTION CANDIDATES <==")
         proposer = GroundedProposer(
             program=program,
             trainset=trainset,
             prompt_model=self.prompt_model,
             view_data_batch_size=view_data_batch_size,
-            program_aware=program_aware_proposer,
-            use_dataset_summary=data_aware_proposer,
-            use_task_demos=fewshot_aware_proposer,
+            program_aware=flags["program_aware"],
+            use_dataset_summary=flags["use_dataset_summary"],
+            use_task_demos=flags["use_task_demos"],
             num_demos_in_context=BOOTSTRAPPED_FEWSHOT_EXAMPLES_IN_CONTEXT,
-            use_tip=tip_aware_proposer,
-            set_tip_randomly=tip_aware_proposer,
+            use_tip=flags["use_tip"],
+            set_tip_randomly=flags["use_tip"],
             use_instruct_history=False,
             set_history_randomly=False,
             verbose=self.verbose,
             rng=self.rng,
             init_temperature=self.init_temperature,
             num_threads=self.num_threads or _default_threads(),
+            ground=False,
         )
-        logger.info("Proposing N=%d instructions...", num_instruct_candidates)
-        candidates = proposer.propose_instructions_for_program(
-            trainset=trainset,
-            program=program,
-            demo_candidates=demo_candidates,
-            N=num_instruct_candidates,
-            trial_logs={},
-        )
-        for i, predictor in enumerate(program.predictors()):
-            candidates[i][0] = predictor.signature.instructions
-            for j, instruction in enumerate(candidates[i]):
-                logger.info("Predictor %d, instruction %d: %s", i, j, instruction)
-        return candidates
+        return proposer
 
 
 def _rng_state(saved: Any) -> tuple[Any, ...]:

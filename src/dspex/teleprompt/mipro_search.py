@@ -27,13 +27,12 @@ from dspex.errors import OptimizerError
 from dspex.teleprompt.limits import Limited, default_threads
 from dspex.teleprompt.mipro_utils import (
     create_minibatch,
-    eval_candidate_program,
     get_program_with_highest_avg_score,
     save_candidate_program,
 )
 from dspex.teleprompt.run import Run
 
-__all__ = ["import_optuna", "optimize_prompt_parameters"]
+__all__ = ["aoptimize_prompt_parameters", "import_optuna", "optimize_prompt_parameters"]
 
 logger = logging.getLogger(__name__)
 
@@ -81,10 +80,11 @@ class _Trial:
     key: str
 
 
-def _scored(evaluate: Any, program: Any, devset: list[Any], key: str) -> float:
+async def _scored(evaluate: Any, program: Any, devset: list[Any], key: str) -> float:
     """DSPy's ``eval_candidate_program`` on an already drawn devset: a failure scores 0.0."""
     try:
-        return float(evaluate(program, devset=devset, callback_metadata={"metric_key": key}).score)
+        result = await evaluate.acall(program, devset=devset, callback_metadata={"metric_key": key})
+        return float(result.score)
     except Exception:
         logger.error("An exception occurred during evaluation", exc_info=True)
         return 0.0
@@ -109,7 +109,9 @@ class _Search:
     ) -> None:
         self.opt = optimizer
         self.run = run
-        saved = run.restore("search") if run is not None else None
+        saved = run.peek("search") if run is not None else None
+        self.resumed = saved is not None
+        """A resumed run's search checkpoint was found (counted as resumed when it starts)."""
         self.recorded: dict[str, float] = dict(saved["scores"]) if saved else {}
         """Scores of a run killed before (resume): served instead of evaluating again."""
         self.scores: dict[str, float] = {}
@@ -140,12 +142,6 @@ class _Search:
         self.total_eval_calls = 0
         self.study: Any = None
 
-    def _score(self, batch_size: int, program: Any) -> float:
-        result = eval_candidate_program(
-            batch_size, self.valset, program, self.evaluate, self.opt.rng
-        )
-        return float(result.score)
-
     def replayed(self, key: str) -> float | None:
         """The score a resumed run recorded for evaluation ``key`` before it was killed."""
         score = self.recorded.get(key)
@@ -160,17 +156,23 @@ class _Search:
             self.run.checkpoint("search", {"scores": self.scores})
         return score
 
-    def score_full(self, key: str, program: Any) -> float:
+    async def score_full(self, key: str, program: Any) -> float:
+        """The program's score on the whole valset (DSPy's ``eval_candidate_program``)."""
         score = self.replayed(key)
         if score is None:
-            score = self.record(key, self._score(len(self.valset), program))
+            score = self.record(
+                key, await _scored(self.evaluate, program, self.valset, "eval_full")
+            )
         return score
 
-    def evaluate_default(self) -> float:
+    async def evaluate_default(self, early: asyncio.Future[float] | None = None) -> float:
+        """The default program's full evaluation and DSPy's bookkeeping of it; ``early``: the
+        score of that evaluation started before (while the demo sets and instructions were
+        built), awaited here."""
         logger.info(
             "== Trial 1 / %d - Full Evaluation of Default Program ==", self.adjusted_num_trials
         )
-        score = self.score_full("default", self.program)
+        score = await (early if early is not None else self.score_full("default", self.program))
         logger.info("Default program score: %s", score)
         self.trial_logs[1] = {
             "full_eval_program_path": save_candidate_program(self.program, self.opt.log_dir, -1),
@@ -223,7 +225,7 @@ class _Search:
             devset, key = create_minibatch(self.valset, batch_size, self.opt.rng), "eval_minibatch"
         return _Trial(trial, trial_num, candidate, chosen, raw, batch_size, devset, key)
 
-    def finish(self, t: _Trial, score: float) -> None:
+    async def finish(self, t: _Trial, score: float) -> None:
         """Record a scored trial (DSPy's bookkeeping) and run a due full evaluation."""
         self.total_eval_calls += t.batch_size
         if not self.minibatch and score > self.best_score:
@@ -244,27 +246,27 @@ class _Search:
         logger.info("Score: %s with parameters %s.", score, t.chosen)
         self.param_score_dict[",".join(t.chosen)].append((score, t.candidate, t.raw))
         if self.full_eval_due(t.trial_num):
-            self.full_evaluation(t.trial_num)
+            await self.full_evaluation(t.trial_num)
 
     def full_eval_due(self, trial_num: int) -> bool:
         return self.minibatch and (
             trial_num % (self.full_eval_steps + 1) == 0 or trial_num == self.adjusted_num_trials - 1
         )
 
-    def objective(self, trial: Any) -> float:
+    async def objective(self, trial: Any) -> float:
+        """DSPy's objective: score one trial, then its bookkeeping (and a due full evaluation)."""
         t = self.prepare(trial)
         key = f"trial {t.trial_num}"
         score = self.replayed(key)
         if score is None:
-            score = self.record(key, _scored(self.evaluate, t.candidate, t.devset, t.key))
-        self.finish(t, score)
+            score = self.record(key, await _scored(self.evaluate, t.candidate, t.devset, t.key))
+        await self.finish(t, score)
         return score
 
     async def run_ahead(self, count: int, threads: int) -> list[tuple[_Trial, float]]:
         """The first ``count`` trials at once: asked and prepared in order (the sampler's and
         the minibatch generator's draws in DSPy's order) and evaluated concurrently under one
-        limit of ``threads`` program runs. The caller tells them to the study in order, off
-        the loop: :meth:`finish` may run a (sync) full evaluation."""
+        limit of ``threads`` program runs. The caller tells them to the study in order."""
         logger.info("Scoring the first %d trials at once (the sampler's random startup)", count)
         trials = [self.prepare(self.study.ask()) for _ in range(count)]
         limiter = asyncio.Semaphore(threads)
@@ -300,7 +302,7 @@ class _Search:
                 break
         return count
 
-    def full_evaluation(self, trial_num: int) -> None:
+    async def full_evaluation(self, trial_num: int) -> None:
         optuna = import_optuna()
         logger.info(
             "===== Trial %d / %d - Full Evaluation =====", trial_num + 1, self.adjusted_num_trials
@@ -309,7 +311,7 @@ class _Search:
             self.param_score_dict, self.fully_evaled_param_combos
         )
         logger.info("Doing full eval on next top averaging program (Avg Score: %s)", mean)
-        score = self.score_full(f"full {trial_num + 1}", program)
+        score = await self.score_full(f"full {trial_num + 1}", program)
         self.score_data.append({"score": score, "program": program, "full_eval": True})
         self.study.add_trial(
             optuna.trial.create_trial(
@@ -352,23 +354,69 @@ def optimize_prompt_parameters(
     run: Run | None = None,
 ) -> Any:
     """Run the search and return the best program, with DSPy's statistics attached."""
+    return run_sync(
+        aoptimize_prompt_parameters(
+            optimizer,
+            program,
+            instruction_candidates,
+            demo_candidates,
+            evaluate,
+            valset,
+            num_trials,
+            minibatch,
+            minibatch_size,
+            minibatch_full_eval_steps,
+            seed,
+            run=run,
+        )
+    )
+
+
+async def aoptimize_prompt_parameters(
+    optimizer: Any,
+    program: Any,
+    instruction_candidates: dict[int, list[str]],
+    demo_candidates: Any,
+    evaluate: Any,
+    valset: list[Any],
+    num_trials: int,
+    minibatch: bool,
+    minibatch_size: int,
+    minibatch_full_eval_steps: int,
+    seed: int,
+    *,
+    run: Run | None = None,
+    default_score: asyncio.Future[float] | None = None,
+    search: _Search | None = None,
+) -> Any:
+    """:func:`optimize_prompt_parameters` on the caller's loop: every evaluation of the search
+    runs on that one loop (its worker threads and connections are reused from trial to
+    trial). Optuna's ``study.optimize`` loop is replaced by its equivalent ``ask``/``tell``
+    loop (the same trials, the same sampler calls). ``default_score``/``search``: the default
+    program's evaluation already started on ``search`` (``search.score_full("default", ...)``)."""
     optuna = import_optuna()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     logger.info("==> STEP 3: FINDING OPTIMAL PROMPT PARAMETERS <==")
-    search = _Search(
-        optimizer,
-        program,
-        instruction_candidates,
-        demo_candidates,
-        evaluate,
-        valset,
-        num_trials,
-        minibatch,
-        minibatch_size,
-        minibatch_full_eval_steps,
-        run,
-    )
-    default_score = search.evaluate_default()
+    if search is None:
+        search = _Search(
+            optimizer,
+            program,
+            instruction_candidates,
+            demo_candidates,
+            evaluate,
+            valset,
+            num_trials,
+            minibatch,
+            minibatch_size,
+            minibatch_full_eval_steps,
+            run,
+        )
+    else:
+        search.instruction_candidates = instruction_candidates
+        search.demo_candidates = demo_candidates
+    if run is not None and search.resumed:
+        run.resumed.append("search")
+    score = await search.evaluate_default(default_score)
     study = optuna.create_study(
         direction="maximize",
         sampler=optuna.samplers.TPESampler(seed=seed, multivariate=True),
@@ -381,23 +429,13 @@ def optimize_prompt_parameters(
         optuna.trial.create_trial(
             params=defaults,
             distributions=param_distributions(instruction_candidates, demo_candidates),
-            value=default_score,
+            value=score,
         )
     )
     budget = optimizer.budget
 
     def spent() -> bool:
         return run.spent if run is not None else budget.spent
-
-    def stop_when_spent(study: Any, _trial: Any) -> None:
-        if spent():
-            logger.warning(
-                "Stopping the search (%s): %d LM calls made, %.6f USD paid",
-                budget.stopped_by,
-                budget.total,
-                budget.cost,
-            )
-            study.stop()
 
     remaining = num_trials
     threads = optimizer.num_threads or default_threads()
@@ -408,12 +446,26 @@ def optimize_prompt_parameters(
         ahead = search.ahead_count(sampler._n_startup_trials)
     if ahead > 1:
         # DSPex only: trials the sampler draws at random run at once (same draws, same order)
-        for t, value in run_sync(search.run_ahead(ahead, threads)):
-            search.finish(t, value)  # as in DSPy's objective: bookkeeping, then the study learns
+        for t, value in await search.run_ahead(ahead, threads):
+            await search.finish(t, value)  # as in DSPy's objective: bookkeeping, then tell
             study.tell(t.trial, value)
         remaining -= ahead
-    if remaining > 0 and not spent():
-        study.optimize(search.objective, n_trials=remaining, callbacks=[stop_when_spent])
+    for _ in range(remaining):
+        if spent():
+            logger.warning(
+                "Stopping the search (%s): %d LM calls made, %.6f USD paid",
+                budget.stopped_by,
+                budget.total,
+                budget.cost,
+            )
+            break
+        trial = study.ask()
+        try:
+            value = await search.objective(trial)
+        except BaseException:
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            raise
+        study.tell(trial, value)
 
     best = search.best_program
     if best is not None and optimizer.track_stats:

@@ -200,8 +200,10 @@ async def acreate_n_fewshot_demo_sets(
     *,
     num_threads: int | None = None,
     budget: CallBudget | None = None,
+    limiter: asyncio.Semaphore | None = None,
 ) -> dict[int, list[list[Any]]]:
-    """``create_n_fewshot_demo_sets`` for async callers."""
+    """``create_n_fewshot_demo_sets`` for async callers; ``limiter``: the bound on program
+    runs, shared with other work running at the same time (else one of ``num_threads``)."""
     errors = default_max_errors() if max_errors is None else max_errors
     plan = _plan(
         num_candidate_sets,
@@ -213,7 +215,7 @@ async def acreate_n_fewshot_demo_sets(
         rng or random.Random(seed),
     )
     threads = num_threads or default_threads()
-    limiter = asyncio.Semaphore(threads)
+    limiter = limiter if limiter is not None else asyncio.Semaphore(threads)
 
     async def build(recipe: _DemoSet, shared: bool) -> Any:
         if recipe.kind == "zeroshot":
@@ -231,6 +233,7 @@ async def acreate_n_fewshot_demo_sets(
             max_rounds=max_rounds,
             num_threads=num_threads,
         )
+        optimizer._run_ahead = False  # the demo sets' calls stay DSPy's
         if shared:
             optimizer._limiter = limiter
         return await optimizer.acompile(student, teacher=teacher, trainset=recipe.trainset)

@@ -10,7 +10,8 @@ score wins (ties keep the earlier seed), as in DSPy.
 calls were made / that many USD paid; the best candidate scored so far is returned
 (``budget.calls``: LM calls per candidate; ``compiled.run_summary``: calls, tokens and cost per
 candidate). ``run_dir`` checkpoints every scored candidate; a run started again with the same
-directory scores only the candidates not checkpointed yet.
+directory (or with ``resume=`` that directory, which must then hold a run) scores only the
+candidates not checkpointed yet.
 
 DSPy builds and scores the candidates one after the other. Here, unless ``stop_at_score`` or
 ``max_lm_calls`` may end the search early or ``num_threads=1``, all candidates are built and scored at the same
@@ -64,8 +65,9 @@ class BootstrapFewShotWithRandomSearch(RunOptions, Teleprompter):
         max_cost: float | None = None,
         run_dir: str | os.PathLike[str] | None = None,
         display_progress: bool = True,
+        resume: str | os.PathLike[str] | None = None,
     ) -> None:
-        self._set_run_options(max_lm_calls, max_cost, run_dir, display_progress)
+        self._set_run_options(max_lm_calls, max_cost, run_dir, display_progress, resume)
         self.metric = metric
         self.teacher_settings: dict[str, Any] = dict(teacher_settings or {})
         self.max_rounds = max_rounds
@@ -329,4 +331,5 @@ class _Builder:
             display_progress=False,
         )
         optimizer._limiter = self.limiter
+        optimizer._run_ahead = False  # the candidates' calls stay DSPy's
         return await optimizer.acompile(self.student, teacher=self.teacher, trainset=trainset)

@@ -38,7 +38,7 @@ from typing import Any
 
 import orjson
 
-from dspex.errors import RunDirError, RunDirMismatch
+from dspex.errors import OptimizerError, RunDirError, RunDirMismatch, RunNotFound
 from dspex.teleprompt.budget import CallBudget, RunSummary, counting
 
 __all__ = [
@@ -171,6 +171,18 @@ def _atomic_write(path: Path, data: bytes) -> None:
         raise
 
 
+def _check_resumable(path: Path) -> None:
+    """``path`` holds a run to resume (its manifest), else :class:`RunNotFound`."""
+    if not path.is_dir():
+        raise RunNotFound(f"resume={str(path)!r}: no such run directory", path=str(path))
+    if not (path / "run.json").is_file():
+        raise RunNotFound(
+            f"resume={str(path)!r}: the directory holds no run (none has saved a checkpoint "
+            "there yet); start one with run_dir=",
+            path=str(path),
+        )
+
+
 def _jsonable(value: Any) -> Any:
     """Scalars that know their Python value (``numpy.float64(0.5).item()``) and dict-likes
     (a ``Prediction`` a metric returned) are written as those; anything else is an error."""
@@ -189,10 +201,19 @@ def _jsonable(value: Any) -> Any:
 class RunDir:
     """A run directory: the manifest (``run.json``) and one JSON file per checkpoint key."""
 
-    def __init__(self, path: str | os.PathLike[str], optimizer: str, parts: Mapping[str, str]):
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        optimizer: str,
+        parts: Mapping[str, str],
+        *,
+        must_exist: bool = False,
+    ):
         self.path = Path(path)
         self.optimizer = optimizer
         self.parts = dict(parts)
+        if must_exist:
+            _check_resumable(self.path)
         try:
             (self.path / "checkpoints").mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -361,6 +382,7 @@ class Run:
         run_dir: str | os.PathLike[str] | None = None,
         identity: Mapping[str, Any] | None = None,
         display_progress: bool = True,
+        resume: bool = False,
     ) -> None:
         self.optimizer = optimizer
         self.budget = budget
@@ -369,7 +391,7 @@ class Run:
         self.dir: RunDir | None = None
         if run_dir is not None:
             parts = {name: identity_hash(value) for name, value in (identity or {}).items()}
-            self.dir = RunDir(run_dir, optimizer, parts)
+            self.dir = RunDir(run_dir, optimizer, parts, must_exist=resume)
         self._counting: contextlib.ExitStack | None = None
         self._stopped: str | None = None
 
@@ -419,6 +441,10 @@ class Run:
         if self.dir is not None:
             self.dir.save(key, state)
 
+    def peek(self, key: str) -> Any | None:
+        """The state saved under ``key``, like :meth:`restore` but not counted as resumed."""
+        return self.dir.load(key) if self.dir is not None else None
+
     def restore(self, key: str) -> Any | None:
         """The state last saved under ``key`` by this run (before a crash), else ``None``."""
         if self.dir is None:
@@ -444,11 +470,16 @@ def _is_terminal() -> bool:
 # ---------------------------------------------------------------------- optimizer options
 class RunOptions:
     """What the budgeted, resumable optimizers share: ``max_lm_calls``/``max_cost`` (one
-    :class:`CallBudget`), ``run_dir`` and ``display_progress``, and how a compile opens its
-    :class:`Run` (identified by the optimizer's own ``_args()`` and the student)."""
+    :class:`CallBudget`), ``run_dir``/``resume`` and ``display_progress``, and how a compile
+    opens its :class:`Run` (identified by the optimizer's own ``_args()`` and the student).
+
+    ``run_dir=path`` checkpoints into ``path`` and resumes what it finds there; ``resume=path``
+    resumes the run in ``path`` and fails (:class:`~dspex.errors.RunNotFound`) when there is
+    none; then ``run_dir`` is ``path`` too (giving both, they must name the same directory)."""
 
     budget: CallBudget
     run_dir: str | os.PathLike[str] | None
+    resume: str | os.PathLike[str] | None = None
     display_progress: bool
 
     def _set_run_options(
@@ -457,9 +488,19 @@ class RunOptions:
         max_cost: float | None,
         run_dir: str | os.PathLike[str] | None,
         display_progress: bool = True,
+        resume: str | os.PathLike[str] | None = None,
     ) -> None:
         self.budget = CallBudget(max_lm_calls, max_cost)
+        if resume is not None:
+            if run_dir is not None and Path(run_dir).resolve() != Path(resume).resolve():
+                raise OptimizerError(
+                    f"run_dir={str(run_dir)!r} and resume={str(resume)!r} name different "
+                    "directories; give one of them (resume=path resumes the run in path)"
+                )
+            _check_resumable(Path(resume))
+            run_dir = resume
         self.run_dir = run_dir
+        self.resume = resume
         self.display_progress = display_progress
 
     def _args(self) -> dict[str, Any]:
@@ -484,4 +525,5 @@ class RunOptions:
             display_progress=self.display_progress
             if display_progress is None
             else display_progress,
+            resume=self.resume is not None,
         )

@@ -20,7 +20,11 @@ The random draws are DSPy's, in DSPy's order (``random.Random(seed)`` and
 runs go through one limit of ``num_threads`` concurrent runs on one event loop; the rule
 requests of one step also run concurrently (DSPy asks for them one after the other): their
 random draws are all made first in DSPy's order, and a failed strategy only means the next
-buckets are drawn, as DSPy would. ``num_threads=1`` sends the LM requests in DSPy's order.
+buckets are drawn, as DSPy would. Each candidate is scored on the mini-batch as soon as its
+strategy is done (DSPy waits for all strategies), and, without budgets, each winner the final
+selection is sure to score (whatever the remaining steps add) is scored on the trainset as
+it comes, in slots the steps leave idle: the same requests as DSPy's, sent earlier.
+``num_threads=1`` sends the LM requests in DSPy's order.
 
 DSPex only: ``max_lm_calls``/``max_cost`` stop the run once spent. Runs already started
 finish; a step (or the final scoring) cut short is dropped, and the best program is picked
@@ -38,6 +42,7 @@ import asyncio
 import logging
 import os
 import random
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -86,6 +91,43 @@ class _Spent(Exception):
     """A budget was spent before a unit of work could start."""
 
 
+class _Slots:
+    """At most ``n`` holders. A freed slot goes to the oldest waiting step job, else to the
+    oldest background job, so background work only fills slots the steps leave idle."""
+
+    def __init__(self, n: int) -> None:
+        self.free = n
+        self.waiters: tuple[deque[asyncio.Future[None]], deque[asyncio.Future[None]]] = (
+            deque(),
+            deque(),
+        )
+
+    async def acquire(self, background: bool) -> None:
+        if self.free > 0:  # nobody waits while a slot is free
+            self.free -= 1
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        queue = self.waiters[background]
+        queue.append(waiter)
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self.release()  # the slot was handed over as we were cancelled
+            else:
+                queue.remove(waiter)
+            raise
+
+    def release(self) -> None:
+        for queue in self.waiters:
+            while queue:
+                waiter = queue.popleft()
+                if not waiter.done():
+                    waiter.set_result(None)
+                    return
+        self.free += 1
+
+
 class _Runner:
     """Runs jobs under one limit of concurrent jobs, in order when the limit is 1; refuses
     to start a job once a budget is spent."""
@@ -93,7 +135,7 @@ class _Runner:
     def __init__(self, threads: int, spent: Callable[[], bool]) -> None:
         self.threads = threads
         self.spent = spent
-        self.limiter = asyncio.Semaphore(threads)
+        self.slots = _Slots(threads)
         # sync programs run in threads: as many as runs may overlap (asyncio's default
         # executor has only min(32, cpus + 4) threads)
         self.executor = ThreadPoolExecutor(threads, thread_name_prefix="dspex-simba")
@@ -101,25 +143,33 @@ class _Runner:
     def close(self) -> None:
         self.executor.shutdown(wait=False, cancel_futures=True)
 
-    async def _one(self, job: Callable[[], Awaitable[T]]) -> T:
-        async with self.limiter:
+    async def _one(self, job: Callable[[], Awaitable[T]], background: bool) -> T:
+        await self.slots.acquire(background)
+        try:
             if self.spent():
                 raise _Spent
             return await job()
+        finally:
+            self.slots.release()
 
-    async def run(self, jobs: Sequence[Callable[[], Awaitable[T]]]) -> list[T | Exception]:
-        """Each job's result or exception, in order; ``_Spent`` if any job was refused."""
+    async def run(
+        self, jobs: Sequence[Callable[[], Awaitable[T]]], background: bool = False
+    ) -> list[T | Exception]:
+        """Each job's result or exception, in order; ``_Spent`` if any job was refused.
+        ``background`` jobs get a slot only when no step job is waiting for one."""
         results: list[T | Exception] = []
         if self.threads == 1:
             for job in jobs:
                 try:
-                    results.append(await self._one(job))
+                    results.append(await self._one(job, background))
                 except _Spent:
                     raise
                 except Exception as exc:
                     results.append(exc)
             return results
-        gathered = await asyncio.gather(*(self._one(job) for job in jobs), return_exceptions=True)
+        gathered = await asyncio.gather(
+            *(self._one(job, background) for job in jobs), return_exceptions=True
+        )
         for item in gathered:
             if isinstance(item, _Spent):
                 raise item
@@ -128,15 +178,31 @@ class _Runner:
             results.append(item)
         return results
 
-    async def run_programs(self, pairs: list[tuple[Any, Any]]) -> list[dict[str, Any]]:
+    async def run_programs(
+        self, pairs: list[tuple[Any, Any]], background: bool = False
+    ) -> list[dict[str, Any]]:
         """Wrapped programs on their examples (they never raise: errors score 0)."""
-        outputs = await self.run(
-            [_bind(wrapped, example, self.executor) for wrapped, example in pairs]
-        )
+        jobs = [_bind(wrapped, example, self.executor) for wrapped, example in pairs]
+        return await self.run_all(jobs, background)
+
+    async def run_all(
+        self, jobs: Sequence[Callable[[], Awaitable[T]]], background: bool = False
+    ) -> list[T]:
+        """``run`` for jobs that never fail: their results (an exception is raised)."""
+        outputs = await self.run(jobs, background)
         for item in outputs:
             if isinstance(item, Exception):
                 raise item
         return outputs  # type: ignore[return-value]
+
+    async def scores(
+        self, program: Any, metric: Callable[..., Any], examples: list[Any], background: bool
+    ) -> list[Any]:
+        """``program``'s metric score on each example."""
+        outputs = await self.run_programs(
+            [(wrap_program(program, metric), example) for example in examples], background
+        )
+        return [out["score"] for out in outputs]
 
 
 def _bind(
@@ -280,8 +346,26 @@ class _Run:
         self.pool = _Pool(np)
         self.runner = _Runner(simba.num_threads or default_threads(), lambda: run.spent)
         self.trial_logs: dict[int, dict[str, Any]] = {}
+        # concurrent runs: a candidate is scored as soon as its strategy is done, and the
+        # winners the final selection is sure to score are scored in idle slots as they come
+        # (only without budgets, whose cut-short rules depend on DSPy's order of work)
+        self.overlap = self.runner.threads > 1
+        budget = simba.budget
+        self.early_scoring = (
+            self.overlap
+            and simba.num_candidates >= 1
+            and budget.max_lm_calls is None
+            and budget.max_cost is None
+        )
+        self.early: dict[int, tuple[Any, asyncio.Task[list[Any]]]] = {}
 
     async def run(self, student: Any) -> Any:
+        try:
+            return await self._run(student)
+        finally:
+            await _cancel([task for _, task in self.early.values()])
+
+    async def _run(self, student: Any) -> Any:
         o = self.o
         student = student.deepcopy()
         student.simba_idx = 0
@@ -298,6 +382,7 @@ class _Run:
         if saved is not None:
             first, instance_idx, data_indices = self._restore(saved, student, winners)
             winner_scores = list(saved["winner_scores"])
+        self._score_early(winners, o.max_steps - first)
         with self.run_.progress("SIMBA steps", total=o.max_steps) as bar:
             bar.advance(first)
             for step in range(first, o.max_steps):
@@ -322,6 +407,7 @@ class _Run:
                 if won is not None:
                     winners.append(won[0])
                     winner_scores.append(won[1])
+                self._score_early(winners, o.max_steps - step - 1)
                 bar.advance()
                 self._checkpoint(step + 1, instance_idx, data_indices, winners, winner_scores)
         return await self._finish(winners, winner_scores)
@@ -399,20 +485,16 @@ class _Run:
             pool.programs[0], o.num_candidates, o.teacher_settings
         )
         top = pool.top_k_plus_baseline(o.num_candidates)
-        pairs: list[tuple[Any, Any]] = []
+        jobs: list[Callable[[], Awaitable[dict[str, Any]]]] = []
         predictor2name: dict[int, str] = {}
         for model in models:
             for example in batch:
                 chosen = pool.softmax_sample(self.rng, top, o.temperature_for_sampling)
-                system = fork_program(pool.programs[chosen])
-                system.set_lm(model)
-                for name, predictor in system.named_predictors():
-                    predictor2name[id(predictor)] = name
-                pairs.append((wrap_program(system, o.metric), example))
+                jobs.append(self._trajectory(pool.programs[chosen], model, example, predictor2name))
         logger.info(
             "Sampling program trajectories on %d examples x %d samples.", o.bsize, o.num_candidates
         )
-        outputs = await self.runner.run_programs(pairs)
+        outputs = await self.runner.run_all(jobs)
 
         buckets = self._buckets(outputs, len(batch))
         scores = [float(out["score"]) for out in outputs]
@@ -428,18 +510,27 @@ class _Run:
             "batch_90p_score": p90,
             "prompt_model": o.prompt_model,
         }
-        candidates = await self._candidates(step, buckets, context)
-
-        o.budget.phase = f"step {step + 1}: candidates"
-        logger.info(
-            "Batch %d: Evaluating %d programs on %d examples.", step + 1, len(candidates), o.bsize
-        )
-        pairs = [(wrap_program(system, o.metric), ex) for system in candidates for ex in batch]
-        outputs = await self.runner.run_programs(pairs)
-        per_candidate = [
-            [out["score"] for out in outputs[i * o.bsize : (i + 1) * o.bsize]]
-            for i in range(len(candidates))
-        ]
+        scoring: list[asyncio.Task[list[Any]]] = []
+        try:
+            candidates = await self._candidates(step, buckets, context, batch, scoring)
+            o.budget.phase = f"step {step + 1}: candidates"
+            logger.info(
+                "Batch %d: Evaluating %d programs on %d examples.",
+                step + 1,
+                len(candidates),
+                o.bsize,
+            )
+            if self.overlap:
+                per_candidate = [await task for task in scoring]
+            else:
+                pairs = [(wrap_program(c, o.metric), ex) for c in candidates for ex in batch]
+                outputs = await self.runner.run_programs(pairs)
+                per_candidate = [
+                    [out["score"] for out in outputs[i * o.bsize : (i + 1) * o.bsize]]
+                    for i in range(len(candidates))
+                ]
+        finally:
+            await _cancel(scoring)
         averages = [sum(s) / len(s) for s in per_candidate]
         logger.info("Scores after %d batches: %s", step + 1, averages)
         won: tuple[Any, float] | None = None
@@ -450,6 +541,22 @@ class _Run:
         for system, system_scores in zip(candidates, per_candidate, strict=True):
             pool.register(system, system_scores)
         return won
+
+    def _trajectory(
+        self, source: Any, model: Any, example: Any, names: dict[int, str]
+    ) -> Callable[[], Awaitable[dict[str, Any]]]:
+        """A run of a copy of ``source`` on ``model`` (its predictors named in ``names``). The
+        copy is made when the run starts, so copying is spread over the step's runs instead
+        of holding up the first."""
+
+        async def job() -> dict[str, Any]:
+            system = fork_program(source)
+            system.set_lm(model)
+            for name, predictor in system.named_predictors():
+                names[id(predictor)] = name
+            return await wrap_program(system, self.o.metric).acall(example, self.runner.executor)
+
+        return job
 
     def _buckets(self, outputs: list[dict[str, Any]], size: int) -> list[Any]:
         """Each example's runs, best first; examples sorted by (max-min gap, max score,
@@ -466,13 +573,20 @@ class _Run:
         return buckets
 
     async def _candidates(
-        self, step: int, buckets: list[Any], context: dict[str, Any]
+        self,
+        step: int,
+        buckets: list[Any],
+        context: dict[str, Any],
+        batch: list[Any],
+        scoring: list[asyncio.Task[list[Any]]],
     ) -> list[Any]:
         """New candidates from the top buckets until ``num_candidates + 1`` succeeded.
 
         The draws for a bucket (source program, demos to drop, strategy) are made in bucket
         order; a wave prepares as many buckets as candidates are still missing and runs their
-        strategies at once, so exactly the buckets DSPy would process are processed."""
+        strategies at once, so exactly the buckets DSPy would process are processed. With
+        concurrent runs each candidate's scoring on ``batch`` starts as soon as its strategy
+        is done (a task appended to ``scoring``, in candidate order)."""
         o = self.o
         wanted = o.num_candidates + 1
         candidates: list[Any] = []
@@ -483,16 +597,49 @@ class _Run:
                 for bucket, _ in buckets[position : position + wanted - len(candidates)]
             ]
             position += len(wave)
-            jobs = [
-                _strategy_job(strategy, bucket, system, {**context, "name2predictor": names})
+            attempts = [
+                self._attempt(
+                    step, batch, strategy, bucket, system, {**context, "name2predictor": names}
+                )
                 for bucket, system, names, strategy in wave
             ]
-            for (_, system, _, _), result in zip(wave, await self.runner.run(jobs), strict=True):
-                if isinstance(result, Exception):
-                    logger.error("Strategy failed with error: %s", result)
+            if self.overlap:
+                outcomes = await asyncio.gather(*attempts, return_exceptions=True)
+            else:
+                outcomes = [await attempt for attempt in attempts]
+            stop: BaseException | None = None
+            for (_, system, _, _), outcome in zip(wave, outcomes, strict=True):
+                if isinstance(outcome, asyncio.Task):
+                    scoring.append(outcome)
+                elif isinstance(outcome, _Spent) or not isinstance(outcome, Exception | None):
+                    stop = stop or outcome
+                    continue
+                elif outcome is not None:
+                    logger.error("Strategy failed with error: %s", outcome)
                     continue
                 candidates.append(system)
+            if stop is not None:
+                raise stop
         return candidates
+
+    async def _attempt(
+        self,
+        step: int,
+        batch: list[Any],
+        strategy: Strategy,
+        bucket: Any,
+        system: Any,
+        kwargs: dict[str, Any],
+    ) -> asyncio.Task[list[Any]] | Exception | None:
+        """One strategy applied to ``system`` (the exception it raised, if any); with
+        concurrent runs, the task scoring the new candidate on ``batch``."""
+        [outcome] = await self.runner.run([_strategy_job(strategy, bucket, system, kwargs)])
+        if isinstance(outcome, Exception):
+            return outcome
+        if not self.overlap:
+            return None
+        with self.o.budget.in_phase(f"step {step + 1}: candidates"):
+            return asyncio.create_task(self.runner.scores(system, self.o.metric, batch, False))
 
     def _prepare(self, bucket: list[dict[str, Any]]) -> tuple[Any, Any, dict[str, Any], Strategy]:
         """A copy of a softmax-drawn program with some demos dropped, and the strategy."""
@@ -519,26 +666,55 @@ class _Run:
         return bucket, system, name2predictor, strategy
 
     # ------------------------------------------------------------------ final selection
+    def _score_early(self, winners: list[Any], steps_left: int) -> None:
+        """Start scoring on the trainset (in slots the steps leave idle) each winner that
+        the final selection scores whatever the remaining steps add: DSPy scores them after
+        the last step, with the same requests."""
+        if not self.early_scoring:
+            return
+        width = self.o.num_candidates + 1
+        last = len(winners) - 1
+        for k in range(len(winners)):
+            if k in self.early or any(
+                k not in _final_indices(final, width)
+                for final in range(last, last + steps_left + 1)
+            ):
+                continue
+            program = winners[k].deepcopy()
+            with self.o.budget.in_phase("validation"):
+                task = asyncio.create_task(
+                    self.runner.scores(program, self.o.metric, self.trainset, True)
+                )
+            self.early[k] = (program, task)
+
     async def _finish(self, winners: list[Any], winner_scores: list[float]) -> Any:
         o = self.o
-        last = len(winners) - 1
-        width = o.num_candidates + 1
-        idxs = [0] * width if last < 1 else [round(i * last / (width - 1)) for i in range(width)]
-        idxs = list(dict.fromkeys(idxs))
-        candidates = [winners[i].deepcopy() for i in idxs]
+        idxs = _final_indices(len(winners) - 1, o.num_candidates + 1)
+        early = [self.early.pop(i, None) for i in idxs]
+        candidates = [
+            e[0] if e else winners[i].deepcopy() for i, e in zip(idxs, early, strict=True)
+        ]
         logger.info("VALIDATION: Evaluating %d programs on the full trainset.", len(candidates))
         o.budget.phase = "validation"
         size = len(self.trainset)
-        pairs = [(wrap_program(p, o.metric), ex) for p in candidates for ex in self.trainset]
+        late = [k for k, e in enumerate(early) if e is None]
+        pairs = [(wrap_program(candidates[k], o.metric), ex) for k in late for ex in self.trainset]
         try:
             outputs = await self.runner.run_programs(pairs)
+            chunks = {
+                k: [out["score"] for out in outputs[n * size : (n + 1) * size]]
+                for n, k in enumerate(late)
+            }
+            for k, e in enumerate(early):
+                if e is not None:
+                    chunks[k] = await e[1]
         except _Spent:
             self._stopping("in the final scoring: programs ranked by their mini-batch scores")
             scores = [winner_scores[i] for i in idxs]
         else:
             scores = []
             for k in range(len(candidates)):
-                chunk = [out["score"] for out in outputs[k * size : (k + 1) * size]]
+                chunk = chunks[k]
                 scores.append(sum(chunk) / len(chunk) if chunk else 0.0)
                 if k != 0:
                     self.trial_logs[k - 1]["train_score"] = scores[-1]
@@ -552,6 +728,21 @@ class _Run:
         best.candidate_programs = ranked
         best.trial_logs = self.trial_logs
         return best
+
+
+def _final_indices(last: int, width: int) -> list[int]:
+    """The winners the final selection scores on the trainset (DSPy's choice: ``width``
+    evenly spaced indices from 0 to ``last``, rounded, without repeats)."""
+    if last < 1:
+        return [0]
+    return list(dict.fromkeys(round(i * last / (width - 1)) for i in range(width)))
+
+
+async def _cancel(tasks: list[asyncio.Task[Any]]) -> None:
+    """Cancel the unfinished ``tasks`` and wait for all of them (their errors are dropped)."""
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def _strategy_job(

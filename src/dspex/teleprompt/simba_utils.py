@@ -283,7 +283,7 @@ class _AppendARule(Strategy):
             ]
 
         raw: dict[str, Any] = {
-            "program_code": inspect.getsource(system.__class__),
+            "program_code": _source(system.__class__),
             "modules_defn": inspect_modules(system),
             "program_inputs": {**example.inputs()},
             "oracle_metadata": {**example.labels()},
@@ -374,6 +374,12 @@ class OfferFeedback(Signature):
         "the module has access to your tip, it would be much more likely to act like the "
         "successful trajectory rather than the lower-scoring trajectory."
     )
+
+
+@functools.lru_cache(maxsize=64)
+def _source(cls: type) -> str:
+    """The source of ``cls`` (read once per class: ``inspect`` parses the whole file)."""
+    return inspect.getsource(cls)
 
 
 def _dumps(value: Any) -> str:

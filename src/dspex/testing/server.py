@@ -12,9 +12,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import select
+import selectors
+import sys
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -119,31 +123,47 @@ class _Response:
     chunks: list[bytes] | None = None  # SSE events (sent with chunked encoding)
 
 
+Request = tuple[str, str, dict[str, str], bytes, float]  # method, path, headers, body, arrival
+
+
 class _Connection(asyncio.Protocol):
+    """One client connection; its requests are answered in order, one at a time (HTTP/1.1
+    without pipelined replies).
+
+    A request is recorded and answered as soon as its last byte is parsed, and its reply is
+    written by a loop timer ``latency`` after that byte arrived (the reply is computed while
+    the "LM" thinks: it leaves after ``latency``, not ``latency`` plus the server's own work).
+    Only a fault that waits (delay, drip, hang) runs as a task.
+    """
+
     def __init__(self, server: LMServer) -> None:
         import httptools
 
         self.server = server
         self.parser = httptools.HttpRequestParser(self)
+        self.loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport | None = None
         self.url = b""
         self.headers: dict[str, str] = {}
         self.body: list[bytes] = []
-        self.queue: asyncio.Queue[tuple[str, str, dict[str, str], bytes, float] | None] = (
-            asyncio.Queue()
-        )
-        self.worker: asyncio.Task[None] | None = None
+        self.backlog: deque[Request] = deque()  # parsed requests not answered yet
+        self.busy = False  # a request is being answered (its reply not written yet)
+        self.timer: asyncio.TimerHandle | None = None  # the pending reply's
+        self.worker: asyncio.Task[None] | None = None  # the pending fault's
 
     # asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
         self.server._connections.add(self)
-        self.worker = asyncio.get_running_loop().create_task(self._serve())
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.server._connections.discard(self)
-        self.queue.put_nowait(None)
+        self.backlog.clear()
+        if self.timer is not None:
+            self.timer.cancel()
+        if self.worker is not None:
+            self.worker.cancel()
 
     def data_received(self, data: bytes) -> None:
         import httptools
@@ -171,93 +191,123 @@ class _Connection(asyncio.Protocol):
     def on_message_complete(self) -> None:
         method = self.parser.get_method().decode()
         path = self.url.decode("latin-1").split("?", 1)[0]
-        arrived = asyncio.get_running_loop().time()
-        self.queue.put_nowait((method, path, self.headers, b"".join(self.body), arrived))
+        body = self.body[0] if len(self.body) == 1 else b"".join(self.body)
+        self.backlog.append((method, path, self.headers, body, self.loop.time()))
+        if not self.busy:
+            self._next()
 
-    # request handling, one at a time per connection (HTTP/1.1 without pipelining replies)
-    async def _serve(self) -> None:
-        while True:
-            item = await self.queue.get()
-            if item is None or self.transport is None or self.transport.is_closing():
+    # request handling
+    def _next(self) -> None:
+        """Answer the oldest waiting request unless one is being answered."""
+        while self.backlog and not self.busy:
+            transport = self.transport
+            if transport is None or transport.is_closing():
+                self.backlog.clear()
                 return
-            method, path, headers, body, arrived = item
+            self.busy = True
             try:
-                await self._handle(method, path, headers, body, arrived)
+                self._answer(*self.backlog.popleft())
             except Exception as exc:  # never let a bug kill the server thread
-                self._write_raw(
-                    500, orjson.dumps({"error": {"message": f"LMServer error: {exc!r}"}})
-                )
+                self._crashed(exc)
 
-    async def _handle(
+    def _done(self) -> None:
+        self.busy = False
+        self._next()
+
+    def _crashed(self, exc: Exception) -> None:
+        self._write_raw(500, orjson.dumps({"error": {"message": f"LMServer error: {exc!r}"}}))
+        self.busy = False
+
+    def _answer(
         self, method: str, path: str, headers: dict[str, str], body: bytes, arrived: float
     ) -> None:
-        loop = asyncio.get_running_loop()
-        request = self.server._record(method, path, headers, body)
-        fault = self.server._take_fault(request)
-        if fault is not None:
-            if fault.delay:
-                await asyncio.sleep(fault.delay)
-                arrived = loop.time()
-            if fault.drop:
-                assert self.transport is not None
-                self.transport.abort()
-                return
-            if fault.hang:
-                await asyncio.Future()  # cancelled when the server stops or the client leaves
-            if fault.status is not None:
-                payload = (
-                    fault.body if fault.body is not None else _error_body(request, fault.status)
-                )
-                data = payload.encode() if isinstance(payload, str) else payload
-                await self._send(
-                    _Response(fault.status, dict(fault.headers or {}), data), fault.drip
-                )
-                return
-        # the reply is computed while the "LM" thinks: it leaves ``latency`` seconds after the
-        # request's last byte arrived, not ``latency`` plus the server's own work
-        response = self.server._respond(request)
-        if self.server.latency:
-            wait = arrived + self.server.latency - loop.time()
+        server = self.server
+        request = server._record(method, path, headers, body)
+        fault = server._take_fault(request)
+        if fault is not None and (
+            fault.delay or fault.drop or fault.hang or fault.drip or fault.status is not None
+        ):
+            self.worker = self.loop.create_task(self._faulty(request, fault, arrived))
+            return
+        self._reply_at(server._respond(request), arrived + server.latency)
+
+    def _reply_at(self, response: _Response, due: float) -> None:
+        if due > self.loop.time():
+            self.timer = self.loop.call_at(due, self._reply, response)
+        else:
+            self._reply(response)
+
+    def _reply(self, response: _Response) -> None:
+        self.timer = None
+        try:
+            self._write(response)
+        except Exception as exc:  # pragma: no cover - writing prepared bytes
+            self._crashed(exc)
+        self._done()
+
+    async def _faulty(self, request: RecordedRequest, fault: Fault, arrived: float) -> None:
+        try:
+            await self._misbehave(request, fault, arrived)
+        except Exception as exc:
+            self._crashed(exc)
+        self.worker = None
+        self._done()
+
+    async def _misbehave(self, request: RecordedRequest, fault: Fault, arrived: float) -> None:
+        transport = self.transport
+        assert transport is not None
+        if fault.delay:
+            await asyncio.sleep(fault.delay)
+            arrived = self.loop.time()
+        if fault.drop:
+            transport.abort()
+            return
+        if fault.hang:
+            await asyncio.Future()  # cancelled when the server stops or the client leaves
+        if fault.status is not None:
+            payload = fault.body if fault.body is not None else _error_body(request, fault.status)
+            data = payload.encode() if isinstance(payload, str) else payload
+            response = _Response(fault.status, dict(fault.headers or {}), data)
+        else:
+            response = self.server._respond(request)
+            wait = arrived + self.server.latency - self.loop.time()
             if wait > 0:
                 await asyncio.sleep(wait)
-        await self._send(response, fault.drip if fault is not None else None)
+        if fault.drip:
+            await self._drip(response, fault.drip)
+        else:
+            self._write(response)
 
-    async def _send(self, response: _Response, drip: float | None) -> None:
+    def _write(self, response: _Response) -> None:
         transport = self.transport
         if transport is None or transport.is_closing():
             return
-        head = [f"HTTP/1.1 {response.status} {_REASONS.get(response.status, 'Status')}"]
-        headers = {
-            "content-type": "application/json",
-            **{k.lower(): v for k, v in response.headers.items()},
-        }
-        if response.chunks is not None:
-            headers["content-type"] = "text/event-stream"
-            headers["transfer-encoding"] = "chunked"
-            headers["cache-control"] = "no-cache"
-        else:
-            headers["content-length"] = str(len(response.body))
-        head += [f"{k}: {v}" for k, v in headers.items()]
-        head_bytes = ("\r\n".join(head) + "\r\n\r\n").encode("latin-1")
         if response.chunks is None:
-            payload = head_bytes + response.body
-            if drip:
-                transport.write(head_bytes)
-                for i in range(len(response.body)):
-                    await asyncio.sleep(drip)
-                    if transport.is_closing():
-                        return
-                    transport.write(response.body[i : i + 1])
-            else:
-                transport.write(payload)
+            transport.write(_head(response) + response.body)
             return
-        transport.write(head_bytes)
+        transport.write(_head(response))
         for chunk in response.chunks:
-            if drip:
+            transport.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+        transport.write(b"0\r\n\r\n")
+
+    async def _drip(self, response: _Response, drip: float) -> None:
+        """The reply byte by byte (a stream event by event), ``drip`` seconds apart."""
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        transport.write(_head(response))
+        if response.chunks is None:
+            for i in range(len(response.body)):
                 await asyncio.sleep(drip)
+                if transport.is_closing():
+                    return
+                transport.write(response.body[i : i + 1])
+            return
+        for chunk in response.chunks:
+            await asyncio.sleep(drip)
             if transport.is_closing():
                 return
-            transport.write(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
+            transport.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
         transport.write(b"0\r\n\r\n")
 
     def _write_raw(self, status: int, body: bytes, keep_alive: bool = True) -> None:
@@ -270,6 +320,67 @@ class _Connection(asyncio.Protocol):
         self.transport.write(head.replace("\r\n\r\n\r\n", "\r\n\r\n").encode() + body)
         if not keep_alive:
             self.transport.close()
+
+
+_JSON_HEADS: dict[int, bytes] = {}
+
+
+def _head(response: _Response) -> bytes:
+    """The status line and headers of a reply (a plain JSON reply's from a template)."""
+    if not response.headers and response.chunks is None:
+        template = _JSON_HEADS.get(response.status)
+        if template is None:
+            reason = _REASONS.get(response.status, "Status")
+            template = _JSON_HEADS[response.status] = (
+                f"HTTP/1.1 {response.status} {reason}\r\n"
+                "content-type: application/json\r\ncontent-length: "
+            ).encode("latin-1")
+        return b"%s%d\r\n\r\n" % (template, len(response.body))
+    head = [f"HTTP/1.1 {response.status} {_REASONS.get(response.status, 'Status')}"]
+    headers = {
+        "content-type": "application/json",
+        **{k.lower(): v for k, v in response.headers.items()},
+    }
+    if response.chunks is not None:
+        headers["content-type"] = "text/event-stream"
+        headers["transfer-encoding"] = "chunked"
+        headers["cache-control"] = "no-cache"
+    else:
+        headers["content-length"] = str(len(response.body))
+    head += [f"{k}: {v}" for k, v in headers.items()]
+    return ("\r\n".join(head) + "\r\n\r\n").encode("latin-1")
+
+
+if sys.platform == "linux":
+
+    class _PreciseEpoll(selectors.EpollSelector):
+        """epoll with timeouts to the microsecond.
+
+        ``epoll_wait`` counts whole milliseconds and the selector rounds a wait up to the next
+        one, so a reply due 20 ms after its request left 20 to 21 ms after it (0.5 ms late on
+        average, 2.5% of the latency). This selector waits out a timeout with ``select(2)`` on
+        the epoll descriptor itself (readable when any registered socket is), which counts
+        microseconds, then collects the ready sockets without waiting.
+        """
+
+        exact = True
+
+        def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
+            if self.exact and timeout is not None and timeout > 0:
+                try:
+                    select.select([self.fileno()], [], [], timeout)
+                except ValueError:  # a descriptor past FD_SETSIZE: whole milliseconds, then
+                    self.exact = False
+                else:
+                    timeout = 0
+            return super().select(timeout)
+
+
+def _server_loop() -> asyncio.AbstractEventLoop:
+    """The server thread's event loop (on Linux: timers to the microsecond, see above)."""
+    if sys.platform == "linux":
+        return asyncio.SelectorEventLoop(_PreciseEpoll())
+    return asyncio.new_event_loop()
 
 
 def _error_body(request: RecordedRequest, status: int) -> bytes:
@@ -335,7 +446,7 @@ class LMServer:
         errors: list[BaseException] = []
 
         def run() -> None:
-            loop = asyncio.new_event_loop()
+            loop = _server_loop()
             self._loop = loop
             try:
                 self._server = loop.run_until_complete(

@@ -203,12 +203,26 @@ def active_callbacks(instance: Any) -> list[Any]:
     return [*settings.current().callbacks, *(getattr(instance, "callbacks", None) or ())]
 
 
+def _hooks(callback: Any, kind: str) -> bool:
+    """Whether ``callback`` wants the hooks of ``kind`` calls: every kind unless its class
+    names the few it hooks in ``_dspex_callback_kinds`` (DSPex's own callbacks do, so a
+    compile's LM-call counter does not make every module and adapter call pay for hooks
+    that do nothing)."""
+    kinds = getattr(type(callback), "_dspex_callback_kinds", None)
+    return kinds is None or kind in kinds
+
+
+@functools.lru_cache(maxsize=1024)
+def _signature(fn: Callable[..., Any]) -> inspect.Signature:
+    return inspect.signature(fn)
+
+
 def _inputs(
     fn: Callable[..., Any], instance: Any, args: tuple[Any, ...], kw: dict[str, Any]
 ) -> dict[str, Any]:
     """The call's arguments by parameter name, defaults included (``self`` left out)."""
     try:
-        bound = inspect.signature(fn).bind(instance, *args, **kw)
+        bound = _signature(fn).bind(instance, *args, **kw)
     except TypeError:
         return {"args": args, "kwargs": kw}
     bound.apply_defaults()
@@ -264,6 +278,9 @@ def begin(
         kind = callback_kind(instance, method.__name__)
     except ValueError as exc:  # DSPy logs a hook it cannot pick and runs the call
         logger.warning(f"Error when calling callbacks of {method.__name__}: {exc}")
+        return None
+    callbacks = [callback for callback in callbacks if _hooks(callback, kind)]
+    if not callbacks:
         return None
     call = _Call(callbacks, kind)
     call.start(instance, _inputs(method, instance, args, kw))

@@ -20,11 +20,14 @@ from typing import Any, Protocol
 from dspex import settings
 from dspex.adapters.types import History
 from dspex.adapters.types.base_type import Type
+from dspex.errors import CodeInterpreterError
 from dspex.evaluate import Evaluate
 from dspex.primitives.example import Example
 from dspex.primitives.prediction import Prediction
 from dspex.teleprompt import bootstrap_trace as bootstrap_trace_module
 from dspex.teleprompt.bootstrap_trace import FailedPrediction
+from dspex.teleprompt.gepa import flex_utils
+from dspex.teleprompt.gepa.engine_state import EngineState
 from dspex.teleprompt.gepa.instruction_proposal import InstructionProposer, ReflectiveExample
 
 __all__ = [
@@ -141,10 +144,17 @@ class DspyAdapter:
             custom_instruction_proposer, InstructionProposer
         )
         self.custom_code_proposer = custom_code_proposer
+        self.flex = flex_utils.FlexComponents(student_module, custom_code_proposer)
+        """The student's Flex code components (their paths, seed sources, code proposals)."""
         self.warn_on_score_mismatch = warn_on_score_mismatch
         self.reflection_minibatch_size = reflection_minibatch_size
         self.budget: Any = None
         """A :class:`~dspex.teleprompt.budget.CallBudget` whose phase this adapter names."""
+        self.engine_state = EngineState()
+        self.seed_scores: tuple[dict[str, str], list[Any]] | None = None
+        """A resumed run's saved seed-candidate valset scores: the engine evaluates the seed
+        again before it loads its saved state (and then drops that evaluation), so the first
+        such evaluation is answered from them instead of paying for it."""
 
     def _phase(self, name: str) -> None:
         if self.budget is not None:
@@ -154,6 +164,7 @@ class DspyAdapter:
     def build_program(self, candidate: dict[str, str]) -> Any:
         """A copy of the student with each named predictor's instruction from ``candidate``."""
         program = self.student.deepcopy()
+        flex_utils.rebind_flex_code(program, candidate)  # a Flex's code component: its source
         for name, predictor in program.named_predictors():
             if name in candidate:
                 predictor.signature = predictor.signature.with_instructions(candidate[name])
@@ -167,8 +178,14 @@ class DspyAdapter:
     ) -> dict[str, str]:
         reflection_lm = self.reflection_lm or settings.current().lm
         self._phase("reflection")
+        code, components_to_update = self.flex.propose(
+            candidate, reflective_dataset, components_to_update, reflection_lm,
+            custom_instruction_proposer=not self._builtin_instruction_proposer,
+        )  # fmt: skip
+        if not components_to_update:
+            return code
         with settings.context(lm=reflection_lm):
-            return dict(
+            return code | dict(
                 self.custom_instruction_proposer(
                     candidate=candidate,
                     reflective_dataset=reflective_dataset,
@@ -191,9 +208,24 @@ class DspyAdapter:
     ) -> Any:
         """Score ``candidate`` on ``batch`` (GEPA's ``EvaluationBatch``), with traces if asked."""
         num_threads = self.num_threads if num_threads is None else num_threads
+        if self.seed_scores is not None and not capture_traces:
+            seed, scores = self.seed_scores
+            self.seed_scores = None
+            if candidate == seed and len(batch) == len(scores):
+                return self._make_evaluation_batch([None] * len(batch), list(scores), None)
         self._phase("evaluate")
-        program = self.build_program(candidate)
+        try:
+            program = self.build_program(candidate)
+        except (SyntaxError, CodeInterpreterError) as exc:  # a Flex candidate that cannot bind
+            logger.warning("Candidate failed to build (%s); scoring the batch as failures.", exc)
+            return self._make_evaluation_batch([None] * len(batch), [None] * len(batch), [] if capture_traces else None)  # fmt: skip
         metadata = self._callback_metadata(batch)
+        if self.flex.paths:  # scored with the program's trace (a metric's ``program_trace``)
+            return flex_utils.evaluate_with_trace(
+                program, batch, metric_fn=self.metric_fn, num_threads=num_threads,
+                failure_score=self.failure_score, callback_metadata=metadata,
+                capture_traces=capture_traces,
+            )  # fmt: skip
         if capture_traces:
             # Looked up on the module at call time, as DSPy does (tests patch it there).
             trajectories = bootstrap_trace_module.bootstrap_trace_data(
@@ -246,10 +278,19 @@ class DspyAdapter:
         self, items: list[tuple[dict[str, str], list[Any]]], *, capture_traces: bool = True
     ) -> list[Any]:
         """Several (candidate, batch) pairs at once, sharing ``num_threads`` between them;
-        each runs in the caller's context (settings, callbacks)."""
+        each runs in the caller's context (settings, callbacks).
+
+        One pair (every iteration of GEPA's default strategy) runs in the caller's thread, on
+        its event loop and warm connections: a fresh thread would start a fresh loop and
+        reconnect on every iteration, for nothing to overlap."""
         from dspex.teleprompt.limits import default_threads
 
         total = self.num_threads or default_threads()
+        if len(items) == 1:
+            candidate, batch = items[0]
+            return [
+                self.evaluate(batch, candidate, capture_traces=capture_traces, num_threads=total)
+            ]
         workers = min(len(items), total) or 1
         share, extra = divmod(total, workers)
         work = [
@@ -267,11 +308,20 @@ class DspyAdapter:
             return list(pool.map(run, work))
 
     def get_adapter_state(self) -> dict[str, Any]:
-        return {"rng_state": self.rng.getstate()}
+        """What the engine saves with its state before every iteration: this adapter's
+        generator and the engine's own unsaved run state (:mod:`.engine_state`)."""
+        state: dict[str, Any] = {"rng_state": self.rng.getstate()}
+        engine = self.engine_state.capture()
+        if engine:
+            state["engine_state"] = engine
+        return state
 
     def set_adapter_state(self, state: dict[str, Any]) -> None:
+        """Called by the engine when its run starts (``state`` is empty unless resumed)."""
+        self.engine_state.bind(self)
         if "rng_state" in state:
             self.rng.setstate(state["rng_state"])
+        self.engine_state.restore(state.get("engine_state") or {})
 
     # ------------------------------------------------------------------ reflection
     def make_reflective_dataset(
@@ -282,6 +332,10 @@ class DspyAdapter:
         predictors = dict(program.named_predictors())
         dataset: dict[str, list[ReflectiveExample]] = {}
         for name in components_to_update:
+            if name in self.flex.paths:  # a Flex's code reflects on whole-program I/O
+                if records := flex_utils.code_reflective_records(eval_batch):
+                    dataset[name] = records  # type: ignore[assignment]
+                continue
             if name not in predictors:
                 raise AssertionError(f"Predictor not found: {name}")
             items = [

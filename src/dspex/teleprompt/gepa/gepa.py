@@ -14,10 +14,12 @@ DSPex only: ``max_lm_calls``/``max_cost`` stop the run between GEPA iterations o
 state there (``run_dir/gepa/gepa_state.bin``, saved before every iteration: candidates,
 scores, Pareto fronts, metric calls spent), and a run started again with the same directory
 (and the same arguments, student and data: checked, see :class:`~dspex.teleprompt.run.Run`)
-goes on from the last saved iteration within the same ``max_metric_calls``. The engine does
-not save its own sampling generator (the adapter's is saved), so the iterations after a resume
-draw fresh candidates and minibatches: a resumed run is not the uninterrupted run's sequence (``log_dir`` gives the library the
-same directory without the identity check, as in DSPy).
+goes on from the last saved iteration within the same ``max_metric_calls``. What the library
+leaves out of its state (its random generator, the minibatch sampler's epoch, the merge
+schedule) is saved with it through the adapter (:mod:`.engine_state`), so a resumed run makes
+the uninterrupted run's draws and ends with its program; the seed candidate's valset scores
+are read back instead of evaluated again. ``log_dir`` gives the library a directory without
+the identity check, as in DSPy (resumed the same way).
 """
 
 from __future__ import annotations
@@ -102,7 +104,11 @@ class DspyGEPAResult:
 
     @staticmethod
     def _candidate_components(program: Any) -> dict[str, str]:
-        return {name: p.signature.instructions for name, p in program.named_predictors()}
+        from dspex.teleprompt.gepa.flex_utils import enumerate_flex_submodules
+
+        instructions = {name: p.signature.instructions for name, p in program.named_predictors()}
+        code = {path: f.module_src for path, f in enumerate_flex_submodules(program).items()}
+        return instructions | code
 
     def to_dict(self) -> dict[str, Any]:
         def lists(sets: dict[Any, set[int]] | None) -> dict[Any, list[int]] | None:
@@ -144,6 +150,21 @@ class DspyGEPAResult:
             log_dir=gepa_result.run_dir,
             seed=gepa_result.seed,
         )
+
+
+def _saved_seed_scores(gepa_dir: str, size: int) -> tuple[dict[str, str], list[Any]] | None:
+    """The seed candidate and its valset scores from a saved ``gepa`` state (None if absent
+    or not a plain list valset's)."""
+    from gepa.core.state import GEPAState
+
+    try:
+        saved: Any = GEPAState.load(gepa_dir)
+    except Exception:  # the engine loads it again and reports what is wrong
+        return None
+    scores = saved.prog_candidate_val_subscores[0]
+    if sorted(scores) != list(range(size)):
+        return None
+    return dict(saved.program_candidates[0]), [scores[i] for i in range(size)]
 
 
 def auto_budget(
@@ -333,8 +354,11 @@ class GEPA(RunOptions, Teleprompter):
         require_gepa()
         assert trainset is not None and len(trainset) > 0, "Trainset must be provided and non-empty"
         assert teacher is None, "Teacher is not supported in DspyGEPA yet."
+        from dspex.teleprompt.gepa.flex_utils import enumerate_flex_submodules
+
         predictors = list(student.named_predictors())
-        self.max_metric_calls = self._budget(len(predictors), trainset, valset)
+        num_components = len(predictors) + len(enumerate_flex_submodules(student))  # Flex: code
+        self.max_metric_calls = self._budget(num_components, trainset, valset)
         runs = (
             self.max_metric_calls / len(trainset)
             if valset is None
@@ -380,17 +404,24 @@ class GEPA(RunOptions, Teleprompter):
             trainset=list(trainset),
             valset=list(valset),
         )
-        extra = dict(self.gepa_kwargs)
-        if budget.max_lm_calls is not None or budget.max_cost is not None:
-            # Checked between GEPA iterations: the run stops cleanly with the best so far.
-            stoppers = extra.pop("stop_callbacks", None) or []
-            stoppers = list(stoppers) if isinstance(stoppers, list | tuple) else [stoppers]
-            extra["stop_callbacks"] = [*stoppers, lambda _state: self._spent(run)]
         gepa_dir = self.log_dir
         if run.dir is not None:
             gepa_dir = str(run.dir.path / "gepa")
+        extra = dict(self.gepa_kwargs)
+        added: list[Any] = []
+        if gepa_dir is not None:
+            added.append(adapter.engine_state)  # a resumed run's merge schedule (never stops)
             if os.path.exists(os.path.join(gepa_dir, "gepa_state.bin")):
-                run.resumed.append("gepa_state")
+                if run.dir is not None:
+                    run.resumed.append("gepa_state")
+                adapter.seed_scores = _saved_seed_scores(gepa_dir, len(valset))
+        if budget.max_lm_calls is not None or budget.max_cost is not None:
+            # Checked between GEPA iterations: the run stops cleanly with the best so far.
+            added.append(lambda _state: self._spent(run))
+        if added:
+            stoppers = extra.pop("stop_callbacks", None) or []
+            stoppers = list(stoppers) if isinstance(stoppers, list | tuple) else [stoppers]
+            extra["stop_callbacks"] = [*stoppers, *added]
         with run:
             budget.check_prices(settings.current().lm, self.reflection_lm)
             run.checkpoint("gepa", {"gepa_run_dir": gepa_dir})  # claims the run directory
@@ -447,7 +478,8 @@ class GEPA(RunOptions, Teleprompter):
         from gepa.api import optimize
 
         return optimize(
-            seed_candidate={name: p.signature.instructions for name, p in predictors},
+            seed_candidate={name: p.signature.instructions for name, p in predictors}
+            | engine_adapter.flex.seed,  # each Flex's module_src under its parameter path
             trainset=trainset,
             valset=valset,
             adapter=engine_adapter,
