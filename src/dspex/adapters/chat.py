@@ -13,10 +13,11 @@ from dspex.adapters.values import (
     format_field_value,
     get_annotation_name,
     get_field_description_string,
-    parse_errors_of,
     parse_fields,
+    sign_parse_error,
     translate_field_type,
 )
+from dspex.errors import AdapterParseError
 from dspex.signatures.field import FieldInfo
 
 __all__ = ["ChatAdapter", "FieldInfoWithName"]
@@ -171,10 +172,13 @@ class ChatAdapter(Adapter):
 
     # ------------------------------------------------------------------ parsing
     def parse(self, signature: Any, completion: str) -> dict[str, Any]:
-        with parse_errors_of(signature):
+        try:
             return parse_fields(
                 "ChatAdapter", signature._output_fields, split_sections(completion), completion
             )
+        except AdapterParseError as exc:
+            sign_parse_error(exc, signature)
+            raise
 
 
 def _type_info(field: FieldInfo) -> str:

@@ -11,11 +11,12 @@ from dspex.adapters.structured import response_format
 from dspex.adapters.values import (
     _json_repair_loads,
     parse_error,
-    parse_errors_of,
     parse_fields,
     serialize_for_json,
+    sign_parse_error,
     translate_field_type,
 )
+from dspex.errors import AdapterParseError
 
 __all__ = ["JSONAdapter"]
 
@@ -80,8 +81,11 @@ class JSONAdapter(ChatAdapter):
         return json.dumps(serialize_for_json(values), indent=2, ensure_ascii=False)
 
     def parse(self, signature: Any, completion: str) -> dict[str, Any]:
-        with parse_errors_of(signature):
+        try:
             return self._parse(signature, completion)
+        except AdapterParseError as exc:
+            sign_parse_error(exc, signature)
+            raise
 
     def _parse(self, signature: Any, completion: str) -> dict[str, Any]:
         fields = _json_repair_loads(completion)

@@ -14,8 +14,7 @@ import math
 import re
 import sys
 import types
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from functools import lru_cache
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
@@ -117,18 +116,14 @@ def parse_error(
     )
 
 
-@contextmanager
-def parse_errors_of(signature: Any) -> Iterator[None]:
-    """Attach ``signature`` to an :class:`AdapterParseError` raised inside (DSPy's ``.signature``).
+def sign_parse_error(exc: AdapterParseError, signature: Any) -> None:
+    """Attach ``signature`` to ``exc`` unless it has one (DSPy's ``.signature``): adapters'
+    ``parse`` call this on the way out of a failed parse, then re-raise.
 
     An attribute, not a structured field: signature classes need not pickle.
     """
-    try:
-        yield
-    except AdapterParseError as exc:
-        if getattr(exc, "signature", None) is None:
-            exc.signature = signature
-        raise
+    if getattr(exc, "signature", None) is None:
+        exc.signature = signature
 
 
 def parse_fields(

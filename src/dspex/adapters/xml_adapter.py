@@ -25,11 +25,12 @@ from dspex.adapters.values import (
     apply_output_field_defaults,
     format_field_value,
     parse_error,
-    parse_errors_of,
     parse_value,
     serialize_for_json,
+    sign_parse_error,
     translate_field_type,
 )
+from dspex.errors import AdapterParseError
 from dspex.signatures.field import FieldInfo
 
 __all__ = ["XMLAdapter"]
@@ -143,8 +144,11 @@ class XMLAdapter(ChatAdapter):
 
     # ------------------------------------------------------------------ parsing
     def parse(self, signature: Any, completion: str) -> dict[str, Any]:
-        with parse_errors_of(signature):
+        try:
             return self._parse(signature, completion)
+        except AdapterParseError as exc:
+            sign_parse_error(exc, signature)
+            raise
 
     def _parse(self, signature: Any, completion: str) -> dict[str, Any]:
         outputs: Mapping[str, FieldInfo] = signature._output_fields

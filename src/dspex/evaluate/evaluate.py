@@ -23,7 +23,13 @@ from typing import TYPE_CHECKING, Any
 from dspex._sync import run_sync
 from dspex.errors import EvaluationInterrupted
 from dspex.evaluate import display
-from dspex.modules.executor import AsyncCaller, Executor, RunOutcome, customized_sync_lm
+from dspex.modules.executor import (
+    AsyncCaller,
+    Executor,
+    RunOutcome,
+    async_entry,
+    customized_sync_lm,
+)
 from dspex.primitives.example import Example
 from dspex.primitives.prediction import Prediction
 from dspex.utils.callback import with_callbacks
@@ -296,7 +302,7 @@ class _Run:
             on_error=lambda _i, _e: self.progress.fail(),
         )
         sequential = self.executor.num_threads == 1
-        self.call_program = AsyncCaller(
+        self.call_program = async_entry(
             program, inline=sequential, sync=customized_sync_lm(program)
         )
         self.call_metric = AsyncCaller(self.metric, inline=sequential, adaptive=True)

@@ -13,9 +13,8 @@ from __future__ import annotations
 import functools
 import logging
 import types
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from contextvars import ContextVar
+from collections.abc import Callable
+from contextvars import ContextVar, Token
 from typing import Any
 
 from dspex import settings
@@ -33,23 +32,34 @@ _IN_CALL: ContextVar[int] = ContextVar("dspex_in_module_call", default=0)
 """``id`` of the module whose ``__call__``/``acall`` is about to run its forward."""
 
 
-@contextmanager
-def _scope(module: Any) -> Iterator[UsageTracker | None]:
+class _Scope:
+    """One module call's place on the caller stack, and the usage tracker it opened if it is
+    the outermost call under ``track_usage=True`` (``tracker``; ``None``: not tracking here).
+    :func:`_enter` / :meth:`close` bracket the forward (plain calls: this runs per module
+    call, so no context-manager generator)."""
+
+    __slots__ = ("callers", "token", "tracker")
+
+    def __init__(self, callers: Token[Any], tracker: UsageTracker | None, token: Any) -> None:
+        self.callers = callers
+        self.tracker = tracker
+        self.token = token
+
+    def close(self) -> None:
+        if self.token is not None:
+            settings._scoped.reset(self.token)
+        CALLERS.reset(self.callers)
+
+
+def _enter(module: Any) -> _Scope:
     """Push ``module`` on the caller stack; open a usage tracker if this call is the outermost
-    one under ``track_usage=True``. Yields that tracker (``None``: not tracking here)."""
+    one under ``track_usage=True``."""
     callers = CALLERS.set((*CALLERS.get(), module))
     now = settings.current()
-    tracker: UsageTracker | None = None
-    token = None
     if now.track_usage and now.usage_tracker is None:
         tracker = UsageTracker()
-        token = settings._scoped.set(now.replace(usage_tracker=tracker))
-    try:
-        yield tracker
-    finally:
-        if token is not None:
-            settings._scoped.reset(token)
-        CALLERS.reset(callers)
+        return _Scope(callers, tracker, settings._scoped.set(now.replace(usage_tracker=tracker)))
+    return _Scope(callers, None, None)
 
 
 def _attach_usage(tracker: UsageTracker | None, output: Any) -> None:
@@ -76,13 +86,16 @@ def call_sync(
     """Run ``run()`` (which calls the forward) as one module call, with its callbacks."""
     call = begin(module, _signature_of(module), args, kwargs)
     try:
-        with _scope(module) as tracker:
+        scope = _enter(module)
+        try:
             token = _IN_CALL.set(id(module))
             try:
                 output = run()
             finally:
                 _IN_CALL.reset(token)
-            _attach_usage(tracker, output)
+            _attach_usage(scope.tracker, output)
+        finally:
+            scope.close()
     except BaseException as exc:
         if call is not None:
             call.end(None, exc)
@@ -98,14 +111,17 @@ async def call_async(
     """:func:`call_sync` for ``acall``: ``run()`` returns the awaitable to await."""
     call = begin(module, _signature_of(module), args, kwargs)
     try:
-        with _scope(module) as tracker:
+        scope = _enter(module)
+        try:
             token = _IN_CALL.set(id(module))
             try:
                 awaitable = run()
             finally:
                 _IN_CALL.reset(token)
             output = await awaitable
-            _attach_usage(tracker, output)
+            _attach_usage(scope.tracker, output)
+        finally:
+            scope.close()
     except BaseException as exc:
         if call is not None:
             call.end(None, exc)

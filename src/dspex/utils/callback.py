@@ -269,9 +269,11 @@ def begin(
     instance: Any, method: Callable[..., Any], args: tuple[Any, ...], kw: dict[str, Any]
 ) -> _Call | None:
     """Start the callbacks of one call (``None`` when there are none: the fast path)."""
-    callbacks = active_callbacks(instance)
-    if not callbacks:
-        return None
+    configured = settings.current().callbacks
+    own = getattr(instance, "callbacks", None)
+    if not configured and not own:
+        return None  # no list built: this runs for every module call, format and parse
+    callbacks = [*configured, *(own or ())]  # active_callbacks' order
     try:
         kind = callback_kind(instance, method.__name__)
     except ValueError as exc:  # DSPy logs a hook it cannot pick and runs the call
