@@ -162,13 +162,17 @@ class COPRO(RunOptions, Teleprompter):
                 final.append(c)
         return final
 
-    async def _propose(self, signature: Any, n: int, **inputs: Any) -> Any:
+    async def _propose(
+        self, limiter: asyncio.Semaphore, signature: Any, n: int, **inputs: Any
+    ) -> Any:
+        """One proposal call, holding a slot of ``limiter`` (program runs hold the others)."""
         predict = Predict(signature, n=n, temperature=self.init_temperature)
-        with self.budget.in_phase("propose"):
-            if self.prompt_model:
-                with settings.context(lm=self.prompt_model):
-                    return (await predict.acall(**inputs)).completions
-            return (await predict.acall(**inputs)).completions
+        async with limiter:
+            with self.budget.in_phase("propose"):
+                if self.prompt_model:
+                    with settings.context(lm=self.prompt_model):
+                        return (await predict.acall(**inputs)).completions
+                return (await predict.acall(**inputs)).completions
 
     def _args(self) -> dict[str, Any]:
         """The arguments a resumed run must share (budgets may change)."""
@@ -239,7 +243,9 @@ class COPRO(RunOptions, Teleprompter):
         initial = await _in_turn(
             concurrent,
             [
-                self._propose(BasicGenerateInstruction, self.breadth - 1, basic_instruction=basic)
+                self._propose(
+                    limiter, BasicGenerateInstruction, self.breadth - 1, basic_instruction=basic
+                )
                 for _, basic, _ in basics
             ],
         )
@@ -282,7 +288,10 @@ class COPRO(RunOptions, Teleprompter):
                 attempts.append(f"Resulting Score #{shortest_len - i}: {ranked[i]['score']}")
             proposing[id(p_base)] = asyncio.ensure_future(
                 self._propose(
-                    GenerateInstructionGivenAttempts, self.breadth, attempted_instructions=attempts
+                    limiter,
+                    GenerateInstructionGivenAttempts,
+                    self.breadth,
+                    attempted_instructions=attempts,
                 )
             )
 
