@@ -21,6 +21,7 @@ from typing import Any
 
 from dspex.errors import ProtocolError
 from dspex.pool.config import PoolConfig
+from dspex.pool.loop import SETTLE_TASK_NAME
 from dspex.pool.protocol import fs_decode, fs_encode
 
 __all__ = [
@@ -287,7 +288,9 @@ class TemplateSpawner(Spawner):
         if proc is not None:
             kill_group(proc.pid)
             try:  # reap it without a thread (executors refuse work at interpreter exit)
-                reaper = asyncio.get_running_loop().create_task(_wait_process(proc, 5.0))
+                reaper = asyncio.get_running_loop().create_task(
+                    _wait_process(proc, 5.0), name=SETTLE_TASK_NAME
+                )
                 _REAPERS.add(reaper)
                 reaper.add_done_callback(_REAPERS.discard)
             except RuntimeError:  # not on a loop

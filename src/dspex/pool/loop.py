@@ -14,7 +14,18 @@ from typing import Any
 
 from dspex.errors import PoolClosed
 
-__all__ = ["LoopThread"]
+__all__ = ["SETTLE_TASK_NAME", "LoopThread"]
+
+SETTLE_TASK_NAME = "dspex-pool-settle"
+"""Tasks with this name (e.g. a killed process's reaper) finish before the loop closes."""
+
+
+async def _settle() -> None:
+    """Wait for this loop's must-finish tasks (each bounds itself), so closing the loop never
+    destroys one while it is pending."""
+    pending = [t for t in asyncio.all_tasks() if t.get_name() == SETTLE_TASK_NAME]
+    if pending:
+        await asyncio.wait(pending, timeout=10)
 
 
 class LoopThread:
@@ -92,6 +103,11 @@ class LoopThread:
         loop, thread = self.loop, self.thread
         if loop is None or thread is None or thread is threading.current_thread():
             return
+        if loop.is_running():
+            try:
+                asyncio.run_coroutine_threadsafe(_settle(), loop).result(timeout=11)
+            except (RuntimeError, concurrent.futures.TimeoutError):  # closed meanwhile, or stuck
+                pass
         loop.call_soon_threadsafe(loop.stop)
         thread.join(timeout=5)
         if not loop.is_running():
