@@ -15,6 +15,8 @@ import dspex
 from dspex.errors import OptimizerError, RunDirError, RunDirMismatch, RunNotFound
 from dspex.teleprompt import (
     COPRO,
+    GEPA,
+    SIMBA,
     BootstrapFewShot,
     BootstrapFewShotWithRandomSearch,
     MIPROv2,
@@ -245,12 +247,21 @@ def test_resume_continues_the_run_in_the_directory(server: LMServer, tmp_path: P
     assert caught.value.parts == ["student"]
 
 
+def _feedback(
+    gold: Any, pred: Any, trace: Any = None, pred_name: Any = None, pred_trace: Any = None
+) -> float:
+    return 1.0
+
+
 def test_resume_needs_a_run_to_resume(server: LMServer, tmp_path: Path) -> None:
     missing = tmp_path / "missing"
     for make in (
         lambda **kw: BootstrapFewShot(metric=exact, **kw),
         lambda **kw: BootstrapFewShotWithRandomSearch(metric=exact, **kw),
         lambda **kw: MIPROv2(metric=exact, **kw),
+        lambda **kw: COPRO(metric=exact, **kw),
+        lambda **kw: SIMBA(metric=exact, **kw),
+        lambda **kw: GEPA(metric=_feedback, auto="light", reflection_lm=_lm(server), **kw),
     ):
         with dspex.context(lm=_lm(server)), pytest.raises(RunNotFound, match="no such run"):
             make(resume=missing)
@@ -270,6 +281,14 @@ def test_resume_needs_a_run_to_resume(server: LMServer, tmp_path: Path) -> None:
         _compile(server, optimizer)
     with pytest.raises(OptimizerError, match="different directories"):
         BootstrapFewShot(metric=exact, resume=run_dir, run_dir=tmp_path / "other")
+    with pytest.raises(OptimizerError, match="not both"):  # GEPA: ours or the library's dir
+        GEPA(
+            metric=_feedback,
+            auto="light",
+            reflection_lm=_lm(server),
+            resume=run_dir,
+            log_dir=str(tmp_path / "g"),
+        )
 
 
 def test_unreadable_run_dirs_raise_run_dir_error(tmp_path: Path) -> None:

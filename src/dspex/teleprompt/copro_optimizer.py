@@ -94,11 +94,12 @@ class COPRO(RunOptions, Teleprompter):
         max_cost: float | None = None,
         run_dir: str | os.PathLike[str] | None = None,
         display_progress: bool = True,
+        resume: str | os.PathLike[str] | None = None,
         **_kwargs: Any,
     ) -> None:
         if breadth <= 1:
             raise ValueError("Breadth must be greater than 1")
-        self._set_run_options(max_lm_calls, max_cost, run_dir, display_progress)
+        self._set_run_options(max_lm_calls, max_cost, run_dir, display_progress, resume)
         self.metric = metric
         self.breadth = breadth
         self.depth = depth

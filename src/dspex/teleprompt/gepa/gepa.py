@@ -225,6 +225,7 @@ class GEPA(RunOptions, Teleprompter):
         max_lm_calls: int | None = None,
         max_cost: float | None = None,
         run_dir: str | os.PathLike[str] | None = None,
+        resume: str | os.PathLike[str] | None = None,
     ) -> None:
         try:
             inspect.signature(metric).bind(None, None, None, None, None)
@@ -276,12 +277,12 @@ class GEPA(RunOptions, Teleprompter):
         self.custom_code_proposer = code_proposer
         self.component_selector = component_selector
         self.gepa_kwargs = gepa_kwargs or {}
-        if run_dir is not None and log_dir is not None:
+        if (run_dir is not None or resume is not None) and log_dir is not None:
             raise OptimizerError(
                 "give GEPA a run_dir (resumable, checked against the run's arguments and data) "
                 "or a log_dir (the gepa library's directory, as in DSPy), not both"
             )
-        self._set_run_options(max_lm_calls, max_cost, run_dir)
+        self._set_run_options(max_lm_calls, max_cost, run_dir, resume=resume)
         if self.gepa_kwargs.get("max_reflection_cost") is not None:
             raise ValueError("max_reflection_cost is not supported by dspy.GEPA yet.")
         if "reflection_prompt_template" in self.gepa_kwargs:
