@@ -7,6 +7,8 @@ names, built on DSPy in a worker pool.
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -64,10 +66,10 @@ def __getattr__(name: str) -> Any:
     value: Any
     module = _WHERE.get(name)
     if module is not None:
-        import importlib
-
         attr = "BootstrapFewShotWithRandomSearch" if name == "BootstrapRS" else name
         value = getattr(importlib.import_module(module), attr)
+    elif importlib.util.find_spec(f"{__name__}.{name}") is not None:
+        value = importlib.import_module(f"{__name__}.{name}")  # a submodule, as once eager
     else:
         # DSPy-only optimizers (AvatarOptimizer, InferRules...): routed to a DSPy worker
         from dspex._dspy_names import resolve
