@@ -22,7 +22,6 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
-from dspex._sync import run_sync
 from dspex.errors import OptimizerError
 from dspex.teleprompt.limits import Limited, default_threads
 from dspex.teleprompt.mipro_utils import (
@@ -32,7 +31,7 @@ from dspex.teleprompt.mipro_utils import (
 )
 from dspex.teleprompt.run import Run
 
-__all__ = ["aoptimize_prompt_parameters", "import_optuna", "optimize_prompt_parameters"]
+__all__ = ["aoptimize_prompt_parameters", "import_optuna"]
 
 logger = logging.getLogger(__name__)
 
@@ -338,40 +337,6 @@ class _Search:
             self.best_program = program.deepcopy()
 
 
-def optimize_prompt_parameters(
-    optimizer: Any,
-    program: Any,
-    instruction_candidates: dict[int, list[str]],
-    demo_candidates: Any,
-    evaluate: Any,
-    valset: list[Any],
-    num_trials: int,
-    minibatch: bool,
-    minibatch_size: int,
-    minibatch_full_eval_steps: int,
-    seed: int,
-    *,
-    run: Run | None = None,
-) -> Any:
-    """Run the search and return the best program, with DSPy's statistics attached."""
-    return run_sync(
-        aoptimize_prompt_parameters(
-            optimizer,
-            program,
-            instruction_candidates,
-            demo_candidates,
-            evaluate,
-            valset,
-            num_trials,
-            minibatch,
-            minibatch_size,
-            minibatch_full_eval_steps,
-            seed,
-            run=run,
-        )
-    )
-
-
 async def aoptimize_prompt_parameters(
     optimizer: Any,
     program: Any,
@@ -389,7 +354,7 @@ async def aoptimize_prompt_parameters(
     default_score: asyncio.Future[float] | None = None,
     search: _Search | None = None,
 ) -> Any:
-    """:func:`optimize_prompt_parameters` on the caller's loop: every evaluation of the search
+    """MIPROv2's search (DSPy's ``_optimize_prompt_parameters``) on the caller's loop: every evaluation of the search
     runs on that one loop (its worker threads and connections are reused from trial to
     trial). Optuna's ``study.optimize`` loop is replaced by its equivalent ``ask``/``tell``
     loop (the same trials, the same sampler calls). ``default_score``/``search``: the default
