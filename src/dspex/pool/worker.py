@@ -62,7 +62,6 @@ from dspex.pool.worker_setup import (
     WORKER_ENV,
     _apply_limits,
     _die_with_parent,
-    _freeze_heap,
     _init_failed,
     _preload,
     _qualname,
@@ -447,7 +446,6 @@ def _run_worker(fd: int, spec: dict[str, Any], factory: Callable[[], Any] | None
             factory = _preload(spec)
         _apply_limits(spec)
         handler = factory()
-        _freeze_heap()  # (the handler's own long-lived objects too)
     except BaseException as exc:
         _init_failed(sock, codec, exc)
         os._exit(1)

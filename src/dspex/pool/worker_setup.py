@@ -91,11 +91,12 @@ def _preload(spec: dict[str, Any]) -> Callable[[], Any]:
 
 
 def _freeze_heap() -> None:
-    """Move every object alive now (the preloaded modules, the handler) out of the
-    collector's reach: full collections then scan only what calls create (DSPy's import
-    heap made each one a ~40-100 ms pause), and forked workers keep sharing the template's
-    pages instead of writing GC headers into them (the pre-fork server recipe of the
-    :func:`gc.freeze` docs; no collection first, which would leave holes in shared pages)."""
+    """Move the objects the preload and target imports made out of the collector's reach:
+    full collections then scan only what the handler and its calls create (DSPy's import heap
+    made each one a ~100-150 ms pause), and forked workers keep sharing the template's pages
+    instead of writing GC headers into them (the pre-fork server recipe of the
+    :func:`gc.freeze` docs; no collection first, which would leave holes in shared pages).
+    The handler is built after this: its state stays collectable."""
     gc.freeze()
 
 
