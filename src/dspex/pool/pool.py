@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import weakref
 from collections.abc import Awaitable, Callable
+from threading import get_ident
 from typing import TYPE_CHECKING, Any
 
 from dspex.errors import CallError, DSPexError, UserError
@@ -285,20 +286,19 @@ class Pool(DirectPath, Dispatch, Supervisor, Outcomes, Callbacks):
         timeout: float | None,
         idempotent: bool,
     ) -> Any:
-        if self._io.on_thread():
+        if get_ident() == self._io.ident:
             raise UserError("call_sync() cannot run on the pool's own thread")
         req = self._new_req(method, args, kwargs, session, timeout, idempotent)
         waiter = req.waiter = SyncWaiter()
         if self._parked if session is None else session.worker and self._parked_pinned:
             reply = self._call_direct(req)
             if reply is not NOT_TAKEN:  # (the pool thread may have settled it first: closed)
+                req.done = True  # (Req.resolve's part; the waiter keeps the first outcome)
                 if reply[0] == "result":
-                    req.resolve(True, reply[2])
-                else:
-                    error = decode(reply)
-                    assert isinstance(error, Error)
-                    req.resolve(False, remote_error(error))
-                return waiter.result()
+                    return waiter.settle(True, reply[2])
+                error = decode(reply)
+                assert isinstance(error, Error)
+                return waiter.settle(False, remote_error(error))
         elif not self._want_direct:
             self._want_direct = True
             self._schedule(self._park_idle)

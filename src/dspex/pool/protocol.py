@@ -203,13 +203,13 @@ class Codec:
         default: Callable[[Any], Any] | None = None,
         ext_hook: Callable[[int, bytes], Any] | None = None,
     ) -> None:
-        self._packer = msgpack.Packer(use_bin_type=True, default=default, autoreset=True)
+        self.packer = msgpack.Packer(use_bin_type=True, default=default, autoreset=True)
         self.default = default
         self.ext_hook = ext_hook
 
     def frame(self, message: tuple[Any, ...]) -> bytes:
         """One length-prefixed frame."""
-        body: bytes = self._packer.pack(message)
+        body: bytes = self.packer.pack(message)
         return _HEADER.pack(len(body)) + body
 
     def loads(self, body: bytes | memoryview) -> Any:

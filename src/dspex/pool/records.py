@@ -230,6 +230,19 @@ class SyncWaiter:
             ready.release()
         return True
 
+    def settle(self, ok: bool, value: Any) -> Any:
+        """:meth:`set`, then :meth:`result` (a direct caller settling its own call)."""
+        outcome = self._outcome
+        mine = (ok, value)
+        outcome.append(mine)
+        if outcome[0] is mine:
+            ready = self._ready
+            if ready is not None:
+                ready.release()
+            if ok:
+                return value
+        return self.result()
+
     def result(self) -> Any:
         """Wait for the outcome (interruptible); return the value or raise the error (a
         cancellation raises ``concurrent.futures.CancelledError``, as a cancelled future)."""
