@@ -40,6 +40,11 @@ class Probe:
             out.append((time.thread_time() - cpu) / n)
         return out
 
+    def pid(self) -> int:
+        import os
+
+        return os.getpid()
+
 
 def make() -> Probe:
     return Probe()

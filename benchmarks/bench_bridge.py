@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import os
 import random
-import resource
 import statistics
 import time
 from pathlib import Path
@@ -140,14 +139,15 @@ range of the differences; bootstrap 95% interval of the median]:
 | in a worker (no bridge) − in process: the cost of being a worker process | {s["in_worker"]} |
 | bridged sync − in a worker: the bridge itself | {s["bridge"]} |
 
-CPU per call (user + system), {CPU_BLOCKS} interleaved blocks of {CPU_N} calls per side:
+CPU per call (run time of all threads of the process, `schedstat`), {CPU_BLOCKS} interleaved
+blocks of {CPU_N} calls per side:
 
 | | CPU per call |
 |---|---:|
 | `dspy.Predict` in this process | {ms(cpu["dspy"])} |
 | bridged: this process (all threads: module call, encode, frame, wait, decode) | {ms(cpu["parent"])} |
 | bridged: the worker (the DSPy call, the host, the worker loop) | {ms(cpu["worker"])} |
-| the same DSPy call inside a worker, back to back (thread CPU) | {ms(cpu["in_worker"])} |
+| the same DSPy call inside a worker, back to back | {ms(cpu["in_worker"])} |
 | **bridge CPU over the in-process call** (parent + worker − in process) | {over * 1e3:+.3f} ms |
 
 The host's own work, in this process (thread CPU, median of {HOST_N} per-call alternations
@@ -163,21 +163,30 @@ host work **{(host["host"] - host["usage"]) * 1e3:+.3f} ms**, usage tracking
 def _cpu_blocks(
     sides: dict[str, Any], probe: Any, spec: dict[str, Any], pid: int | None
 ) -> dict[str, float]:
-    """CPU per call of each side, measured in interleaved blocks (drifting load hits all)."""
+    """CPU per call of each side, measured in interleaved blocks (drifting load hits all).
+
+    Every side is read the same way: the nanosecond run time of all the process's threads
+    (``/proc/<pid>/task/*/schedstat``) — this process for the in-process call, the worker for
+    a bridged call, the probe worker around its back-to-back block (one pool call for
+    ``CPU_N`` DSPy calls). (Until stop 20 the worker was read in 10 ms clock ticks and the
+    probe as its one thread's CPU: two clocks, one of them coarse.)"""
+    probe_pid = probe.call_sync("pid")
     total = {"dspy": 0.0, "parent": 0.0, "worker": 0.0, "in_worker": 0.0}
     for b in range(CPU_BLOCKS):
         for name in ("dspy", "pool", "in_worker") if b % 2 == 0 else ("in_worker", "pool", "dspy"):
             if name == "in_worker":
-                total["in_worker"] += probe.call_sync("run", spec, CPU_N, 2, True)[-1] * CPU_N
+                before = _run_time(probe_pid)
+                probe.call_sync("run", spec, CPU_N, 0, True)
+                total["in_worker"] += _run_time(probe_pid) - before
                 continue
             per_call(sides[name], 2, warmup=0)
-            before, worker_before = _cpu(), _proc_cpu(pid)
+            before, worker_before = _run_time(os.getpid()), _run_time(pid)
             per_call(sides[name], CPU_N, warmup=0)
             if name == "dspy":
-                total["dspy"] += _cpu() - before
+                total["dspy"] += _run_time(os.getpid()) - before
             else:
-                total["parent"] += _cpu() - before
-                total["worker"] += _proc_cpu(pid) - worker_before
+                total["parent"] += _run_time(os.getpid()) - before
+                total["worker"] += _run_time(pid) - worker_before
     return {k: v / (CPU_BLOCKS * CPU_N) for k, v in total.items()}
 
 
@@ -211,18 +220,18 @@ def _host_cpu(dspy: Any, spec: dict[str, Any], signature: str) -> dict[str, floa
     return {name: statistics.median(xs) for name, xs in times.items()}
 
 
-def _cpu() -> float:
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
-
-
-def _proc_cpu(pid: int | None) -> float:
-    """CPU seconds (user + system) used so far by process ``pid`` (Linux ``/proc``)."""
+def _run_time(pid: int | None) -> float:
+    """Seconds on CPU so far of every thread of process ``pid`` (Linux ``schedstat``, ns)."""
     if pid is None:
         return 0.0
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    total = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                total += int(f.read().split()[0])
+        except FileNotFoundError:  # a thread that just ended
+            pass
+    return total / 1e9
 
 
 def _summary(diffs: list[float]) -> str:

@@ -27,7 +27,7 @@ from dspex.pool.config import PoolConfig
 from dspex.pool.direct import NOT_TAKEN, DirectPath
 from dspex.pool.dispatch import Dispatch, remote_error
 from dspex.pool.outcomes import Outcomes
-from dspex.pool.protocol import Result, pack_args
+from dspex.pool.protocol import Error, decode, pack_args
 from dspex.pool.records import DEFAULT, Mailbox, PoolState, Req, SyncWaiter
 from dspex.pool.stats import snapshot
 from dspex.pool.supervisor import Supervisor
@@ -242,10 +242,10 @@ class Pool(DirectPath, Dispatch, Supervisor, Outcomes, Callbacks):
         return Req(
             method,
             pack_args(args, kwargs, self._codec),
-            session=session,
-            idempotent=idempotent,
-            stream=stream,
-            timeout=self._timeout(timeout),
+            session,
+            idempotent,
+            stream,
+            self.config.request_timeout if timeout is DEFAULT else self._timeout(timeout),
         )
 
     async def _acall(
@@ -292,10 +292,12 @@ class Pool(DirectPath, Dispatch, Supervisor, Outcomes, Callbacks):
         if self._parked if session is None else session.worker and self._parked_pinned:
             reply = self._call_direct(req)
             if reply is not NOT_TAKEN:  # (the pool thread may have settled it first: closed)
-                if isinstance(reply, Result):
-                    req.resolve(True, reply.value)
+                if reply[0] == "result":
+                    req.resolve(True, reply[2])
                 else:
-                    req.resolve(False, remote_error(reply))
+                    error = decode(reply)
+                    assert isinstance(error, Error)
+                    req.resolve(False, remote_error(error))
                 return waiter.result()
         elif not self._want_direct:
             self._want_direct = True
