@@ -41,7 +41,7 @@ def main() -> None:
 
         import dspex
         from dspex.bridge.host import dspy_lm
-        from dspex.bridge.session import _pool_defaults, http_lm_spec
+        from dspex.bridge.session import DSPySession, _pool_defaults, http_lm_spec
         from dspex.pool import shutdown_pools
         from dspex.pool.registry import get_pool
 
@@ -57,6 +57,8 @@ def main() -> None:
         cold = time.perf_counter() - started
         probe = get_pool("bridge_probe")
         probe.call_sync("run", spec, 1, 5, True)
+        timed = dspex.Predict(SPEC, implementation="dspy", session=DSPySession(pool=probe))
+        timed(question="warm up")
 
         dspy.configure(lm=dspy_lm(dspy, spec))  # the very LM the worker builds
         in_process = dspy.Predict(SPEC)
@@ -74,7 +76,9 @@ def main() -> None:
             "native": lambda: native(question="q"),
             # the worker times its own K calls (usage tracked, as a bridged call does)
             "in_worker": lambda: probe.call_sync("run", spec, K, 2, True)[:-1],
+            "timed": lambda: _timed_round(timed, probe, outside),
         }
+        outside: list[float] = []  # per bridged call: latency - the worker's DSPyHost.call
         samples: dict[str, list[float]] = {name: [] for name in sides}
         pairs = {
             "pool": ("pool", "dspy"),
@@ -87,7 +91,8 @@ def main() -> None:
             order = list(sides) if r % 2 == 0 else list(reversed(sides))
             p50s = {}
             for name in order:
-                xs = sides[name]() if name == "in_worker" else per_call(sides[name], K, warmup=2)
+                special = name in ("in_worker", "timed")
+                xs = sides[name]() if special else per_call(sides[name], K, warmup=2)
                 samples[name] += xs
                 p50s[name] = p50(xs)
             for name, (a, b) in pairs.items():
@@ -138,6 +143,11 @@ range of the differences; bootstrap 95% interval of the median]:
 | bridged `acall` − in process | {s["pool_async"]} |
 | in a worker (no bridge) − in process: the cost of being a worker process | {s["in_worker"]} |
 | bridged sync − in a worker: the bridge itself | {s["bridge"]} |
+
+The bridge per call, without the DSPy call's variance: a bridged module on a pool whose host
+times its own `DSPyHost.call` (`_bridge_probe`); latency minus that time, over
+{len(outside)} calls in the same rounds: p50 **{ms(p50(outside))}** [IQR {_quartiles(outside)}]
+(parent, frames, wake-ups, the worker loop; the host's own work is below).
 
 CPU per call (run time of all threads of the process, `schedstat`), {CPU_BLOCKS} interleaved
 blocks of {CPU_N} calls per side:
@@ -190,6 +200,20 @@ def _cpu_blocks(
     return {k: v / (CPU_BLOCKS * CPU_N) for k, v in total.items()}
 
 
+def _timed_round(module: Any, probe: Any, outside: list[float]) -> list[float]:
+    """``K`` calls of a bridged module served by the probe's timing host: their latencies;
+    ``outside`` gets each call's latency minus the time the worker spent in
+    ``DSPyHost.call`` for it (the same call measured at both ends, so the DSPy call's own
+    variance cancels out)."""
+    per_call(lambda: module(question="q"), 2, warmup=0)
+    probe.call_sync("take_call_times")
+    xs = per_call(lambda: module(question="q"), K, warmup=0)
+    inside = probe.call_sync("take_call_times")
+    assert len(inside) == len(xs), (len(inside), len(xs))
+    outside.extend(x - y for x, y in zip(xs, inside, strict=True))
+    return xs
+
+
 def _host_cpu(dspy: Any, spec: dict[str, Any], signature: str) -> dict[str, float]:
     """Thread CPU per call: the DSPy call alone, with usage tracking, through DSPyHost.call."""
     from dspex.bridge.host import DSPyHost
@@ -232,6 +256,11 @@ def _run_time(pid: int | None) -> float:
         except FileNotFoundError:  # a thread that just ended
             pass
     return total / 1e9
+
+
+def _quartiles(xs: list[float]) -> str:
+    q1, _, q3 = statistics.quantiles(xs, n=4)
+    return f"{q1 * 1e3:.3f} … {q3 * 1e3:.3f} ms"
 
 
 def _summary(diffs: list[float]) -> str:

@@ -173,8 +173,8 @@ def _holds_modules(module: Any) -> bool:
             for item in value.values() if kind is dict else value:
                 if isinstance(item, _STRUCTURE):
                     return True
-        elif kind in _PLAIN or name in _RUNTIME_LISTS:
-            continue
+        elif kind in _PLAIN or name in _RUNTIME_LISTS or isinstance(value, type):
+            continue  # a class (a Predict's signature) is never a module or parameter
         elif isinstance(value, _MAY_HOLD):
             return True  # a module, parameter or container subclass: take the full walk
     return False
@@ -201,15 +201,15 @@ def customized_sync_lm(program: Any, configured: bool | None = None) -> bool:
     if configured:
         return True
     if type(program) is Predict and not _holds_modules(program):
-        lms = [program.lm]  # a plain Predict: its own LM is the only other one
-    else:
-        lms = []
-        named = getattr(program, "named_predictors", None)
-        if callable(named):
-            try:
-                lms = [getattr(p, "lm", None) for _, p in named()]
-            except Exception:  # a user object with an unusual named_predictors
-                pass
+        lm = program.lm  # a plain Predict: its own LM is the only other one
+        return lm is not None and _overrides_sync_call(type(lm))
+    lms: list[Any] = []
+    named = getattr(program, "named_predictors", None)
+    if callable(named):
+        try:
+            lms = [getattr(p, "lm", None) for _, p in named()]
+        except Exception:  # a user object with an unusual named_predictors
+            pass
     return any(lm is not None and _overrides_sync_call(type(lm)) for lm in lms)
 
 

@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from dspex.errors import EvaluationInterrupted
+from dspex.evaluate.display import CountProgress
 from dspex.modules.executor import (
     Executor,
     RunOutcome,
@@ -76,8 +77,6 @@ class Parallel:
     def _executor(
         self, exec_pairs: Sequence[tuple[Any, Any]], num_threads: int | None
     ) -> tuple[Executor[tuple[Any, Any], Any], Any]:
-        from dspex.evaluate.display import CountProgress
-
         progress = CountProgress(len(exec_pairs), not self.disable_progress_bar)
         shown = progress.enabled  # a hidden bar needs no per-pair updates
         executor: Executor[tuple[Any, Any], Any] = Executor(

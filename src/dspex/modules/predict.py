@@ -130,8 +130,9 @@ class Predict(Module, Parameter):
         self, kwargs: dict[str, Any]
     ) -> tuple[BaseLM, Generator[LMRequest, list[Any], Prediction]]:
         record = kwargs.pop("_trace", True)
-        lm, config, signature, demos, inputs = self._prepare(kwargs)
-        adapter = settings.current().adapter or _default_adapter()
+        now = settings.current()
+        lm, config, signature, demos, inputs = self._prepare(kwargs, now)
+        adapter = now.adapter or _default_adapter()
         return lm, self._run(adapter, config, signature, demos, inputs, bool(record), lm)
 
     def _run(
@@ -167,23 +168,24 @@ class Predict(Module, Parameter):
         trace.append((self, dict(inputs), prediction))
 
     def _prepare(
-        self, kwargs: dict[str, Any]
+        self, kwargs: dict[str, Any], now: settings.Settings | None = None
     ) -> tuple[BaseLM, dict[str, Any], Any, list[Any], dict[str, Any]]:
+        """``now``: the settings in force, when the caller already has them."""
         signature = ensure_signature(kwargs.pop("signature", self.signature))
         demos = kwargs.pop("demos", self.demos)
         call_config = kwargs.pop("config", None) or {}
-        if not isinstance(call_config, Mapping):
+        if type(call_config) is not dict and not isinstance(call_config, Mapping):
             raise CallError(
                 f"config must be a dict of LM options, got {type(call_config).__name__}"
             )
         config = {**self.config, **call_config}
-        lm = kwargs.pop("lm", None) or self.lm or settings.current().lm
+        lm = kwargs.pop("lm", None) or self.lm or (now or settings.current()).lm
         if lm is None:
             raise ConfigurationError(
                 "No LM is configured. Use dspex.configure(lm=dspex.LM('openai/gpt-4o-mini')) "
                 "or pass lm= to the module or the call."
             )
-        if not isinstance(lm, BaseLM):
+        if BaseLM not in type(lm).__mro__ and not isinstance(lm, BaseLM):  # MRO: no ABC hook
             raise ConfigurationError(
                 f"lm must be a dspex.BaseLM instance (e.g. dspex.LM({lm!r})), got {type(lm).__name__}"
             )

@@ -61,18 +61,36 @@ def value_fits(value: Any, expected: Any) -> bool:
     return _fits(value, expected)
 
 
+def _plan(signature: Any) -> tuple[tuple[tuple[str, Any], ...], tuple[str, ...]]:
+    """What :func:`check_inputs` looks at, worked out once per signature (kept in its
+    ``_cache``, which is dropped whenever the signature changes): the ``(name, annotation)``
+    of each input field whose type is checked, and the input fields that must be given."""
+    plan: tuple[tuple[tuple[str, Any], ...], tuple[str, ...]] | None = signature._cache.get(
+        "input_checks"
+    )
+    if plan is None:
+        from dspex.adapters.values import annotation_allows_none
+
+        fields = signature._input_fields
+        typed = tuple(
+            (name, info.annotation)
+            for name, info in fields.items()
+            if not (info.json_schema_extra or {}).get("__dspy_is_type_undefined")
+        )
+        required = tuple(
+            k for k, info in fields.items() if not annotation_allows_none(info.annotation)
+        )
+        plan = signature._cache["input_checks"] = (typed, required)
+    return plan
+
+
 def check_inputs(signature: Any, inputs: dict[str, Any], logger: logging.Logger) -> None:
     """Log DSPy's warnings for ``inputs`` against ``signature``'s input fields."""
-    from dspex.adapters.values import annotation_allows_none
-
-    fields = signature.input_fields
+    typed, required = _plan(signature)
     if settings.current().warn_on_type_mismatch:
-        for name, info in fields.items():
+        for name, expected in typed:
             value = inputs.get(name)
-            if value is None or (info.json_schema_extra or {}).get("__dspy_is_type_undefined"):
-                continue
-            expected = info.annotation
-            if type(value) is expected or value_fits(value, expected):
+            if value is None or type(value) is expected or value_fits(value, expected):
                 continue
             logger.warning(
                 "Type mismatch for field '%s': expected %s based on given Signature, but the "
@@ -81,14 +99,10 @@ def check_inputs(signature: Any, inputs: dict[str, Any], logger: logging.Logger)
                 type_name(expected),
                 value,
             )
-    missing = [
-        k
-        for k, info in fields.items()
-        if k not in inputs and not annotation_allows_none(info.annotation)
-    ]
+    missing = [k for k in required if k not in inputs]
     if missing:
         logger.warning(
             "Not all input fields were provided to module. Present: %s. Missing: %s.",
-            [k for k in fields if k in inputs],
+            [k for k in signature._input_fields if k in inputs],
             missing,
         )
