@@ -37,6 +37,13 @@ class Handler:
         time.sleep(seconds)
         return seconds
 
+    def sleep_marked(self, path: str, seconds: float) -> float:
+        """:meth:`sleep`, having written this worker's pid to ``path`` (the call has started)."""
+        with open(path + ".tmp", "w") as f:
+            f.write(str(os.getpid()))
+        os.replace(path + ".tmp", path)
+        return self.sleep(seconds)
+
     def spin(self) -> None:
         while True:
             pass

@@ -10,6 +10,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import psutil
@@ -88,25 +89,27 @@ def test_deadline_of_a_direct_call_kills_the_worker(make_pool: Callable[..., Poo
     assert pool.call_sync("ping") == "pong"
 
 
-def test_worker_killed_during_a_direct_call(make_pool: Callable[..., Pool]) -> None:
+def test_worker_killed_during_a_direct_call(make_pool: Callable[..., Pool], tmp_path: Path) -> None:
     pool = make_pool(size=2)
     warm(pool)
-    # a worker whose reply was just delivered may still read as busy for an instant: start
-    # from all idle, so the busy worker found below is the one running this call
     assert wait_for(lambda: all(w.state != "busy" for w in pool._workers.values()))
     outcome: list[BaseException | Any] = []
+    started = tmp_path / "started"
 
     def run() -> None:
         try:
-            outcome.append(pool.call_sync("sleep", 5.0))
+            outcome.append(pool.call_sync("sleep_marked", str(started), 5.0))
         except BaseException as exc:
             outcome.append(exc)
 
     t = threading.Thread(target=run)
     t.start()
-    assert wait_for(lambda: any(w.state == "busy" for w in pool._workers.values()))
-    busy = next(w.pid for w in pool._workers.values() if w.state == "busy")
-    os.kill(busy, signal.SIGKILL)
+    # kill the worker once it runs the call: killed between "busy" and the frame's write, the
+    # call was never delivered and rightly runs on the other worker instead
+    assert wait_for(started.exists)
+    runner = int(started.read_text())
+    assert runner == next(w.pid for w in pool._workers.values() if w.state == "busy")
+    os.kill(runner, signal.SIGKILL)
     t.join(20)
     assert not t.is_alive()
     assert isinstance(outcome[0], WorkerCrashed), outcome
