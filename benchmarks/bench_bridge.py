@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import os
 import random
-import resource
 import statistics
 import time
 from pathlib import Path
@@ -42,7 +41,7 @@ def main() -> None:
 
         import dspex
         from dspex.bridge.host import dspy_lm
-        from dspex.bridge.session import _pool_defaults, http_lm_spec
+        from dspex.bridge.session import DSPySession, _pool_defaults, http_lm_spec
         from dspex.pool import shutdown_pools
         from dspex.pool.registry import get_pool
 
@@ -58,6 +57,8 @@ def main() -> None:
         cold = time.perf_counter() - started
         probe = get_pool("bridge_probe")
         probe.call_sync("run", spec, 1, 5, True)
+        timed = dspex.Predict(SPEC, implementation="dspy", session=DSPySession(pool=probe))
+        timed(question="warm up")
 
         dspy.configure(lm=dspy_lm(dspy, spec))  # the very LM the worker builds
         in_process = dspy.Predict(SPEC)
@@ -75,7 +76,9 @@ def main() -> None:
             "native": lambda: native(question="q"),
             # the worker times its own K calls (usage tracked, as a bridged call does)
             "in_worker": lambda: probe.call_sync("run", spec, K, 2, True)[:-1],
+            "timed": lambda: _timed_round(timed, probe, outside),
         }
+        outside: list[float] = []  # per bridged call: latency - the worker's DSPyHost.call
         samples: dict[str, list[float]] = {name: [] for name in sides}
         pairs = {
             "pool": ("pool", "dspy"),
@@ -88,7 +91,8 @@ def main() -> None:
             order = list(sides) if r % 2 == 0 else list(reversed(sides))
             p50s = {}
             for name in order:
-                xs = sides[name]() if name == "in_worker" else per_call(sides[name], K, warmup=2)
+                special = name in ("in_worker", "timed")
+                xs = sides[name]() if special else per_call(sides[name], K, warmup=2)
                 samples[name] += xs
                 p50s[name] = p50(xs)
             for name, (a, b) in pairs.items():
@@ -140,14 +144,20 @@ range of the differences; bootstrap 95% interval of the median]:
 | in a worker (no bridge) − in process: the cost of being a worker process | {s["in_worker"]} |
 | bridged sync − in a worker: the bridge itself | {s["bridge"]} |
 
-CPU per call (user + system), {CPU_BLOCKS} interleaved blocks of {CPU_N} calls per side:
+The bridge per call, without the DSPy call's variance: a bridged module on a pool whose host
+times its own `DSPyHost.call` (`_bridge_probe`); latency minus that time, over
+{len(outside)} calls in the same rounds: p50 **{ms(p50(outside))}** [IQR {_quartiles(outside)}]
+(parent, frames, wake-ups, the worker loop; the host's own work is below).
+
+CPU per call (run time of all threads of the process, `schedstat`), {CPU_BLOCKS} interleaved
+blocks of {CPU_N} calls per side:
 
 | | CPU per call |
 |---|---:|
 | `dspy.Predict` in this process | {ms(cpu["dspy"])} |
 | bridged: this process (all threads: module call, encode, frame, wait, decode) | {ms(cpu["parent"])} |
 | bridged: the worker (the DSPy call, the host, the worker loop) | {ms(cpu["worker"])} |
-| the same DSPy call inside a worker, back to back (thread CPU) | {ms(cpu["in_worker"])} |
+| the same DSPy call inside a worker, back to back | {ms(cpu["in_worker"])} |
 | **bridge CPU over the in-process call** (parent + worker − in process) | {over * 1e3:+.3f} ms |
 
 The host's own work, in this process (thread CPU, median of {HOST_N} per-call alternations
@@ -163,22 +173,45 @@ host work **{(host["host"] - host["usage"]) * 1e3:+.3f} ms**, usage tracking
 def _cpu_blocks(
     sides: dict[str, Any], probe: Any, spec: dict[str, Any], pid: int | None
 ) -> dict[str, float]:
-    """CPU per call of each side, measured in interleaved blocks (drifting load hits all)."""
+    """CPU per call of each side, measured in interleaved blocks (drifting load hits all).
+
+    Every side is read the same way: the nanosecond run time of all the process's threads
+    (``/proc/<pid>/task/*/schedstat``) — this process for the in-process call, the worker for
+    a bridged call, the probe worker around its back-to-back block (one pool call for
+    ``CPU_N`` DSPy calls). (Until stop 20 the worker was read in 10 ms clock ticks and the
+    probe as its one thread's CPU: two clocks, one of them coarse.)"""
+    probe_pid = probe.call_sync("pid")
     total = {"dspy": 0.0, "parent": 0.0, "worker": 0.0, "in_worker": 0.0}
     for b in range(CPU_BLOCKS):
         for name in ("dspy", "pool", "in_worker") if b % 2 == 0 else ("in_worker", "pool", "dspy"):
             if name == "in_worker":
-                total["in_worker"] += probe.call_sync("run", spec, CPU_N, 2, True)[-1] * CPU_N
+                before = _run_time(probe_pid)
+                probe.call_sync("run", spec, CPU_N, 0, True)
+                total["in_worker"] += _run_time(probe_pid) - before
                 continue
             per_call(sides[name], 2, warmup=0)
-            before, worker_before = _cpu(), _proc_cpu(pid)
+            before, worker_before = _run_time(os.getpid()), _run_time(pid)
             per_call(sides[name], CPU_N, warmup=0)
             if name == "dspy":
-                total["dspy"] += _cpu() - before
+                total["dspy"] += _run_time(os.getpid()) - before
             else:
-                total["parent"] += _cpu() - before
-                total["worker"] += _proc_cpu(pid) - worker_before
+                total["parent"] += _run_time(os.getpid()) - before
+                total["worker"] += _run_time(pid) - worker_before
     return {k: v / (CPU_BLOCKS * CPU_N) for k, v in total.items()}
+
+
+def _timed_round(module: Any, probe: Any, outside: list[float]) -> list[float]:
+    """``K`` calls of a bridged module served by the probe's timing host: their latencies;
+    ``outside`` gets each call's latency minus the time the worker spent in
+    ``DSPyHost.call`` for it (the same call measured at both ends, so the DSPy call's own
+    variance cancels out)."""
+    per_call(lambda: module(question="q"), 2, warmup=0)
+    probe.call_sync("take_call_times")
+    xs = per_call(lambda: module(question="q"), K, warmup=0)
+    inside = probe.call_sync("take_call_times")
+    assert len(inside) == len(xs), (len(inside), len(xs))
+    outside.extend(x - y for x, y in zip(xs, inside, strict=True))
+    return xs
 
 
 def _host_cpu(dspy: Any, spec: dict[str, Any], signature: str) -> dict[str, float]:
@@ -211,18 +244,23 @@ def _host_cpu(dspy: Any, spec: dict[str, Any], signature: str) -> dict[str, floa
     return {name: statistics.median(xs) for name, xs in times.items()}
 
 
-def _cpu() -> float:
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
-
-
-def _proc_cpu(pid: int | None) -> float:
-    """CPU seconds (user + system) used so far by process ``pid`` (Linux ``/proc``)."""
+def _run_time(pid: int | None) -> float:
+    """Seconds on CPU so far of every thread of process ``pid`` (Linux ``schedstat``, ns)."""
     if pid is None:
         return 0.0
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    total = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                total += int(f.read().split()[0])
+        except FileNotFoundError:  # a thread that just ended
+            pass
+    return total / 1e9
+
+
+def _quartiles(xs: list[float]) -> str:
+    q1, _, q3 = statistics.quantiles(xs, n=4)
+    return f"{q1 * 1e3:.3f} … {q3 * 1e3:.3f} ms"
 
 
 def _summary(diffs: list[float]) -> str:

@@ -109,3 +109,29 @@ def test_sync_waiter_wakes_a_waiting_thread_and_one_racer_wins() -> None:
             t.join()
         assert len(wins) == 1
         assert value == wins[0]
+
+
+def test_sync_waiter_settle_keeps_the_first_outcome() -> None:
+    """A direct caller settling its own call gets its value, unless the pool thread settled
+    the call first (then that outcome is the one returned or raised)."""
+    own = SyncWaiter()
+    assert own.settle(True, "mine") == "mine"
+    assert own.result() == "mine"
+
+    beaten = SyncWaiter()
+    assert beaten.set(False, RemoteError("pool closed"))
+    with pytest.raises(RemoteError, match="pool closed"):
+        beaten.settle(True, "late")
+
+    failed = SyncWaiter()
+    with pytest.raises(RemoteError, match="boom"):
+        failed.settle(False, RemoteError("boom"))
+
+    for _ in range(200):  # a thread asleep in result() is woken by whoever settles first
+        waiter = SyncWaiter()
+        got: list[object] = []
+        sleeper = threading.Thread(target=lambda w=waiter, g=got: g.append(w.result()))
+        sleeper.start()
+        settled = waiter.settle(True, 1)
+        sleeper.join()
+        assert got == [settled] == [1]

@@ -240,6 +240,22 @@ def test_openapi_schemas_validate_real_requests_and_responses(served: Served) ->
 # ---------------------------------------------------------------- limits and shutdown
 
 
+def test_the_socket_listens_before_listening_on_is_printed() -> None:
+    """A client that connects the moment it reads "listening on" waits in the backlog while
+    the app starts up; it is not refused (this raced in CI before the socket listened early)."""
+    import socket
+
+    from dspex.server.cli import _bind
+
+    sock = _bind("127.0.0.1", 0)
+    try:
+        assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN) == 1
+        with socket.create_connection(sock.getsockname()[:2], timeout=5):
+            pass  # accepted into the backlog though nobody has called accept() yet
+    finally:
+        sock.close()
+
+
 def test_concurrency_limit_refuses_with_429(lm_server: LMServer, tmp_path: Path) -> None:
     server = start_serve(lm_server, "--max-concurrency", "1", "--max-queue", "0")
     gate = tmp_path / "open"

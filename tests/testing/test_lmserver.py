@@ -297,3 +297,21 @@ def test_the_server_loop_waits_to_the_microsecond_and_wakes_on_sockets(
         assert selector.select(0.001) == [] and selector.exact is False  # epoll's own wait
     finally:
         selector.close()
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="timer slack is Linux's")
+def test_the_server_thread_has_no_timer_slack() -> None:
+    """Its timed waits end when due, not up to the default 50 µs slack later; other threads
+    keep theirs."""
+    import asyncio
+    import ctypes
+
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+
+    async def slack() -> int:
+        return int(prctl(30, 0, 0, 0, 0))  # PR_GET_TIMERSLACK of the calling thread
+
+    with LMServer() as srv:
+        assert srv._loop is not None
+        assert asyncio.run_coroutine_threadsafe(slack(), srv._loop).result(5) == 1
+    assert asyncio.run(slack()) != 1

@@ -72,6 +72,9 @@ class PoolCore:
         self._parked_pinned: list[Worker] = []  # the same, holding sessions (theirs only)
         self._want_direct = False  # a sync caller found no parked worker: park from now on
         self._direct_lock = threading.Lock()  # counters touched by caller threads
+        self._direct_calls = itertools.count()  # one next() per direct call (see stats)
+        self._stat_reads = 0  # next() calls stats made on it (under _direct_lock)
+        self._ages = config.max_requests is not None or config.ttl is not None
 
     @property
     def _loop(self) -> asyncio.AbstractEventLoop | None:

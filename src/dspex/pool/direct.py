@@ -24,7 +24,16 @@ from typing import Any
 from dspex import telemetry
 from dspex.errors import DSPexError, ProtocolError
 from dspex.pool.core import PoolCore
-from dspex.pool.protocol import DropSession, Error, FrameBuffer, Message, Result, call_frame
+from dspex.pool.protocol import (
+    _HEADER,
+    DropSession,
+    Error,
+    FrameBuffer,
+    Message,
+    Result,
+    call_frame,
+    decode,
+)
 from dspex.pool.records import Req, Worker
 
 __all__ = ["NOT_TAKEN", "DirectPath"]
@@ -34,6 +43,8 @@ NOT_TAKEN: Any = object()
 
 _SLICE_MS = 100  # how often a waiting caller looks at flags the pool thread may have set
 _SLICE = _SLICE_MS / 1000
+_RECV = 1 << 18
+_monotonic = time.monotonic
 
 
 class DirectPath(PoolCore):
@@ -139,7 +150,9 @@ class DirectPath(PoolCore):
     # ------------------------------------------------------------------ caller thread
 
     def _call_direct(self, req: Req) -> Any:
-        """Run ``req`` on a parked worker from this thread; ``NOT_TAKEN`` if none is free."""
+        """Run ``req`` on a parked worker from this thread: its reply (a decoded Result or
+        plain Error array), or ``NOT_TAKEN`` if no parked worker was free or the pool thread
+        took the call over (it settles the call then)."""
         if self._state != "running" or telemetry.has_handlers():  # events: the classic path
             return NOT_TAKEN
         sess = req.session
@@ -161,7 +174,7 @@ class DirectPath(PoolCore):
         if w.state != "idle" or w.exit_seen or sock is None:  # changed while parked: give back
             self._io.schedule(self._return_idle, w)
             return NOT_TAKEN
-        now = time.monotonic()
+        now = _monotonic()
         req.submitted = req.started = now
         timeout = req.deadline  # (relative until now)
         if timeout is not None:
@@ -173,26 +186,65 @@ class DirectPath(PoolCore):
         frame = call_frame(
             req.id, req.method, req.args_bytes, timeout, None if sess is None else sess.id, 0
         )
-        buf = FrameBuffer()
         pending: list[Message] = []
+        buf: FrameBuffer | None = None
+        reply: list[Any] | None = None  # the reply, a decoded Result or plain Error array
         try:
-            reply = self._direct_io(w, req, frame, buf, pending, now)
+            try:
+                sent = sock.send(frame)
+            except BlockingIOError:
+                sent = 0
+            except OSError:  # EPIPE/ECONNRESET: the worker is gone and never read the frame
+                sent = -1
+            if 0 <= sent < len(frame) and not _send_rest(sock, memoryview(frame)[sent:]):
+                sent = -1
+            if sent < 0:
+                req.undelivered = True  # (a partial frame is never run either)
+            else:
+                poller = w.poller  # (registered for POLLIN once: only the lease holder polls)
+                if poller is None:
+                    poller = w.poller = select.poll()
+                    poller.register(sock.fileno(), select.POLLIN)
+                data = b""
+                if poller.poll(_SLICE_MS if timeout is None or timeout >= _SLICE else 0):
+                    try:
+                        data = sock.recv(_RECV)
+                    except BlockingIOError:
+                        pass
+                n = len(data)
+                if n > 4 and _HEADER.unpack_from(data)[0] == n - 4:  # one whole frame (usual)
+                    raw = self._codec.loads(data[4:])
+                    data = b""
+                    if type(raw) is list:
+                        size = len(raw)
+                        if size == 3 and raw[0] == "result" and raw[1] == req.id:
+                            reply = raw
+                        elif (
+                            size == 8 and raw[0] == "error" and raw[1] == req.id and raw[5] is None
+                        ):
+                            reply = raw  # (a plain error: a resource limit is the pool's)
+                    if reply is None:
+                        pending.append(decode(raw))
+                if reply is None and not pending:
+                    buf = FrameBuffer()
+                    reply = self._direct_wait(w, req, sock, poller, buf, pending, data)
+        except (OSError, ProtocolError, DSPexError):
+            reply = None
         except BaseException:  # interrupted: the pool thread takes over and cancels
-            self._io.schedule(self._adopt, w, req, pending, buf.take())
+            self._io.schedule(self._adopt, w, req, pending, b"" if buf is None else buf.take())
             self._io.schedule(self._cancel, req)
             raise
         if reply is None:  # anything unusual: the pool thread finishes the call
-            self._io.schedule(self._adopt, w, req, pending, buf.take())
+            self._io.schedule(self._adopt, w, req, pending, b"" if buf is None else buf.take())
             return NOT_TAKEN
         w.req = None
         req.state = "finished"
         w.requests_done += 1
-        end = time.monotonic()
-        with self._direct_lock:
-            self._counts["calls"] += 1
-            if isinstance(reply, Error):
+        self._latencies.append(_monotonic() - now)
+        next(self._direct_calls)  # (atomic, unlike ``+=``: see stats.snapshot)
+        if reply[0] != "result":
+            with self._direct_lock:
                 self._counts["failures"] += 1
-        self._latencies.append(end - now)
         if (
             self._state == "running"
             and not self._queue  # calls wait in the queue: they go first (pool thread)
@@ -200,7 +252,8 @@ class DirectPath(PoolCore):
             and not w.exit_seen
             and w.limit_hit is None
             and not w.drops
-            and self._recycle_reason(w) is None
+            and not w.recycle_due
+            and (not self._ages or self._recycle_reason(w) is None)
         ):
             w.state = "idle"
             (self._parked_pinned if w.sessions else self._parked).append(w)
@@ -220,35 +273,42 @@ class DirectPath(PoolCore):
             self._idle[w] = None
             self._pump()
 
-    def _direct_io(
+    def _direct_wait(
         self,
         w: Worker,
         req: Req,
-        frame: bytes,
+        sock: socket.socket,
+        poller: select.poll,
         buf: FrameBuffer,
         pending: list[Message],
-        now: float,
-    ) -> Result | Error | None:
-        """Send the frame and wait for its Result/Error; None hands the call to the pool."""
-        sock = w.sock
-        assert sock is not None
-        try:
-            sent = sock.send(frame)
-        except BlockingIOError:
-            sent = 0
-        except OSError:  # EPIPE/ECONNRESET: the worker is gone and never read the frame
-            req.undelivered = True
-            return None
-        if sent < len(frame) and not _send_rest(sock, memoryview(frame)[sent:]):
-            req.undelivered = True  # (a partial frame is never run either)
-            return None
-        poller = w.poller  # (registered for POLLIN once: only the lease holder polls it)
-        if poller is None:
-            poller = w.poller = select.poll()
-            poller.register(sock.fileno(), select.POLLIN)
+        data: bytes,
+    ) -> list[Any] | None:
+        """Wait for the reply after the first look found none (or not a lone one): the
+        decoded Result/plain Error array, or None to hand the call to the pool thread."""
         unpack = self._codec.unpack
         deadline = req.deadline
         while True:
+            if data:
+                for body in buf.feed(data):
+                    pending.append(unpack(body))
+                if pending:
+                    msg = pending[0]
+                    if (
+                        len(pending) == 1
+                        and not len(buf)
+                        and (
+                            isinstance(msg, Result)
+                            or (isinstance(msg, Error) and msg.limit is None)
+                        )
+                        and msg.id == req.id
+                    ):
+                        pending.clear()
+                        return list(msg)
+                    return None  # a callback request, a stream item, a limit: the pool's job
+            elif w.exit_seen or w.state != "busy":
+                return None
+            data = b""
+            now = _monotonic()
             wait = _SLICE_MS
             if deadline is not None:
                 left = deadline - now
@@ -256,38 +316,13 @@ class DirectPath(PoolCore):
                     return None
                 if left < _SLICE:
                     wait = int(left * 1000) + 1
-            if not poller.poll(wait):
-                if w.exit_seen or w.state != "busy":
+            if poller.poll(wait):
+                try:
+                    data = sock.recv(_RECV)
+                except BlockingIOError:
+                    continue
+                if not data:
                     return None
-                now = time.monotonic()
-                continue
-            try:
-                data = sock.recv(1 << 18)
-            except BlockingIOError:
-                now = time.monotonic()
-                continue
-            except OSError:
-                return None
-            if not data:
-                return None
-            try:
-                for body in buf.feed(data):
-                    pending.append(unpack(body))
-            except (ProtocolError, DSPexError):
-                return None
-            if not pending:
-                now = time.monotonic()
-                continue
-            msg = pending[0]
-            if (
-                len(pending) == 1
-                and not len(buf)
-                and (isinstance(msg, Result) or (isinstance(msg, Error) and msg.limit is None))
-                and msg.id == req.id
-            ):
-                pending.clear()
-                return msg
-            return None  # a callback request, a stream item, a resource limit: the pool's job
 
 
 def _send_rest(sock: socket.socket, view: memoryview) -> bool:

@@ -35,6 +35,7 @@ class LoopThread:
         self.name = name
         self.loop: asyncio.AbstractEventLoop | None = None
         self.thread: threading.Thread | None = None
+        self.ident: int | None = None  # the pool thread's ``threading.get_ident()``
         self.executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
 
@@ -42,7 +43,7 @@ class LoopThread:
         return PoolClosed(f"pool {self.name!r} is closed", pool=self.name)
 
     def on_thread(self) -> bool:
-        return self.thread is not None and threading.current_thread() is self.thread
+        return threading.get_ident() == self.ident
 
     def ensure(self, refuse: Callable[[], bool]) -> asyncio.AbstractEventLoop:
         """The running loop, started on first use (``PoolClosed`` if ``refuse()`` or stopped)."""
@@ -59,9 +60,13 @@ class LoopThread:
                 ready = threading.Event()
 
                 def run() -> None:
+                    self.ident = threading.get_ident()
                     asyncio.set_event_loop(loop)
                     loop.call_soon(ready.set)
-                    loop.run_forever()
+                    try:
+                        loop.run_forever()
+                    finally:
+                        self.ident = None  # (a later thread may get the same ident)
 
                 self.executor = concurrent.futures.ThreadPoolExecutor(
                     max_workers=4, thread_name_prefix=f"dspex-pool-{self.name}-io"

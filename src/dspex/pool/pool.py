@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import weakref
 from collections.abc import Awaitable, Callable
+from threading import get_ident
 from typing import TYPE_CHECKING, Any
 
 from dspex.errors import CallError, DSPexError, UserError
@@ -27,7 +28,7 @@ from dspex.pool.config import PoolConfig
 from dspex.pool.direct import NOT_TAKEN, DirectPath
 from dspex.pool.dispatch import Dispatch, remote_error
 from dspex.pool.outcomes import Outcomes
-from dspex.pool.protocol import Result, pack_args
+from dspex.pool.protocol import Error, decode, pack_args
 from dspex.pool.records import DEFAULT, Mailbox, PoolState, Req, SyncWaiter
 from dspex.pool.stats import snapshot
 from dspex.pool.supervisor import Supervisor
@@ -242,10 +243,10 @@ class Pool(DirectPath, Dispatch, Supervisor, Outcomes, Callbacks):
         return Req(
             method,
             pack_args(args, kwargs, self._codec),
-            session=session,
-            idempotent=idempotent,
-            stream=stream,
-            timeout=self._timeout(timeout),
+            session,
+            idempotent,
+            stream,
+            self.config.request_timeout if timeout is DEFAULT else self._timeout(timeout),
         )
 
     async def _acall(
@@ -285,18 +286,19 @@ class Pool(DirectPath, Dispatch, Supervisor, Outcomes, Callbacks):
         timeout: float | None,
         idempotent: bool,
     ) -> Any:
-        if self._io.on_thread():
+        if get_ident() == self._io.ident:
             raise UserError("call_sync() cannot run on the pool's own thread")
         req = self._new_req(method, args, kwargs, session, timeout, idempotent)
         waiter = req.waiter = SyncWaiter()
         if self._parked if session is None else session.worker and self._parked_pinned:
             reply = self._call_direct(req)
             if reply is not NOT_TAKEN:  # (the pool thread may have settled it first: closed)
-                if isinstance(reply, Result):
-                    req.resolve(True, reply.value)
-                else:
-                    req.resolve(False, remote_error(reply))
-                return waiter.result()
+                req.done = True  # (Req.resolve's part; the waiter keeps the first outcome)
+                if reply[0] == "result":
+                    return waiter.settle(True, reply[2])
+                error = decode(reply)
+                assert isinstance(error, Error)
+                return waiter.settle(False, remote_error(error))
         elif not self._want_direct:
             self._want_direct = True
             self._schedule(self._park_idle)

@@ -180,18 +180,19 @@ _KINDS: dict[str, Any] = {
 
 
 _tuple_new = tuple.__new__
+_ARITY: dict[str, tuple[Any, int]] = {kind: (cls, len(cls._fields)) for kind, cls in _KINDS.items()}
 
 
 def decode(raw: Any) -> Message:
     """The typed message for a decoded msgpack array (``ProtocolError`` if it is not one)."""
     try:
-        cls = _KINDS[raw[0]]
-        message: Message = _tuple_new(cls, raw)  # (``cls._make`` without its Python frame)
+        cls, arity = _ARITY[raw[0]]
+        if len(raw) == arity:
+            message: Message = _tuple_new(cls, raw)  # (``cls._make`` without its Python frame)
+            return message
     except (KeyError, IndexError, TypeError) as exc:
         raise ProtocolError(f"malformed message {raw!r:.200}") from exc
-    if len(message) != len(cls._fields):
-        raise ProtocolError(f"malformed message {raw!r:.200}")
-    return message
+    raise ProtocolError(f"malformed message {raw!r:.200}")
 
 
 class Codec:
@@ -202,24 +203,26 @@ class Codec:
         default: Callable[[Any], Any] | None = None,
         ext_hook: Callable[[int, bytes], Any] | None = None,
     ) -> None:
-        self._packer = msgpack.Packer(use_bin_type=True, default=default, autoreset=True)
+        self.packer = msgpack.Packer(use_bin_type=True, default=default, autoreset=True)
         self.default = default
         self.ext_hook = ext_hook
 
     def frame(self, message: tuple[Any, ...]) -> bytes:
         """One length-prefixed frame."""
-        body: bytes = self._packer.pack(message)
+        body: bytes = self.packer.pack(message)
         return _HEADER.pack(len(body)) + body
 
-    def unpack(self, body: bytes | memoryview) -> Message:
+    def loads(self, body: bytes | memoryview) -> Any:
+        """The msgpack value of a frame body, not yet typed (see :func:`decode`)."""
         try:
             if self.ext_hook is None:
-                raw = msgpack.unpackb(body, raw=False, strict_map_key=False)
-            else:
-                raw = msgpack.unpackb(body, raw=False, strict_map_key=False, ext_hook=self.ext_hook)
+                return msgpack.unpackb(body, raw=False, strict_map_key=False)
+            return msgpack.unpackb(body, raw=False, strict_map_key=False, ext_hook=self.ext_hook)
         except Exception as exc:
             raise ProtocolError(f"undecodable frame: {exc}") from exc
-        return decode(raw)
+
+    def unpack(self, body: bytes | memoryview) -> Message:
+        return decode(self.loads(body))
 
 
 def exception_payload(exc: BaseException, context: str = "") -> dict[str, Any]:
@@ -344,7 +347,10 @@ def pack_args(args: tuple[Any, ...], kwargs: dict[str, Any], codec: Codec) -> by
 _U32 = struct.Struct(">BI")
 _U64 = struct.Struct(">BQ")
 _F64 = struct.Struct(">Bd")
+_CALL_HEAD = struct.Struct(">I6sBI")  # frame length, fixarray(8) + "call", uint32 id
 _methods: dict[str, bytes] = {}  # packed method names (bounded, see call_frame)
+_last_tail: tuple[tuple[float | None, str | None, int], bytes] = ((None, None, 0), b"\xc0\xc0\x00")
+"""The packed last three fields of the latest Call (a sync caller repeats the same ones)."""
 
 
 def _pack_uint(n: int) -> bytes:
@@ -365,22 +371,30 @@ def call_frame(
 ) -> bytes:
     """A complete length-prefixed :class:`Call` frame around pre-packed arguments (the
     msgpack of the small fields is written here directly: this runs once per call)."""
+    global _last_tail
     name = _methods.get(method)
     if name is None:
         name = msgpack.packb(method)
         if len(_methods) < 1024:
             _methods[method] = name
-    body = b"".join(
-        (
-            _CALL_PREFIX,
-            _pack_uint(req_id),
-            name,
-            args_bytes,
-            b"\xc0" if timeout is None else _F64.pack(0xCB, timeout),
-            b"\xc0" if session is None else msgpack.packb(session),
-            _pack_uint(stream),
+    key = (timeout, session, stream)
+    last = _last_tail  # (one read: other threads may replace it meanwhile)
+    if last[0] == key:
+        tail = last[1]
+    else:
+        tail = b"".join(
+            (
+                b"\xc0" if timeout is None else _F64.pack(0xCB, timeout),
+                b"\xc0" if session is None else msgpack.packb(session),
+                _pack_uint(stream),
+            )
         )
-    )
+        _last_tail = (key, tail)
+    if req_id < 1 << 32:  # (the id always as a uint32: any msgpack reader takes it)
+        size = 11 + len(name) + len(args_bytes) + len(tail)
+        head: bytes = _CALL_HEAD.pack(size, _CALL_PREFIX, 0xCE, req_id)
+        return head + name + args_bytes + tail
+    body = b"".join((_CALL_PREFIX, _U64.pack(0xCF, req_id), name, args_bytes, tail))
     return _HEADER.pack(len(body)) + body
 
 

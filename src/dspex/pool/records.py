@@ -154,11 +154,10 @@ class Req:
         "worker",
     )
 
-    def __init__(
+    def __init__(  # (positional: keyword arguments cost a dict per call here)
         self,
         method: str,
         args_bytes: bytes,
-        *,
         session: _SessionState | None,
         idempotent: bool,
         stream: int,
@@ -204,41 +203,65 @@ class Req:
 
 
 class SyncWaiter:
-    """Where a sync caller waits for its call's one outcome (a light ``Future``: two locks).
+    """Where a sync caller waits for its call's one outcome (a light ``Future``).
 
     :meth:`set` is a test-and-set: of the pool thread and a direct caller racing to settle
-    the same call, exactly one wins and its outcome is the one :meth:`result` returns.
+    the same call, exactly one wins and its outcome is the one :meth:`result` returns. The
+    first ``list.append`` to ``_outcome`` wins (an append is atomic); a lock to sleep on is
+    made only when :meth:`result` finds no outcome yet, so a direct caller that settles its
+    own call (the usual case) takes no lock at all.
     """
 
-    __slots__ = ("_claim", "_ready", "ok", "value")
+    __slots__ = ("_outcome", "_ready")
 
     def __init__(self) -> None:
-        self._claim = threading.Lock()
-        self._ready = threading.Lock()
-        self._ready.acquire()
-        self.ok = False
-        self.value: Any = None
+        self._outcome: list[tuple[bool, Any]] = []
+        self._ready: threading.Lock | None = None
 
     def set(self, ok: bool, value: Any) -> bool:
         """Settle with this outcome; False if it was settled already."""
-        if not self._claim.acquire(False):
+        outcome = self._outcome
+        mine = (ok, value)
+        outcome.append(mine)
+        if outcome[0] is not mine:
             return False
-        self.ok = ok
-        self.value = value
-        self._ready.release()
+        ready = self._ready  # (read after the append: see result())
+        if ready is not None:
+            ready.release()
         return True
+
+    def settle(self, ok: bool, value: Any) -> Any:
+        """:meth:`set`, then :meth:`result` (a direct caller settling its own call)."""
+        outcome = self._outcome
+        mine = (ok, value)
+        outcome.append(mine)
+        if outcome[0] is mine:
+            ready = self._ready
+            if ready is not None:
+                ready.release()
+            if ok:
+                return value
+        return self.result()
 
     def result(self) -> Any:
         """Wait for the outcome (interruptible); return the value or raise the error (a
         cancellation raises ``concurrent.futures.CancelledError``, as a cancelled future)."""
-        ready = self._ready
-        ready.acquire()
-        ready.release()  # (stays settled: a second result() returns at once)
-        if self.ok:
-            return self.value
-        if isinstance(self.value, asyncio.CancelledError):
+        outcome = self._outcome
+        if not outcome:
+            ready = self._ready
+            if ready is None:
+                ready = threading.Lock()
+                ready.acquire()
+                self._ready = ready  # published before looking again: a setter that
+            if not outcome:  # appended after our look releases this lock
+                ready.acquire()
+                ready.release()  # (a second result() returns at once)
+        ok, value = outcome[0]
+        if ok:
+            return value
+        if isinstance(value, asyncio.CancelledError):
             raise concurrent.futures.CancelledError()
-        raise self.value
+        raise value
 
 
 def _deliver(fut: asyncio.Future[Any], ok: bool, value: Any) -> None:

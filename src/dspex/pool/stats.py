@@ -17,6 +17,9 @@ def snapshot(pool: PoolCore) -> dict[str, Any]:
     by_state = collections.Counter(w.state for w in workers)
     lat = sorted(pool._latencies)
     counts = pool._counts
+    with pool._direct_lock:  # calls sync callers ran on their own: the count's next value,
+        direct = next(pool._direct_calls) - pool._stat_reads  # minus our own earlier reads
+        pool._stat_reads += 1
     return {
         "name": pool.name,
         "target": pool.config.target,
@@ -32,7 +35,7 @@ def snapshot(pool: PoolCore) -> dict[str, Any]:
         "restarts": counts["restarts"],
         "recycles": counts["recycles"],
         "crashes": counts["crashes"],
-        "calls": counts["calls"],
+        "calls": counts["calls"] + direct,
         "failures": counts["failures"],
         "retries": counts["retries"],
         "pipelined": counts["pipelined"],

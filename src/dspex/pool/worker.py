@@ -40,6 +40,7 @@ from typing import Any
 
 from dspex.errors import RemoteError
 from dspex.pool.protocol import (
+    _HEADER,
     Call,
     Cancel,
     Codec,
@@ -54,6 +55,7 @@ from dspex.pool.protocol import (
     ParentReply,
     Ready,
     Shutdown,
+    decode,
     load_codec,
     payload_error,
 )
@@ -102,14 +104,10 @@ class CallContext:
     )
 
     def __init__(self, channel: _Channel, msg: Call) -> None:
+        # (fields by index: a NamedTuple's field names are unspecialized attribute lookups)
+        _, self.id, self.method, _, _, timeout, self.session, self.credits = msg
         self._channel = channel
-        self.id = msg.id
-        self.method = msg.method
-        self.session: str | None = msg.session
-        self.deadline: float | None = (
-            None if msg.timeout is None else time.monotonic() + msg.timeout
-        )
-        self.credits = msg.stream
+        self.deadline: float | None = None if timeout is None else time.monotonic() + timeout
         self._cancelled = False
         self._replies: dict[int, ParentReply] = {}
         self._next_cb = 0
@@ -221,9 +219,18 @@ class _Channel:
             raise _ParentGone from exc
 
     def _route(self, data: bytes) -> None:
-        for body in self.buf.feed(data):
-            msg = self.codec.unpack(body)
+        n = len(data)
+        if n > 4 and not len(self.buf) and _HEADER.unpack_from(data)[0] == n - 4:
+            bodies = [data[4:]]  # one whole frame (the usual): no buffering
+        else:
+            bodies = self.buf.feed(data)
+        loads = self.codec.loads
+        for body in bodies:
+            msg = decode(loads(body))
             kind = msg[0]
+            if kind == "call":
+                self.inbox.append(msg)
+                continue
             if kind == "cancel" or kind == "credit" or kind == "parent_reply":
                 assert isinstance(msg, Cancel | Credit | ParentReply)
                 active = self.active
@@ -287,9 +294,13 @@ class _Server:
 
     def serve(self) -> None:
         channel = self.channel
+        inbox = channel.inbox
         while True:
-            msg = channel.next_message()
-            if isinstance(msg, Call):
+            while not inbox:
+                channel.fill()
+            msg = inbox.popleft()
+            if msg[0] == "call":
+                assert isinstance(msg, Call)
                 self.run_call(msg)
             elif isinstance(msg, DropSession):
                 drop = getattr(self.handler, "drop_session", None)
@@ -305,28 +316,34 @@ class _Server:
                 return
 
     def run_call(self, msg: Call) -> None:
-        ctx = CallContext(self.channel, msg)
-        if self.channel.skip and msg.id in self.channel.skip:
-            self.channel.skip.discard(msg.id)
+        channel = self.channel
+        ctx = CallContext(channel, msg)
+        _, cid, method, args, kwargs, _, _, stream = msg  # (see CallContext.__init__)
+        if channel.skip and cid in channel.skip:
+            channel.skip.discard(cid)
             ctx._cancelled = True
-            self._send_error(ctx, CallCancelled(f"call {msg.id} was cancelled before it started"))
+            self._send_error(ctx, CallCancelled(f"call {cid} was cancelled before it started"))
             return
-        self.channel.active = ctx
+        channel.active = ctx
         token = _current.set(ctx)
         try:
-            if msg.method.startswith("_"):
-                raise AttributeError(f"method {msg.method!r} is private")
-            fn = getattr(self.handler, msg.method)
-            result = fn(*msg.args, **msg.kwargs)
-            if msg.stream:
+            if method.startswith("_"):
+                raise AttributeError(f"method {method!r} is private")
+            fn = getattr(self.handler, method)
+            result = fn(*args, **kwargs)
+            if stream:
                 self._stream(ctx, result)
                 return
             if type(result) not in _PLAIN:  # (plain data needs none of these checks)
                 if inspect.isawaitable(result):
                     result = self._run_async(ctx, result)
                 if inspect.isgenerator(result) or inspect.isasyncgen(result):
-                    raise TypeError(f"{msg.method} returns a generator: call it with pool.stream()")
-            self.channel.send(("result", msg.id, result))  # (a Result, minus its __new__)
+                    raise TypeError(f"{method} returns a generator: call it with pool.stream()")
+            body = channel.codec.packer.pack(("result", cid, result))  # (a Result, minus
+            try:  # its __new__, and minus Channel.send's and Codec.frame's frames)
+                channel.sock.sendall(_HEADER.pack(len(body)) + body)
+            except OSError as exc:
+                raise _ParentGone from exc
         except _ParentGone:
             raise
         except BaseException as exc:
@@ -335,7 +352,7 @@ class _Server:
             self._send_error(ctx, exc)
         finally:
             _current.reset(token)
-            self.channel.active = None
+            channel.active = None
 
     def _send_error(self, ctx: CallContext, exc: BaseException) -> None:
         limit = _limit_of(exc)

@@ -10,9 +10,11 @@ order, so the same seed sends the same LM requests.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
-from collections.abc import Iterator
+from collections.abc import Awaitable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from dspex import settings
@@ -90,6 +92,23 @@ def generate_instruction_class(
     use_tip: bool = True,
 ) -> Predict:
     """A ``Predict`` whose signature has only the inputs the flags ask for (DSPy's order)."""
+    return Predict(
+        _instruction_signature(
+            use_dataset_summary, program_aware, use_task_demos, use_instruct_history, use_tip
+        )
+    )
+
+
+@functools.lru_cache(maxsize=32)
+def _instruction_signature(
+    use_dataset_summary: bool,
+    program_aware: bool,
+    use_task_demos: bool,
+    use_instruct_history: bool,
+    use_tip: bool,
+) -> type[Signature]:
+    """The signature class for one combination of flags, built once (DSPy builds a new class
+    per proposal; the class is never changed, and building it costs more than a request)."""
 
     class GenerateSingleModuleInstruction(Signature):
         """Use the information below to learn about a task that we are trying to solve using calls to an LM, then generate a new instruction that will be used to prompt a Language Model to better solve the task."""
@@ -121,7 +140,7 @@ def generate_instruction_class(
             desc="Propose an instruction that will be used to prompt a Language Model to perform this task.",
         )
 
-    return Predict(GenerateSingleModuleInstruction)
+    return GenerateSingleModuleInstruction
 
 
 class GenerateModuleInstruction(Module):
@@ -389,27 +408,102 @@ class GroundedProposer(Proposer):
     ) -> dict[int, list[str]]:
         """:meth:`propose_instructions_for_program` for async callers; ``limiter``: a bound
         on the proposals running at once shared with other work (else ``num_threads``)."""
+        predictors = program.predictors()
+        draws = self.draw_proposals(
+            len(predictors), bool(demo_candidates), _num_sets(demo_candidates), N
+        )
+        proposals = [self._build(program, draw, demo_candidates, trial_logs) for draw in draws]
+        texts = await _run_all(proposals, self.num_threads, limiter)
+        return _by_predictor(draws, texts)
+
+    def draw_proposals(
+        self, num_predictors: int, with_demos: bool, num_sets: int, N: int
+    ) -> list[_Draw]:
+        """DSPex only: every draw from ``rng`` of :meth:`apropose_instructions_for_program`
+        (the history flag, then each proposal's tip and rollout id), in DSPy's order, for
+        ``num_predictors`` predictors and ``num_sets`` demo sets (``with_demos``: there are
+        demo candidates at all). No LM call; :meth:`apropose_when_ready` runs them."""
         if self.set_history_randomly:
             self.use_instruct_history = self.rng.random() < 0.5
-        if not demo_candidates:
+        if not with_demos:
             self.use_task_demos = False
             num_demos = N
         else:
-            num_demos = max(len(demo_candidates[0]), 1)
-        predictors = program.predictors()
-        jobs: list[tuple[int, _Proposal]] = []
-        for pred_i in range(len(predictors)):
+            num_demos = max(num_sets, 1)
+        if self.prompt_model is None:
+            raise ConfigurationError(
+                "GroundedProposer needs a prompt_model or an LM set with dspex.configure(lm=...)"
+            )
+        draws: list[_Draw] = []
+        for pred_i in range(num_predictors):
             for demo_set_i in range(num_demos)[: min(N, num_demos)]:
                 tip = self._draw_tip()
-                proposal = self._prepare(
-                    program, pred_i, demo_candidates, demo_set_i, trial_logs, tip
-                )
-                jobs.append((pred_i, proposal))
-        texts = await _run_all([proposal for _, proposal in jobs], self.num_threads, limiter)
-        proposed: dict[int, list[str]] = {}
-        for (pred_i, _), text in zip(jobs, texts, strict=True):
-            proposed.setdefault(pred_i, []).append(text)
-        return proposed
+                rollout_id = self.rng.randint(0, 10**9)
+                draws.append(_Draw(pred_i, demo_set_i, tip, self.use_tip, rollout_id))
+        return draws
+
+    async def apropose_when_ready(
+        self,
+        program: Any,
+        draws: list[_Draw],
+        grounded: Awaitable[None],
+        demo_sets: list[asyncio.Future[Any]] | None,
+        trial_logs: dict[Any, Any],
+        limiter: asyncio.Semaphore,
+    ) -> dict[int, list[str]]:
+        """DSPex only: the proposals ``draws`` (from :meth:`draw_proposals`), each started as
+        soon as what its prompt shows is known: the grounding (``grounded``: the program's
+        source, the dataset summary) and the demo sets its task demos are read from
+        (``demo_sets``: the programs holding each set's demos, as they are built), so they run
+        while the other sets are still bootstrapping. Each waits for a slot of ``limiter``.
+        The prompts, hence the requests, are those of
+        :meth:`apropose_instructions_for_program` once every set is built."""
+        grounding = asyncio.ensure_future(grounded)
+        num_predictors = len(program.predictors())
+
+        async def one(draw: _Draw) -> str:
+            await asyncio.shield(grounding)
+            candidates = await self._sets_shown(draw, demo_sets, num_predictors)
+            proposal = self._build(program, draw, candidates, trial_logs)
+            async with limiter:
+                return await proposal.arun()
+
+        jobs = [asyncio.ensure_future(one(draw)) for draw in draws]
+        try:
+            texts = list(await asyncio.gather(*jobs))
+        finally:
+            for job in jobs:
+                job.cancel()
+            await asyncio.gather(*jobs, grounding, return_exceptions=True)
+        return _by_predictor(draws, texts)
+
+    async def _sets_shown(
+        self, draw: _Draw, demo_sets: list[asyncio.Future[Any]] | None, num_predictors: int
+    ) -> dict[int, list[list[Any]]] | None:
+        """The demo candidates as the proposal's prompt reads them: the sets its task demos
+        come from (in :meth:`GenerateModuleInstruction._task_demos`' order, until it has
+        ``num_demos_in_context`` bootstrapped demos) awaited, the others left empty (never
+        read)."""
+        if demo_sets is None:
+            return None
+        shown: dict[int, list[list[Any]]] = {
+            i: [[] for _ in demo_sets] for i in range(num_predictors)
+        }
+        if not self.use_task_demos or draw.demo_set_i == 0:
+            return shown  # the prompt shows no task demos
+        n = len(demo_sets)
+        order = [*range(draw.demo_set_i, n), *range(draw.demo_set_i)]
+        count = 0
+        for j in order:
+            built = await asyncio.shield(demo_sets[j])
+            for i, predictor in enumerate(built.predictors()):
+                shown[i][j] = predictor.demos
+            for example in shown[draw.pred_i][j]:
+                if "augmented" in example.keys():  # noqa: SIM118 (as _task_demos reads them)
+                    count += 1
+                    if count >= self.num_demos_in_context:
+                        return shown
+        return shown
 
     def _draw_tip(self) -> str | None:
         if not self.set_tip_randomly:
@@ -444,8 +538,19 @@ class GroundedProposer(Proposer):
         tip: str | None,
     ) -> _Proposal:
         """The generator for one proposal and its rollout LM (one ``rng`` draw); no LM call."""
+        if self.prompt_model is None:
+            raise ConfigurationError(
+                "GroundedProposer needs a prompt_model or an LM set with dspex.configure(lm=...)"
+            )
+        draw = _Draw(pred_i, demo_set_i, tip, self.use_tip, self.rng.randint(0, 10**9))
+        return self._build(program, draw, demo_candidates, trial_logs)
+
+    def _build(
+        self, program: Any, draw: _Draw, demo_candidates: Any, trial_logs: dict[Any, Any]
+    ) -> _Proposal:
+        """The generator for one drawn proposal and its rollout LM; no draw, no LM call."""
         history = create_predictor_level_history_string(
-            program, pred_i, trial_logs, MAX_INSTRUCT_IN_HISTORY
+            program, draw.pred_i, trial_logs, MAX_INSTRUCT_IN_HISTORY
         )
         generator = GenerateModuleInstruction(
             program_code_string=self.program_code_string,
@@ -453,27 +558,45 @@ class GroundedProposer(Proposer):
             program_aware=self.program_aware,
             use_task_demos=bool(self.use_task_demos and demo_candidates),
             use_instruct_history=bool(self.use_instruct_history and history),
-            use_tip=self.use_tip,
+            use_tip=draw.use_tip,
             verbose=self.verbose,
         )
-        if self.prompt_model is None:
-            raise ConfigurationError(
-                "GroundedProposer needs a prompt_model or an LM set with dspex.configure(lm=...)"
-            )
         rollout_lm = self.prompt_model.copy(
-            rollout_id=self.rng.randint(0, 10**9), temperature=self.init_temperature
+            rollout_id=draw.rollout_id, temperature=self.init_temperature
         )
         inputs = {
             "demo_candidates": demo_candidates,
-            "pred_i": pred_i,
-            "demo_set_i": demo_set_i,
+            "pred_i": draw.pred_i,
+            "demo_set_i": draw.demo_set_i,
             "program": program,
             "data_summary": self.data_summary,
             "previous_instructions": history,
             "num_demos_in_context": self.num_demos_in_context,
-            "tip": tip,
+            "tip": draw.tip,
         }
         return _Proposal(generator, rollout_lm, inputs, self.verbose)
+
+
+@dataclass(frozen=True)
+class _Draw:
+    """One proposal's draws from ``rng``: which predictor and demo set, its tip, its rollout."""
+
+    pred_i: int
+    demo_set_i: int
+    tip: str | None
+    use_tip: bool
+    rollout_id: int
+
+
+def _num_sets(demo_candidates: Any) -> int:
+    return len(demo_candidates[0]) if demo_candidates else 0
+
+
+def _by_predictor(draws: list[_Draw], texts: list[str]) -> dict[int, list[str]]:
+    proposed: dict[int, list[str]] = {}
+    for draw, text in zip(draws, texts, strict=True):
+        proposed.setdefault(draw.pred_i, []).append(text)
+    return proposed
 
 
 class _Proposal:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import linecache
 import logging
 import re
 from typing import Any
@@ -167,6 +168,22 @@ def _signature_key(signature: Any) -> str:
     return ("Signature" if name == "StringSignature" else name) + "_sig"
 
 
+def _class_source(cls: Any) -> str:
+    """``inspect.getsource(cls)``, failing at once (the same ``OSError``) when no ``class``
+    statement of that name is in the class's source file: a signature built from a string
+    names a class its file never defines, and ``inspect`` parses the whole file (tens of
+    milliseconds for the signatures module) to find that out."""
+    file = inspect.getsourcefile(cls) if isinstance(cls, type) else None
+    if file:
+        linecache.checkcache(file)
+        lines = linecache.getlines(file)
+        name = cls.__qualname__.rpartition(".")[2]
+        pattern = rf"^[ \t]*class[ \t]+{re.escape(name)}\b"
+        if lines and re.search(pattern, "".join(lines), re.MULTILINE) is None:
+            raise OSError("could not find class definition")
+    return inspect.getsource(cls)
+
+
 def get_dspy_source_code(module: Any) -> str:
     """The signatures of ``module``'s predictors and the source of its classes (DSPy's text)."""
     header: list[str] = []
@@ -193,7 +210,7 @@ def get_dspy_source_code(module: Any) -> str:
                 signature = getattr(item, "signature", None)
                 if signature is not None and _signature_key(signature) not in completed:
                     try:
-                        header.append(inspect.getsource(signature))
+                        header.append(_class_source(signature))
                     except (TypeError, OSError):
                         header.append(dspy_signature_repr(signature))
                     completed.add(_signature_key(signature))

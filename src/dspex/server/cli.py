@@ -86,6 +86,10 @@ def _programs(targets: Sequence[str], names: Sequence[str]) -> dict[str, Any]:
     return programs
 
 
+_BACKLOG = 2048
+"""uvicorn's default backlog."""
+
+
 def _bind(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
@@ -95,6 +99,9 @@ def _bind(host: str, port: int) -> socket.socket:
     except OSError as exc:
         sock.close()
         raise UserError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    # Listen now, not when uvicorn starts serving: "listening on" is printed before the app's
+    # startup, and a client that connects at once must wait in the backlog, not be refused.
+    sock.listen(_BACKLOG)
     sock.set_inheritable(True)
     return sock
 

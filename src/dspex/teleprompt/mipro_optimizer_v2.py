@@ -46,8 +46,10 @@ from dspex.teleprompt.mipro_search import _Search, aoptimize_prompt_parameters, 
 from dspex.teleprompt.mipro_utils import (
     acreate_n_fewshot_demo_sets,
     create_minibatch,
+    demo_candidates_of,
     dump_demo_sets,
     load_demo_sets,
+    start_n_fewshot_demo_sets,
 )
 from dspex.teleprompt.run import Run, RunOptions
 from dspex.teleprompt.teleprompt import Teleprompter
@@ -303,23 +305,43 @@ class MIPROv2(RunOptions, Teleprompter):
         proposer: dict[str, Any],
         num_instruct_candidates: int,
     ) -> Any:
-        """Steps 1-3 on one loop. With ``num_threads > 1`` and no budget, the work that does
-        not depend on the demo sets starts with them, under one limit of ``num_threads``: the
-        proposer's grounding (program source, dataset summary) and the default program's full
-        evaluation (the search's first score). No draw from ``self.rng`` is made by either, so
-        the draws and every request stay DSPy's; the results are used in DSPy's order."""
+        """Steps 1-3 on one loop. With ``num_threads > 1`` and no budget, steps 1 and 2 overlap
+        (see :meth:`_overlapped`) with the default program's full evaluation (the search's
+        first score), under one limit of ``num_threads`` program runs and proposals. The draws from ``self.rng`` are made in
+        DSPy's order and every request is DSPy's; the results are used in DSPy's order."""
         program = search.program
         threads = self.num_threads or _default_threads()
         unlimited = self.budget.max_lm_calls is None and self.budget.max_cost is None
         limiter = asyncio.Semaphore(threads) if threads > 1 and unlimited else None
         grounded = self._proposer(program, trainset, proposer["view_data_batch_size"], proposer)
         started: list[asyncio.Future[Any]] = []
-        grounding: asyncio.Future[None] | None = None
         default: asyncio.Future[float] | None = None
         try:
-            with run.phase("bootstrap"):
-                if limiter is not None:
-                    if run.peek("instructions") is None:
+            if limiter is not None:
+                with self.budget.in_phase("search"), settings.context(lm=self.task_model):
+                    default = asyncio.ensure_future(
+                        search.score_full("default", Limited(program, limiter))
+                    )
+                    started.append(default)
+            fresh = run.peek("demo_sets") is None and run.peek("instructions") is None
+            demo_candidates: dict[int, list[list[Any]]] | None
+            if limiter is not None and fresh:
+                demo_candidates, instruction_candidates = await self._overlapped(
+                    run,
+                    grounded,
+                    program,
+                    trainset,
+                    teacher,
+                    limiter,
+                    started,
+                    bootstrap=bootstrap,
+                    proposer=proposer,
+                    num_instruct_candidates=num_instruct_candidates,
+                )
+            else:
+                grounding: asyncio.Future[None] | None = None
+                with run.phase("bootstrap"):
+                    if limiter is not None and run.peek("instructions") is None:
                         with self.budget.in_phase("propose"):
                             grounding = asyncio.ensure_future(
                                 grounded.aground(
@@ -330,29 +352,23 @@ class MIPROv2(RunOptions, Teleprompter):
                                 )
                             )
                             started.append(grounding)
-                    with self.budget.in_phase("search"), settings.context(lm=self.task_model):
-                        default = asyncio.ensure_future(
-                            search.score_full("default", Limited(program, limiter))
-                        )
-                        started.append(default)
-                demo_candidates: dict[int, list[list[Any]]] | None
-                demo_candidates = await self._demo_sets(
-                    run, program, trainset, seed, teacher, limiter, **bootstrap
-                )
-            if run.spent:
-                return None
-            with run.phase("propose"):
-                instruction_candidates = await self._instructions(
-                    run,
-                    grounded,
-                    grounding,
-                    program,
-                    trainset,
-                    demo_candidates,
-                    proposer["view_data_batch_size"],
-                    num_instruct_candidates,
-                    limiter,
-                )
+                    demo_candidates = await self._demo_sets(
+                        run, program, trainset, seed, teacher, limiter, **bootstrap
+                    )
+                if run.spent:
+                    return None
+                with run.phase("propose"):
+                    instruction_candidates = await self._instructions(
+                        run,
+                        grounded,
+                        grounding,
+                        program,
+                        trainset,
+                        demo_candidates,
+                        proposer["view_data_batch_size"],
+                        num_instruct_candidates,
+                        limiter,
+                    )
             if zeroshot:
                 demo_candidates = None
             if run.spent:
@@ -379,6 +395,91 @@ class MIPROv2(RunOptions, Teleprompter):
             for task in pending:
                 task.cancel()
             await asyncio.gather(*started, return_exceptions=True)
+
+    async def _overlapped(
+        self,
+        run: Run,
+        grounded: Any,
+        program: Any,
+        trainset: list[Any],
+        teacher: Any,
+        limiter: asyncio.Semaphore,
+        started: list[asyncio.Future[Any]],
+        *,
+        bootstrap: dict[str, Any],
+        proposer: dict[str, Any],
+        num_instruct_candidates: int,
+    ) -> tuple[dict[int, list[list[Any]]], dict[int, list[str]]]:
+        """Steps 1 and 2 at once (a fresh run with ``num_threads > 1``, no budget). Every draw
+        is made first, in DSPy's order: the demo sets' recipes, then the proposals' tips and
+        rollout ids. Then, under ``limiter``: the demo sets (each its own bootstrap), the
+        grounding (program source, dataset summary), and each proposal as soon as the
+        grounding and the demo sets its prompt shows are done (the zero-shot and labeled sets
+        need no LM call, so most proposals run while the bootstraps do). The checkpoints hold
+        what the sequential steps hold (with the state of ``self.rng`` after each step's
+        draws)."""
+        assert self.rng is not None
+        labeled, boot = _set_sizes(
+            bootstrap["max_bootstrapped_demos"], bootstrap["max_labeled_demos"]
+        )
+        with run.phase("bootstrap"):
+            with self.budget.in_phase("propose"):
+                grounding = asyncio.ensure_future(
+                    grounded.aground(
+                        program, trainset, proposer["view_data_batch_size"], limiter=limiter
+                    )
+                )
+                started.append(grounding)
+            logger.info("==> STEP 1: BOOTSTRAP FEWSHOT EXAMPLES <==")
+            logger.info(
+                "Bootstrapping N=%d sets of demonstrations...", bootstrap["num_fewshot_candidates"]
+            )
+            with settings.context(lm=self.task_model):
+                sets = start_n_fewshot_demo_sets(
+                    program,
+                    bootstrap["num_fewshot_candidates"],
+                    trainset,
+                    labeled,
+                    boot,
+                    self.metric,
+                    self.teacher_settings,
+                    max_errors=bootstrap["max_errors"],
+                    metric_threshold=bootstrap["metric_threshold"],
+                    teacher=teacher,
+                    rng=self.rng,
+                    num_threads=self.num_threads,
+                    limiter=limiter,
+                )
+            started.extend(sets)
+            sets_rng = self.rng.getstate()
+            logger.info("==> STEP 2: PROPOSE INSTRUCTION CANDIDATES <==")
+            logger.info("Proposing N=%d instructions...", num_instruct_candidates)
+            predictors = program.predictors()
+            with self.budget.in_phase("propose"):
+                draws = grounded.draw_proposals(
+                    len(predictors), bool(predictors), len(sets), num_instruct_candidates
+                )
+                proposing = asyncio.ensure_future(
+                    grounded.apropose_when_ready(program, draws, grounding, sets, {}, limiter)
+                )
+                started.append(proposing)
+            instructions_rng = self.rng.getstate()
+            demo_candidates = demo_candidates_of(program, list(await asyncio.gather(*sets)))
+            run.checkpoint("demo_sets", {"sets": dump_demo_sets(demo_candidates), "rng": sets_rng})
+        with run.phase("propose"):
+            candidates: dict[int, list[str]] = await proposing
+            for i, predictor in enumerate(predictors):
+                candidates[i][0] = predictor.signature.instructions
+                for j, instruction in enumerate(candidates[i]):
+                    logger.info("Predictor %d, instruction %d: %s", i, j, instruction)
+            run.checkpoint(
+                "instructions",
+                {
+                    "candidates": [candidates[i] for i in range(len(candidates))],
+                    "rng": instructions_rng,
+                },
+            )
+        return demo_candidates, candidates
 
     async def _demo_sets(
         self,
@@ -556,17 +657,13 @@ class MIPROv2(RunOptions, Teleprompter):
     ) -> dict[int, list[list[Any]]]:
         logger.info("==> STEP 1: BOOTSTRAP FEWSHOT EXAMPLES <==")
         logger.info("Bootstrapping N=%d sets of demonstrations...", num_fewshot_candidates)
-        zeroshot = max_bootstrapped_demos == 0 and max_labeled_demos == 0
+        labeled, boot = _set_sizes(max_bootstrapped_demos, max_labeled_demos)
         return await acreate_n_fewshot_demo_sets(
             student=program,
             num_candidate_sets=num_fewshot_candidates,
             trainset=trainset,
-            max_labeled_demos=LABELED_FEWSHOT_EXAMPLES_IN_CONTEXT
-            if zeroshot
-            else max_labeled_demos,
-            max_bootstrapped_demos=(
-                BOOTSTRAPPED_FEWSHOT_EXAMPLES_IN_CONTEXT if zeroshot else max_bootstrapped_demos
-            ),
+            max_labeled_demos=labeled,
+            max_bootstrapped_demos=boot,
             metric=self.metric,
             max_errors=max_errors if max_errors is not None else default_max_errors(),
             teacher=teacher,
@@ -605,6 +702,14 @@ class MIPROv2(RunOptions, Teleprompter):
             ground=False,
         )
         return proposer
+
+
+def _set_sizes(max_bootstrapped_demos: int, max_labeled_demos: int) -> tuple[int, int]:
+    """The (labeled, bootstrapped) demos per set step 1 builds: zero-shot optimization still
+    bootstraps a few demos for the proposer, as DSPy does."""
+    if max_bootstrapped_demos == 0 and max_labeled_demos == 0:
+        return LABELED_FEWSHOT_EXAMPLES_IN_CONTEXT, BOOTSTRAPPED_FEWSHOT_EXAMPLES_IN_CONTEXT
+    return max_labeled_demos, max_bootstrapped_demos
 
 
 def _rng_state(saved: Any) -> tuple[Any, ...]:

@@ -216,33 +216,24 @@ async def acreate_n_fewshot_demo_sets(
     )
     threads = num_threads or default_threads()
     limiter = limiter if limiter is not None else asyncio.Semaphore(threads)
-
-    async def build(recipe: _DemoSet, shared: bool) -> Any:
-        if recipe.kind == "zeroshot":
-            return student.reset_copy()
-        if recipe.kind == "labeled":
-            labeled = LabeledFewShot(k=max_labeled_demos)
-            return labeled.compile(student, trainset=recipe.trainset, sample=labeled_sample)
-        optimizer = BootstrapFewShot(
-            metric=metric,
-            max_errors=errors,
-            metric_threshold=metric_threshold,
-            max_bootstrapped_demos=recipe.max_bootstrapped_demos,
-            max_labeled_demos=max_labeled_demos,
-            teacher_settings=teacher_settings,
-            max_rounds=max_rounds,
-            num_threads=num_threads,
-        )
-        optimizer._run_ahead = False  # the demo sets' calls stay DSPy's
-        if shared:
-            optimizer._limiter = limiter
-        return await optimizer.acompile(student, teacher=teacher, trainset=recipe.trainset)
+    build = _SetBuilder(
+        student,
+        max_labeled_demos,
+        metric,
+        teacher_settings,
+        errors,
+        max_rounds,
+        labeled_sample,
+        metric_threshold,
+        teacher,
+        num_threads,
+    )
 
     programs: list[Any] = []
     unlimited = budget is None or (budget.max_lm_calls is None and budget.max_cost is None)
     if threads > 1 and unlimited:
         async with asyncio.TaskGroup() as group:  # one failure cancels the other bootstraps
-            tasks = [group.create_task(build(recipe, True)) for recipe in plan]
+            tasks = [group.create_task(build(recipe, limiter)) for recipe in plan]
         programs = [task.result() for task in tasks]
     else:
         for index, recipe in enumerate(plan):
@@ -250,13 +241,111 @@ async def acreate_n_fewshot_demo_sets(
                 logger.warning("Stopping after %d demo sets: %s spent", index, budget.stopped_by)
                 break
             logger.info("Bootstrapping set %d/%d", index + 1, len(plan))
-            programs.append(await build(recipe, False))
+            programs.append(await build(recipe, None))
+    return demo_candidates_of(student, programs)
 
+
+def demo_candidates_of(student: Any, programs: list[Any]) -> dict[int, list[list[Any]]]:
+    """The demo sets per predictor of ``student``, from the programs built for them."""
     demo_candidates: dict[int, list[list[Any]]] = {i: [] for i in range(len(student.predictors()))}
     for program in programs:
         for i, predictor in enumerate(program.predictors()):
             demo_candidates[i].append(predictor.demos)
     return demo_candidates
+
+
+def start_n_fewshot_demo_sets(
+    student: Any,
+    num_candidate_sets: int,
+    trainset: list[Any],
+    max_labeled_demos: int,
+    max_bootstrapped_demos: int,
+    metric: Callable[..., Any] | None,
+    teacher_settings: Mapping[str, Any] | None,
+    *,
+    max_errors: int | None,
+    metric_threshold: float | None,
+    teacher: Any,
+    rng: Any,
+    num_threads: int | None,
+    limiter: asyncio.Semaphore,
+) -> list[asyncio.Task[Any]]:
+    """DSPex only: :func:`acreate_n_fewshot_demo_sets` started, not awaited. Every set's
+    recipe is drawn from ``rng`` before this returns (DSPy's draws, in its order), so the
+    caller's next draws follow them as in DSPy; each set is then built in its own task (on
+    the running loop, under ``limiter``), whose result is the program holding that set's
+    demos (:func:`demo_candidates_of` makes the sets of them). The caller awaits or cancels
+    the tasks."""
+    plan = _plan(
+        num_candidate_sets, trainset, max_labeled_demos, max_bootstrapped_demos, 1, True, rng
+    )
+    build = _SetBuilder(
+        student,
+        max_labeled_demos,
+        metric,
+        teacher_settings,
+        default_max_errors() if max_errors is None else max_errors,
+        1,
+        True,
+        metric_threshold,
+        teacher,
+        num_threads,
+    )
+    return [asyncio.ensure_future(build(recipe, limiter)) for recipe in plan]
+
+
+class _SetBuilder:
+    """Builds one planned demo set: the program whose predictors hold its demos."""
+
+    def __init__(
+        self,
+        student: Any,
+        max_labeled_demos: int,
+        metric: Callable[..., Any] | None,
+        teacher_settings: Mapping[str, Any] | None,
+        max_errors: int,
+        max_rounds: int,
+        labeled_sample: bool,
+        metric_threshold: float | None,
+        teacher: Any,
+        num_threads: int | None,
+    ) -> None:
+        self.student = student
+        self.max_labeled_demos = max_labeled_demos
+        self.metric = metric
+        self.teacher_settings = teacher_settings
+        self.max_errors = max_errors
+        self.max_rounds = max_rounds
+        self.labeled_sample = labeled_sample
+        self.metric_threshold = metric_threshold
+        self.teacher = teacher
+        self.num_threads = num_threads
+
+    async def __call__(self, recipe: _DemoSet, limiter: asyncio.Semaphore | None) -> Any:
+        """``limiter``: the bound shared with other work (``None``: the bootstrap's own)."""
+        if recipe.kind == "zeroshot":
+            return self.student.reset_copy()
+        if recipe.kind == "labeled":
+            labeled = LabeledFewShot(k=self.max_labeled_demos)
+            return labeled.compile(
+                self.student, trainset=recipe.trainset, sample=self.labeled_sample
+            )
+        optimizer = BootstrapFewShot(
+            metric=self.metric,
+            max_errors=self.max_errors,
+            metric_threshold=self.metric_threshold,
+            max_bootstrapped_demos=recipe.max_bootstrapped_demos,
+            max_labeled_demos=self.max_labeled_demos,
+            teacher_settings=self.teacher_settings,
+            max_rounds=self.max_rounds,
+            num_threads=self.num_threads,
+        )
+        optimizer._run_ahead = False  # the demo sets' calls stay DSPy's
+        if limiter is not None:
+            optimizer._limiter = limiter
+        return await optimizer.acompile(
+            self.student, teacher=self.teacher, trainset=recipe.trainset
+        )
 
 
 def dump_demo_sets(sets: Mapping[int, list[list[Any]]]) -> list[list[list[dict[str, Any]]]]:
