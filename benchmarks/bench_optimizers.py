@@ -626,7 +626,7 @@ def main(argv: list[str]) -> None:
     # both libraries import these lazily inside their first compile; import them before any
     # timing so that neither side's measured compile pays for it (anyio's asyncio backend:
     # DSPex's first sync-forward program run in a worker thread loads it)
-    for heavy in ("optuna", "gepa", "numpy", "anyio._backends._asyncio"):
+    for heavy in ("optuna", "gepa", "numpy", "numpy.random", "anyio._backends._asyncio"):
         importlib.import_module(heavy)
     proc, url = start()
     try:

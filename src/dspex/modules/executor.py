@@ -28,6 +28,11 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
+try:
+    import resource
+except ImportError:  # not on Windows
+    resource = None  # type: ignore[assignment]
+
 from dspex import settings
 from dspex._sync import run_sync
 from dspex.errors import ExampleTimeout, ExecutionCancelled
@@ -62,6 +67,31 @@ INLINE_BUDGET = 0.002
 """Seconds an adaptive sync call (a metric) may take on the loop; after :data:`SLOW_CALLS`
 calls over it (a blocking metric, not one unlucky scheduling pause) calls move to a thread."""
 SLOW_CALLS = 3
+
+_THREAD_USAGE: int | None = getattr(resource, "RUSAGE_THREAD", None) if resource else None
+"""``getrusage``'s per-thread scope (Linux), or None where there is none."""
+
+
+def _thread_usage() -> tuple[float, int]:
+    """This thread's CPU seconds and voluntary context switches so far ((0, 0) if unknown)."""
+    if _THREAD_USAGE is None or resource is None:
+        return 0.0, 0
+    usage = resource.getrusage(_THREAD_USAGE)
+    return usage.ru_utime + usage.ru_stime, usage.ru_nvcsw
+
+
+def blocked_the_loop(wall: float, cpu: float, waits: int, *, measured: bool) -> bool:
+    """Whether a sync call that took ``wall`` seconds on the loop held it up by itself.
+
+    Over :data:`INLINE_BUDGET` of wall time counts only if the call waited (``waits``: it gave
+    up the CPU voluntarily: I/O, a sleep, a lock) or computed that long (``cpu``); a call that
+    was merely preempted (a loaded machine) is not slow. Without per-thread usage
+    (``measured=False``) wall time decides.
+    """
+    if wall <= INLINE_BUDGET:
+        return False
+    return not measured or waits > 0 or cpu > INLINE_BUDGET
+
 
 _raw_signal: Any = importlib.import_module("_signal")
 """The C functions under :mod:`signal` (its wrappers convert handlers to enums, raising and
@@ -102,11 +132,15 @@ class AsyncCaller:
         if self.inline:
             return self.fn(*args, **kwargs)
         if self.adaptive:
-            start = time.perf_counter()
+            start, (cpu, waits) = time.perf_counter(), _thread_usage()
             value = self.fn(*args, **kwargs)
-            if time.perf_counter() - start > INLINE_BUDGET:
-                self.slow_calls += 1
-                self.adaptive = self.slow_calls < SLOW_CALLS  # it blocks: use a thread
+            wall = time.perf_counter() - start
+            if wall > INLINE_BUDGET:
+                cpu_after, waits_after = _thread_usage()
+                measured = _THREAD_USAGE is not None
+                if blocked_the_loop(wall, cpu_after - cpu, waits_after - waits, measured=measured):
+                    self.slow_calls += 1
+                    self.adaptive = self.slow_calls < SLOW_CALLS  # it blocks: use a thread
             return value
         return await asyncio.to_thread(self.fn, *args, **kwargs)
 
