@@ -11,6 +11,7 @@ from dspex import settings
 from dspex.adapters.base import LMRequest, drive_async, drive_sync
 from dspex.errors import CallError, ConfigurationError, StateError
 from dspex.lm.base import BaseLM
+from dspex.primitives.calling import call_async, call_sync
 from dspex.primitives.input_checks import check_inputs
 from dspex.primitives.module import TRUSTED_LM_STATE, Module, Parameter
 from dspex.primitives.prediction import Prediction
@@ -83,34 +84,42 @@ class Predict(Module, Parameter):
     def __call__(self, *args: Any, **kwargs: Any) -> Prediction:
         if args:
             raise CallError(self._positional_error())
-        result: Prediction = super().__call__(**kwargs)
+        if type(self) is Predict:  # Module.__call__'s choice for it, made here
+            result: Prediction = call_sync(self, lambda: self.forward(**kwargs), (), kwargs)
+            return result
+        result = super().__call__(**kwargs)
         return result
 
     async def acall(self, *args: Any, **kwargs: Any) -> Prediction:
         if args:
             raise CallError(self._positional_error())
-        result: Prediction = await super().acall(**kwargs)
+        if type(self) is Predict:  # Module.acall's choice for it, made here (one frame less)
+            result: Prediction = await call_async(self, lambda: self.aforward(**kwargs), (), kwargs)
+            return result
+        result = await super().acall(**kwargs)
         return result
 
     def forward(self, **kwargs: Any) -> Prediction:
-        if settings.current().send_stream is not None:  # inside dspex.streamify
+        now = settings.current()
+        if now.send_stream is not None:  # inside dspex.streamify
             from dspex.streaming.streamify import listened, streamed_sync
 
             if listened(self):
                 return streamed_sync(self, kwargs)
-        lm, flow = self._flow(kwargs)
+        lm, flow = self._flow(kwargs, now)
         try:
             return drive_sync(flow, lm)
         finally:  # an LM error leaves the flow suspended: close it (ends its span now)
             flow.close()
 
     async def aforward(self, **kwargs: Any) -> Prediction:
-        if settings.current().send_stream is not None:  # inside dspex.streamify
+        now = settings.current()
+        if now.send_stream is not None:  # inside dspex.streamify
             from dspex.streaming.streamify import listened, stream_predict
 
             if listened(self):
                 return await stream_predict(self, kwargs)
-        lm, flow = self._flow(kwargs)
+        lm, flow = self._flow(kwargs, now)
         try:
             return await drive_async(flow, lm)
         finally:
@@ -127,10 +136,11 @@ class Predict(Module, Parameter):
             yield item
 
     def _flow(
-        self, kwargs: dict[str, Any]
+        self, kwargs: dict[str, Any], now: settings.Settings | None = None
     ) -> tuple[BaseLM, Generator[LMRequest, list[Any], Prediction]]:
         record = kwargs.pop("_trace", True)
-        now = settings.current()
+        if now is None:
+            now = settings.current()
         lm, config, signature, demos, inputs = self._prepare(kwargs, now)
         adapter = now.adapter or _default_adapter()
         return lm, self._run(adapter, config, signature, demos, inputs, bool(record), lm)
@@ -179,7 +189,9 @@ class Predict(Module, Parameter):
                 f"config must be a dict of LM options, got {type(call_config).__name__}"
             )
         config = {**self.config, **call_config}
-        lm = kwargs.pop("lm", None) or self.lm or (now or settings.current()).lm
+        if now is None:
+            now = settings.current()
+        lm = kwargs.pop("lm", None) or self.lm or now.lm
         if lm is None:
             raise ConfigurationError(
                 "No LM is configured. Use dspex.configure(lm=dspex.LM('openai/gpt-4o-mini')) "
