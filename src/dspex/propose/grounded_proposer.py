@@ -430,16 +430,11 @@ class GroundedProposer(Proposer):
             num_demos = N
         else:
             num_demos = max(num_sets, 1)
-        if self.prompt_model is None:
-            raise ConfigurationError(
-                "GroundedProposer needs a prompt_model or an LM set with dspex.configure(lm=...)"
-            )
         draws: list[_Draw] = []
         for pred_i in range(num_predictors):
             for demo_set_i in range(num_demos)[: min(N, num_demos)]:
                 tip = self._draw_tip()
-                rollout_id = self.rng.randint(0, 10**9)
-                draws.append(_Draw(pred_i, demo_set_i, tip, self.use_tip, rollout_id))
+                draws.append(self._draw(pred_i, demo_set_i, tip))
         return draws
 
     async def apropose_when_ready(
@@ -538,12 +533,17 @@ class GroundedProposer(Proposer):
         tip: str | None,
     ) -> _Proposal:
         """The generator for one proposal and its rollout LM (one ``rng`` draw); no LM call."""
+        return self._build(
+            program, self._draw(pred_i, demo_set_i, tip), demo_candidates, trial_logs
+        )
+
+    def _draw(self, pred_i: int, demo_set_i: int, tip: str | None) -> _Draw:
+        """One proposal's last draw from ``rng`` (its rollout id), after its tip."""
         if self.prompt_model is None:
             raise ConfigurationError(
                 "GroundedProposer needs a prompt_model or an LM set with dspex.configure(lm=...)"
             )
-        draw = _Draw(pred_i, demo_set_i, tip, self.use_tip, self.rng.randint(0, 10**9))
-        return self._build(program, draw, demo_candidates, trial_logs)
+        return _Draw(pred_i, demo_set_i, tip, self.use_tip, self.rng.randint(0, 10**9))
 
     def _build(
         self, program: Any, draw: _Draw, demo_candidates: Any, trial_logs: dict[Any, Any]

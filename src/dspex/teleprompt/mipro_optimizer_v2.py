@@ -468,17 +468,7 @@ class MIPROv2(RunOptions, Teleprompter):
             run.checkpoint("demo_sets", {"sets": dump_demo_sets(demo_candidates), "rng": sets_rng})
         with run.phase("propose"):
             candidates: dict[int, list[str]] = await proposing
-            for i, predictor in enumerate(predictors):
-                candidates[i][0] = predictor.signature.instructions
-                for j, instruction in enumerate(candidates[i]):
-                    logger.info("Predictor %d, instruction %d: %s", i, j, instruction)
-            run.checkpoint(
-                "instructions",
-                {
-                    "candidates": [candidates[i] for i in range(len(candidates))],
-                    "rng": instructions_rng,
-                },
-            )
+            _keep_instructions(run, program, candidates, instructions_rng)
         return demo_candidates, candidates
 
     async def _demo_sets(
@@ -539,18 +529,8 @@ class MIPROv2(RunOptions, Teleprompter):
             trial_logs={},
             limiter=limiter,
         )
-        for i, predictor in enumerate(program.predictors()):
-            candidates[i][0] = predictor.signature.instructions
-            for j, instruction in enumerate(candidates[i]):
-                logger.info("Predictor %d, instruction %d: %s", i, j, instruction)
-        if not run.spent:  # a proposal cut short is not kept
-            run.checkpoint(
-                "instructions",
-                {
-                    "candidates": [candidates[i] for i in range(len(candidates))],
-                    "rng": self.rng.getstate(),
-                },
-            )
+        kept = None if run.spent else run  # a proposal cut short is not kept
+        _keep_instructions(kept, program, candidates, self.rng.getstate())
         return candidates
 
     async def acompile(self, student: Any, **kwargs: Any) -> Any:
@@ -702,6 +682,23 @@ class MIPROv2(RunOptions, Teleprompter):
             ground=False,
         )
         return proposer
+
+
+def _keep_instructions(
+    run: Run | None, program: Any, candidates: dict[int, list[str]], rng_state: Any
+) -> None:
+    """Step 2's end: each predictor's first candidate is its current instruction (as DSPy),
+    every candidate logged, and the candidates checkpointed in ``run`` with ``rng_state``
+    (the state of the optimizer's rng after step 2's draws; ``run=None``: not kept)."""
+    for i, predictor in enumerate(program.predictors()):
+        candidates[i][0] = predictor.signature.instructions
+        for j, instruction in enumerate(candidates[i]):
+            logger.info("Predictor %d, instruction %d: %s", i, j, instruction)
+    if run is not None:
+        run.checkpoint(
+            "instructions",
+            {"candidates": [candidates[i] for i in range(len(candidates))], "rng": rng_state},
+        )
 
 
 def _set_sizes(max_bootstrapped_demos: int, max_labeled_demos: int) -> tuple[int, int]:
