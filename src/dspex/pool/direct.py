@@ -25,7 +25,6 @@ from dspex import telemetry
 from dspex.errors import DSPexError, ProtocolError
 from dspex.pool.core import PoolCore
 from dspex.pool.protocol import (
-    _HEADER,
     DropSession,
     Error,
     FrameBuffer,
@@ -33,6 +32,7 @@ from dspex.pool.protocol import (
     Result,
     call_frame,
     decode,
+    is_lone_frame,
 )
 from dspex.pool.records import Req, Worker
 
@@ -211,8 +211,7 @@ class DirectPath(PoolCore):
                         data = sock.recv(_RECV)
                     except BlockingIOError:
                         pass
-                n = len(data)
-                if n > 4 and _HEADER.unpack_from(data)[0] == n - 4:  # one whole frame (usual)
+                if is_lone_frame(data):  # one whole frame (the usual)
                     raw = self._codec.loads(data[4:])
                     data = b""
                     if type(raw) is list:

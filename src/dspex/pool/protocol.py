@@ -269,6 +269,11 @@ def load_codec(spec: str | None) -> Codec:
     return Codec(getattr(obj, "default", None), getattr(obj, "ext_hook", None))
 
 
+def is_lone_frame(data: bytes) -> bool:
+    """Whether ``data`` is exactly one whole frame (what a read usually returns)."""
+    return len(data) > 4 and _HEADER.unpack_from(data)[0] == len(data) - 4
+
+
 class FrameBuffer:
     """Accumulates bytes and yields complete frame bodies."""
 
@@ -280,7 +285,7 @@ class FrameBuffer:
     def feed(self, data: bytes) -> list[bytes]:
         """Append ``data``; return the bodies of the frames now complete."""
         buf = self._buf
-        if not buf and len(data) > 4 and _HEADER.unpack_from(data)[0] == len(data) - 4:
+        if not buf and is_lone_frame(data):
             return [data[4:]]  # exactly one whole frame (the usual reply): no buffering
         buf += data
         out: list[bytes] = []

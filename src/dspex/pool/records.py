@@ -232,16 +232,9 @@ class SyncWaiter:
 
     def settle(self, ok: bool, value: Any) -> Any:
         """:meth:`set`, then :meth:`result` (a direct caller settling its own call)."""
-        outcome = self._outcome
-        mine = (ok, value)
-        outcome.append(mine)
-        if outcome[0] is mine:
-            ready = self._ready
-            if ready is not None:
-                ready.release()
-            if ok:
-                return value
-        return self.result()
+        if self.set(ok, value) and ok:
+            return value
+        return self.result()  # an error to raise, or the outcome settled before ours
 
     def result(self) -> Any:
         """Wait for the outcome (interruptible); return the value or raise the error (a

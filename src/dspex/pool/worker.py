@@ -219,13 +219,8 @@ class _Channel:
             raise _ParentGone from exc
 
     def _route(self, data: bytes) -> None:
-        n = len(data)
-        if n > 4 and not len(self.buf) and _HEADER.unpack_from(data)[0] == n - 4:
-            bodies = [data[4:]]  # one whole frame (the usual): no buffering
-        else:
-            bodies = self.buf.feed(data)
         loads = self.codec.loads
-        for body in bodies:
+        for body in self.buf.feed(data):
             msg = decode(loads(body))
             kind = msg[0]
             if kind == "call":
