@@ -11,7 +11,6 @@ from dspex import settings
 from dspex.adapters.base import LMRequest, drive_async, drive_sync
 from dspex.errors import CallError, ConfigurationError, StateError
 from dspex.lm.base import BaseLM
-from dspex.primitives.calling import call_async, call_sync
 from dspex.primitives.input_checks import check_inputs
 from dspex.primitives.module import TRUSTED_LM_STATE, Module, Parameter
 from dspex.primitives.prediction import Prediction
@@ -84,19 +83,13 @@ class Predict(Module, Parameter):
     def __call__(self, *args: Any, **kwargs: Any) -> Prediction:
         if args:
             raise CallError(self._positional_error())
-        if type(self) is Predict:  # Module.__call__'s choice for it, made here
-            result: Prediction = call_sync(self, lambda: self.forward(**kwargs), (), kwargs)
-            return result
-        result = super().__call__(**kwargs)
+        result: Prediction = super().__call__(**kwargs)
         return result
 
     async def acall(self, *args: Any, **kwargs: Any) -> Prediction:
         if args:
             raise CallError(self._positional_error())
-        if type(self) is Predict:  # Module.acall's choice for it, made here (one frame less)
-            result: Prediction = await call_async(self, lambda: self.aforward(**kwargs), (), kwargs)
-            return result
-        result = await super().acall(**kwargs)
+        result: Prediction = await super().acall(**kwargs)
         return result
 
     def forward(self, **kwargs: Any) -> Prediction:
