@@ -87,7 +87,7 @@ def _programs(targets: Sequence[str], names: Sequence[str]) -> dict[str, Any]:
 
 
 _BACKLOG = 2048
-"""uvicorn's default backlog."""
+"""The listening socket's backlog (uvicorn's default; passed to its config too)."""
 
 
 def _bind(host: str, port: int) -> socket.socket:
@@ -155,7 +155,11 @@ def serve(
             return await super().on_tick(counter)
 
     config = uvicorn.Config(
-        app, log_level=log_level, lifespan="on", timeout_graceful_shutdown=math.ceil(drain_timeout)
+        app,
+        log_level=log_level,
+        lifespan="on",
+        timeout_graceful_shutdown=math.ceil(drain_timeout),
+        backlog=_BACKLOG,  # (the socket listens with it already: see _bind)
     )
     server = _Server(config)
     bound_host, bound_port = sock.getsockname()[:2]
