@@ -148,7 +148,7 @@ def parse_fields(
                 message=f"Failed to parse field {name} with value {raw} from the LM response. "
                 f"Error message: {exc}",
             ) from None
-    if len(fields) == len(outputs) and list(fields) == list(outputs):
+    if [*fields] == [*outputs]:
         return fields  # all found, in order: the defaults below would change nothing
     fields = apply_output_field_defaults(outputs, fields)
     if fields.keys() != outputs.keys():

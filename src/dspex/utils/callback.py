@@ -269,7 +269,8 @@ def begin(
     instance: Any, method: Callable[..., Any], args: tuple[Any, ...], kw: dict[str, Any]
 ) -> _Call | None:
     """Start the callbacks of one call (``None`` when there are none: the fast path)."""
-    configured = settings.current().callbacks
+    scoped = settings._scoped.get()  # settings.current() without its frame (every call)
+    configured = (scoped if scoped is not None else settings.current()).callbacks
     own = getattr(instance, "callbacks", None)
     if not configured and not own:
         return None  # no list built: this runs for every module call, format and parse
