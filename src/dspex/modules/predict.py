@@ -82,17 +82,15 @@ class Predict(Module, Parameter):
         self.demos: list[Any] = []
 
     # ------------------------------------------------------------------ calling
-    def __call__(self, *args: Any, **kwargs: Any) -> Prediction:
-        if args:
-            raise CallError(self._positional_error())
-        result: Prediction = super().__call__(**kwargs)
-        return result
+    # ``__call__``/``acall`` are Module's: with ``_keyword_only`` a positional argument raises
+    # DSPy's error before any callback runs (no layer of our own on every call)
+    _keyword_only = True
 
-    async def acall(self, *args: Any, **kwargs: Any) -> Prediction:
-        if args:
-            raise CallError(self._positional_error())
-        result: Prediction = await super().acall(**kwargs)
-        return result
+    if TYPE_CHECKING:
+
+        def __call__(self, *args: Any, **kwargs: Any) -> Prediction: ...
+
+        async def acall(self, *args: Any, **kwargs: Any) -> Prediction: ...
 
     def forward(self, **kwargs: Any) -> Prediction:
         now = settings._scoped.get() or settings.current()  # no frame in a context()
