@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import operator
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Generator
@@ -34,6 +35,7 @@ from dspex.lm.cache import active, request_blob
 from dspex.lm.finetune import FinetuneMixin
 from dspex.lm.flow import Attempts, ErrorMap, Outcome, adrive, attempt_flow, drive
 from dspex.lm.options import initial_options, is_openai_reasoning_model, wrap_provider_exception
+from dspex.lm.outputs import openai_tool_options, openai_tool_turns
 from dspex.lm.providers import (
     Endpoint,
     ParsedResponse,
@@ -63,7 +65,7 @@ _CLIENT_KEYS = frozenset(("api_base", "base_url", "api_key"))
 class _Call:
     """One call in progress: the request, its cache key, then its answer."""
 
-    __slots__ = ("blob", "hit", "messages", "meta", "options", "texts", "usage")
+    __slots__ = ("blob", "hit", "messages", "meta", "options", "template", "texts", "usage")
 
     def __init__(
         self,
@@ -71,14 +73,72 @@ class _Call:
         options: dict[str, Any],
         blob: bytes | None,
         hit: list[Any] | None = None,
+        template: _Template | None = None,
     ) -> None:
         self.messages = messages
         self.options = options
         self.blob = blob
+        self.template = template
         self.hit = hit is not None
         self.texts = hit  # set at once on a cache hit
         self.usage: dict[str, int] = {}
         self.meta: dict[str, Any] | None = None
+
+
+#: the types of option values a template may hold: immutable, so the same object is the
+#: same value for ever (a list or dict option could change in place: never templated)
+_SCALARS = frozenset((str, int, float, bool, type(None)))
+#: body keys the template writes itself, or that change how a request is sent
+_UNTEMPLATED = frozenset(("model", "messages", "stream"))
+
+
+class _Template:
+    """What an LM's default options make of a call that adds none of its own: the options
+    (as :meth:`LM._begin` computes them) and the request body around the messages.
+
+    Built from one state of ``lm.kwargs`` and ``lm.endpoint`` and used only while both are
+    the very same objects holding the very same keys and values (checked by identity on
+    every call, so any change — a new dict, an option set, removed or re-set to an equal
+    value of another type — rebuilds it). ``usable`` is false when the options cannot be
+    templated (a non-scalar value, another wire): then every call takes the general path.
+    """
+
+    __slots__ = (
+        "cache", "endpoint", "keys", "options", "prefix", "rollout_id", "source", "suffix",
+        "usable", "values",
+    )  # fmt: skip
+
+    def __init__(self, source: dict[str, Any], endpoint: Endpoint) -> None:
+        self.source = source
+        self.endpoint = endpoint
+        self.keys = tuple(source)
+        self.values = tuple(source.values())
+        options = {k: v for k, v in source.items() if k not in _CLIENT_KEYS}
+        self.rollout_id = options.pop("rollout_id", None)
+        self.cache = options.pop("cache", True)
+        self.options = options
+        sent = openai_tool_options({k: v for k, v in options.items() if v is not None})
+        self.usable = (
+            endpoint.wire == "openai"
+            and endpoint.problem is None
+            and all(type(k) is str for k in self.keys)
+            and all(type(v) in _SCALARS for v in self.values)
+            and _UNTEMPLATED.isdisjoint(sent)
+        )
+        self.prefix = self.suffix = b""
+        if self.usable:  # ``{"model":…,"messages":`` + messages + ``,<options>}``
+            self.prefix = b'{"model":' + orjson.dumps(endpoint.model) + b',"messages":'
+            self.suffix = b"," + orjson.dumps(sent)[1:] if sent else b"}"
+
+    def fits(self, source: dict[str, Any], endpoint: Endpoint) -> bool:
+        """Whether ``source``/``endpoint`` are still exactly what this was built from."""
+        return (
+            source is self.source
+            and endpoint is self.endpoint
+            and len(source) == len(self.keys)
+            and all(map(operator.is_, source, self.keys))
+            and all(map(operator.is_, source.values(), self.values))
+        )
 
 
 class LM(FinetuneMixin, BaseLM):
@@ -146,6 +206,7 @@ class LM(FinetuneMixin, BaseLM):
         self.circuit_cooldown = circuit_cooldown
         self.history: deque[dict[str, Any]] = deque(maxlen=history_size)
         self._rules_cache: tuple[tuple[Any, ...], Attempts] | None = None
+        self._template: _Template | None = None
         if transport is None:
             self._own_transport({"max_response_bytes": max_response_bytes or DEFAULT_MAX_BODY})
         else:
@@ -248,6 +309,7 @@ class LM(FinetuneMixin, BaseLM):
         state = self.__dict__.copy()
         state["transport"] = self.transport.settings()
         state["_rules_cache"] = None
+        state["_template"] = None
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -267,9 +329,12 @@ class LM(FinetuneMixin, BaseLM):
         call = self._begin(prompt, messages, kwargs)
         if call.texts is None:
             target, message, deadline, flow = self._flow(call, self._parser(call))
-            with self._span(call):
-                answer = drive(flow, lambda: self.transport.request(target, message, deadline))
-                self._answered(call, *answer)  # in the span: its event carries the status
+            send = functools.partial(self.transport.request, target, message, deadline)
+            if not events.has_handlers():  # nobody observes: no span
+                self._answered(call, *drive(flow, send))
+            else:
+                with self._span(call):  # answered in the span: its event carries the status
+                    self._answered(call, *drive(flow, send))
         return self._end(call)
 
     @with_callbacks
@@ -279,11 +344,12 @@ class LM(FinetuneMixin, BaseLM):
         call = self._begin(prompt, messages, kwargs)
         if call.texts is None:
             target, message, deadline, flow = self._flow(call, self._parser(call))
-            with self._span(call):
-                answer = await adrive(
-                    flow, lambda: self.transport.arequest(target, message, deadline)
-                )
-                self._answered(call, *answer)
+            send = functools.partial(self.transport.arequest, target, message, deadline)
+            if not events.has_handlers():
+                self._answered(call, *await adrive(flow, send))
+            else:
+                with self._span(call):
+                    self._answered(call, *await adrive(flow, send))
         return self._end(call)
 
     async def astream(self, messages: list[Message], **kwargs: Any) -> AsyncIterator[str]:
@@ -358,15 +424,22 @@ class LM(FinetuneMixin, BaseLM):
         list) is set already. No I/O but SQLite."""
         if messages is None:
             messages = [{"role": "user", "content": prompt or ""}]
-        options = {k: v for k, v in {**self.kwargs, **kwargs}.items() if k not in _CLIENT_KEYS}
-        rollout_id = options.pop("rollout_id", None)
-        use_cache = options.pop("cache", True) and self.cache
+        template = None if kwargs or stream else self._defaults()
+        if template is not None:  # the call adds no options: the LM's own, computed once
+            options = dict(template.options)  # the call's own (history keeps it)
+            rollout_id, use_cache = template.rollout_id, template.cache and self.cache
+        else:
+            options = {k: v for k, v in {**self.kwargs, **kwargs}.items() if k not in _CLIENT_KEYS}
+            rollout_id = options.pop("rollout_id", None)
+            use_cache = options.pop("cache", True) and self.cache
         if stream:
             options["stream"] = True  # never cached
             return _Call(messages, options, None)
+        if not use_cache:
+            return _Call(messages, options, None, None, template)
         store = active()
-        if not (use_cache and store.enabled):  # no key is computed for a cache that is off
-            return _Call(messages, options, None)
+        if not store.enabled:  # no key is computed for a cache that is off
+            return _Call(messages, options, None, None, template)
         blob = request_blob({
             "model": self.model, "api_base": self.endpoint.display_base, "messages": messages,
             "options": options, "rollout_id": rollout_id,
@@ -376,7 +449,7 @@ class LM(FinetuneMixin, BaseLM):
         if hit is None:
             if observed:
                 events.emit("dspex.cache.miss", None, {"model": self.model})
-            return _Call(messages, options, blob)
+            return _Call(messages, options, blob, None, template)
         if observed:
             events.emit("dspex.cache.hit", None, {"model": self.model})
         self._remember(messages, options, list(hit[0]), {}, cached=True)
@@ -437,6 +510,16 @@ class LM(FinetuneMixin, BaseLM):
         self._rules_cache = (key, rules)
         return rules
 
+    def _defaults(self) -> _Template | None:
+        """The template of the LM's current default options, if they can have one."""
+        template = self._template
+        kwargs = self.kwargs
+        if template is None or not template.fits(kwargs, self.endpoint):
+            if type(kwargs) is not dict:
+                return None
+            template = self._template = _Template(kwargs, self.endpoint)
+        return template if template.usable else None
+
     def _flow(self, call: _Call, accept: Any) -> tuple[Target, bytes, float, Flow]:
         """Where to send, the request message, the call's deadline and its attempt flow (an LM whose model
         no provider here speaks is refused here: at its first request, as DSPy's)."""
@@ -445,10 +528,15 @@ class LM(FinetuneMixin, BaseLM):
                 f"cannot send a request for {self.model!r}: {self.endpoint.problem}",
                 model=self.model, provider=self.endpoint.provider or None,
             )  # fmt: skip
-        body = build_body(self.endpoint, call.messages, call.options)
-        if call.options.get("stream") and self.endpoint.wire == "openai":
-            body["stream_options"] = {"include_usage": True}
-        message = self._target.post(orjson.dumps(body))
+        template = call.template
+        if template is not None:  # the same bytes as the general path's dict, dumped
+            turns = orjson.dumps(openai_tool_turns(call.messages))
+            message = self._target.post(b"".join((template.prefix, turns, template.suffix)))
+        else:
+            body = build_body(self.endpoint, call.messages, call.options)
+            if call.options.get("stream") and self.endpoint.wire == "openai":
+                body["stream_options"] = {"include_usage": True}
+            message = self._target.post(orjson.dumps(body))
         deadline = time.monotonic() + self.timeout
         return self._target, message, deadline, attempt_flow(self._rules(), deadline, accept)
 

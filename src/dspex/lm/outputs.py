@@ -15,7 +15,14 @@ from typing import Any
 
 import orjson
 
-__all__ = ["anthropic_outputs", "anthropic_tools", "openai_outputs", "openai_tools"]
+__all__ = [
+    "anthropic_outputs",
+    "anthropic_tools",
+    "openai_outputs",
+    "openai_tool_options",
+    "openai_tool_turns",
+    "openai_tools",
+]
 
 
 def _finish(outputs: list[dict[str, Any]]) -> list[Any]:
@@ -26,6 +33,11 @@ def _finish(outputs: list[dict[str, Any]]) -> list[Any]:
 
 def openai_outputs(choices: list[dict[str, Any]], logprobs: bool = False) -> list[Any]:
     """Outputs of a Chat Completions reply's choices (in ``index`` order)."""
+    if type(choices) is list and len(choices) == 1 and not logprobs:  # the usual reply
+        message = choices[0].get("message") or {}
+        if not message.get("reasoning_content") and not message.get("tool_calls"):
+            content = message.get("content")
+            return ["" if content is None else str(content)]
     outputs: list[dict[str, Any]] = []
     if len(choices) > 1:
         choices = sorted(choices, key=lambda c: c.get("index", 0))
@@ -163,21 +175,34 @@ def _openai_message(message: dict[str, Any]) -> dict[str, Any]:
     return {**message, "tool_calls": replayed}
 
 
+def openai_tool_options(options: dict[str, Any]) -> dict[str, Any]:
+    """Request options with ``tools``, ``tool_choice``, ``parallel_tool_calls`` in DSPy's
+    order, before ``response_format`` (as its LM writes the payload); ``options`` itself
+    when none of them is there."""
+    present = [k for k in _TOOL_KEYS if k in options]
+    if not present:
+        return options
+    ordered: dict[str, Any] = {}
+    for key, value in options.items():
+        if key == "response_format" or (key in present and present[0] not in ordered):
+            ordered.update((k, options[k]) for k in present)
+        if key not in present:
+            ordered[key] = value
+    return ordered
+
+
+def openai_tool_turns(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Tool-call turns as DSPy 3.4.1's LM sends them: ``tool`` rows without ``name``,
+    replayed call arguments as compact JSON (``messages`` itself when there are none)."""
+    for m in messages:
+        if m.get("role") == "tool" or m.get("tool_calls"):
+            return [_openai_message(m) for m in messages]
+    return messages
+
+
 def openai_tools(
     messages: list[dict[str, Any]], options: dict[str, Any]
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Tool-call turns and tool options as DSPy 3.4.1's LM sends them on the Chat Completions
-    wire: ``tool`` rows without ``name``, replayed call arguments as compact JSON, and
-    ``tools``, ``tool_choice``, ``parallel_tool_calls`` in that order."""
-    present = [k for k in _TOOL_KEYS if k in options]
-    if present:  # in DSPy's order, before response_format (as its LM writes the payload)
-        ordered: dict[str, Any] = {}
-        for key, value in options.items():
-            if key == "response_format" or (key in present and present[0] not in ordered):
-                ordered.update((k, options[k]) for k in present)
-            if key not in present:
-                ordered[key] = value
-        options = ordered
-    if any(m.get("role") == "tool" or m.get("tool_calls") for m in messages):
-        messages = [_openai_message(m) for m in messages]
-    return messages, options
+    wire (:func:`openai_tool_turns`, :func:`openai_tool_options`)."""
+    return openai_tool_turns(messages), openai_tool_options(options)

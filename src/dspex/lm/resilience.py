@@ -76,6 +76,8 @@ class CircuitBreaker:
     def admit(self, endpoint: str) -> bool:
         """Let one request through (``True`` if it is the half-open probe), or raise
         :class:`CircuitOpenError`."""
+        if self.opened_at is None:  # closed: nothing to change, so no lock (read is atomic)
+            return False
         with self._lock:
             state = self.state
             if state == "closed":
@@ -96,6 +98,9 @@ class CircuitBreaker:
 
     def settle(self, probe: bool, ok: bool | None) -> None:
         """The end of one admitted request (see the class docstring)."""
+        if not probe and (ok is None or (ok and not self.failures and self.opened_at is None)):
+            # nothing would change: the same as taking the lock before a concurrent settle
+            return
         with self._lock:
             if probe:
                 self.probing = False
