@@ -329,6 +329,10 @@ def _is_pydantic_model(obj: Any) -> bool:
     return hasattr(type(obj), "model_fields") and hasattr(obj, "model_dump")
 
 
+_SCALARS = frozenset({str, int, float, bool, bytes, type(None)})
+"""Types that cross as they are, checked exactly (subclasses take the ``isinstance`` path)."""
+
+
 class Encoder:
     """Turns values into the wire form.
 
@@ -349,20 +353,36 @@ class Encoder:
         self.on_other = on_other
 
     def encode(self, value: Any) -> Any:
+        kind = type(value)
+        if kind in _SCALARS:  # (exact types first: the common case, no isinstance chain)
+            return value
+        if kind is dict:
+            return self._encode_dict(value)
+        if kind is list:
+            encode = self.encode
+            return [v if type(v) in _SCALARS else encode(v) for v in value]
         if value is None or isinstance(value, bool | int | float | str | bytes):
             return value
         if isinstance(value, list):
             return [self.encode(v) for v in value]
         if isinstance(value, dict):
-            if all(type(k) is str for k in value) and TAG not in value:
-                return {k: self.encode(v) for k, v in value.items()}
-            return {
-                TAG: "dict",
-                "items": [[self.encode(k), self.encode(v)] for k, v in value.items()],
-            }
+            return self._encode_dict(value)
         if isinstance(value, tuple):
             return {TAG: "tuple", "items": [self.encode(v) for v in value]}
         return self._encode_object(value)
+
+    def _encode_dict(self, value: dict[Any, Any]) -> Any:
+        for key in value:
+            if type(key) is not str:
+                break
+        else:
+            if TAG not in value:
+                encode = self.encode
+                return {k: v if type(v) in _SCALARS else encode(v) for k, v in value.items()}
+        return {
+            TAG: "dict",
+            "items": [[self.encode(k), self.encode(v)] for k, v in value.items()],
+        }
 
     def _encode_object(self, value: Any) -> Any:
         family = _family(value)
@@ -459,13 +479,19 @@ class Decoder:
         self._library: Any = None
 
     def decode(self, value: Any) -> Any:
-        if isinstance(value, list):
-            return [self.decode(v) for v in value]
-        if isinstance(value, dict):
+        kind = type(value)
+        if kind in _SCALARS:
+            return value
+        if kind is dict or isinstance(value, dict):
             tag = value.get(TAG)
-            if tag is None:
-                return {k: self.decode(v) for k, v in value.items()}
-            return self._decode_tagged(tag, value)
+            if tag is not None:
+                return self._decode_tagged(tag, value)
+            out: dict[Any, Any] = {}  # (a loop, not a comprehension: dicts here are small)
+            for k, v in value.items():
+                out[k] = v if type(v) in _SCALARS else self.decode(v)
+            return out
+        if kind is list or isinstance(value, list):
+            return [v if type(v) in _SCALARS else self.decode(v) for v in value]
         return value
 
     def _lib(self) -> Any:
@@ -532,7 +558,11 @@ class Decoder:
                 if key not in pred:
                     pred[key] = value
         else:
-            pred = lib.Prediction(**self.decode(data["store"]))
+            store = self.decode(data["store"])
+            usage = data.get("usage")
+            if self.side == "dspex":  # (a fresh store: built in one step)
+                return lib.Prediction.of_store(store, self.decode(usage) if usage else None)
+            pred = lib.Prediction(**store)
         usage = data.get("usage")
         if usage:
             pred.set_lm_usage(self.decode(usage))

@@ -14,11 +14,12 @@ a method read this way comes back as a callable handle, so any DSPy API is reach
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from dspex.bridge.session import DSPySession
 from dspex.errors import RemoteError, StateError, UserError
+from dspex.lm.usage import current_tracker
 from dspex.primitives.module import Module
 from dspex.primitives.prediction import Prediction
 from dspex.router.kinds import _REGISTRY, Entry
@@ -108,21 +109,25 @@ class RemoteObject:
         return [method, s.encoder.encode(list(args)), s.encoder.encode(kwargs), ctx]
 
     def _span(self, method: str) -> AbstractContextManager[Any]:
-        if not events.has_handlers():
-            return nullcontext()
         meta = {"kind": self._type, "method": method, "implementation": "dspy"}
         return events.span("dspex.dspy.execute", meta)
 
     def call_method(self, method: str, /, *args: Any, **kwargs: Any) -> Any:
         """``obj.method(*args, **kwargs)`` in the worker (``lm=`` selects the LM for it)."""
         s = self._dspy_session
-        with self._span(method):
+        if events.has_handlers():
+            with self._span(method):
+                wire = s.request_sync("call", self._oid, *self._call_args(method, args, kwargs))
+        else:  # (no span to open: no context manager either)
             wire = s.request_sync("call", self._oid, *self._call_args(method, args, kwargs))
         return _account(s.decoder.decode(wire))
 
     async def acall_method(self, method: str, /, *args: Any, **kwargs: Any) -> Any:
         s = self._dspy_session
-        with self._span(method):
+        if events.has_handlers():
+            with self._span(method):
+                wire = await s.request("call", self._oid, *self._call_args(method, args, kwargs))
+        else:
             wire = await s.request("call", self._oid, *self._call_args(method, args, kwargs))
         return _account(s.decoder.decode(wire))
 
@@ -293,8 +298,6 @@ def _attribute_error(exc: RemoteError) -> Exception:
 def _account(value: Any) -> Any:
     """Add a remote prediction's token usage to the caller's usage tracker."""
     if isinstance(value, Prediction):
-        from dspex.lm.usage import current_tracker
-
         tracker = current_tracker()
         usage = value.get_lm_usage()
         if tracker is not None and usage:

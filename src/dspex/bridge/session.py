@@ -27,6 +27,7 @@ from dspex import settings
 from dspex.bridge.allowlist import exportable
 from dspex.bridge.convert import TAG, Decoder, Encoder, encode_type, is_importable
 from dspex.errors import ConfigurationError, SessionLost, SignatureError, UserError
+from dspex.lm.base import BaseLM
 
 if TYPE_CHECKING:
     from dspex.bridge.remote import RemoteObject
@@ -84,6 +85,14 @@ def dspy_pool() -> PoolBackend:
     from dspex.pool.registry import get_pool
 
     return get_pool(DSPY_POOL, default=_pool_defaults())
+
+
+@functools.cache
+def _http_lm_class() -> type[Any]:
+    """``dspex.LM`` (imported on first use: the HTTP stack is not light)."""
+    from dspex.lm.client import LM
+
+    return LM
 
 
 def http_lm_spec(lm: Any) -> dict[str, Any]:
@@ -261,10 +270,7 @@ class DSPySession:
         ``short``: a per-call context, where an LM the session's worker already holds is sent
         as its reference only (values kept for later, such as creation recipes, carry the
         full spec: they may be replayed on another worker)."""
-        from dspex.lm import LM
-        from dspex.lm.base import BaseLM
-
-        if isinstance(lm, LM):
+        if isinstance(lm, _http_lm_class()):
             spec = http_lm_spec(lm)
             return self._lm_ref(spec, lm) if short else spec
         if isinstance(lm, BaseLM):
@@ -312,8 +318,6 @@ class DSPySession:
         return known[0]
 
     def _export_callable(self, fn: Any) -> dict[str, Any]:
-        from dspex.lm.base import BaseLM
-
         if isinstance(fn, BaseLM):  # an LM crosses as its spec
             return {TAG: "lm", "spec": self.lm_spec(fn)}
         path = is_importable(fn)

@@ -28,6 +28,19 @@ class Prediction(Example):
         object.__setattr__(self, "_lm_usage", None)
 
     @classmethod
+    def of_store(cls, store: dict[str, Any], usage: dict[str, Any] | None = None) -> Prediction:
+        """``cls(**store)`` with ``set_lm_usage(usage)``, built in one step (``store`` is
+        taken as it is, not copied: pass a fresh dict). For a prediction that arrives whole,
+        such as a DSPy worker's reply."""
+        if cls is not Prediction:  # a subclass may have its own __init__
+            obj = cls(**store)
+            obj.set_lm_usage(usage)
+            return obj
+        obj = _new_object(cls)
+        obj.__dict__.update(_input_keys=None, _store=store, _completions=None, _lm_usage=usage)
+        return obj
+
+    @classmethod
     def from_completions(
         cls,
         list_or_dict: Sequence[Mapping[str, Any]] | Mapping[str, list[Any]],
