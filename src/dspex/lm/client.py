@@ -111,9 +111,10 @@ class _Template:
     def __init__(self, source: dict[str, Any], endpoint: Endpoint) -> None:
         self.source = source
         self.endpoint = endpoint
-        self.keys = tuple(source)
-        self.values = tuple(source.values())
-        options = {k: v for k, v in source.items() if k not in _CLIENT_KEYS}
+        items = tuple(source.items())  # one snapshot (taken in C: no thread runs meanwhile)
+        self.keys = tuple(k for k, _ in items)
+        self.values = tuple(v for _, v in items)
+        options = {k: v for k, v in items if k not in _CLIENT_KEYS}
         self.rollout_id = options.pop("rollout_id", None)
         self.cache = options.pop("cache", True)
         self.options = options
