@@ -76,9 +76,13 @@ def main() -> None:
             "native": lambda: native(question="q"),
             # the worker times its own K calls (usage tracked, as a bridged call does)
             "in_worker": lambda: probe.call_sync("run", spec, K, 2, True)[:-1],
-            "timed": lambda: _timed_round(timed, probe, outside),
+            "timed": lambda: _timed_round(lambda: timed(question="q"), probe, outside),
+            "timed_async": lambda: _timed_round(
+                lambda: loop.run_until_complete(timed.acall(question="q")), probe, outside_async
+            ),
         }
         outside: list[float] = []  # per bridged call: latency - the worker's DSPyHost.call
+        outside_async: list[float] = []  # the same for `acall`
         samples: dict[str, list[float]] = {name: [] for name in sides}
         pairs = {
             "pool": ("pool", "dspy"),
@@ -91,7 +95,7 @@ def main() -> None:
             order = list(sides) if r % 2 == 0 else list(reversed(sides))
             p50s = {}
             for name in order:
-                special = name in ("in_worker", "timed")
+                special = name in ("in_worker", "timed", "timed_async")
                 xs = sides[name]() if special else per_call(sides[name], K, warmup=2)
                 samples[name] += xs
                 p50s[name] = p50(xs)
@@ -147,7 +151,9 @@ range of the differences; bootstrap 95% interval of the median]:
 The bridge per call, without the DSPy call's variance: a bridged module on a pool whose host
 times its own `DSPyHost.call` (`_bridge_probe`); latency minus that time, over
 {len(outside)} calls in the same rounds: p50 **{ms(p50(outside))}** [IQR {_quartiles(outside)}]
-(parent, frames, wake-ups, the worker loop; the host's own work is below).
+(parent, frames, wake-ups, the worker loop; the host's own work is below); the same for
+`acall` (each call one `run_until_complete`, as the `acall` row above): p50
+**{ms(p50(outside_async))}** [IQR {_quartiles(outside_async)}].
 
 CPU per call (run time of all threads of the process, `schedstat`), {CPU_BLOCKS} interleaved
 blocks of {CPU_N} calls per side:
@@ -200,14 +206,14 @@ def _cpu_blocks(
     return {k: v / (CPU_BLOCKS * CPU_N) for k, v in total.items()}
 
 
-def _timed_round(module: Any, probe: Any, outside: list[float]) -> list[float]:
-    """``K`` calls of a bridged module served by the probe's timing host: their latencies;
-    ``outside`` gets each call's latency minus the time the worker spent in
-    ``DSPyHost.call`` for it (the same call measured at both ends, so the DSPy call's own
-    variance cancels out)."""
-    per_call(lambda: module(question="q"), 2, warmup=0)
+def _timed_round(call: Any, probe: Any, outside: list[float]) -> list[float]:
+    """``K`` calls (``call()``: one call of a bridged module served by the probe's timing
+    host, sync or ``acall``): their latencies; ``outside`` gets each call's latency minus
+    the time the worker spent in ``DSPyHost.call`` for it (the same call measured at both
+    ends, so the DSPy call's own variance cancels out)."""
+    per_call(call, 2, warmup=0)
     probe.call_sync("take_call_times")
-    xs = per_call(lambda: module(question="q"), K, warmup=0)
+    xs = per_call(call, K, warmup=0)
     inside = probe.call_sync("take_call_times")
     assert len(inside) == len(xs), (len(inside), len(xs))
     outside.extend(x - y for x, y in zip(xs, inside, strict=True))

@@ -15,6 +15,7 @@ from typing import Any
 
 import psutil
 import pytest
+from test_faults import wait_until
 
 from dspex import telemetry
 from dspex.errors import ExecutionTimeout, PoolClosed, RemoteError, WorkerCrashed
@@ -272,3 +273,116 @@ def test_plain_sync_callers_leave_a_sessions_worker_alone(
     assert not errors
     assert got == [1] * 200
     s.close()
+
+
+# ---------------------------------------------------------------------- async session calls
+# A session's ``await s.call(...)`` takes its parked worker from the caller's event loop (a
+# reader on the worker's socket): no pool-thread hop. Whether a call went direct is read on
+# the pool thread's own counter, which only calls it dispatched increase.
+
+
+def _pool_thread_calls(pool: Pool) -> int:
+    return int(pool._counts["calls"])
+
+
+def _pinned_session(pool: Pool, **kwargs: Any) -> Any:
+    s = pool.session(mode="strict_queue", **kwargs)
+    s.call_sync("set", "k", 41)
+    assert wait_for(lambda: s._state.worker in pool._parked_pinned)
+    return s
+
+
+def test_async_session_calls_run_directly(make_pool: Callable[..., Pool]) -> None:
+    pool = make_pool(size=2)
+    warm(pool)
+    s = _pinned_session(pool)
+    pid = s.worker_pid
+    before, seen = _pool_thread_calls(pool), pool.stats()["calls"]
+
+    async def calls() -> list[Any]:
+        got = [await s.call("get", "k") for _ in range(30)]
+        got.append(await s.call("pid"))
+        with pytest.raises(RemoteError, match="ValueError: nope"):
+            await s.call("fail", "nope")
+        got.append(await s.call("echo", {"a": [1, b"x"]}))
+        return got
+
+    assert asyncio.run(calls()) == [41] * 30 + [pid, {"a": [1, b"x"]}]
+    assert _pool_thread_calls(pool) == before  # none crossed the pool thread
+    assert pool.stats()["calls"] == seen + 33
+    assert s._state.worker in pool._parked_pinned  # parked again for the next caller
+    s.close()
+
+
+def test_async_session_call_with_a_callback_is_adopted(make_pool: Callable[..., Pool]) -> None:
+    pool = make_pool(size=1)
+    warm(pool)
+    s = _pinned_session(pool)
+    s.register_callback("double", lambda x: 2 * x)
+
+    async def calls() -> list[Any]:
+        return [await s.call("ask_parent", "double", 21), await s.call("get", "k")]
+
+    before = _pool_thread_calls(pool)
+    assert asyncio.run(calls()) == [42, 41]
+    assert _pool_thread_calls(pool) == before  # adopted mid-call, not submitted again
+    assert wait_for(lambda: s._state.worker in pool._parked_pinned)
+    s.close()
+
+
+def test_cancelling_an_async_direct_call_cancels_it_in_the_worker(
+    make_pool: Callable[..., Pool],
+) -> None:
+    pool = make_pool(size=1)
+    warm(pool)
+    s = _pinned_session(pool)
+    pid = s.worker_pid
+    fd = s._state.worker.sock.fileno()
+
+    async def run() -> Any:
+        loop = asyncio.get_running_loop()
+        task = asyncio.create_task(s.call("cooperative", 30.0))
+        w = s._state.worker
+        assert await wait_until(lambda: w.state == "busy" and w.leased, 10)
+        assert fd in loop._selector.get_map()  # type: ignore[attr-defined]
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert fd not in loop._selector.get_map()  # type: ignore[attr-defined]
+        return await s.call("get", "k")  # the worker stopped the call and serves the next
+
+    assert asyncio.run(run()) == 41
+    assert s.worker_pid == pid  # cancelled cooperatively, not killed
+    s.close()
+
+
+def test_deadline_of_an_async_direct_call(make_pool: Callable[..., Pool]) -> None:
+    pool = make_pool(size=1, kill_grace=0.2)
+    warm(pool)
+    s = _pinned_session(pool)
+
+    async def run() -> None:
+        with pytest.raises(ExecutionTimeout):
+            await s.call("spin", timeout=0.3)
+
+    asyncio.run(run())
+    assert pool.call_sync("ping") == "pong"  # a fresh worker took the killed one's place
+
+
+def test_worker_killed_during_an_async_direct_call(
+    make_pool: Callable[..., Pool], tmp_path: Path
+) -> None:
+    pool = make_pool(size=1)
+    warm(pool)
+    s = _pinned_session(pool)
+    started = tmp_path / "started"
+
+    async def run() -> None:
+        task = asyncio.create_task(s.call("sleep_marked", str(started), 30.0))
+        assert await wait_until(started.exists, 20)
+        os.kill(int(started.read_text()), signal.SIGKILL)
+        with pytest.raises(WorkerCrashed):
+            await task
+
+    asyncio.run(run())
+    assert pool.call_sync("ping") == "pong"

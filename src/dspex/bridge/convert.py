@@ -377,8 +377,10 @@ class Encoder:
                 break
         else:
             if TAG not in value:
-                encode = self.encode
-                return {k: v if type(v) in _SCALARS else encode(v) for k, v in value.items()}
+                out = {}  # (a loop, not a comprehension: dicts here are small)
+                for k, v in value.items():
+                    out[k] = v if type(v) in _SCALARS else self.encode(v)
+                return out
         return {
             TAG: "dict",
             "items": [[self.encode(k), self.encode(v)] for k, v in value.items()],
@@ -391,11 +393,9 @@ class Encoder:
             completions = getattr(value, "completions", None)
             data: dict[str, Any] = {
                 TAG: "prediction",
-                "store": self.encode(
-                    dict(value.items(include_dspy=True))
-                    if family == "dspex"
-                    else dict(value._store)
-                ),
+                "store": self.encode(dict(value.items(include_dspy=True)))
+                if family == "dspex"
+                else self._encode_dict(value._store),  # (a copy already)
                 "completions": None,
             }
             if completions is not None and len(completions) > 1:

@@ -16,6 +16,7 @@ until the pool thread takes it back (:meth:`DirectPath._reclaim`, ``_adopt``,
 
 from __future__ import annotations
 
+import asyncio
 import select
 import socket
 import time
@@ -149,31 +150,33 @@ class DirectPath(PoolCore):
 
     # ------------------------------------------------------------------ caller thread
 
-    def _call_direct(self, req: Req) -> Any:
-        """Run ``req`` on a parked worker from this thread: its reply (a decoded Result or
-        plain Error array), or ``NOT_TAKEN`` if no parked worker was free or the pool thread
-        took the call over (it settles the call then)."""
+    def _take_direct(self, req: Req) -> Worker | None:
+        """A parked worker for ``req`` (its session's own one for a session call), taken from
+        the parked lists; ``None`` if there is none to take."""
         if self._state != "running" or telemetry.has_handlers():  # events: the classic path
-            return NOT_TAKEN
+            return None
         sess = req.session
         if sess is None:
             try:
                 w = self._parked.pop()
             except IndexError:
-                return NOT_TAKEN
+                return None
         else:  # a session runs on its own worker, if that one is parked
             pinned = sess.worker
             if pinned is None or sess.lost or sess.closed:
-                return NOT_TAKEN
+                return None
             try:
                 self._parked_pinned.remove(pinned)
             except ValueError:
-                return NOT_TAKEN
+                return None
             w = pinned
-        sock = w.sock
-        if w.state != "idle" or w.exit_seen or sock is None:  # changed while parked: give back
+        if w.state != "idle" or w.exit_seen or w.sock is None:  # changed while parked: give back
             self._io.schedule(self._return_idle, w)
-            return NOT_TAKEN
+            return None
+        return w
+
+    def _start_direct(self, req: Req, w: Worker) -> tuple[bytes, float]:
+        """Mark ``req`` running on ``w`` (taken by this caller); its Call frame and start time."""
         now = _monotonic()
         req.submitted = req.started = now
         timeout = req.deadline  # (relative until now)
@@ -183,63 +186,18 @@ class DirectPath(PoolCore):
         req.worker = w
         w.req = req
         w.state = "busy"
+        sess = req.session
         frame = call_frame(
             req.id, req.method, req.args_bytes, timeout, None if sess is None else sess.id, 0
         )
-        pending: list[Message] = []
-        buf: FrameBuffer | None = None
-        reply: list[Any] | None = None  # the reply, a decoded Result or plain Error array
-        try:
-            try:
-                sent = sock.send(frame)
-            except BlockingIOError:
-                sent = 0
-            except OSError:  # EPIPE/ECONNRESET: the worker is gone and never read the frame
-                sent = -1
-            if 0 <= sent < len(frame) and not _send_rest(sock, memoryview(frame)[sent:]):
-                sent = -1
-            if sent < 0:
-                req.undelivered = True  # (a partial frame is never run either)
-            else:
-                poller = w.poller  # (registered for POLLIN once: only the lease holder polls)
-                if poller is None:
-                    poller = w.poller = select.poll()
-                    poller.register(sock.fileno(), select.POLLIN)
-                data = b""
-                if poller.poll(_SLICE_MS if timeout is None or timeout >= _SLICE else 0):
-                    try:
-                        data = sock.recv(_RECV)
-                    except BlockingIOError:
-                        pass
-                if is_lone_frame(data):  # one whole frame (the usual)
-                    raw = self._codec.loads(data[4:])
-                    data = b""
-                    if type(raw) is list:
-                        size = len(raw)
-                        if size == 3 and raw[0] == "result" and raw[1] == req.id:
-                            reply = raw
-                        elif (
-                            size == 8 and raw[0] == "error" and raw[1] == req.id and raw[5] is None
-                        ):
-                            reply = raw  # (a plain error: a resource limit is the pool's)
-                    if reply is None:
-                        pending.append(decode(raw))
-                if reply is None and not pending:
-                    buf = FrameBuffer()
-                    reply = self._direct_wait(w, req, sock, poller, buf, pending, data)
-        except (OSError, ProtocolError, DSPexError):
-            reply = None
-        except BaseException:  # interrupted: the pool thread takes over and cancels
-            self._io.schedule(self._adopt, w, req, pending, b"" if buf is None else buf.take())
-            self._io.schedule(self._cancel, req)
-            raise
-        if reply is None:  # anything unusual: the pool thread finishes the call
-            self._io.schedule(self._adopt, w, req, pending, b"" if buf is None else buf.take())
-            return NOT_TAKEN
+        return frame, now
+
+    def _end_direct(self, w: Worker, req: Req, reply: list[Any], started: float) -> None:
+        """A direct call got its reply: count it, and park ``w`` again (or hand it back)."""
         w.req = None
         req.state = "finished"
         w.requests_done += 1
-        self._latencies.append(_monotonic() - now)
+        self._latencies.append(_monotonic() - started)
         next(self._direct_calls)  # (atomic, unlike ``+=``: see stats.snapshot)
         if reply[0] != "result":
             with self._direct_lock:
@@ -258,6 +216,105 @@ class DirectPath(PoolCore):
             (self._parked_pinned if w.sessions else self._parked).append(w)
         else:
             self._io.schedule(self._return_lease, w)
+
+    def _lone_reply(self, req: Req, data: bytes, pending: list[Message]) -> list[Any] | None:
+        """The reply if ``data`` is one whole frame answering ``req`` (the usual); any other
+        whole frame goes to ``pending``. ``None`` also when ``data`` is not one whole frame."""
+        if not is_lone_frame(data):
+            return None
+        raw = self._codec.loads(data[4:])
+        if type(raw) is list:
+            size = len(raw)
+            if size == 3 and raw[0] == "result" and raw[1] == req.id:
+                return raw
+            if size == 8 and raw[0] == "error" and raw[1] == req.id and raw[5] is None:
+                return raw  # (a plain error: a resource limit is the pool's)
+        pending.append(decode(raw))
+        return None
+
+    def _call_direct(self, req: Req) -> Any:
+        """Run ``req`` on a parked worker from this thread: its reply (a decoded Result or
+        plain Error array), or ``NOT_TAKEN`` if no parked worker was free or the pool thread
+        took the call over (it settles the call then)."""
+        w = self._take_direct(req)
+        if w is None:
+            return NOT_TAKEN
+        sock = w.sock
+        assert sock is not None
+        frame, now = self._start_direct(req, w)
+        timeout = None if req.deadline is None else req.deadline - now
+        pending: list[Message] = []
+        buf: FrameBuffer | None = None
+        reply: list[Any] | None = None  # the reply, a decoded Result or plain Error array
+        try:
+            if not _send(sock, frame):
+                req.undelivered = True  # (a partial frame is never run either)
+            else:
+                poller = w.poller  # (registered for POLLIN once: only the lease holder polls)
+                if poller is None:
+                    poller = w.poller = select.poll()
+                    poller.register(sock.fileno(), select.POLLIN)
+                data = b""
+                if poller.poll(_SLICE_MS if timeout is None or timeout >= _SLICE else 0):
+                    try:
+                        data = sock.recv(_RECV)
+                    except BlockingIOError:
+                        pass
+                reply = self._lone_reply(req, data, pending)
+                if reply is None and not pending:  # (data is not one whole frame)
+                    buf = FrameBuffer()
+                    reply = self._direct_wait(w, req, sock, poller, buf, pending, data)
+        except (OSError, ProtocolError, DSPexError):
+            reply = None
+        except BaseException:  # interrupted: the pool thread takes over and cancels
+            self._io.schedule(self._adopt, w, req, pending, b"" if buf is None else buf.take())
+            self._io.schedule(self._cancel, req)
+            raise
+        if reply is None:  # anything unusual: the pool thread finishes the call
+            self._io.schedule(self._adopt, w, req, pending, b"" if buf is None else buf.take())
+            return NOT_TAKEN
+        self._end_direct(w, req, reply, now)
+        return reply
+
+    async def _acall_direct(self, req: Req, loop: asyncio.AbstractEventLoop) -> Any:
+        """:meth:`_call_direct` for a caller's event loop: the frame is written here and the
+        reply read by the loop's own reader on the worker's socket, so neither the call nor
+        its reply crosses the pool thread (two thread wake-ups fewer). Anything unusual is
+        adopted by the pool thread, as on the sync path; cancelling the caller cancels the
+        call there."""
+        w = self._take_direct(req)
+        if w is None:
+            return NOT_TAKEN
+        sock = w.sock
+        assert sock is not None
+        wait = _AsyncReply(self, w, req, sock, loop)
+        try:
+            loop.add_reader(sock.fileno(), wait.on_readable)
+        except (NotImplementedError, RuntimeError):  # a loop without readers: the pool thread
+            self._io.schedule(self._return_idle, w)
+            return NOT_TAKEN
+        frame, now = self._start_direct(req, w)
+        try:
+            if not _send(sock, frame):
+                req.undelivered = True
+                wait.finish(None)
+            else:
+                wait.arm()
+            reply = await wait.fut
+        except BaseException:
+            fut = wait.fut
+            wait.finish(None)
+            got = fut.result() if fut.done() and not fut.cancelled() else None
+            if got is not None:  # the reply came first: the call is over, the worker free
+                self._end_direct(w, req, got, now)
+            else:  # the pool thread takes over and cancels
+                self._io.schedule(self._adopt, w, req, wait.pending, wait.buf.take())
+                self._io.schedule(self._cancel, req)
+            raise
+        if reply is None:
+            self._io.schedule(self._adopt, w, req, wait.pending, wait.buf.take())
+            return NOT_TAKEN
+        self._end_direct(w, req, reply, now)
         return reply
 
     def _return_idle(self, w: Worker) -> None:
@@ -322,6 +379,108 @@ class DirectPath(PoolCore):
                     continue
                 if not data:
                     return None
+
+
+class _AsyncReply:
+    """The caller loop's side of an async direct call: reads the worker's socket when it is
+    readable, settles ``fut`` with the reply (``None``: hand the call to the pool thread),
+    and looks at the pool thread's flags and the deadline every ``_SLICE`` meanwhile."""
+
+    __slots__ = ("buf", "fut", "loop", "pending", "pool", "req", "sock", "timer", "w")
+
+    def __init__(
+        self,
+        pool: DirectPath,
+        w: Worker,
+        req: Req,
+        sock: socket.socket,
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        self.pool = pool
+        self.w = w
+        self.req = req
+        self.sock = sock
+        self.loop = loop
+        self.fut: asyncio.Future[list[Any] | None] = loop.create_future()
+        self.buf = FrameBuffer()
+        self.pending: list[Message] = []
+        self.timer: asyncio.TimerHandle | None = None
+
+    def arm(self) -> None:
+        deadline = self.req.deadline
+        left = _SLICE if deadline is None else min(_SLICE, max(0.0, deadline - _monotonic()))
+        self.timer = self.loop.call_later(left, self.tick)
+
+    def finish(self, reply: list[Any] | None) -> None:
+        """Stop reading and timing (always: the caller may have been cancelled meanwhile);
+        settle ``fut`` with ``reply`` unless it is settled already."""
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        try:
+            self.loop.remove_reader(self.sock.fileno())
+        except (OSError, ValueError):  # (the socket was closed meanwhile)
+            pass
+        if not self.fut.done():
+            self.fut.set_result(reply)
+
+    def tick(self) -> None:
+        self.timer = None
+        w, deadline = self.w, self.req.deadline
+        if w.exit_seen or w.state != "busy" or (deadline is not None and deadline <= _monotonic()):
+            self.finish(None)
+        elif not self.fut.done():
+            self.arm()
+
+    def on_readable(self) -> None:
+        if self.fut.done():
+            return
+        try:
+            data = self.sock.recv(_RECV)
+        except BlockingIOError:
+            return
+        except OSError:
+            self.finish(None)
+            return
+        if not data:  # the worker is gone
+            self.finish(None)
+            return
+        pending, buf = self.pending, self.buf
+        if not len(buf) and not pending:
+            reply = self.pool._lone_reply(self.req, data, pending)
+            if reply is not None or pending:  # (else data is not one whole frame)
+                self.finish(reply)
+                return
+        try:
+            for body in buf.feed(data):
+                pending.append(self.pool._codec.unpack(body))
+        except (ProtocolError, DSPexError):
+            self.finish(None)
+            return
+        if pending:
+            msg = pending[0]
+            if (
+                len(pending) == 1
+                and not len(buf)
+                and (isinstance(msg, Result) or (isinstance(msg, Error) and msg.limit is None))
+                and msg.id == self.req.id
+            ):
+                pending.clear()
+                self.finish(list(msg))
+            else:
+                self.finish(None)  # a callback request, a stream item, a limit: the pool's job
+
+
+def _send(sock: socket.socket, frame: bytes) -> bool:
+    """Write a whole frame to a worker's socket; False if the worker is gone (a partial
+    frame is never run either)."""
+    try:
+        sent = sock.send(frame)
+    except BlockingIOError:
+        sent = 0
+    except OSError:  # EPIPE/ECONNRESET: the worker is gone and never read the frame
+        return False
+    return sent == len(frame) or _send_rest(sock, memoryview(frame)[sent:])
 
 
 def _send_rest(sock: socket.socket, view: memoryview) -> bool:

@@ -269,7 +269,22 @@ class Pool(DirectPath, Dispatch, Supervisor, Outcomes, Callbacks):
                 box = self._mailboxes.setdefault(caller, Mailbox(caller))
             self._last_box = box
         req.mailbox = box
-        self._post(req)
+        # a session's call runs directly on its parked worker (the bridge's calls); other
+        # calls go through the pool thread, which pipelines them under load
+        if session is not None and get_ident() != self._io.ident:
+            if session.worker is not None and self._parked_pinned:
+                reply = await self._acall_direct(req, caller)
+                if reply is not NOT_TAKEN:
+                    req.done = True  # (Req.resolve's part: the pool thread leaves it alone now)
+                    ok, value = _outcome(reply)
+                    if ok:
+                        return value
+                    raise value
+            elif not self._want_direct:
+                self._want_direct = True
+                self._schedule(self._park_idle)
+        if req.state == "new":  # not adopted from the direct path: submit it
+            self._post(req)
         try:
             return await fut
         except asyncio.CancelledError:
@@ -294,11 +309,7 @@ class Pool(DirectPath, Dispatch, Supervisor, Outcomes, Callbacks):
             reply = self._call_direct(req)
             if reply is not NOT_TAKEN:  # (the pool thread may have settled it first: closed)
                 req.done = True  # (Req.resolve's part; the waiter keeps the first outcome)
-                if reply[0] == "result":
-                    return waiter.settle(True, reply[2])
-                error = decode(reply)
-                assert isinstance(error, Error)
-                return waiter.settle(False, remote_error(error))
+                return waiter.settle(*_outcome(reply))
         elif not self._want_direct:
             self._want_direct = True
             self._schedule(self._park_idle)
@@ -310,6 +321,16 @@ class Pool(DirectPath, Dispatch, Supervisor, Outcomes, Callbacks):
             if not req.done:
                 self._schedule(self._cancel, req)
             raise
+
+
+def _outcome(reply: list[Any]) -> tuple[bool, Any]:
+    """A direct call's reply (a decoded Result or plain Error array): ``(True, value)`` or
+    ``(False, the typed error)``."""
+    if reply[0] == "result":
+        return True, reply[2]
+    error = decode(reply)
+    assert isinstance(error, Error)
+    return False, remote_error(error)
 
 
 class _Port:
