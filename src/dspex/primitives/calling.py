@@ -20,7 +20,7 @@ from typing import Any
 from dspex import settings
 from dspex.lm.usage import UsageTracker
 from dspex.primitives.prediction import Prediction
-from dspex.utils.callback import begin
+from dspex.utils.callback import begin, has_callbacks
 from dspex.utils.inspect_history import CALLERS
 
 __all__ = ["CALLERS", "call_async", "call_sync", "forward_in_call", "warn_direct_forward"]
@@ -68,12 +68,7 @@ def call_sync(
     module: Any, run: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Any:
     """Run ``run(*args, **kwargs)`` (the forward) as one module call, with its callbacks."""
-    call = None  # begin() only when some callback is configured (its frame, every call)
-    if (
-        getattr(module, "callbacks", None)
-        or (settings._scoped.get() or settings.current()).callbacks
-    ):
-        call = begin(module, type(module).__call__, args, kwargs)
+    call = begin(module, type(module).__call__, args, kwargs) if has_callbacks(module) else None
     try:
         scope = _enter(module)
         try:
@@ -99,12 +94,7 @@ async def call_async(
     module: Any, run: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Any:
     """:func:`call_sync` for ``acall``: ``run(*args, **kwargs)`` returns the awaitable."""
-    call = None  # begin() only when some callback is configured (its frame, every call)
-    if (
-        getattr(module, "callbacks", None)
-        or (settings._scoped.get() or settings.current()).callbacks
-    ):
-        call = begin(module, type(module).__call__, args, kwargs)
+    call = begin(module, type(module).__call__, args, kwargs) if has_callbacks(module) else None
     try:
         scope = _enter(module)
         try:

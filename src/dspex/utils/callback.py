@@ -14,7 +14,6 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
-import sys
 import uuid
 from collections.abc import Callable
 from contextvars import ContextVar
@@ -266,6 +265,15 @@ class _Call:
                 )
 
 
+def has_callbacks(instance: Any) -> bool:
+    """Whether any callback may see a call on ``instance`` (its own, or the settings' in
+    force): checked before :func:`begin` on every module call, format and parse."""
+    if getattr(instance, "callbacks", None):
+        return True
+    scoped = settings._scoped.get()  # settings.current() without its frame (every call)
+    return bool((scoped if scoped is not None else settings.current()).callbacks)
+
+
 def begin(
     instance: Any, method: Callable[..., Any], args: tuple[Any, ...], kw: dict[str, Any]
 ) -> _Call | None:
@@ -295,10 +303,7 @@ def with_callbacks(fn: F) -> F:
 
         @functools.wraps(fn)
         async def async_wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
-            if (
-                not getattr(self, "callbacks", None)
-                and not (_this._scoped.get() or _this._current()).callbacks
-            ):
+            if not has_callbacks(self):
                 return await fn(self, *args, **kwargs)
             call = begin(self, fn, args, kwargs)
             if call is None:
@@ -315,11 +320,8 @@ def with_callbacks(fn: F) -> F:
 
     @functools.wraps(fn)
     def sync_wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
-        if (
-            not getattr(self, "callbacks", None)
-            and not (_this._scoped.get() or _this._current()).callbacks
-        ):
-            return fn(self, *args, **kwargs)  # no callbacks anywhere: no begin(), no frame
+        if not has_callbacks(self):
+            return fn(self, *args, **kwargs)  # no callbacks anywhere: no begin() and its work
         call = begin(self, fn, args, kwargs)
         if call is None:
             return fn(self, *args, **kwargs)
@@ -332,14 +334,6 @@ def with_callbacks(fn: F) -> F:
         return result
 
     return cast(F, sync_wrapper)
-
-
-_scoped = settings._scoped  # the wrappers read the settings in force without a frame
-_current = settings.current
-_this = sys.modules[__name__]
-"""The wrappers reach ``_scoped``/``_current`` through this module, so a wrapped method of a
-class pickled by value (cloudpickle) carries a module reference (the settings module and a
-context variable cannot be pickled)."""
 
 
 _ACTIVE_COMPILES: ContextVar[tuple[tuple[int, int, int | None], ...]] = ContextVar(
