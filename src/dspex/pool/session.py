@@ -281,8 +281,6 @@ class Session:
         **kwargs: Any,
     ) -> Any:
         """:meth:`call` for sync code."""
-        from dspex._sync import run_sync
-
         st = self._state
         if not (st.lost or st.expired or st.rebuilding):  # the direct path: no event loop
             self.open()
@@ -296,6 +294,9 @@ class Session:
                 st.busy -= 1
                 st.last_used = time.monotonic()
         # rebuild the session on another worker (recipe), then call: what `call` does
+        # (imported here, not per call: an import statement costs ~6k instructions each time)
+        from dspex._sync import run_sync
+
         return run_sync(self.call(method, *args, timeout=timeout, idempotent=idempotent, **kwargs))
 
     def stream(
