@@ -93,3 +93,19 @@ def test_bad_inputs_raise_value_error() -> None:
         metrics.EM("x", "x")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="Invalid answer type"):
         metrics.answer_exact_match(dspex.Example(answer=3), dspex.Prediction(answer="3"))
+
+
+def test_normalize_text_matches_dspy_on_random_text() -> None:
+    """Every ASCII punctuation mark dropped, nothing else (Unicode punctuation, accents
+    split off by NFD, separators kept), as DSPy's per-character filter does."""
+    pytest.importorskip("dspy")
+    import random
+    import string
+
+    from dspy.evaluate import metrics as theirs
+
+    rng = random.Random(14)
+    alphabet = string.printable + "éÉßçñ—–“”‘’…«»Åﬁǅω\u0301\u00a0\u2028¿¡·"
+    for _ in range(3000):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 30)))
+        assert metrics.normalize_text(text) == theirs.normalize_text(text), text

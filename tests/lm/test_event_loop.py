@@ -96,3 +96,39 @@ def test_same_replies_on_either_loop(
     assert replies == texts
     assert [prediction.answer for _, prediction, _ in result.results] == answers
     assert result.score == 100 * sum(a == "x" for a in answers) / len(answers)
+
+
+def test_one_transport_keeps_a_pool_per_loop_and_forgets_closed_ones() -> None:
+    """The transport's shortcut to the last loop's pools never hands one loop's pool (or a
+    closed one) to another call."""
+    with LMServer() as server:
+        lm = dspex.LM("openai/m", api_base=server.url, api_key="k", cache=False)
+        messages = [{"role": "user", "content": "hi"}]
+        seen: list[Any] = []
+
+        async def call() -> None:
+            await lm.acall(messages=messages)
+            loop = asyncio.get_running_loop()
+            seen.append(lm.transport._async[loop][lm._target.origin])  # type: ignore[union-attr]
+
+        async def call_close_call() -> None:
+            await call()
+            await lm.aclose()
+            assert asyncio.get_running_loop() not in lm.transport._async
+            await call()  # a new pool, not the closed one
+
+        loops = [new_loop(), asyncio.new_event_loop()]
+        try:
+            for loop in loops * 2:  # alternating loops, each keeps its own pool
+                loop.run_until_complete(call())
+            assert seen[0] is seen[2] and seen[1] is seen[3] and seen[0] is not seen[1]
+            loops[0].run_until_complete(call_close_call())
+            assert seen[4] is seen[0] and seen[5] is not seen[4]
+            _in_thread(lambda: run_sync(call()))  # another thread's loop: its own pool
+            assert all(seen[6] is not pool for pool in seen[:6])
+            loops[1].run_until_complete(call())
+            assert seen[7] is seen[1]
+        finally:
+            for loop in loops:
+                loop.run_until_complete(lm.aclose())
+                loop.close()

@@ -203,3 +203,27 @@ def test_custom_lm_classes_load_only_from_trusted_state() -> None:
     bad = _state_with_lm(_dspy_lm_class="collections.OrderedDict")
     with pytest.raises(dspex.errors.StateError, match="subclass of BaseLM"):
         dspex.Predict("question -> answer").load_state(bad, allow_unsafe_lm_state=True)
+
+
+def test_positional_arguments_raise_dspys_error_before_callbacks() -> None:
+    """Module's ``_keyword_only`` check: DSPy's message, sync and async, no callback fired."""
+    dspy = pytest.importorskip("dspy")
+    from dspex.utils.callback import BaseCallback
+
+    events: list[str] = []
+
+    class Recorder(BaseCallback):
+        def on_module_start(
+            self, call_id: str, instance: object, inputs: dict[str, object]
+        ) -> None:
+            events.append("start")
+
+    ours = dspex.Predict("question -> answer", callbacks=[Recorder()])
+    with pytest.raises(ValueError) as theirs:
+        dspy.Predict("question -> answer")("q")
+    with pytest.raises(CallError) as sync_error:
+        ours("q")
+    with pytest.raises(CallError) as async_error:
+        asyncio.run(ours.acall("q"))
+    assert str(sync_error.value) == str(async_error.value) == str(theirs.value)
+    assert events == []

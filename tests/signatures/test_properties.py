@@ -97,11 +97,17 @@ PIECES = st.sampled_from(
         "\r",
         "é",
         "\x0b",
+        "\x1c",
+        "[[ ## ",
+        " ## ]]",
+        "[[ ## 1x ## ]]",
+        "[[ ## a b ## ]]",
+        "[[ ## _ ## ]]",
     ]
 )
 
 
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=1500, deadline=None)
 @given(st.lists(PIECES, max_size=25).map("".join))
 def test_fast_section_split_equals_dspy_algorithm(text: str) -> None:
     from dspex.adapters.chat import split_sections

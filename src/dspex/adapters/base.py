@@ -38,6 +38,9 @@ class LMRequest(NamedTuple):
     lm: Any = None
 
 
+_new_tuple = tuple.__new__
+
+
 def drive_sync(flow: Generator[LMRequest, list[Any], T], lm: BaseLM) -> T:
     """Run a flow, answering its LM requests with the LM's sync call."""
     request = next(flow)
@@ -127,9 +130,9 @@ class Adapter(ABC):
             options = self.prepare_lm_kwargs(options, signature, lm)
             rendered = plan_native_features(self, lm, options, signature, inputs)
             messages = self.format(rendered, demos, inputs)
-            if options.get("parallel_tool_calls") is not None:
+            if options and options.get("parallel_tool_calls") is not None:
                 options.setdefault("tool_choice", "auto")
-            outputs = yield LMRequest(messages, options)
+            outputs = yield _new_tuple(LMRequest, (messages, options, None))  # no __new__ frame
             return [
                 completion_values(self, rendered, signature, output, self.parse)
                 for output in outputs
@@ -191,7 +194,6 @@ class Adapter(ABC):
         self, signature: Any, demos: Sequence[Demo], inputs: Mapping[str, Any]
     ) -> list[dict[str, Any]]:
         """The full message list for one call (byte-identical to DSPy 3.4.1)."""
-        inputs = dict(inputs)
         history_name = signature._cache.get("history", _UNSET)
         if history_name is _UNSET:
             history_name = signature._cache["history"] = self._history_field_name(signature)
@@ -199,6 +201,7 @@ class Adapter(ABC):
             {"role": "system", "content": self.system_message(signature)}
         ]
         if history_name:
+            inputs = dict(inputs)  # the history value is popped from the copy
             request_sig = without_fields(signature, history_name)
             history = self.format_conversation_history(request_sig, history_name, inputs)
             messages.extend(self.format_demos(signature, demos))
@@ -219,19 +222,23 @@ class Adapter(ABC):
         return self.system_message(signature)
 
     def system_message(self, signature: Any) -> str:
-        """Cached per (signature class, adapter class): it never changes between calls."""
-        key = type(self).__name__ + ".system"
-        cached: str | None = signature._cache.get(key)
-        if cached is None:
-            cached = (
+        """Cached per (signature class, adapter class) in the signature's ``_cache`` (emptied
+        whenever its fields or instructions change), with the ``__doc__`` it was built from:
+        a signature whose ``__doc__`` was assigned directly builds it again."""
+        cached: tuple[Any, str] | None = signature._cache.get(type(self))
+        doc = signature.__doc__
+        if cached is None or cached[0] is not doc:
+            text = (
                 f"{self.format_field_description(signature)}\n"
                 f"{self.format_field_structure(signature)}\n"
                 f"{self.format_task_description(signature)}"
             )
-            signature._cache[key] = cached
-        return cached
+            signature._cache[type(self)] = cached = (doc, text)
+        return cached[1]
 
     def format_demos(self, signature: Any, demos: Sequence[Demo]) -> list[dict[str, Any]]:
+        if not demos:
+            return []
         complete, incomplete = [], []
         for demo in demos:
             if all(k in demo and demo[k] is not None for k in signature._fields):

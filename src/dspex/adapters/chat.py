@@ -32,17 +32,27 @@ class FieldInfoWithName(NamedTuple):
 
 _HEADER = re.compile(r"\[\[ ## (\w+) ## \]\]")
 _FAST_HEADER = re.compile(r"^[ \t]*\[\[ ## (\w+) ## \]\]([^\n]*)", re.M)
-_ODD_BREAKS = re.compile(r"[\r\x0b\x0c\x1c-\x1f]")
 
 
 def split_sections(completion: str) -> list[tuple[str | None, str]]:
     """``(header, text)`` pairs in order, with DSPy's rules (``str.splitlines`` + ``strip``).
 
-    Plain ASCII text without unusual line breaks takes a regex fast path; it gives the same
-    result because there ``splitlines`` is ``split("\\n")`` and ``strip`` removes only spaces
-    and tabs at the edges of a header line.
+    Plain ASCII text without unusual line breaks takes a fast path; it gives the same result
+    because there ``splitlines`` is ``split("\\n")`` and ``strip`` removes only spaces and
+    tabs at the edges of a header line.
     """
-    if completion.isascii() and not _ODD_BREAKS.search(completion):
+    if completion.isascii() and not (
+        "\r" in completion  # the line breaks of str.splitlines other than \n (ASCII ones)
+        or "\x0b" in completion
+        or "\x0c" in completion
+        or "\x1c" in completion
+        or "\x1d" in completion
+        or "\x1e" in completion
+        or "\x1f" in completion
+    ):
+        found = _marker_sections(completion)
+        if found is not None:
+            return found
         # parts: text before the first header, then (name, rest of header line, body) triples
         parts = _FAST_HEADER.split(completion)
         out: list[tuple[str | None, str]] = [(None, parts[0].strip())]
@@ -53,13 +63,37 @@ def split_sections(completion: str) -> list[tuple[str | None, str]]:
         return out
     sections: list[tuple[str | None, list[str]]] = [(None, [])]
     for line in completion.splitlines():
-        found = _HEADER.match(line.strip())
-        if found:
-            rest = line.strip()[found.end() :].strip()
-            sections.append((found.group(1), [rest] if rest else []))
+        found_header = _HEADER.match(line.strip())
+        if found_header:
+            rest = line.strip()[found_header.end() :].strip()
+            sections.append((found_header.group(1), [rest] if rest else []))
         else:
             sections[-1][1].append(line)
     return [(k, "\n".join(v).strip()) for k, v in sections]
+
+
+def _marker_sections(completion: str) -> list[tuple[str | None, str]] | None:
+    """:func:`split_sections`' fast path for ASCII text whose only line break is ``\\n``, by
+    ``str.split`` on the marker (work per header, not per character, unlike a regex scan):
+    the sections when every ``[[ ## `` in the text opens a header (at a line start after
+    spaces/tabs, an identifier name, `` ## ]]``), else ``None`` (then the regex decides, e.g.
+    for a marker inside a line or a name starting with a digit)."""
+    pieces = completion.split("[[ ## ")
+    before = pieces[0]
+    out: list[tuple[str | None, str]] = [(None, before.strip())]
+    for piece in pieces[1:]:
+        if before and before[-1] != "\n" and before[before.rfind("\n") + 1 :].strip(" \t"):
+            return None  # text before the marker on its line: not a header
+        name, sep, rest = piece.partition(" ## ]]")
+        if not sep or not name.isidentifier():
+            return None
+        first, _, body = rest.partition("\n")  # DSPy: the header line's rest, then the lines
+        if first and (first := first.strip()):
+            out.append((name, f"{first}\n{body}".strip() if _ else first))
+        else:
+            out.append((name, body.strip()))
+        before = piece
+    return out
 
 
 class ChatAdapter(Adapter):

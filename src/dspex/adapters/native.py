@@ -27,11 +27,12 @@ __all__ = [
 ]
 
 _TOOL_OPTIONS = ("tools", "tool_choice", "parallel_tool_calls")
+_TOOL_MODULE = "dspex.adapters.types.tool"
 
 
 def _tool_types() -> tuple[Any, Any]:
     """``(Tool, ToolCalls)`` if the tool module was imported (no value can be one otherwise)."""
-    tool = sys.modules.get("dspex.adapters.types.tool")
+    tool = sys.modules.get(_TOOL_MODULE)
     if tool is None:
         return None, None
     return tool.Tool, tool.ToolCalls
@@ -87,8 +88,9 @@ def plan_native_features(
 ) -> Any:
     """The signature to render; ``lm_kwargs`` is updated in place (tools, reasoning...)."""
     if not adapter.use_native_function_calling:
-        for key in _TOOL_OPTIONS:
-            lm_kwargs.pop(key, None)
+        if lm_kwargs and not lm_kwargs.keys().isdisjoint(_TOOL_OPTIONS):
+            for key in _TOOL_OPTIONS:
+                lm_kwargs.pop(key, None)
     else:
         tool_input, tool_output = tool_fields(signature)
         if tool_output and tool_input is None:
@@ -146,7 +148,8 @@ def completion_values(
     parse: Callable[[Any, str], dict[str, Any]],
 ) -> dict[str, Any]:
     """The output values of one completion (a text, or a dict with text/tool_calls/logprobs)."""
-    tool_output = tool_fields(original)[1]
+    # no ToolCalls field can exist unless the tool module was imported (two frames less)
+    tool_output = tool_fields(original)[1] if _TOOL_MODULE in sys.modules else None
     text: Any = output
     logprobs: Any = None
     tool_calls: Any = None
@@ -170,7 +173,7 @@ def completion_values(
             message="The LM returned an empty or null response.",
         )
     outputs = original._output_fields
-    if not (len(value) == len(outputs) and list(value) == list(outputs)):
+    if [*value] != [*outputs]:  # not every field, in order: defaults and None fill in
         value = apply_output_field_defaults(outputs, value)
         for name in outputs:
             value.setdefault(name, None)

@@ -138,8 +138,12 @@ def parse_fields(
     for name, raw in raw_fields:
         if name is None or name in fields or name not in outputs:
             continue
+        annotation = outputs[name].annotation
+        if annotation is str and type(raw) is str:
+            fields[name] = raw  # parse_value's answer for text, without its frame
+            continue
         try:
-            fields[name] = parse_value(raw, outputs[name].annotation)
+            fields[name] = parse_value(raw, annotation)
         except (ValueError, TypeError) as exc:
             raise parse_error(
                 adapter,
@@ -148,7 +152,7 @@ def parse_fields(
                 message=f"Failed to parse field {name} with value {raw} from the LM response. "
                 f"Error message: {exc}",
             ) from None
-    if len(fields) == len(outputs) and list(fields) == list(outputs):
+    if [*fields] == [*outputs]:
         return fields  # all found, in order: the defaults below would change nothing
     fields = apply_output_field_defaults(outputs, fields)
     if fields.keys() != outputs.keys():
@@ -225,12 +229,12 @@ def _format_input_list(value: list[Any]) -> str:
 
 def format_field_value(field_info: FieldInfo, value: Any) -> str:
     """How DSPy renders one value into a message (lists of text for ``str`` fields, JSON...)."""
+    if type(value) is str:  # the common value first (an AdapterFormatted is a subclass)
+        return neutralize_markers(value) if "[[ ## " in value else value
     if isinstance(value, AdapterFormatted):
         return str(value)
     if isinstance(value, list) and field_info.annotation is str:
         text = _format_input_list(value)
-    elif type(value) is str:
-        text = value
     elif (plain := _dumps_str_list(value)) is not None:  # what the general path gives
         text = plain
     else:

@@ -111,9 +111,10 @@ class _Template:
     def __init__(self, source: dict[str, Any], endpoint: Endpoint) -> None:
         self.source = source
         self.endpoint = endpoint
-        self.keys = tuple(source)
-        self.values = tuple(source.values())
-        options = {k: v for k, v in source.items() if k not in _CLIENT_KEYS}
+        items = tuple(source.items())  # one snapshot (taken in C: no thread runs meanwhile)
+        self.keys = tuple(k for k, _ in items)
+        self.values = tuple(v for _, v in items)
+        options = {k: v for k, v in items if k not in _CLIENT_KEYS}
         self.rollout_id = options.pop("rollout_id", None)
         self.cache = options.pop("cache", True)
         self.options = options
@@ -129,16 +130,6 @@ class _Template:
         if self.usable:  # ``{"model":…,"messages":`` + messages + ``,<options>}``
             self.prefix = b'{"model":' + orjson.dumps(endpoint.model) + b',"messages":'
             self.suffix = b"," + orjson.dumps(sent)[1:] if sent else b"}"
-
-    def fits(self, source: dict[str, Any], endpoint: Endpoint) -> bool:
-        """Whether ``source``/``endpoint`` are still exactly what this was built from."""
-        return (
-            source is self.source
-            and endpoint is self.endpoint
-            and len(source) == len(self.keys)
-            and all(map(operator.is_, source, self.keys))
-            and all(map(operator.is_, source.values(), self.values))
-        )
 
 
 class LM(FinetuneMixin, BaseLM):
@@ -512,9 +503,15 @@ class LM(FinetuneMixin, BaseLM):
 
     def _defaults(self) -> _Template | None:
         """The template of the LM's current default options, if they can have one."""
-        template = self._template
-        kwargs = self.kwargs
-        if template is None or not template.fits(kwargs, self.endpoint):
+        template, kwargs = self._template, self.kwargs
+        if not (  # still the very objects it was built from (identity: no equal-but-other)
+            template is not None
+            and kwargs is template.source
+            and self.endpoint is template.endpoint
+            and len(kwargs) == len(template.keys)
+            and all(map(operator.is_, kwargs, template.keys))
+            and all(map(operator.is_, kwargs.values(), template.values))
+        ):
             if type(kwargs) is not dict:
                 return None
             template = self._template = _Template(kwargs, self.endpoint)

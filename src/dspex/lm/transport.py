@@ -185,16 +185,18 @@ class _Connection(asyncio.Protocol):
 
     async def wait(self) -> None:
         """Until something happens (the whole reply, or for streams any progress)."""
+        await self.event()
         if self.error is not None:
             raise self.error
-        loop = self.loop or asyncio.get_running_loop()
-        waiter = self.waiter = loop.create_future()
-        try:
-            await waiter
-        finally:
-            self.waiter = None
+
+    def event(self) -> asyncio.Future[None]:
+        """The future the next event (progress, the end, an error) resolves; awaited directly
+        by the pool (no coroutine frame per wait), which then checks ``error``. A resolved
+        or cancelled one left in ``waiter`` is never woken again (:meth:`_wake` checks)."""
         if self.error is not None:
             raise self.error
+        waiter = self.waiter = (self.loop or asyncio.get_running_loop()).create_future()
+        return waiter
 
     def abort(self) -> None:
         self.closed = True
@@ -210,12 +212,10 @@ class _Connection(asyncio.Protocol):
         self._wake()
 
     def response(self) -> Response:
-        return Response(
-            self.status,
-            self.reason.decode("latin-1"),
-            self.headers,
-            _decode(self.headers, b"".join(self.body), self.max_body),
-        )
+        body = self.body[0] if len(self.body) == 1 else b"".join(self.body)
+        if "content-encoding" in self.headers:
+            body = _decode(self.headers, body, self.max_body)
+        return Response(self.status, self.reason.decode("latin-1"), self.headers, body)
 
     def _wake(self) -> None:
         waiter = self.waiter
@@ -269,8 +269,8 @@ class _Connection(asyncio.Protocol):
             self._fail(RemoteProtocolError(f"response head exceeds {_MAX_HEAD:,} bytes"))
         key = name.decode("latin-1").lower()
         text = value.decode("latin-1")
-        old = self.headers.get(key)
-        self.headers[key] = text if old is None else f"{old}, {text}"
+        headers = self.headers
+        headers[key] = f"{headers[key]}, {text}" if key in headers else text
 
     def on_headers_complete(self) -> None:
         status = self.parser.get_status_code()
@@ -463,12 +463,10 @@ class ConnectionPool:
                     if deadline is not None:
                         self._watch(conn, deadline)
                     conn.start(message, stream)
-                    if stream:
-                        while not conn.head_done:
-                            await conn.wait()
-                    else:
-                        while not conn.done:
-                            await conn.wait()
+                    while not (conn.head_done if stream else conn.done):
+                        await conn.event()
+                        if conn.error is not None:
+                            raise conn.error
                     return conn
                 except RemoteProtocolError:
                     self._unwatch(conn)

@@ -94,6 +94,10 @@ class HTTPTransport:
         self._async: weakref.WeakKeyDictionary[
             asyncio.AbstractEventLoop, dict[Origin, ConnectionPool]
         ] = weakref.WeakKeyDictionary()
+        #: the loop whose pools were used last (weakly) and those pools
+        self._last: (
+            tuple[weakref.ref[asyncio.AbstractEventLoop], dict[Origin, ConnectionPool]] | None
+        ) = None
 
     def __repr__(self) -> str:
         return f"HTTPTransport(max_response_bytes={self.max_response_bytes})"
@@ -120,7 +124,14 @@ class HTTPTransport:
 
     async def arequest(self, target: Target, message: bytes, deadline: float) -> Response:
         """Send ``message`` on the running loop; the whole reply before ``deadline``."""
-        pools = self._async.get(asyncio.get_running_loop())
+        loop = asyncio.get_running_loop()
+        last = self._last  # the last loop's pools: no weak-dict lookup on its calls
+        if last is not None and last[0]() is loop:
+            pools: dict[Origin, ConnectionPool] | None = last[1]
+        else:
+            pools = self._async.get(loop)
+            if pools is not None:
+                self._last = (weakref.ref(loop), pools)
         pool = pools.get(target.origin) if pools is not None else None
         if pool is None:
             pool = await self._pool(target.origin)
@@ -161,7 +172,10 @@ class HTTPTransport:
 
     async def aclose(self) -> None:
         """Close the asyncio connections of the running event loop."""
-        pools = self._async.pop(asyncio.get_running_loop(), None) or {}
+        loop = asyncio.get_running_loop()
+        if self._last is not None and self._last[0]() is loop:
+            self._last = None
+        pools = self._async.pop(loop, None) or {}
         for pool in pools.values():
             await pool.aclose()
 
@@ -176,6 +190,7 @@ class HTTPTransport:
         if pools is None:
             pools = self._async[loop] = {}  # one loop runs one task at a time: no race here
             await on_loop_shutdown(self.aclose)
+        self._last = (weakref.ref(loop), pools)
         pool = pools.get(origin)
         if pool is None:
             pool = pools[origin] = ConnectionPool(

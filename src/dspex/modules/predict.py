@@ -15,6 +15,8 @@ from dspex.primitives.input_checks import check_inputs
 from dspex.primitives.module import TRUSTED_LM_STATE, Module, Parameter
 from dspex.primitives.prediction import Prediction
 from dspex.signatures import ensure_signature, is_undefined
+from dspex.signatures.field import UNDEFINED
+from dspex.signatures.signature import SignatureMeta
 from dspex.telemetry import events
 
 if TYPE_CHECKING:
@@ -80,20 +82,18 @@ class Predict(Module, Parameter):
         self.demos: list[Any] = []
 
     # ------------------------------------------------------------------ calling
-    def __call__(self, *args: Any, **kwargs: Any) -> Prediction:
-        if args:
-            raise CallError(self._positional_error())
-        result: Prediction = super().__call__(**kwargs)
-        return result
+    # ``__call__``/``acall`` are Module's: with ``_keyword_only`` a positional argument raises
+    # DSPy's error before any callback runs (no layer of our own on every call)
+    _keyword_only = True
 
-    async def acall(self, *args: Any, **kwargs: Any) -> Prediction:
-        if args:
-            raise CallError(self._positional_error())
-        result: Prediction = await super().acall(**kwargs)
-        return result
+    if TYPE_CHECKING:
+
+        def __call__(self, *args: Any, **kwargs: Any) -> Prediction: ...
+
+        async def acall(self, *args: Any, **kwargs: Any) -> Prediction: ...
 
     def forward(self, **kwargs: Any) -> Prediction:
-        now = settings.current()
+        now = settings._scoped.get() or settings.current()  # no frame in a context()
         if now.send_stream is not None:  # inside dspex.streamify
             from dspex.streaming.streamify import listened, streamed_sync
 
@@ -106,7 +106,7 @@ class Predict(Module, Parameter):
             flow.close()
 
     async def aforward(self, **kwargs: Any) -> Prediction:
-        now = settings.current()
+        now = settings._scoped.get() or settings.current()
         if now.send_stream is not None:  # inside dspex.streamify
             from dspex.streaming.streamify import listened, stream_predict
 
@@ -135,7 +135,7 @@ class Predict(Module, Parameter):
         if now is None:
             now = settings.current()
         lm, config, signature, demos, inputs = self._prepare(kwargs, now)
-        adapter = now.adapter or _default_adapter()
+        adapter = now.adapter or _DEFAULT_ADAPTER or _default_adapter()
         return lm, self._run(adapter, config, signature, demos, inputs, bool(record), lm)
 
     def _run(
@@ -148,7 +148,7 @@ class Predict(Module, Parameter):
         record: bool = True,
         lm: BaseLM | None = None,
     ) -> Generator[LMRequest, list[Any], Prediction]:
-        if events.has_handlers():
+        if events._handlers:  # events.has_handlers() without its frame
             meta = {"module": "predict", "signature": signature.signature}
             with events.span("dspex.native.execute", meta):
                 completions = yield from adapter.flow(config, signature, demos, inputs, lm)
@@ -162,7 +162,7 @@ class Predict(Module, Parameter):
     def _record_trace(self, inputs: dict[str, Any], prediction: Prediction) -> None:
         """Append ``(self, inputs, prediction)`` to the trace in force (``context(trace=[])``),
         as DSPy does; optimizers read demos from it. Bounded by ``max_trace_size``."""
-        current = settings.current()
+        current = settings._scoped.get() or settings.current()
         trace = current.trace
         if trace is None or current.max_trace_size <= 0:
             return
@@ -174,7 +174,9 @@ class Predict(Module, Parameter):
         self, kwargs: dict[str, Any], now: settings.Settings | None = None
     ) -> tuple[BaseLM, dict[str, Any], Any, list[Any], dict[str, Any]]:
         """``now``: the settings in force, when the caller already has them."""
-        signature = ensure_signature(kwargs.pop("signature", self.signature))
+        signature = kwargs.pop("signature", self.signature)
+        if type(signature) is not SignatureMeta:  # a string or dict (a class returns as is)
+            signature = ensure_signature(signature)
         demos = kwargs.pop("demos", self.demos)
         call_config = kwargs.pop("config", None) or {}
         if type(call_config) is not dict and not isinstance(call_config, Mapping):
@@ -202,17 +204,17 @@ class Predict(Module, Parameter):
             config["temperature"] = 0.7
         input_fields = signature._input_fields
         for name, field in input_fields.items():
-            if name not in kwargs and not is_undefined(field.default):
-                kwargs[name] = field.default
-        extra = [k for k in kwargs if k not in input_fields]
-        if extra:
+            default = field.default
+            if default is not UNDEFINED and name not in kwargs and not is_undefined(default):
+                kwargs[name] = default
+        if not kwargs.keys() <= input_fields.keys():
             logger.warning(
                 "Input contains fields not in signature. These fields will be ignored: %s. "
                 "Expected fields: %s.",
-                extra,
+                [k for k in kwargs if k not in input_fields],
                 list(input_fields),
             )
-        check_inputs(signature, kwargs, logger)  # DSPy's input warnings
+        check_inputs(signature, kwargs, logger, now)  # DSPy's input warnings
         return lm, config, signature, demos, kwargs
 
     def _positional_error(self) -> str:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import functools
 import logging
-import types
+import sys
 from collections.abc import Callable
 from contextvars import ContextVar, Token
 from typing import Any
@@ -32,34 +32,23 @@ _IN_CALL: ContextVar[int] = ContextVar("dspex_in_module_call", default=0)
 """``id`` of the module whose ``__call__``/``acall`` is about to run its forward."""
 
 
-class _Scope:
-    """One module call's place on the caller stack, and the usage tracker it opened if it is
-    the outermost call under ``track_usage=True`` (``tracker``; ``None``: not tracking here).
-    :func:`_enter` / :meth:`close` bracket the forward (plain calls: this runs per module
-    call, so no context-manager generator)."""
-
-    __slots__ = ("callers", "token", "tracker")
-
-    def __init__(self, callers: Token[Any], tracker: UsageTracker | None, token: Any) -> None:
-        self.callers = callers
-        self.tracker = tracker
-        self.token = token
-
-    def close(self) -> None:
-        if self.token is not None:
-            settings._scoped.reset(self.token)
-        CALLERS.reset(self.callers)
-
-
-def _enter(module: Any) -> _Scope:
+def _enter(module: Any) -> tuple[Token[Any], UsageTracker | None, Any]:
     """Push ``module`` on the caller stack; open a usage tracker if this call is the outermost
-    one under ``track_usage=True``."""
+    one under ``track_usage=True``. Returns ``(caller-stack token, the tracker it opened or
+    None, the settings token or None)`` for :func:`_leave` (plain calls: this runs per module
+    call, so no context-manager generator and no scope object)."""
     callers = CALLERS.set((*CALLERS.get(), module))
-    now = settings.current()
+    now = settings._scoped.get() or settings.current()  # no frame inside a context()
     if now.track_usage and now.usage_tracker is None:
         tracker = UsageTracker()
-        return _Scope(callers, tracker, settings._scoped.set(now.replace(usage_tracker=tracker)))
-    return _Scope(callers, None, None)
+        return callers, tracker, settings._scoped.set(now.replace(usage_tracker=tracker))
+    return callers, None, None
+
+
+def _leave(scope: tuple[Token[Any], UsageTracker | None, Any]) -> None:
+    if scope[2] is not None:
+        settings._scoped.reset(scope[2])
+    CALLERS.reset(scope[0])
 
 
 def _attach_usage(tracker: UsageTracker | None, output: Any) -> None:
@@ -75,27 +64,28 @@ def _attach_usage(tracker: UsageTracker | None, output: Any) -> None:
         )
 
 
-def _signature_of(module: Any) -> Callable[..., Any]:
-    call: Callable[..., Any] = type(module).__call__
-    return call
-
-
 def call_sync(
-    module: Any, run: Callable[[], Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    module: Any, run: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Any:
-    """Run ``run()`` (which calls the forward) as one module call, with its callbacks."""
-    call = begin(module, _signature_of(module), args, kwargs)
+    """Run ``run(*args, **kwargs)`` (the forward) as one module call, with its callbacks."""
+    call = None  # begin() only when some callback is configured (its frame, every call)
+    if (
+        getattr(module, "callbacks", None)
+        or (settings._scoped.get() or settings.current()).callbacks
+    ):
+        call = begin(module, type(module).__call__, args, kwargs)
     try:
         scope = _enter(module)
         try:
             token = _IN_CALL.set(id(module))
             try:
-                output = run()
+                output = run(*args, **kwargs)
             finally:
                 _IN_CALL.reset(token)
-            _attach_usage(scope.tracker, output)
+            if scope[1] is not None:
+                _attach_usage(scope[1], output)
         finally:
-            scope.close()
+            _leave(scope)
     except BaseException as exc:
         if call is not None:
             call.end(None, exc)
@@ -106,22 +96,28 @@ def call_sync(
 
 
 async def call_async(
-    module: Any, run: Callable[[], Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    module: Any, run: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Any:
-    """:func:`call_sync` for ``acall``: ``run()`` returns the awaitable to await."""
-    call = begin(module, _signature_of(module), args, kwargs)
+    """:func:`call_sync` for ``acall``: ``run(*args, **kwargs)`` returns the awaitable."""
+    call = None  # begin() only when some callback is configured (its frame, every call)
+    if (
+        getattr(module, "callbacks", None)
+        or (settings._scoped.get() or settings.current()).callbacks
+    ):
+        call = begin(module, type(module).__call__, args, kwargs)
     try:
         scope = _enter(module)
         try:
             token = _IN_CALL.set(id(module))
             try:
-                awaitable = run()
+                awaitable = run(*args, **kwargs)
             finally:
                 _IN_CALL.reset(token)
             output = await awaitable
-            _attach_usage(scope.tracker, output)
+            if scope[1] is not None:
+                _attach_usage(scope[1], output)
         finally:
-            scope.close()
+            _leave(scope)
     except BaseException as exc:
         if call is not None:
             call.end(None, exc)
@@ -140,32 +136,30 @@ def forward_in_call(module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) 
         _IN_CALL.reset(token)
 
 
-class CheckedForward:
+def warn_direct_forward(forward: Callable[..., Any]) -> Callable[..., Any]:
     """A subclass's ``forward``, wrapped: a call that does not come from the module's own
-    ``__call__``/``acall`` logs DSPy's warning (the call still runs). A class, not a closure,
-    so programs stay picklable (``save(dir, save_program=True)``)."""
+    ``__call__``/``acall`` logs DSPy's warning (the call still runs).
 
-    __dspex_checked__ = True
+    A plain function, so binding it to an instance is the interpreter's own (a descriptor
+    class cost two Python frames and a bound method per module call). Its body reaches
+    this module only as a module object, so a wrapped class defined in a script still
+    pickles by value (cloudpickle: ``save(dir, save_program=True)``).
+    """
 
-    def __init__(self, forward: Callable[..., Any]) -> None:
-        self.forward = forward
-        functools.update_wrapper(self, forward)
-
-    def __get__(self, obj: Any, objtype: Any = None) -> Any:
-        return self if obj is None else types.MethodType(self, obj)
-
-    def __call__(self, module: Any, /, *args: Any, **kwargs: Any) -> Any:
+    @functools.wraps(forward)
+    def checked(module: Any, /, *args: Any, **kwargs: Any) -> Any:
         # ``module`` is positional-only: a signature may have an input field named "module"
-        if _IN_CALL.get() != id(module):
-            logger.warning(
-                f"Calling module.forward(...) on {type(module).__name__} directly is discouraged. "
-                "Please use module(...) instead."
+        if _this._IN_CALL.get() != id(module):
+            _this.logger.warning(
+                f"Calling module.forward(...) on {type(module).__name__} directly is "
+                "discouraged. Please use module(...) instead."
             )
         else:
-            _IN_CALL.set(0)  # the module's own forward: its children are checked afresh
-        return self.forward(module, *args, **kwargs)
+            _this._IN_CALL.set(0)  # the module's own forward: its children are checked afresh
+        return forward(module, *args, **kwargs)
+
+    checked.__dspex_checked__ = True  # type: ignore[attr-defined]
+    return checked
 
 
-def warn_direct_forward(forward: Callable[..., Any]) -> Callable[..., Any]:
-    """Wrap ``forward`` in :class:`CheckedForward`."""
-    return CheckedForward(forward)
+_this = sys.modules[__name__]

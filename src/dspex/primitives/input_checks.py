@@ -84,10 +84,16 @@ def _plan(signature: Any) -> tuple[tuple[tuple[str, Any], ...], tuple[str, ...]]
     return plan
 
 
-def check_inputs(signature: Any, inputs: dict[str, Any], logger: logging.Logger) -> None:
-    """Log DSPy's warnings for ``inputs`` against ``signature``'s input fields."""
-    typed, required = _plan(signature)
-    if settings.current().warn_on_type_mismatch:
+def check_inputs(
+    signature: Any,
+    inputs: dict[str, Any],
+    logger: logging.Logger,
+    now: settings.Settings | None = None,
+) -> None:
+    """Log DSPy's warnings for ``inputs`` against ``signature``'s input fields (``now``: the
+    settings in force, when the caller already has them)."""
+    typed, required = signature._cache.get("input_checks") or _plan(signature)
+    if (now or settings.current()).warn_on_type_mismatch:
         for name, expected in typed:
             value = inputs.get(name)
             if value is None or type(value) is expected or value_fits(value, expected):
@@ -99,6 +105,11 @@ def check_inputs(signature: Any, inputs: dict[str, Any], logger: logging.Logger)
                 type_name(expected),
                 value,
             )
+    if len(required) == 1:  # the common single input: no list built when it is given
+        if required[0] in inputs:
+            return
+    elif not required:
+        return
     missing = [k for k in required if k not in inputs]
     if missing:
         logger.warning(

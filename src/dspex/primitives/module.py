@@ -102,21 +102,34 @@ class Module(metaclass=_ModuleMeta):
         if callable(forward) and not getattr(forward, "__dspex_checked__", False):
             cls.forward = warn_direct_forward(forward)  # type: ignore[method-assign]
 
+    #: a module that takes keyword arguments only (``Predict``) says so here: a positional
+    #: argument then raises :meth:`_positional_error`'s message before any callback runs
+    _keyword_only: bool = False
+
+    def _positional_error(self) -> str:
+        return f"{type(self).__name__} takes keyword arguments only"
+
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """Run the program (callbacks, history and usage as in DSPy; see ``calling``)."""
-        if self._has_sync_forward() or not self._has_async_forward():
-            return call_sync(self, lambda: self.forward(*args, **kwargs), args, kwargs)
-        return call_sync(self, lambda: run_sync(self.aforward(*args, **kwargs)), args, kwargs)
+        if args and self._keyword_only:
+            raise CallError(self._positional_error())
+        cls = type(self)  # _has_sync_forward() / _has_async_forward() without their frames
+        if cls.forward is not Module.forward or cls.aforward is Module.aforward:
+            return call_sync(self, self.forward, args, kwargs)
+        return call_sync(self, lambda *a, **k: run_sync(self.aforward(*a, **k)), args, kwargs)
 
     async def acall(self, *args: Any, **kwargs: Any) -> Any:
         """Run the program from async code: ``aforward`` natively; a sync-only ``forward``
         runs in a worker thread so the event loop stays free (DSPy needs ``aforward``)."""
-        if self._has_async_forward() or not self._has_sync_forward():
-            return await call_async(self, lambda: self.aforward(*args, **kwargs), args, kwargs)
+        if args and self._keyword_only:
+            raise CallError(self._positional_error())
+        cls = type(self)
+        if cls.aforward is not Module.aforward or cls.forward is Module.forward:
+            return await call_async(self, self.aforward, args, kwargs)
         from dspex.utils.asyncify import in_worker_thread
 
         run = functools.partial(forward_in_call, self, args, kwargs)
-        return await call_async(self, lambda: in_worker_thread(run), args, kwargs)
+        return await call_async(self, lambda *_a, **_k: in_worker_thread(run), args, kwargs)
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()

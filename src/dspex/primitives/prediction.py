@@ -54,13 +54,14 @@ class Prediction(Example):
         ):  # one choice (the common call): what the general path below builds, directly
             choice = list_or_dict[0]
             completions = _new_object(Completions)
-            completions.__dict__.update(
-                signature=signature, _completions={k: [v] for k, v in choice.items()}
-            )
+            completions.signature = signature  # Completions has no __setattr__ of its own
+            completions._completions = {k: [v] for k, v in choice.items()}
             obj = _new_object(cls)
-            obj.__dict__.update(
-                _input_keys=None, _store=dict(choice), _completions=completions, _lm_usage=None
-            )
+            state = obj.__dict__  # item stores: Example's __setattr__ is a Python frame
+            state["_input_keys"] = None
+            state["_store"] = dict(choice)
+            state["_completions"] = completions
+            state["_lm_usage"] = None
             return obj
         completions = Completions(list_or_dict, signature=signature)
         store = {k: v[0] for k, v in completions._completions.items()}

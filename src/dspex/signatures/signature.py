@@ -100,7 +100,7 @@ class SignatureMeta(type):
     _fields: dict[str, FieldInfo]
     _input_fields: dict[str, FieldInfo]
     _output_fields: dict[str, FieldInfo]
-    _cache: dict[str, Any]
+    _cache: dict[Any, Any]
 
     def __call__(cls, *args: Any, **kwargs: Any) -> Any:
         if cls is Signature:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
+import sys
 import uuid
 from collections.abc import Callable
 from contextvars import ContextVar
@@ -269,7 +270,8 @@ def begin(
     instance: Any, method: Callable[..., Any], args: tuple[Any, ...], kw: dict[str, Any]
 ) -> _Call | None:
     """Start the callbacks of one call (``None`` when there are none: the fast path)."""
-    configured = settings.current().callbacks
+    scoped = settings._scoped.get()  # settings.current() without its frame (every call)
+    configured = (scoped if scoped is not None else settings.current()).callbacks
     own = getattr(instance, "callbacks", None)
     if not configured and not own:
         return None  # no list built: this runs for every module call, format and parse
@@ -293,6 +295,11 @@ def with_callbacks(fn: F) -> F:
 
         @functools.wraps(fn)
         async def async_wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+            if (
+                not getattr(self, "callbacks", None)
+                and not (_this._scoped.get() or _this._current()).callbacks
+            ):
+                return await fn(self, *args, **kwargs)
             call = begin(self, fn, args, kwargs)
             if call is None:
                 return await fn(self, *args, **kwargs)
@@ -308,6 +315,11 @@ def with_callbacks(fn: F) -> F:
 
     @functools.wraps(fn)
     def sync_wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if (
+            not getattr(self, "callbacks", None)
+            and not (_this._scoped.get() or _this._current()).callbacks
+        ):
+            return fn(self, *args, **kwargs)  # no callbacks anywhere: no begin(), no frame
         call = begin(self, fn, args, kwargs)
         if call is None:
             return fn(self, *args, **kwargs)
@@ -320,6 +332,14 @@ def with_callbacks(fn: F) -> F:
         return result
 
     return cast(F, sync_wrapper)
+
+
+_scoped = settings._scoped  # the wrappers read the settings in force without a frame
+_current = settings.current
+_this = sys.modules[__name__]
+"""The wrappers reach ``_scoped``/``_current`` through this module, so a wrapped method of a
+class pickled by value (cloudpickle) carries a module reference (the settings module and a
+context variable cannot be pickled)."""
 
 
 _ACTIVE_COMPILES: ContextVar[tuple[tuple[int, int, int | None], ...]] = ContextVar(
