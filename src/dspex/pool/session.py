@@ -44,6 +44,7 @@ _REBUILDING: contextvars.ContextVar[Session | None] = contextvars.ContextVar(
     "dspex_session_rebuilding", default=None
 )
 """The session whose recipe runs in this context (its own calls neither wait nor rebuild)."""
+_monotonic = time.monotonic
 
 
 def _worker_loss(exc: BaseException) -> bool:
@@ -281,11 +282,10 @@ class Session:
         **kwargs: Any,
     ) -> Any:
         """:meth:`call` for sync code."""
-        from dspex._sync import run_sync
-
         st = self._state
         if not (st.lost or st.expired or st.rebuilding):  # the direct path: no event loop
-            self.open()
+            if not self._opened:
+                self.open()
             st.busy += 1
             try:
                 return self._port.call_sync(method, args, kwargs, st, timeout, idempotent)
@@ -294,8 +294,11 @@ class Session:
                     raise
             finally:
                 st.busy -= 1
-                st.last_used = time.monotonic()
+                st.last_used = _monotonic()
         # rebuild the session on another worker (recipe), then call: what `call` does
+        # (imported here, not per call: an import statement costs ~6k instructions each time)
+        from dspex._sync import run_sync
+
         return run_sync(self.call(method, *args, timeout=timeout, idempotent=idempotent, **kwargs))
 
     def stream(
