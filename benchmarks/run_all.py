@@ -1,7 +1,7 @@
 """Run every benchmark and assemble ``benchmarks/RESULTS.md`` from their sections.
 
 Usage: ``.venv/bin/python benchmarks/run_all.py [name ...]`` (names: core, lm, lmserver, pool,
-bridge, router, pipeline, server, evaluate, modules; default all). Each ``bench_<name>.py`` writes
+pool_floor, bridge, router, pipeline, server, evaluate, modules; default all). Each ``bench_<name>.py`` writes
 ``benchmarks/results/<name>.md``; this script runs them one after another (never in parallel:
 the machine has two cores) and concatenates the sections in a fixed order.
 """
@@ -21,6 +21,7 @@ ORDER = [
     "lmserver",
     "lm",
     "pool",
+    "pool_floor",
     "bridge",
     "router",
     "pipeline",
