@@ -14,7 +14,7 @@ a method read this way comes back as a callable handle, so any DSPy API is reach
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, nullcontext
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from dspex.bridge.session import DSPySession
@@ -109,25 +109,21 @@ class RemoteObject:
         return [method, s.encoder.encode(list(args)), s.encoder.encode(kwargs), ctx]
 
     def _span(self, method: str) -> AbstractContextManager[Any]:
+        if not events.has_handlers():
+            return _NO_SPAN
         meta = {"kind": self._type, "method": method, "implementation": "dspy"}
         return events.span("dspex.dspy.execute", meta)
 
     def call_method(self, method: str, /, *args: Any, **kwargs: Any) -> Any:
         """``obj.method(*args, **kwargs)`` in the worker (``lm=`` selects the LM for it)."""
         s = self._dspy_session
-        if events.has_handlers():
-            with self._span(method):
-                wire = s.request_sync("call", self._oid, *self._call_args(method, args, kwargs))
-        else:  # (no span to open: no context manager either)
+        with self._span(method):
             wire = s.request_sync("call", self._oid, *self._call_args(method, args, kwargs))
         return _account(s.decoder.decode(wire))
 
     async def acall_method(self, method: str, /, *args: Any, **kwargs: Any) -> Any:
         s = self._dspy_session
-        if events.has_handlers():
-            with self._span(method):
-                wire = await s.request("call", self._oid, *self._call_args(method, args, kwargs))
-        else:
+        with self._span(method):
             wire = await s.request("call", self._oid, *self._call_args(method, args, kwargs))
         return _account(s.decoder.decode(wire))
 
@@ -287,6 +283,10 @@ def handle_for(session: DSPySession, data: dict[str, Any]) -> RemoteObject:
         handle = RemoteObject.__new__(RemoteObject)
     handle._bind(session, data["id"], data)
     return handle
+
+
+_NO_SPAN = nullcontext()
+"""The span of a call no event handler listens to (reusable: it holds no state)."""
 
 
 def _attribute_error(exc: RemoteError) -> Exception:

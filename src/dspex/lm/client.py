@@ -321,11 +321,8 @@ class LM(FinetuneMixin, BaseLM):
         if call.texts is None:
             target, message, deadline, flow = self._flow(call, self._parser(call))
             send = functools.partial(self.transport.request, target, message, deadline)
-            if not events.has_handlers():  # nobody observes: no span
+            with self._span(call):  # answered in the span: its event carries the status
                 self._answered(call, *drive(flow, send))
-            else:
-                with self._span(call):  # answered in the span: its event carries the status
-                    self._answered(call, *drive(flow, send))
         return self._end(call)
 
     @with_callbacks
@@ -336,11 +333,8 @@ class LM(FinetuneMixin, BaseLM):
         if call.texts is None:
             target, message, deadline, flow = self._flow(call, self._parser(call))
             send = functools.partial(self.transport.arequest, target, message, deadline)
-            if not events.has_handlers():
+            with self._span(call):
                 self._answered(call, *await adrive(flow, send))
-            else:
-                with self._span(call):
-                    self._answered(call, *await adrive(flow, send))
         return self._end(call)
 
     async def astream(self, messages: list[Message], **kwargs: Any) -> AsyncIterator[str]:
@@ -551,9 +545,13 @@ class LM(FinetuneMixin, BaseLM):
 
     def _span(self, call: _Call) -> contextlib.AbstractContextManager[Any]:
         if not events.has_handlers():
-            return contextlib.nullcontext()
+            return _NO_SPAN
         call.meta = {"model": self.model, "provider": self.endpoint.provider}
         return events.span("dspex.lm.request", call.meta)
+
+
+_NO_SPAN = contextlib.nullcontext()
+"""What a call runs in when no event handler listens (reusable: it holds no state)."""
 
 
 def _fresh(outputs: list[Any]) -> list[Any]:

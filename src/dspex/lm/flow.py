@@ -16,7 +16,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable, Generator
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import orjson
 
@@ -192,23 +192,32 @@ def attempt_flow(
 Flow = Generator[float | None, Outcome, R]
 
 
+class _Done(Generic[R]):
+    """A finished flow's result (so a result of ``None`` is not read as "send a request")."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: R) -> None:
+        self.value = value
+
+
+def _advance(flow: Flow[R], outcome: Outcome) -> float | _Done[R] | None:
+    """Hand the flow what the last step got; its next step (``None``: a request, a number:
+    seconds to pause) or, once it is done, its result."""
+    try:
+        return flow.send(outcome)
+    except StopIteration as done:
+        return _Done(done.value)
+
+
 def drive(flow: Flow[R], send: Callable[[], Response]) -> R:
     """Run an attempt flow with blocking I/O: ``send()`` makes one HTTP request (raising
     :class:`HTTPError` when there is no reply). Returns the flow's result or raises its
-    error; the flow is closed in every case (an interrupted request settles the breaker).
-
-    Only the flow's own ``send`` can end the loop with ``StopIteration`` (its result):
-    ``send()`` and the pause run outside the ``try`` that catches it.
-    """
+    error; the flow is closed in every case (an interrupted request settles the breaker)."""
     try:  # not ``contextlib.closing``: this runs once per LM call
-        outcome: Outcome = None
-        while True:
-            try:
-                step = flow.send(outcome)
-            except StopIteration as done:
-                result: R = done.value
-                return result
-            outcome = None
+        step = _advance(flow, None)
+        while not isinstance(step, _Done):
+            outcome: Outcome = None
             if step is None:
                 try:
                     outcome = send()
@@ -216,6 +225,8 @@ def drive(flow: Flow[R], send: Callable[[], Response]) -> R:
                     outcome = exc
             else:
                 time.sleep(step)
+            step = _advance(flow, outcome)
+        return step.value
     finally:
         flow.close()
 
@@ -223,14 +234,9 @@ def drive(flow: Flow[R], send: Callable[[], Response]) -> R:
 async def adrive(flow: Flow[R], send: Callable[[], Awaitable[Response]]) -> R:
     """:func:`drive` on the running loop: ``send()`` is awaited and pauses do not block."""
     try:
-        outcome: Outcome = None
-        while True:
-            try:
-                step = flow.send(outcome)
-            except StopIteration as done:
-                result: R = done.value
-                return result
-            outcome = None
+        step = _advance(flow, None)
+        while not isinstance(step, _Done):
+            outcome: Outcome = None
             if step is None:
                 try:
                     outcome = await send()
@@ -238,5 +244,7 @@ async def adrive(flow: Flow[R], send: Callable[[], Awaitable[Response]]) -> R:
                     outcome = exc
             else:
                 await asyncio.sleep(step)
+            step = _advance(flow, outcome)
+        return step.value
     finally:
         flow.close()
