@@ -9,6 +9,7 @@ must come in DSPy's order.
 from __future__ import annotations
 
 import json
+import time
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
@@ -18,7 +19,7 @@ import pytest
 import dspex
 from dspex.errors import OptimizerError
 from dspex.teleprompt import BootstrapFewShot
-from dspex.testing import LMServer
+from dspex.testing import Fault, LMServer
 from tests.teleprompt import _oracle
 from tests.teleprompt._oracle import exact, request_log, serve_oracle, trainset
 
@@ -143,6 +144,27 @@ def test_bootstrap_runs_ahead_only_when_alone(oracle_server: LMServer) -> None:
     assert len(oracle_server.requests) == dspy_count
     budgeted = BootstrapFewShot(metric=exact, num_threads=8, max_lm_calls=1000, **args)
     assert budgeted._ahead(8, 2) == 0
+
+
+def test_bootstrap_waits_for_examples_run_ahead(oracle_server: LMServer) -> None:
+    """An example run ahead whose sync ``forward`` is still in its worker thread when the
+    loop stops is waited for: every LM call it makes ends before ``compile`` returns."""
+    serve_oracle(oracle_server)
+    slow = Fault(
+        delay=1.0,
+        match=lambda r: "Is 5 even" in r.last_user_message and "hint" in r.last_user_message,
+    )
+    lm = dspex.LM(
+        "openai/test", api_base=oracle_server.url, api_key="k", cache=False, num_retries=0
+    )
+    optimizer = BootstrapFewShot(metric=exact, num_threads=8, **CASES[1])
+    oracle_server.fault(slow)
+    with dspex.context(lm=lm):
+        optimizer.compile(_oracle.two_step(dspex), trainset=trainset(dspex, NUMBERS))
+    asked = [_question(r) for r in request_log(oracle_server)]
+    assert asked.count(5) == 2  # 5 ran ahead (DSPy stops at 4): its draft and its answer
+    time.sleep(0.2)
+    assert [_question(r) for r in request_log(oracle_server)] == asked  # nothing came later
 
 
 def test_bootstrap_with_teacher_and_no_metric(oracle_server: LMServer) -> None:

@@ -9,7 +9,10 @@ calls per attempt measured on the examples done so far). Results are consumed in
 order and the loop stops where DSPy's stops (examples run ahead past that point are
 discarded, their metric results unused), so errors are counted in DSPy's order and the
 compiled demos are the ones DSPy picks; the LM calls paid are DSPy's plus at most those of the
-examples run ahead. Inside another optimizer that shares one limit of program runs between
+examples run ahead. When the loop stops, examples still running start no further round and
+are waited for, not abandoned: a program's sync ``forward`` runs in a worker thread that
+cannot be interrupted, so ``compile`` returns only once every LM call it started has ended.
+If the compile itself fails or is cancelled, they are cancelled instead. Inside another optimizer that shares one limit of program runs between
 several bootstraps (random search, MIPROv2) nothing runs ahead: the calls are exactly DSPy's.
 With ``num_threads=1`` the LM requests are also sent in DSPy's order.
 """
@@ -214,6 +217,8 @@ class BootstrapFewShot(RunOptions, Teleprompter):
                 bar.advance(consumed)
         calls_per_attempt = max(1, len(self.name2predictor))
         pending: deque[asyncio.Task[list[_Attempt]]] = deque()
+        stop = asyncio.Event()
+        finished = False
         try:
             while len(bootstrapped) < max_bootstraps:
                 if not (pending and pending[0].done()):
@@ -226,7 +231,7 @@ class BootstrapFewShot(RunOptions, Teleprompter):
                         and not (run.spent if run is not None else self.budget.spent)
                     ):
                         example = self.trainset[consumed + len(pending)]
-                        pending.append(asyncio.ensure_future(self._run_example(example)))
+                        pending.append(asyncio.ensure_future(self._run_example(example, stop)))
                     if not pending:
                         break
                     await asyncio.wait([pending[0]])
@@ -258,9 +263,12 @@ class BootstrapFewShot(RunOptions, Teleprompter):
                             },
                         },
                     )
+            finished = True
         finally:
-            for task in pending:
-                task.cancel()
+            stop.set()
+            if not finished:
+                for task in pending:
+                    task.cancel()
             if pending:
                 await asyncio.gather(*pending, return_exceptions=True)
         logger.info(
@@ -296,20 +304,23 @@ class BootstrapFewShot(RunOptions, Teleprompter):
             error,
         )
 
-    async def _run_example(self, example: Any) -> list[_Attempt]:
-        """Every round for one example until one succeeds (on a private copy of the teacher)."""
+    async def _run_example(self, example: Any, stop: asyncio.Event) -> list[_Attempt]:
+        """Every round for one example until one succeeds (on a private copy of the teacher),
+        starting none once ``stop`` is set."""
         if self._limiter is not None:
             async with self._limiter:
-                return await self._run_rounds(example)
-        return await self._run_rounds(example)
+                return await self._run_rounds(example, stop)
+        return await self._run_rounds(example, stop)
 
-    async def _run_rounds(self, example: Any) -> list[_Attempt]:
+    async def _run_rounds(self, example: Any, stop: asyncio.Event) -> list[_Attempt]:
         teacher = fork_program(self.teacher)
         names = {id(p): name for name, p in teacher.named_predictors()}
         for _, predictor in teacher.named_predictors():
             predictor.demos = [x for x in predictor.demos if x != example]
         results: list[_Attempt] = []
         for round_idx in range(self.max_rounds):
+            if stop.is_set():
+                break
             attempt = await self._attempt(teacher, names, example, round_idx)
             results.append(attempt)
             if attempt.success:
