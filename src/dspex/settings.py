@@ -14,9 +14,9 @@ import os
 import sys
 import threading
 import types
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -37,8 +37,11 @@ __all__ = [
     "from_env",
     "get",
     "load",
+    "pop_scope",
+    "push_scope",
     "reset_defaults",
     "save",
+    "scoped",
 ]
 
 Preference = Literal["auto", "native_first", "dspy_first"]
@@ -306,6 +309,18 @@ def current() -> Settings:
     if scoped is not None:
         return scoped
     return _defaults if _defaults is not None else _initial()
+
+
+# Hot-path accessors (a module call, a Predict call, the callbacks check): the bound methods of
+# the context variable itself, so reading or scoping the settings costs no Python frame.
+scoped: Callable[[], Settings | None] = _scoped.get
+"""The innermost ``context()``'s settings, or ``None`` outside every one:
+``scoped() or current()`` is :func:`current` without a Python frame inside a ``context()``."""
+push_scope: Callable[[Settings], Token[Settings | None]] = _scoped.set
+"""Put ``settings`` in force for this task/thread (what ``context()`` does, as a plain call);
+undo with :func:`pop_scope` and the token it returns."""
+pop_scope: Callable[[Token[Settings | None]], None] = _scoped.reset
+"""Undo one :func:`push_scope`."""
 
 
 def configure(**changes: Any) -> None:

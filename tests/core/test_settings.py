@@ -59,3 +59,19 @@ def test_context_does_not_leak_across_threads_or_tasks() -> None:
 
     assert seen == ["auto"]
     assert asyncio.run(both()) == ["native_first", "dspy_first"]
+
+
+def test_hot_path_accessors_are_the_scoped_settings() -> None:
+    from dspex import settings
+
+    assert settings.scoped() is None  # outside every context()
+    with dspex.context(max_errors=3) as inside:
+        assert settings.scoped() is inside
+        assert (settings.scoped() or settings.current()) is settings.current()
+    pushed = settings.current().replace(max_errors=7)
+    token = settings.push_scope(pushed)
+    try:
+        assert settings.current() is pushed and settings.scoped() is pushed
+    finally:
+        settings.pop_scope(token)
+    assert settings.scoped() is None and settings.current().max_errors != 7

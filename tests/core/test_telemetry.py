@@ -56,3 +56,17 @@ def test_attach_rejects_non_callables() -> None:
 
     with pytest.raises(ConfigurationError):
         telemetry.attach("x", "not callable")  # type: ignore[arg-type]
+
+
+def test_attached_view_follows_attach_and_detach() -> None:
+    from dspex.telemetry import events
+
+    assert not events.ATTACHED
+    handle = telemetry.attach("dspex.x", lambda *_: None)
+    try:
+        assert events.ATTACHED and handle in events.ATTACHED
+        with pytest.raises(TypeError):
+            events.ATTACHED[0] = ("", lambda *_: None)  # type: ignore[index]
+    finally:
+        telemetry.detach(handle)
+    assert not events.ATTACHED

@@ -2,8 +2,8 @@
 
 An LM class whose sync ``__call__`` overrides its ``acall`` (a counting/sleeping test double)
 must be reached through ``__call__`` by ``Evaluate``/``Parallel``/``batch``, as DSPy calls
-programs synchronously. The check has a fast path for a plain ``Predict`` and a per-class
-cache; these tests pin both to the full walk's answers.
+programs synchronously. The check has a fast path for a plain ``Predict`` and reads each LM
+class afresh (no per-class cache); these tests pin it to the full walk's answers.
 """
 
 from __future__ import annotations

@@ -127,12 +127,15 @@ class Adapter(ABC):
         """
         try:
             options = dict(lm_kwargs)
-            options = self.prepare_lm_kwargs(options, signature, lm)
+            if type(self).prepare_lm_kwargs is not Adapter.prepare_lm_kwargs:  # else a no-op
+                options = self.prepare_lm_kwargs(options, signature, lm)
             rendered = plan_native_features(self, lm, options, signature, inputs)
             messages = self.format(rendered, demos, inputs)
             if options and options.get("parallel_tool_calls") is not None:
                 options.setdefault("tool_choice", "auto")
             outputs = yield _new_tuple(LMRequest, (messages, options, None))  # no __new__ frame
+            if type(outputs) is list and len(outputs) == 1:  # one choice: no comprehension frame
+                return [completion_values(self, rendered, signature, outputs[0], self.parse)]
             return [
                 completion_values(self, rendered, signature, output, self.parse)
                 for output in outputs
@@ -208,7 +211,8 @@ class Adapter(ABC):
             messages.extend(history)
         else:
             request_sig = signature
-            messages.extend(self.format_demos(signature, demos))
+            if demos or type(self).format_demos is not Adapter.format_demos:  # else none
+                messages.extend(self.format_demos(signature, demos))
         content = self.format_user_message_content(request_sig, inputs, main_request=True)
         if content:
             messages.append({"role": "user", "content": content})

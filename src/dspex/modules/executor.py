@@ -23,7 +23,6 @@ import threading
 import time
 import traceback
 import types
-import weakref
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
@@ -36,6 +35,7 @@ except ImportError:  # not on Windows
 from dspex import settings
 from dspex._sync import run_sync
 from dspex.errors import ExampleTimeout, ExecutionCancelled
+from dspex.lm.base import BaseLM
 from dspex.modules.predict import Predict
 from dspex.primitives.module import Module, Parameter
 
@@ -50,6 +50,7 @@ __all__ = [
     "async_entry",
     "configured_lm_customized",
     "customized_sync_lm",
+    "lm_classes_may_customize",
 ]
 
 logger = logging.getLogger(__name__)
@@ -175,22 +176,19 @@ _STRUCTURE = (Module, Parameter)
 _MAY_HOLD = (Module, Parameter, list, tuple, dict)
 _BUILTIN_CONTAINERS = frozenset({list, tuple, dict})
 _RUNTIME_LISTS = frozenset({"history", "callbacks"})
-_SYNC_OVERRIDES: weakref.WeakKeyDictionary[type, bool] = weakref.WeakKeyDictionary()
 
 
 def _overrides_sync_call(lm_type: type) -> bool:
-    """Whether ``lm_type`` defines ``__call__`` below its ``acall`` (cached per class)."""
-    known = _SYNC_OVERRIDES.get(lm_type)
-    if known is None:
-        sync_def, async_def = _defined_in(lm_type, "__call__"), _defined_in(lm_type, "acall")
-        known = (
-            sync_def is not None
-            and async_def is not None
-            and sync_def is not async_def
-            and issubclass(sync_def, async_def)
-        )
-        _SYNC_OVERRIDES[lm_type] = known
-    return known
+    """Whether ``lm_type`` defines ``__call__`` below its ``acall``. Read from the class
+    each time (no cache: a method assigned to a class later changes the answer); asked
+    only when :func:`lm_classes_may_customize` says some class may."""
+    sync_def, async_def = _defined_in(lm_type, "__call__"), _defined_in(lm_type, "acall")
+    return (
+        sync_def is not None
+        and async_def is not None
+        and sync_def is not async_def
+        and issubclass(sync_def, async_def)
+    )
 
 
 def _holds_modules(module: Any) -> bool:
@@ -214,6 +212,46 @@ def _holds_modules(module: Any) -> bool:
     return False
 
 
+def lm_classes_may_customize(root: type | None = None) -> bool:
+    """Whether any loaded LM class (``root``'s subclasses, default ``BaseLM``'s) may customize
+    its sync ``__call__`` below its ``acall``: :func:`customized_sync_lm`'s question for every
+    program at once, so a fan-out over programs none of which can use such a class asks
+    nothing per program. Read live from the class tree on every call (nothing cached: a class
+    defined or patched later is seen); its cost grows with the number of LM classes, not of
+    programs.
+
+    ``False`` is exact: such a class's ``__call__`` is defined by a class below the one
+    defining ``acall`` and not beside an ``acall`` of its own, so the walk meets a class that
+    defines ``__call__`` alone, or a class with a base outside the tree (a mixin) that
+    defines either; ``True`` only means the per-program check must run. (A class registered
+    with ``BaseLM.register`` is not a subclass and is not walked.)
+    """
+    top: type = BaseLM if root is None else root
+    stack = [top]
+    while stack:
+        cls = stack.pop()
+        own = cls.__dict__
+        if "__call__" in own and "acall" not in own:
+            return True
+        bases = cls.__bases__
+        if len(bases) > 1 and any(_mixin_defines_a_call(base, top) for base in bases):
+            return True
+        stack.extend(cls.__subclasses__())
+    return False
+
+
+def _mixin_defines_a_call(base: type, top: type) -> bool:
+    """Whether ``base`` (one of an LM class's bases) brings a ``__call__`` or ``acall`` from
+    outside the LM class tree under ``top``."""
+    if issubclass(base, top):
+        return False  # walked as a class of the tree itself
+    return any(
+        "__call__" in klass.__dict__ or "acall" in klass.__dict__
+        for klass in base.__mro__
+        if klass is not object
+    )
+
+
 def configured_lm_customized() -> bool:
     """Whether the configured LM (``settings.lm``) customizes its sync ``__call__`` (see
     :func:`customized_sync_lm`); a fan-out over many programs asks this once."""
@@ -231,6 +269,8 @@ def customized_sync_lm(program: Any, configured: bool | None = None) -> bool:
     the caller already has it.
     """
     if configured is None:
+        if not lm_classes_may_customize():
+            return False
         configured = configured_lm_customized()
     if configured:
         return True

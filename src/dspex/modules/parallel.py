@@ -22,8 +22,10 @@ from dspex.modules.executor import (
     async_entry,
     configured_lm_customized,
     customized_sync_lm,
+    lm_classes_may_customize,
 )
 from dspex.primitives.example import Example
+from dspex.primitives.module import ACALL, acall_awaitable
 
 __all__ = ["Parallel"]
 
@@ -92,19 +94,32 @@ class Parallel:
     def _process(
         self, executor: Executor[tuple[Any, Any], Any]
     ) -> Callable[[tuple[Any, Any]], Awaitable[Any]]:
-        """The per-pair step: returns the module call's awaitable (one coroutine, no wrapper)."""
+        """The per-pair step: returns the module call's awaitable (one coroutine, no wrapper).
+
+        Decided per call, since classes, settings and modules can change between calls:
+        whether any LM class could make a program run the sync way (usually none can: then
+        no program is inspected), and, when one could, each module's entry once per call.
+        """
         inline = executor.num_threads == 1
-        configured = configured_lm_customized()  # the settings LM: the same for every pair
+        customizing = lm_classes_may_customize()
+        # the settings LM: the same for every pair
+        configured = customizing and configured_lm_customized()
         calls: dict[int, Callable[..., Awaitable[Any]]] = {}
         access_examples = self.access_examples
 
         def process(pair: tuple[Any, Any]) -> Awaitable[Any]:
             module, example = pair
+            if (
+                type(example) is dict
+                and not customizing
+                and getattr(type(module), "acall", None) is ACALL
+            ):  # the common case: a module keeping Module's acall, a dict of inputs
+                return acall_awaitable(module, (), example)
             call = calls.get(id(module))
             if call is None:
-                sync = customized_sync_lm(module, configured)
+                sync = customizing and customized_sync_lm(module, configured)
                 call = calls[id(module)] = async_entry(module, inline=inline, sync=sync)
-            if type(example) is dict:  # the common case first (a dict is never an Example)
+            if type(example) is dict:  # a dict is never an Example
                 return call(**example)
             if isinstance(example, Example):
                 if access_examples:

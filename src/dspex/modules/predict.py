@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from dspex import settings
 from dspex.adapters.base import LMRequest, drive_async, drive_sync
+from dspex.adapters.chat import ChatAdapter
 from dspex.errors import CallError, ConfigurationError, StateError
 from dspex.lm.base import BaseLM
 from dspex.primitives.input_checks import check_inputs
@@ -23,20 +24,13 @@ if TYPE_CHECKING:
     from dspex.adapters.base import Adapter
     from dspex.primitives.streaming import StreamChunk
 
-__all__ = ["Predict"]
+__all__ = ["DEFAULT_ADAPTER", "Predict"]
 
 logger = logging.getLogger(__name__)
 
-_DEFAULT_ADAPTER: Adapter | None = None
-
-
-def _default_adapter() -> Adapter:
-    global _DEFAULT_ADAPTER
-    if _DEFAULT_ADAPTER is None:
-        from dspex.adapters import ChatAdapter
-
-        _DEFAULT_ADAPTER = ChatAdapter()
-    return _DEFAULT_ADAPTER
+DEFAULT_ADAPTER: Adapter = ChatAdapter()
+"""The adapter a call uses when none is configured (``settings.adapter``), as DSPy's
+``settings.adapter or ChatAdapter()``: one shared instance (it holds no per-call state)."""
 
 
 def _serialize(value: Any) -> Any:
@@ -93,7 +87,7 @@ class Predict(Module, Parameter):
         async def acall(self, *args: Any, **kwargs: Any) -> Prediction: ...
 
     def forward(self, **kwargs: Any) -> Prediction:
-        now = settings._scoped.get() or settings.current()  # no frame in a context()
+        now = settings.scoped() or settings.current()  # no frame in a context()
         if now.send_stream is not None:  # inside dspex.streamify
             from dspex.streaming.streamify import listened, streamed_sync
 
@@ -106,7 +100,7 @@ class Predict(Module, Parameter):
             flow.close()
 
     async def aforward(self, **kwargs: Any) -> Prediction:
-        now = settings._scoped.get() or settings.current()
+        now = settings.scoped() or settings.current()
         if now.send_stream is not None:  # inside dspex.streamify
             from dspex.streaming.streamify import listened, stream_predict
 
@@ -135,7 +129,7 @@ class Predict(Module, Parameter):
         if now is None:
             now = settings.current()
         lm, config, signature, demos, inputs = self._prepare(kwargs, now)
-        adapter = now.adapter or _DEFAULT_ADAPTER or _default_adapter()
+        adapter = now.adapter or DEFAULT_ADAPTER
         return lm, self._run(adapter, config, signature, demos, inputs, bool(record), lm)
 
     def _run(
@@ -148,27 +142,21 @@ class Predict(Module, Parameter):
         record: bool = True,
         lm: BaseLM | None = None,
     ) -> Generator[LMRequest, list[Any], Prediction]:
-        if events._handlers:  # events.has_handlers() without its frame
+        if events.ATTACHED:  # events.has_handlers() without its frame
             meta = {"module": "predict", "signature": signature.signature}
             with events.span("dspex.native.execute", meta):
                 completions = yield from adapter.flow(config, signature, demos, inputs, lm)
         else:
             completions = yield from adapter.flow(config, signature, demos, inputs, lm)
         prediction = Prediction.from_completions(completions, signature=signature)
-        if record:
-            self._record_trace(inputs, prediction)
+        if record:  # ``(self, inputs, prediction)`` joins the trace in force, as in DSPy
+            now = settings.scoped() or settings.current()
+            trace = now.trace  # optimizers read demos from it; bounded by max_trace_size
+            if trace is not None and now.max_trace_size > 0:
+                if len(trace) >= now.max_trace_size:
+                    trace.pop(0)
+                trace.append((self, dict(inputs), prediction))
         return prediction
-
-    def _record_trace(self, inputs: dict[str, Any], prediction: Prediction) -> None:
-        """Append ``(self, inputs, prediction)`` to the trace in force (``context(trace=[])``),
-        as DSPy does; optimizers read demos from it. Bounded by ``max_trace_size``."""
-        current = settings._scoped.get() or settings.current()
-        trace = current.trace
-        if trace is None or current.max_trace_size <= 0:
-            return
-        if len(trace) >= current.max_trace_size:
-            trace.pop(0)
-        trace.append((self, dict(inputs), prediction))
 
     def _prepare(
         self, kwargs: dict[str, Any], now: settings.Settings | None = None

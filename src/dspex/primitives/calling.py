@@ -20,7 +20,7 @@ from typing import Any
 from dspex import settings
 from dspex.lm.usage import UsageTracker
 from dspex.primitives.prediction import Prediction
-from dspex.utils.callback import begin, has_callbacks
+from dspex.utils.callback import begin
 from dspex.utils.inspect_history import CALLERS
 
 __all__ = ["CALLERS", "call_async", "call_sync", "forward_in_call", "warn_direct_forward"]
@@ -32,23 +32,40 @@ _IN_CALL: ContextVar[int] = ContextVar("dspex_in_module_call", default=0)
 """``id`` of the module whose ``__call__``/``acall`` is about to run its forward."""
 
 
-def _enter(module: Any) -> tuple[Token[Any], UsageTracker | None, Any]:
-    """Push ``module`` on the caller stack; open a usage tracker if this call is the outermost
-    one under ``track_usage=True``. Returns ``(caller-stack token, the tracker it opened or
-    None, the settings token or None)`` for :func:`_leave` (plain calls: this runs per module
-    call, so no context-manager generator and no scope object)."""
-    callers = CALLERS.set((*CALLERS.get(), module))
-    now = settings._scoped.get() or settings.current()  # no frame inside a context()
-    if now.track_usage and now.usage_tracker is None:
-        tracker = UsageTracker()
-        return callers, tracker, settings._scoped.set(now.replace(usage_tracker=tracker))
-    return callers, None, None
+_Scope = tuple[Any, Token[Any], UsageTracker | None, Any]
 
 
-def _leave(scope: tuple[Token[Any], UsageTracker | None, Any]) -> None:
-    if scope[2] is not None:
-        settings._scoped.reset(scope[2])
-    CALLERS.reset(scope[0])
+def _enter(module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Scope:
+    """Start one module call: its callbacks (``on_module_start``), then push ``module`` on
+    the caller stack and open a usage tracker if this call is the outermost one under
+    ``track_usage=True``. Returns ``(the callbacks' call or None, caller-stack token, the
+    tracker it opened or None, the settings token or None)`` for :func:`_leave`.
+
+    One plain call per module call (no context-manager generator, no scope object); the
+    callbacks check is :func:`~dspex.utils.callback.has_callbacks`', inline.
+    """
+    now = settings.scoped() or settings.current()
+    call = None
+    if getattr(module, "callbacks", None) or now.callbacks:
+        call = begin(module, type(module).__call__, args, kwargs)
+        if call is not None:  # a callback's on_module_start may have changed the settings
+            now = settings.scoped() or settings.current()
+    try:
+        callers = CALLERS.set((*CALLERS.get(), module))
+        if now.track_usage and now.usage_tracker is None:
+            tracker = UsageTracker()
+            return call, callers, tracker, settings.push_scope(now.replace(usage_tracker=tracker))
+    except BaseException as exc:
+        if call is not None:
+            call.end(None, exc)
+        raise
+    return call, callers, None, None
+
+
+def _leave(scope: _Scope) -> None:
+    if scope[3] is not None:
+        settings.pop_scope(scope[3])
+    CALLERS.reset(scope[1])
 
 
 def _attach_usage(tracker: UsageTracker | None, output: Any) -> None:
@@ -68,25 +85,24 @@ def call_sync(
     module: Any, run: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Any:
     """Run ``run(*args, **kwargs)`` (the forward) as one module call, with its callbacks."""
-    call = begin(module, type(module).__call__, args, kwargs) if has_callbacks(module) else None
+    scope = _enter(module, args, kwargs)
     try:
-        scope = _enter(module)
         try:
             token = _IN_CALL.set(id(module))
             try:
                 output = run(*args, **kwargs)
             finally:
                 _IN_CALL.reset(token)
-            if scope[1] is not None:
-                _attach_usage(scope[1], output)
+            if scope[2] is not None:
+                _attach_usage(scope[2], output)
         finally:
             _leave(scope)
     except BaseException as exc:
-        if call is not None:
-            call.end(None, exc)
+        if scope[0] is not None:
+            scope[0].end(None, exc)
         raise
-    if call is not None:
-        call.end(output, None)
+    if scope[0] is not None:
+        scope[0].end(output, None)
     return output
 
 
@@ -94,9 +110,8 @@ async def call_async(
     module: Any, run: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Any:
     """:func:`call_sync` for ``acall``: ``run(*args, **kwargs)`` returns the awaitable."""
-    call = begin(module, type(module).__call__, args, kwargs) if has_callbacks(module) else None
+    scope = _enter(module, args, kwargs)
     try:
-        scope = _enter(module)
         try:
             token = _IN_CALL.set(id(module))
             try:
@@ -104,16 +119,16 @@ async def call_async(
             finally:
                 _IN_CALL.reset(token)
             output = await awaitable
-            if scope[1] is not None:
-                _attach_usage(scope[1], output)
+            if scope[2] is not None:
+                _attach_usage(scope[2], output)
         finally:
             _leave(scope)
     except BaseException as exc:
-        if call is not None:
-            call.end(None, exc)
+        if scope[0] is not None:
+            scope[0].end(None, exc)
         raise
-    if call is not None:
-        call.end(output, None)
+    if scope[0] is not None:
+        scope[0].end(output, None)
     return output
 
 

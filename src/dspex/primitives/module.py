@@ -14,7 +14,7 @@ import functools
 import logging
 import re
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Coroutine, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TextIO, TypeVar
 
@@ -25,7 +25,14 @@ from dspex.errors import CallError, StateError, StateKeyMissing, UserError
 from dspex.primitives.calling import call_async, call_sync, forward_in_call, warn_direct_forward
 from dspex.utils.saving import get_dependency_versions  # a module global: DSPy-style tests patch it
 
-__all__ = ["DSPY_STATE_VERSION", "Module", "Parameter", "set_attribute_by_name"]
+__all__ = [
+    "ACALL",
+    "DSPY_STATE_VERSION",
+    "Module",
+    "Parameter",
+    "acall_awaitable",
+    "set_attribute_by_name",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -121,15 +128,7 @@ class Module(metaclass=_ModuleMeta):
     async def acall(self, *args: Any, **kwargs: Any) -> Any:
         """Run the program from async code: ``aforward`` natively; a sync-only ``forward``
         runs in a worker thread so the event loop stays free (DSPy needs ``aforward``)."""
-        if args and self._keyword_only:
-            raise CallError(self._positional_error())
-        cls = type(self)
-        if cls.aforward is not Module.aforward or cls.forward is Module.forward:
-            return await call_async(self, self.aforward, args, kwargs)
-        from dspex.utils.asyncify import in_worker_thread
-
-        run = functools.partial(forward_in_call, self, args, kwargs)
-        return await call_async(self, lambda *_a, **_k: in_worker_thread(run), args, kwargs)
+        return await acall_awaitable(self, args, kwargs)
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
@@ -406,6 +405,29 @@ def _metadata() -> dict[str, Any]:
 
 
 _PATH_PART = re.compile(r"\.?(\w+)|\[(\d+)\]|\['([^']*)'\]")
+
+
+ACALL = Module.acall
+"""``Module``'s own ``acall``: a class whose ``acall`` is this one is called through
+:func:`acall_awaitable` by a fan-out (no ``acall`` coroutine around each call)."""
+
+
+def acall_awaitable(
+    module: Module, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Coroutine[Any, Any, Any]:
+    """What ``Module.acall(module, *args, **kwargs)`` awaits: the module call's coroutine,
+    without the ``acall`` coroutine around it (``kwargs`` is not changed). A fan-out awaits it
+    directly for a module whose class keeps :data:`ACALL`; its errors (a positional argument
+    to a keyword-only module) are raised here, at once, instead of at the first await."""
+    if args and module._keyword_only:
+        raise CallError(module._positional_error())
+    cls = type(module)
+    if cls.aforward is not Module.aforward or cls.forward is Module.forward:
+        return call_async(module, module.aforward, args, kwargs)
+    from dspex.utils.asyncify import in_worker_thread
+
+    run = functools.partial(forward_in_call, module, args, kwargs)
+    return call_async(module, lambda *_a, **_k: in_worker_thread(run), args, kwargs)
 
 
 def set_attribute_by_name(obj: Any, name: str, value: Any) -> None:

@@ -55,7 +55,9 @@ class Prediction(Example):
             choice = list_or_dict[0]
             completions = _new_object(Completions)
             completions.signature = signature  # Completions has no __setattr__ of its own
-            completions._completions = {k: [v] for k, v in choice.items()}
+            by_field = completions._completions = {}  # a loop: a comprehension is a frame
+            for k, v in choice.items():
+                by_field[k] = [v]
             obj = _new_object(cls)
             state = obj.__dict__  # item stores: Example's __setattr__ is a Python frame
             state["_input_keys"] = None

@@ -5,12 +5,23 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import types
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Handler", "attach", "attached", "capture", "detach", "emit", "has_handlers", "span"]
+__all__ = [
+    "ATTACHED",
+    "Handler",
+    "attach",
+    "attached",
+    "capture",
+    "detach",
+    "emit",
+    "has_handlers",
+    "span",
+]
 
 Handler = Callable[[str, Mapping[str, float], Mapping[str, Any]], None]
 
@@ -20,6 +31,9 @@ _log = logging.getLogger("dspex.telemetry")
 _lock = threading.RLock()
 _handlers: dict[int, tuple[str, Handler]] = {}
 _next_id = 0
+ATTACHED: Mapping[int, tuple[str, Handler]] = types.MappingProxyType(_handlers)
+"""The attached handlers, read-only: truthy while any is attached (:func:`has_handlers`
+without a call, for per-call hot paths)."""
 # event name -> handlers whose prefix matches; rebuilt lazily after attach/detach.
 _resolved: dict[str, tuple[Handler, ...]] = {}
 _EMPTY: Mapping[str, Any] = {}

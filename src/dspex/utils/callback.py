@@ -268,18 +268,16 @@ class _Call:
 def has_callbacks(instance: Any) -> bool:
     """Whether any callback may see a call on ``instance`` (its own, or the settings' in
     force): checked before :func:`begin` on every module call, format and parse."""
-    if getattr(instance, "callbacks", None):
-        return True
-    scoped = settings._scoped.get()  # settings.current() without its frame (every call)
-    return bool((scoped if scoped is not None else settings.current()).callbacks)
+    return bool(
+        getattr(instance, "callbacks", None) or (settings.scoped() or settings.current()).callbacks
+    )
 
 
 def begin(
     instance: Any, method: Callable[..., Any], args: tuple[Any, ...], kw: dict[str, Any]
 ) -> _Call | None:
     """Start the callbacks of one call (``None`` when there are none: the fast path)."""
-    scoped = settings._scoped.get()  # settings.current() without its frame (every call)
-    configured = (scoped if scoped is not None else settings.current()).callbacks
+    configured = (settings.scoped() or settings.current()).callbacks  # no frame in a context()
     own = getattr(instance, "callbacks", None)
     if not configured and not own:
         return None  # no list built: this runs for every module call, format and parse
@@ -303,8 +301,11 @@ def with_callbacks(fn: F) -> F:
 
         @functools.wraps(fn)
         async def async_wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
-            if not has_callbacks(self):
-                return await fn(self, *args, **kwargs)
+            if not (
+                getattr(self, "callbacks", None)
+                or (settings.scoped() or settings.current()).callbacks
+            ):
+                return await fn(self, *args, **kwargs)  # has_callbacks(), inline
             call = begin(self, fn, args, kwargs)
             if call is None:
                 return await fn(self, *args, **kwargs)
@@ -320,8 +321,10 @@ def with_callbacks(fn: F) -> F:
 
     @functools.wraps(fn)
     def sync_wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
-        if not has_callbacks(self):
-            return fn(self, *args, **kwargs)  # no callbacks anywhere: no begin() and its work
+        if not (
+            getattr(self, "callbacks", None) or (settings.scoped() or settings.current()).callbacks
+        ):
+            return fn(self, *args, **kwargs)  # has_callbacks(), inline: no begin() and its work
         call = begin(self, fn, args, kwargs)
         if call is None:
             return fn(self, *args, **kwargs)
