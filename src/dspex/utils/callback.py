@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
+import types
 import uuid
 from collections.abc import Callable
 from contextvars import ContextVar
@@ -301,11 +302,8 @@ def with_callbacks(fn: F) -> F:
 
         @functools.wraps(fn)
         async def async_wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
-            if not (
-                getattr(self, "callbacks", None)
-                or (settings.scoped() or settings.current()).callbacks
-            ):
-                return await fn(self, *args, **kwargs)  # has_callbacks(), inline
+            if not has_callbacks(self):
+                return await fn(self, *args, **kwargs)
             call = begin(self, fn, args, kwargs)
             if call is None:
                 return await fn(self, *args, **kwargs)
@@ -319,24 +317,74 @@ def with_callbacks(fn: F) -> F:
 
         return cast(F, async_wrapper)
 
+    fixed = _fixed_arity_wrapper(fn)
+    if fixed is not None:
+        return cast(F, functools.wraps(fn)(fixed))
+
     @functools.wraps(fn)
     def sync_wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
-        if not (
-            getattr(self, "callbacks", None) or (settings.scoped() or settings.current()).callbacks
-        ):
-            return fn(self, *args, **kwargs)  # has_callbacks(), inline: no begin() and its work
-        call = begin(self, fn, args, kwargs)
-        if call is None:
-            return fn(self, *args, **kwargs)
-        try:
-            result = fn(self, *args, **kwargs)
-        except BaseException as exc:
-            call.end(None, exc)
-            raise
-        call.end(result, None)
-        return result
+        if not has_callbacks(self):
+            return fn(self, *args, **kwargs)  # no callbacks anywhere: no begin() and its work
+        return _called(fn, self, args, kwargs)
 
     return cast(F, sync_wrapper)
+
+
+def _called(fn: Callable[..., Any], self: Any, args: tuple[Any, ...], kw: dict[str, Any]) -> Any:
+    """A sync wrapper's call when some callback may see it."""
+    call = begin(self, fn, args, kw)
+    if call is None:
+        return fn(self, *args, **kw)
+    try:
+        result = fn(self, *args, **kw)
+    except BaseException as exc:
+        call.end(None, exc)
+        raise
+    call.end(result, None)
+    return result
+
+
+# The wrappers reach everything through module functions (no module object, no context
+# variable), so a class defined in a script still pickles by value (cloudpickle) wrapped.
+_FIXED_TEMPLATE = """\
+def wrapper({params}):
+    if not _dspex_has_callbacks({self}):
+        return _dspex_fn({params})
+    return _dspex_called(_dspex_fn, {self}, ({rest}), {{}})
+"""
+
+
+def _fixed_arity_wrapper(fn: Callable[..., Any]) -> Callable[..., Any] | None:
+    """The sync wrapper for a method whose parameters are all plain positional-or-keyword
+    ones without defaults (``Adapter.format``/``parse``): built with the method's own
+    parameters, so the call without callbacks packs no ``*args``/``**kwargs`` (they cost
+    more than the rest of the wrapper on every format and parse). ``None`` for any other
+    method (the generic wrapper). Same behaviour: same names for keyword calls, and an
+    arity error names the method (``functools.wraps`` gives it its qualified name)."""
+    if type(fn) is not types.FunctionType:
+        return None
+    code = fn.__code__
+    if (
+        code.co_flags & (inspect.CO_VARARGS | inspect.CO_VARKEYWORDS)
+        or code.co_kwonlyargcount
+        or code.co_posonlyargcount
+        or fn.__defaults__
+        or not code.co_argcount
+    ):
+        return None
+    params = code.co_varnames[: code.co_argcount]
+    if any(name.startswith("_dspex_") or name in ("getattr",) for name in params):
+        return None
+    rest = "".join(f"{name}, " for name in params[1:])
+    source = _FIXED_TEMPLATE.format(params=", ".join(params), self=params[0], rest=rest)
+    namespace: dict[str, Any] = {
+        "_dspex_has_callbacks": has_callbacks,
+        "_dspex_fn": fn,
+        "_dspex_called": _called,
+    }
+    exec(compile(source, f"<with_callbacks {fn.__qualname__}>", "exec"), namespace)
+    wrapper: Callable[..., Any] = namespace["wrapper"]
+    return wrapper
 
 
 _ACTIVE_COMPILES: ContextVar[tuple[tuple[int, int, int | None], ...]] = ContextVar(
