@@ -278,3 +278,40 @@ def test_parallel_executor_as_dspy() -> None:
         assert executor.failed_indices == [2] and str(executor.exceptions_map[2]) == "three"
         with pytest.raises(BatchCancelled, match="Execution cancelled"):
             ParallelExecutor(num_threads=threads, max_errors=1).execute(task, [1, 2, 3, 4])
+
+
+def test_module_call_runs_the_forward_as_the_check_would(caplog: pytest.LogCaptureFixture) -> None:
+    """``__call__`` runs a class's checked forward bare: an instance's own ``forward`` is still
+    the one called, a child's forward called directly inside still warns, and the module's
+    own forward called again from inside its forward warns (its children are checked afresh)."""
+
+    class Child(dspex.Module):
+        def forward(self, x: str) -> str:
+            return f"child {x}"
+
+    class Parent(dspex.Module):
+        def __init__(self, again: bool = False) -> None:
+            super().__init__()
+            self.child = Child()
+            self.again = again
+
+        def forward(self, x: str) -> str:
+            if self.again:
+                self.again = False
+                return self.forward(x=x)
+            return self.child.forward(x=x)
+
+    with caplog.at_level(logging.WARNING):
+        assert Parent()(x="a") == "child a"
+    assert "on Child directly is discouraged" in caplog.text
+    assert "on Parent directly" not in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        assert Parent(again=True)(x="b") == "child b"
+    assert "on Parent directly is discouraged" in caplog.text
+    caplog.clear()
+    patched = Parent()
+    patched.forward = lambda x: f"instance {x}"  # type: ignore[method-assign]
+    with caplog.at_level(logging.WARNING):
+        assert patched(x="c") == "instance c"
+    assert "directly is discouraged" not in caplog.text

@@ -82,13 +82,19 @@ def _attach_usage(tracker: UsageTracker | None, output: Any) -> None:
 
 
 def call_sync(
-    module: Any, run: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    module: Any,
+    run: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    checked: bool = False,
 ) -> Any:
-    """Run ``run(*args, **kwargs)`` (the forward) as one module call, with its callbacks."""
+    """Run ``run(*args, **kwargs)`` (the forward) as one module call, with its callbacks.
+    ``checked``: ``run`` is the module's own forward without its direct-call check (the
+    check would pass: this is the module's call), so its children are checked afresh."""
     scope = _enter(module, args, kwargs)
     try:
         try:
-            token = _IN_CALL.set(id(module))
+            token = _IN_CALL.set(0 if checked else id(module))
             try:
                 output = run(*args, **kwargs)
             finally:

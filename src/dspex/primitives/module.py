@@ -121,7 +121,13 @@ class Module(metaclass=_ModuleMeta):
         if args and self._keyword_only:
             raise CallError(self._positional_error())
         cls = type(self)  # _has_sync_forward() / _has_async_forward() without their frames
-        if cls.forward is not Module.forward or cls.aforward is Module.aforward:
+        forward = cls.forward
+        if forward is not Module.forward or cls.aforward is Module.aforward:
+            if getattr(forward, "__dspex_checked__", False) and "forward" not in self.__dict__:
+                # the class's checked forward, run as this call: the check would pass, so the
+                # forward runs bare (one frame and one kwargs copy less)
+                bare = forward.__wrapped__.__get__(self)  # type: ignore[attr-defined]
+                return call_sync(self, bare, args, kwargs, checked=True)
             return call_sync(self, self.forward, args, kwargs)
         return call_sync(self, lambda *a, **k: run_sync(self.aforward(*a, **k)), args, kwargs)
 
