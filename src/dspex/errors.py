@@ -798,3 +798,15 @@ class FlexBudgetExceeded(FlexBridgeError):
 
 
 __all__ += ["FlexBridgeError", "FlexBudgetExceeded", "FlexInputError", "FlexSourceError"]
+
+
+# --- module calls ---
+
+
+class CallStopped(DSPexError):
+    """A module call was refused because the work it belongs to was stopped: an optimizer's
+    examples run ahead that turned out not to be needed stop at their next module call
+    (a program's sync ``forward`` runs in a worker thread, which cannot be interrupted)."""
+
+
+__all__ += ["CallStopped"]

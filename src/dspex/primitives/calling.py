@@ -13,23 +13,49 @@ from __future__ import annotations
 import functools
 import logging
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from contextvars import ContextVar, Token
 from typing import Any
 
 from dspex import settings
+from dspex.errors import CallStopped
 from dspex.lm.usage import UsageTracker
 from dspex.primitives.prediction import Prediction
 from dspex.utils.callback import begin
 from dspex.utils.inspect_history import CALLERS
 
-__all__ = ["CALLERS", "call_async", "call_sync", "forward_in_call", "warn_direct_forward"]
+__all__ = [
+    "CALLERS",
+    "call_async",
+    "call_sync",
+    "forward_in_call",
+    "stoppable",
+    "warn_direct_forward",
+]
 
 logger = logging.getLogger("dspex.primitives.module")
 
 
 _IN_CALL: ContextVar[int] = ContextVar("dspex_in_module_call", default=0)
 """``id`` of the module whose ``__call__``/``acall`` is about to run its forward."""
+
+
+_STOP: ContextVar[threading.Event | None] = ContextVar("dspex_stop_module_calls", default=None)
+"""Set by :func:`stoppable`: once the event is set, module calls under it are refused."""
+
+
+@contextmanager
+def stoppable(stop: threading.Event) -> Iterator[None]:
+    """Module calls made inside (on this task, in the worker threads it starts) raise
+    :class:`~dspex.errors.CallStopped` once ``stop`` is set: work that is no longer wanted
+    ends at its next module call, even in a thread that cancellation cannot reach."""
+    token = _STOP.set(stop)
+    try:
+        yield
+    finally:
+        _STOP.reset(token)
 
 
 _Scope = tuple[Any, Token[Any], UsageTracker | None, Any]
@@ -42,7 +68,9 @@ def _enter(module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Scope
     tracker it opened or None, the settings token or None)`` for :func:`_leave`.
 
     One plain call per module call (no context-manager generator, no scope object); the
-    callbacks check is :func:`~dspex.utils.callback.has_callbacks`', inline.
+    callbacks check is :func:`~dspex.utils.callback.has_callbacks`', inline. Refuses the call
+    (after ``on_module_start``, which then sees it end with the error) once the
+    :func:`stoppable` scope it runs under is stopped.
     """
     now = settings.scoped() or settings.current()
     call = None
@@ -51,6 +79,11 @@ def _enter(module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Scope
         if call is not None:  # a callback's on_module_start may have changed the settings
             now = settings.scoped() or settings.current()
     try:
+        stop = _STOP.get()
+        if stop is not None and stop.is_set():
+            raise CallStopped(
+                f"{type(module).__name__} call refused: the work it belongs to stopped"
+            )
         callers = CALLERS.set((*CALLERS.get(), module))
         if now.track_usage and now.usage_tracker is None:
             tracker = UsageTracker()

@@ -9,10 +9,11 @@ calls per attempt measured on the examples done so far). Results are consumed in
 order and the loop stops where DSPy's stops (examples run ahead past that point are
 discarded, their metric results unused), so errors are counted in DSPy's order and the
 compiled demos are the ones DSPy picks; the LM calls paid are DSPy's plus at most those of the
-examples run ahead. When the loop stops, examples still running start no further round and
-are waited for, not abandoned: a program's sync ``forward`` runs in a worker thread that
-cannot be interrupted, so ``compile`` returns only once every LM call it started has ended.
-If the compile itself fails or is cancelled, they are cancelled instead. Inside another optimizer that shares one limit of program runs between
+examples run ahead. When the loop stops, examples still running are stopped at their next
+module call (:func:`~dspex.primitives.calling.stoppable`) and waited for, not abandoned: a
+program's sync ``forward`` runs in a worker thread that cancellation cannot reach, so
+``compile`` returns only once every LM call it started has ended (at most one LM call per
+such example). If the compile itself fails or is cancelled, they are cancelled instead. Inside another optimizer that shares one limit of program runs between
 several bootstraps (random search, MIPROv2) nothing runs ahead: the calls are exactly DSPy's.
 With ``num_threads=1`` the LM requests are also sent in DSPy's order.
 """
@@ -24,6 +25,7 @@ import copy
 import logging
 import os
 import random
+import threading
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -33,6 +35,7 @@ from dspex import settings
 from dspex._sync import run_sync
 from dspex.errors import OptimizerError
 from dspex.modules.predict import serialize_object
+from dspex.primitives.calling import stoppable
 from dspex.primitives.example import Example
 from dspex.teleprompt._dspy_hash import dspy_hash_demos
 from dspex.teleprompt.run import PhaseProgress, Run, RunOptions
@@ -217,7 +220,7 @@ class BootstrapFewShot(RunOptions, Teleprompter):
                 bar.advance(consumed)
         calls_per_attempt = max(1, len(self.name2predictor))
         pending: deque[asyncio.Task[list[_Attempt]]] = deque()
-        stop = asyncio.Event()
+        stop = threading.Event()
         finished = False
         try:
             while len(bootstrapped) < max_bootstraps:
@@ -304,27 +307,28 @@ class BootstrapFewShot(RunOptions, Teleprompter):
             error,
         )
 
-    async def _run_example(self, example: Any, stop: asyncio.Event) -> list[_Attempt]:
-        """Every round for one example until one succeeds (on a private copy of the teacher),
-        starting none once ``stop`` is set."""
+    async def _run_example(self, example: Any, stop: threading.Event) -> list[_Attempt]:
+        """Every round for one example until one succeeds (on a private copy of the teacher);
+        once ``stop`` is set, no round starts and no module call is made."""
         if self._limiter is not None:
             async with self._limiter:
                 return await self._run_rounds(example, stop)
         return await self._run_rounds(example, stop)
 
-    async def _run_rounds(self, example: Any, stop: asyncio.Event) -> list[_Attempt]:
+    async def _run_rounds(self, example: Any, stop: threading.Event) -> list[_Attempt]:
         teacher = fork_program(self.teacher)
         names = {id(p): name for name, p in teacher.named_predictors()}
         for _, predictor in teacher.named_predictors():
             predictor.demos = [x for x in predictor.demos if x != example]
         results: list[_Attempt] = []
-        for round_idx in range(self.max_rounds):
-            if stop.is_set():
-                break
-            attempt = await self._attempt(teacher, names, example, round_idx)
-            results.append(attempt)
-            if attempt.success:
-                break
+        with stoppable(stop):
+            for round_idx in range(self.max_rounds):
+                if stop.is_set():
+                    break
+                attempt = await self._attempt(teacher, names, example, round_idx)
+                results.append(attempt)
+                if attempt.success:
+                    break
         return results
 
     async def _attempt(
