@@ -155,3 +155,14 @@ def test_parallel_keeps_a_modules_own_acall() -> None:
     pairs = [(_OwnAcall(), {"text": "x"}), (_Upper(), {"text": "y"})]
     results = Parallel(num_threads=2, disable_progress_bar=True)(pairs)
     assert [r.text for r in results] == ["own acall", "Y"]
+
+
+def test_parallel_calls_an_instances_own_acall() -> None:
+    module = _Upper()
+
+    async def patched(**kwargs: Any) -> Any:
+        return dspex.Prediction(text="instance acall")
+
+    module.acall = patched  # type: ignore[method-assign]
+    results = Parallel(num_threads=2, disable_progress_bar=True)([(module, {"text": "z"})])
+    assert [r.text for r in results] == ["instance acall"]

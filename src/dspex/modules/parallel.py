@@ -113,6 +113,7 @@ class Parallel:
                 type(example) is dict
                 and not customizing
                 and getattr(type(module), "acall", None) is ACALL
+                and "acall" not in module.__dict__
             ):  # the common case: a module keeping Module's acall, a dict of inputs
                 return acall_awaitable(module, (), example)
             call = calls.get(id(module))
