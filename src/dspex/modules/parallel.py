@@ -112,9 +112,10 @@ class Parallel:
             if (
                 type(example) is dict
                 and not customizing
-                and getattr(type(module), "acall", None) is ACALL
-                and "acall" not in module.__dict__
-            ):  # the common case: a module keeping Module's acall, a dict of inputs
+                and getattr(getattr(module, "acall", None), "__func__", None) is ACALL
+            ):  # the common case: a module keeping Module's acall, a dict of inputs (an
+                # instance's own acall is no bound method; reading __dict__ instead would
+                # materialize the instance's dict, which slows every attribute read after)
                 return acall_awaitable(module, (), example)
             call = calls.get(id(module))
             if call is None:

@@ -123,12 +123,15 @@ class Module(metaclass=_ModuleMeta):
         cls = type(self)  # _has_sync_forward() / _has_async_forward() without their frames
         forward = cls.forward
         if forward is not Module.forward or cls.aforward is Module.aforward:
-            if getattr(forward, "__dspex_checked__", False) and "forward" not in self.__dict__:
-                # the class's checked forward, run as this call: the check would pass, so the
-                # forward runs bare (one frame and one kwargs copy less)
-                bare = forward.__wrapped__.__get__(self)  # type: ignore[attr-defined]
+            bound = self.forward
+            if getattr(forward, "__dspex_checked__", False) and (
+                getattr(bound, "__func__", None) is forward
+            ):
+                # the class's checked forward (not an instance's own), run as this call: the
+                # check would pass, so the forward runs bare (a frame and a kwargs copy less)
+                bare = forward.__wrapped__.__get__(self)
                 return call_sync(self, bare, args, kwargs, checked=True)
-            return call_sync(self, self.forward, args, kwargs)
+            return call_sync(self, bound, args, kwargs)
         return call_sync(self, lambda *a, **k: run_sync(self.aforward(*a, **k)), args, kwargs)
 
     async def acall(self, *args: Any, **kwargs: Any) -> Any:
