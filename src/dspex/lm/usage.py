@@ -89,10 +89,10 @@ class _TrackerSlot:
         return current_tracker()
 
     def set(self, tracker: UsageTracker | None) -> Token[Settings | None]:
-        return settings._scoped.set(settings.current().replace(usage_tracker=tracker))
+        return settings.push_scope(settings.current().replace(usage_tracker=tracker))
 
     def reset(self, token: Token[Settings | None]) -> None:
-        settings._scoped.reset(token)
+        settings.pop_scope(token)
 
 
 _tracker = _TrackerSlot()
