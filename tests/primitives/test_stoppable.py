@@ -85,3 +85,16 @@ def test_acall_is_refused_too() -> None:
 
     with dspex.context(lm=DummyLM([{"answer": "a"}])), pytest.raises(CallStopped):
         asyncio.run(main())
+
+
+def test_scopes_nest_an_outer_stop_reaches_inside_an_inner_scope() -> None:
+    outer, inner = threading.Event(), threading.Event()
+    predict = dspex.Predict("question -> answer")
+    with dspex.context(lm=DummyLM(Counting())), stoppable(outer):
+        with stoppable(inner):
+            assert predict(question="q").answer == "a"
+            outer.set()
+            with pytest.raises(CallStopped):
+                predict(question="q")
+        with pytest.raises(CallStopped):  # and after the inner scope
+            predict(question="q")

@@ -42,16 +42,18 @@ _IN_CALL: ContextVar[int] = ContextVar("dspex_in_module_call", default=0)
 """``id`` of the module whose ``__call__``/``acall`` is about to run its forward."""
 
 
-_STOP: ContextVar[threading.Event | None] = ContextVar("dspex_stop_module_calls", default=None)
-"""Set by :func:`stoppable`: once the event is set, module calls under it are refused."""
+_STOP: ContextVar[tuple[threading.Event, ...]] = ContextVar("dspex_stop_module_calls", default=())
+"""The events of the :func:`stoppable` scopes in force, innermost first: once any is set,
+module calls under it are refused."""
 
 
 @contextmanager
 def stoppable(stop: threading.Event) -> Iterator[None]:
     """Module calls made inside (on this task, in the worker threads it starts) raise
     :class:`~dspex.errors.CallStopped` once ``stop`` is set: work that is no longer wanted
-    ends at its next module call, even in a thread that cancellation cannot reach."""
-    token = _STOP.set(stop)
+    ends at its next module call, even in a thread that cancellation cannot reach. Scopes
+    nest: a call is refused once this scope or any scope around it is stopped."""
+    token = _STOP.set((stop, *_STOP.get()))
     try:
         yield
     finally:
@@ -79,8 +81,8 @@ def _enter(module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Scope
         if call is not None:  # a callback's on_module_start may have changed the settings
             now = settings.scoped() or settings.current()
     try:
-        stop = _STOP.get()
-        if stop is not None and stop.is_set():
+        stops = _STOP.get()
+        if stops and any(stop.is_set() for stop in stops):
             raise CallStopped(
                 f"{type(module).__name__} call refused: the work it belongs to stopped"
             )
