@@ -37,6 +37,7 @@ from dspex._sync import run_sync
 from dspex.errors import ExampleTimeout, ExecutionCancelled
 from dspex.lm.base import BaseLM
 from dspex.modules.predict import Predict
+from dspex.primitives.calling import stoppable
 from dspex.primitives.module import Module, Parameter
 
 __all__ = [
@@ -345,6 +346,7 @@ class Executor(Generic[T, R]):
         self._open = False
         self._idle: asyncio.Future[None] | None = None  # resolved when the last worker ends
         self._stop = False
+        self._halt = threading.Event()  # set when the run stops its items (stoppable)
         self._cancelled_by_errors = False
         self._interrupted = False
 
@@ -366,9 +368,11 @@ class Executor(Generic[T, R]):
         self._left = len(items)
         self._live = 0
         self._open = True
+        self._halt = threading.Event()
         self._idle = idle = loop.create_future()
         if items:
-            self._start_workers(fn, iter(enumerate(items)), outcome, 1)
+            with stoppable(self._halt):  # the workers' tasks (and their threads) inherit it
+                self._start_workers(fn, iter(enumerate(items)), outcome, 1)
         else:
             idle.set_result(None)
         if self._interrupted:  # Ctrl-C arrived before the loop started
@@ -378,8 +382,7 @@ class Executor(Generic[T, R]):
         except asyncio.CancelledError:
             # the caller's task was cancelled: stop our workers before propagating
             self._open = False
-            for task in self._tasks:
-                task.cancel()
+            self._cancel_workers()
             await asyncio.gather(*self._tasks, return_exceptions=True)
             raise
         finally:
@@ -402,8 +405,16 @@ class Executor(Generic[T, R]):
         """Stop taking items and cancel the ones in flight (call on the loop's thread)."""
         self._interrupted = True
         self._stop = True
+        self._cancel_workers()
+
+    def _cancel_workers(self) -> None:
+        """Cancel the workers but the calling one. Items whose sync ``forward`` runs in a
+        worker thread (which cancelling cannot reach) are refused their next module call."""
+        self._halt.set()
+        current = asyncio.current_task()
         for task in self._tasks:
-            task.cancel()
+            if task is not current:
+                task.cancel()
 
     # ------------------------------------------------------------------ internals
     # Workers start lazily: the first one runs alone, and the others (up to ``num_threads``)
@@ -502,10 +513,7 @@ class Executor(Generic[T, R]):
         if len(outcome.errors) >= self.max_errors and not self._stop:
             self._cancelled_by_errors = True
             self._stop = True
-            current = asyncio.current_task()
-            for task in self._tasks:
-                if task is not current:
-                    task.cancel()
+            self._cancel_workers()
 
     def _install_sigint(self) -> Any:
         """While a sync run owns the main thread, Ctrl-C means: stop this run cleanly.

@@ -81,11 +81,11 @@ def _enter(module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Scope
         if call is not None:  # a callback's on_module_start may have changed the settings
             now = settings.scoped() or settings.current()
     try:
-        stops = _STOP.get()
-        if stops and any(stop.is_set() for stop in stops):
-            raise CallStopped(
-                f"{type(module).__name__} call refused: the work it belongs to stopped"
-            )
+        for stop in _STOP.get():  # usually none; a loop, not any(): no generator per call
+            if stop.is_set():
+                raise CallStopped(
+                    f"{type(module).__name__} call refused: the work it belongs to stopped"
+                )
         callers = CALLERS.set((*CALLERS.get(), module))
         if now.track_usage and now.usage_tracker is None:
             tracker = UsageTracker()
