@@ -26,7 +26,6 @@ from dspex import telemetry
 from dspex.errors import DSPexError, ProtocolError
 from dspex.pool.core import PoolCore
 from dspex.pool.protocol import (
-    _HEADER,
     DropSession,
     Error,
     FrameBuffer,
@@ -34,6 +33,7 @@ from dspex.pool.protocol import (
     Result,
     call_frame,
     decode,
+    is_lone_frame,
 )
 from dspex.pool.records import Req, Worker
 
@@ -220,7 +220,7 @@ class DirectPath(PoolCore):
     def _lone_reply(self, req: Req, data: bytes, pending: list[Message]) -> list[Any] | None:
         """The reply if ``data`` is one whole frame answering ``req`` (the usual); any other
         whole frame goes to ``pending``. ``None`` also when ``data`` is not one whole frame."""
-        if len(data) <= 4 or _HEADER.unpack_from(data)[0] != len(data) - 4:  # (is_lone_frame)
+        if not is_lone_frame(data):
             return None
         raw = self._codec.loads(data[4:])
         if type(raw) is list:

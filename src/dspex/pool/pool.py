@@ -309,9 +309,6 @@ class Pool(DirectPath, Dispatch, Supervisor, Outcomes, Callbacks):
             reply = self._call_direct(req)
             if reply is not NOT_TAKEN:  # (the pool thread may have settled it first: closed)
                 req.done = True  # (Req.resolve's part; the waiter keeps the first outcome)
-                if reply[0] == "result":  # (waiter.settle(*_outcome(reply)), two frames fewer)
-                    value = reply[2]
-                    return value if waiter.set(True, value) else waiter.result()
                 return waiter.settle(*_outcome(reply))
         elif not self._want_direct:
             self._want_direct = True
