@@ -38,9 +38,6 @@ class LMRequest(NamedTuple):
     lm: Any = None
 
 
-_new_tuple = tuple.__new__
-
-
 def drive_sync(flow: Generator[LMRequest, list[Any], T], lm: BaseLM) -> T:
     """Run a flow, answering its LM requests with the LM's sync call."""
     request = next(flow)
@@ -133,7 +130,7 @@ class Adapter(ABC):
             messages = self.format(rendered, demos, inputs)
             if options and options.get("parallel_tool_calls") is not None:
                 options.setdefault("tool_choice", "auto")
-            outputs = yield _new_tuple(LMRequest, (messages, options, None))  # no __new__ frame
+            outputs = yield LMRequest(messages, options)
             if type(outputs) is list and len(outputs) == 1:  # one choice: no comprehension frame
                 return [completion_values(self, rendered, signature, outputs[0], self.parse)]
             return [

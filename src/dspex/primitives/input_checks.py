@@ -92,7 +92,7 @@ def check_inputs(
 ) -> None:
     """Log DSPy's warnings for ``inputs`` against ``signature``'s input fields (``now``: the
     settings in force, when the caller already has them)."""
-    typed, required = signature._cache.get("input_checks") or _plan(signature)
+    typed, required = _plan(signature)
     if (now or settings.current()).warn_on_type_mismatch:
         for name, expected in typed:
             value = inputs.get(name)
