@@ -31,15 +31,15 @@ class FieldInfoWithName(NamedTuple):
 
 
 _HEADER = re.compile(r"\[\[ ## (\w+) ## \]\]")
-_FAST_HEADER = re.compile(r"^[ \t]*\[\[ ## (\w+) ## \]\]([^\n]*)", re.M)
 
 
 def split_sections(completion: str) -> list[tuple[str | None, str]]:
     """``(header, text)`` pairs in order, with DSPy's rules (``str.splitlines`` + ``strip``).
 
-    Plain ASCII text without unusual line breaks takes a fast path; it gives the same result
-    because there ``splitlines`` is ``split("\\n")`` and ``strip`` removes only spaces and
-    tabs at the edges of a header line.
+    Plain ASCII text without unusual line breaks whose every marker opens a header takes a
+    fast path (:func:`_marker_sections`); it gives the same result because there
+    ``splitlines`` is ``split("\\n")`` and ``strip`` removes only spaces and tabs at the edges
+    of a header line. Anything else goes line by line, as DSPy does.
     """
     if completion.isascii() and not (
         "\r" in completion  # the line breaks of str.splitlines other than \n (ASCII ones)
@@ -53,14 +53,6 @@ def split_sections(completion: str) -> list[tuple[str | None, str]]:
         found = _marker_sections(completion)
         if found is not None:
             return found
-        # parts: text before the first header, then (name, rest of header line, body) triples
-        parts = _FAST_HEADER.split(completion)
-        out: list[tuple[str | None, str]] = [(None, parts[0].strip())]
-        for i in range(1, len(parts), 3):
-            first = parts[i + 1].strip()
-            body = parts[i + 2]
-            out.append((parts[i], (first + body).strip() if first else body.strip()))
-        return out
     sections: list[tuple[str | None, list[str]]] = [(None, [])]
     for line in completion.splitlines():
         found_header = _HEADER.match(line.strip())
@@ -76,7 +68,7 @@ def _marker_sections(completion: str) -> list[tuple[str | None, str]] | None:
     """:func:`split_sections`' fast path for ASCII text whose only line break is ``\\n``, by
     ``str.split`` on the marker (work per header, not per character, unlike a regex scan):
     the sections when every ``[[ ## `` in the text opens a header (at a line start after
-    spaces/tabs, an identifier name, `` ## ]]``), else ``None`` (then the regex decides, e.g.
+    spaces/tabs, an identifier name, `` ## ]]``), else ``None`` (then the lines decide, e.g.
     for a marker inside a line or a name starting with a digit)."""
     pieces = completion.split("[[ ## ")
     before = pieces[0]
